@@ -1,0 +1,74 @@
+"""Hardware configurations (hw_configs/*.yaml): per-core limits live here, in one place."""
+
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from sdllm.errors import SdllmError
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hw_configs")
+CORE_KEYS = (
+    "max_neurons", "synapse_memory_bits", "synapse_index_bits", "axon_overhead_bits",
+    "max_input_axons", "max_output_routes", "max_weight_bits", "graded_payload_bits",
+)
+
+
+@dataclass(frozen=True)
+class CoreLimits:
+    max_neurons: int
+    synapse_memory_bits: int
+    synapse_index_bits: int
+    axon_overhead_bits: int
+    max_input_axons: int
+    max_output_routes: int
+    max_weight_bits: int
+    graded_payload_bits: int
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    name: str
+    core: CoreLimits
+    cores_per_chip: int
+    mesh: tuple
+    chips: int
+    energy: dict
+    timestep_us: float
+    raw: dict
+
+    @property
+    def total_cores(self) -> int:
+        return self.cores_per_chip * self.chips
+
+
+def resolve(target: str) -> str:
+    """A target name (a file in hw_configs/) or a path to a YAML file."""
+    if os.path.isfile(target):
+        return target
+    path = os.path.join(CONFIG_DIR, f"{target}.yaml")
+    if os.path.isfile(path):
+        return path
+    known = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
+    raise SdllmError(f"--target {target!r}: no such hardware config (known: {', '.join(known)}; or give a YAML path)")
+
+
+def load(target: str) -> HwConfig:
+    path = resolve(target)
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+        core = CoreLimits(**{k: int(raw["core"][k]) for k in CORE_KEYS})
+        chip, system = raw["chip"], raw["system"]
+        return HwConfig(
+            name=str(raw["name"]),
+            core=core,
+            cores_per_chip=int(chip["cores_per_chip"]),
+            mesh=tuple(int(v) for v in chip["mesh"]),
+            chips=int(system["chips"]),
+            energy={k: float(v) for k, v in raw["energy"].items()},
+            timestep_us=float(raw["timing"]["timestep_us"]),
+            raw=raw,
+        )
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
+        raise SdllmError(f"{path}: not a valid hardware config ({type(e).__name__}: {e})") from None

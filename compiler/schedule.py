@@ -1,0 +1,38 @@
+"""Pass 5: the timestep schedule (DESIGN §3: a value computed in step t is received in step t+1).
+
+Per token, in phases 0..period-1. A layer's unit receives its residual at phase r and emits the
+spike train of stage k during phases e_k .. e_k+T-1 (e_0 = r); the stage's cores receive those
+spikes at e_k+1 .. e_k+T and compute their accumulators at e_k+T, which reach the unit at
+e_{k+1} = e_k + T + 1. Stage order: qkv, qk, pv, o, gate_up, down; the unit adds the last
+result to the residual at e_6 and hands it on (next unit at e_6 + 1, or the LM head's spikes).
+The host sends the token's embedding to arrive at phase 0 and receives the logits at the last
+phase, where it picks the next token.
+"""
+
+from sdllm.compiler.ir import Network
+
+LAYER_STAGES = ("qkv", "qk", "pv", "o", "gate_up", "down")
+
+
+def schedule(net: Network) -> Network:
+    T = (1 << (net.blob["quant"]["act_bits"] - 1)) - 1
+    n_layers = net.blob["config"]["n_layers"]
+    layers, stages = [], {}
+    r = 0
+    for i in range(n_layers):
+        emits = [r + k * (T + 1) for k in range(len(LAYER_STAGES) + 1)]
+        layers.append({"resid_in": r, "emit": emits})
+        for k, name in enumerate(LAYER_STAGES):
+            stages[f"L{i}.{name}"] = {"first": emits[k] + 1, "last": emits[k] + T}
+        r = emits[-1] + 1
+    head_emit = layers[-1]["emit"][-1]
+    stages["head"] = {"first": head_emit + 1, "last": head_emit + T}
+    period = head_emit + T + 2
+    net.schedule = {
+        "timesteps_per_spike_train": T,
+        "period": period,
+        "layers": layers,
+        "stages": stages,
+        "host": {"embed_arrives": 0, "ratio_arrives": head_emit + 1, "logits_arrive": period - 1},
+    }
+    return net

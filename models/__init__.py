@@ -1,0 +1,1 @@
+"""sdllm.models — the LLaMA-family float model and its spike-driven (SDLLM) conversion."""

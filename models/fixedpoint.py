@@ -1,0 +1,168 @@
+"""Integer arithmetic between spike-driven stages (numpy int64, exact, deterministic).
+
+These functions are the between-stage "neuron programs" of an SDLLM. The integer reference
+(`sdllm.models.integer_ref`) and the runtime's neuron-unit cores call the very same
+functions, so the only thing a compiled network can get wrong is what the compiler owns:
+synapse tables, routing and timing.
+
+Fixed-point formats (value = integer / 2**bits):
+  FRAC        residual stream, q/k/v, attention output, gate/up, logits
+  SCALE_FRAC  per-output-channel weight scales
+  RATIO_FRAC  per-token quantile/RMS ratio of a normalised stage input
+  EXP_FRAC    i-exp, sigmoid
+  TRIG_FRAC   RoPE cos/sin tables
+Every intermediate is bounded below 2**62 (checked in `round_div`).
+"""
+
+import math
+
+import numpy as np
+
+FRAC = 12
+SCALE_FRAC = 16
+RATIO_FRAC = 16
+EXP_FRAC = 15
+TRIG_FRAC = 14
+
+_LIMIT = 1 << 62
+_LN2 = round(math.log(2) * (1 << FRAC))
+# I-BERT's second-order fit of exp on (-ln2, 0]: exp(p) ~ A (p + B)^2 + C
+_EXP_A = round(0.3585 * (1 << FRAC))
+_EXP_B = round(1.353 * (1 << FRAC))
+_EXP_C = round(0.344 * (1 << EXP_FRAC))
+_EXP_MAX_SHIFT = EXP_FRAC + 2
+
+
+def qmax(bits: int) -> int:
+    """Largest magnitude of a symmetric signed integer of `bits` bits: 2**(bits-1) - 1."""
+    return (1 << (bits - 1)) - 1
+
+
+def quantile_index(n: int, gamma: float) -> int:
+    """Order statistic used as the γ-quantile of n values (no interpolation)."""
+    return min(n - 1, max(0, math.ceil(gamma * n) - 1))
+
+
+def round_div(n, d):
+    """n / d rounded half away from zero; d > 0. Raises OverflowError past 2**62."""
+    n = np.asarray(n, dtype=np.int64)
+    d = np.asarray(d, dtype=np.int64)
+    if n.size and int(np.abs(n).max()) >= _LIMIT:
+        raise OverflowError(f"fixed-point intermediate exceeds 2**62 (max |value| {int(np.abs(n).max())})")
+    return np.sign(n) * ((np.abs(n) * 2 + d) // (2 * d))
+
+
+def isqrt(n):
+    """floor(sqrt(n)) for non-negative int64 arrays, exact."""
+    n = np.asarray(n, dtype=np.int64)
+    r = np.floor(np.sqrt(n.astype(np.float64))).astype(np.int64)
+    r -= (r * r > n).astype(np.int64)
+    r += ((r + 1) * (r + 1) <= n).astype(np.int64)
+    return r
+
+
+def quantize(x, k: int, q_max: int, theta: int):
+    """Per-row γ-quantile quantisation: step 1 of γ-SQP, float-free.
+
+    m = k-th order statistic of |x| (the clipping range, in x's units), q = clip(round(x·Q/m)),
+    dead zone: |q| <= theta sends nothing. Returns (q, m); x ≈ q·m/Q.
+    """
+    x = np.asarray(x, dtype=np.int64)
+    m = np.maximum(np.partition(np.abs(x), k, axis=-1)[..., k], 1)
+    q = np.clip(round_div(x * q_max, m[..., None]), -q_max, q_max)
+    q[np.abs(q) <= theta] = 0
+    return q, m
+
+
+def rms(x, eps_fx: int):
+    """RMS of each row of a FRAC vector, in FRAC units: isqrt(mean(x²) + eps)."""
+    x = np.asarray(x, dtype=np.int64)
+    return np.maximum(isqrt(round_div((x * x).sum(-1), x.shape[-1]) + eps_fx), 1)
+
+
+def norm_quantize(x, k: int, q_max: int, theta: int, eps_fx: int):
+    """RMSNorm fused with γ-quantile quantisation (the gain is folded into the next weights).
+
+    The per-token RMS cancels in q; it survives only in ratio = m / rms, applied after the
+    spike-driven stage. Returns (q, ratio) with x/rms(x) ≈ q·ratio/(Q·2**RATIO_FRAC).
+    """
+    q, m = quantize(x, k, q_max, theta)
+    return q, round_div(m << RATIO_FRAC, rms(x, eps_fx))
+
+
+def dequant_normed(acc, scale_fx, ratio, q_max: int):
+    """Output (FRAC) of a linear stage fed by `norm_quantize`: acc·s_w·ratio/Q."""
+    t = round_div(np.asarray(acc, np.int64) * scale_fx, 1 << (SCALE_FRAC - FRAC))
+    return round_div(t * np.asarray(ratio, np.int64)[..., None], q_max << RATIO_FRAC)
+
+
+def dequant(acc, scale_fx, m, q_max: int):
+    """Output (FRAC) of a linear stage fed by `quantize` of a FRAC vector: acc·s_w·m/Q."""
+    t = round_div(np.asarray(acc, np.int64) * scale_fx, 1 << SCALE_FRAC)
+    return round_div(t * np.asarray(m, np.int64)[..., None], q_max)
+
+
+def rope(x, cos_fx, sin_fx):
+    """Half-split RoPE on the last axis of a FRAC array; cos/sin broadcast (TRIG_FRAC)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return np.concatenate(
+        [round_div(x1 * cos_fx - x2 * sin_fx, 1 << TRIG_FRAC), round_div(x1 * sin_fx + x2 * cos_fx, 1 << TRIG_FRAC)],
+        axis=-1,
+    )
+
+
+def iexp(x):
+    """exp(x) for x <= 0 (FRAC) -> EXP_FRAC, I-BERT's integer-only exponential."""
+    x = np.asarray(x, dtype=np.int64)
+    z = (-x) // _LN2
+    p = x + z * _LN2
+    poly = round_div(_EXP_A * (p + _EXP_B) ** 2, 1 << (3 * FRAC - EXP_FRAC)) + _EXP_C
+    return np.where(z > _EXP_MAX_SHIFT, 0, poly >> np.minimum(z, _EXP_MAX_SHIFT))
+
+
+def silu_mul(gate, up):
+    """SiLU(gate)·up on FRAC values, sigmoid through `iexp`."""
+    one = 1 << EXP_FRAC
+    e = iexp(-np.abs(gate))
+    sig = np.where(gate >= 0, round_div(one * one, one + e), round_div(e * one, one + e))
+    return round_div(round_div(gate * sig, one) * up, 1 << FRAC)
+
+
+def softmax_quantize(scores, q_max: int, theta: int):
+    """Integer softmax over the last axis, quantised to unsigned spike counts for P·V.
+
+    scores (heads, keys) FRAC. Returns (p, top, total): p in [0, Q] with
+    softmax ≈ p·top/(Q·total); top = max of i-exp (EXP_FRAC), total = their sum.
+    """
+    s = np.asarray(scores, np.int64)
+    e = iexp(s - s.max(-1, keepdims=True))
+    top = np.maximum(e.max(-1), 1)
+    p = np.clip(round_div(e * q_max, top[:, None]), 0, q_max)
+    p[p <= theta] = 0
+    return p, top, np.maximum(e.sum(-1), 1)
+
+
+def attention_output(acc, v_range, top, total, q_max: int, kv_max: int):
+    """P·V accumulator (heads, head_dim) -> attention output (FRAC).
+
+    v_range (heads, head_dim) FRAC: static per-channel range of the cached values.
+    """
+    t = round_div(np.asarray(acc, np.int64) * np.asarray(v_range, np.int64), kv_max)
+    return round_div(t * np.asarray(top, np.int64)[:, None], q_max * np.asarray(total, np.int64)[:, None])
+
+
+def quantize_static(x, x_range, q_max: int):
+    """Quantise with a fixed per-channel range (FRAC): clip(round(x·Q/range))."""
+    return np.clip(round_div(np.asarray(x, np.int64) * q_max, np.asarray(x_range, np.int64)), -q_max, q_max)
+
+
+def score_values(acc, q_scale, k_scale, q_max: int, kv_max: int):
+    """Q·Kᵀ accumulator (heads, keys) -> scores (FRAC); q_scale (heads,), k_scale (heads, keys)."""
+    t = round_div(np.asarray(acc, np.int64) * np.asarray(q_scale, np.int64)[:, None], q_max)
+    return round_div(t * np.asarray(k_scale, np.int64), kv_max << FRAC)
+
+
+def to_fixed(x, frac: int = FRAC):
+    """Float array -> fixed-point int64 (host boundary and conversion time only)."""
+    return np.round(np.asarray(x, dtype=np.float64) * (1 << frac)).astype(np.int64)

@@ -1,0 +1,159 @@
+"""A LLaMA-family decoder in PyTorch: RMSNorm, RoPE, grouped-query attention, SwiGLU MLP.
+
+Small enough to read in one sitting; the float model every SDLLM is converted from.
+`forward(tokens, tap)` passes every activation that an SDLLM quantises through
+`tap(name, tensor) -> tensor`: identity for the float model, a fake quantiser for the
+fake-quant forward, a recorder for calibration.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int = 256
+    dim: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    ffn_dim: int = 256
+    max_seq_len: int = 128
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x, tap=None, name=""):
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (tap(name, x) if tap else x) * self.weight
+
+
+def rope_tables(cfg: LlamaConfig, n_pos: int):
+    """cos/sin of shape (n_pos, head_dim // 2) for the half-split (GPT-NeoX / HF) RoPE layout."""
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
+    angles = torch.outer(torch.arange(n_pos, dtype=torch.float64), inv_freq)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def apply_rope(x, cos, sin):
+    """x: (..., seq, head_dim); rotates the pair (x[i], x[i + head_dim/2])."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.cfg = cfg
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * hd, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, tap=None, name=""):
+        b, t, _ = x.shape
+        c = self.cfg
+        q = self.q_proj(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        group = c.n_heads // c.n_kv_heads
+        if tap is None:
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            q, k, v = tap(name + ".q", q), tap(name + ".k", k), tap(name + ".v", v)
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(c.head_dim)
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            probs = tap(name + ".p", torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
+            y = probs @ v
+        y = y.transpose(1, 2).reshape(b, t, -1)
+        return self.o_proj(tap(name + ".o", y) if tap else y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x, tap=None, name=""):
+        h = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        return self.down_proj(tap(name + ".down", h) if tap else h)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, tap=None, name=""):
+        x = x + self.attn(self.attn_norm(x, tap, name + ".qkv"), cos, sin, tap, name)
+        return x + self.mlp(self.mlp_norm(x, tap, name + ".gate_up"), tap, name)
+
+
+class Llama(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.apply(self._init_weights)
+        cos, sin = rope_tables(cfg, cfg.max_seq_len)
+        self.register_buffer("rope_cos", cos.float(), persistent=False)
+        self.register_buffer("rope_sin", sin.float(), persistent=False)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, tokens, tap=None):
+        t = tokens.shape[1]
+        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        x = self.embed(tokens)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, tap, f"L{i}")
+        return self.lm_head(self.norm(x, tap, "head"))
+
+    def float_state(self) -> dict:
+        """Plain tensors (no tied duplicates) plus the config: what `torch.save` stores."""
+        sd = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        if self.cfg.tie_embeddings:
+            sd.pop("lm_head.weight")
+        return {"format": "sdllm-float-llama", "format_version": 1, "config": self.cfg.to_dict(), "state": sd}
+
+    @classmethod
+    def from_float_state(cls, blob: dict) -> "Llama":
+        model = cls(LlamaConfig(**blob["config"]))
+        model.load_state_dict(blob["state"], strict=not model.cfg.tie_embeddings)
+        return model

@@ -1,0 +1,75 @@
+"""Train the embedded default model on the stdlib's pydoc topics (deterministic, CPU).
+
+    python -m sdllm.models.train_default -o models/default/float.pt
+
+The result is committed as models/default/float.pt; rerunning this script reproduces it.
+"""
+
+import argparse
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sdllm.models.corpus import pydoc_bytes, split, windows
+from sdllm.models.llama import Llama, LlamaConfig
+from tqdm import tqdm
+
+
+def batches(train: np.ndarray, seq_len: int, batch: int, steps: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        starts = rng.integers(0, len(train) - seq_len - 1, size=batch)
+        chunk = np.stack([train[s : s + seq_len + 1] for s in starts]).astype(np.int64)
+        yield torch.from_numpy(chunk[:, :-1]), torch.from_numpy(chunk[:, 1:])
+
+
+@torch.no_grad()
+def perplexity(model, held_out: np.ndarray, seq_len: int) -> float:
+    x = torch.from_numpy(windows(held_out, seq_len + 1))
+    logits = model(x[:, :-1])
+    return math.exp(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1)).item())
+
+
+def train(steps: int, batch: int, lr: float, seed: int) -> Llama:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    cfg = LlamaConfig()
+    model = Llama(cfg)
+    train_arr, held_out = split(pydoc_bytes())
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    warmup = steps // 20
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    bar = tqdm(batches(train_arr, cfg.max_seq_len, batch, steps, seed), total=steps, desc="train")
+    for step, (x, y) in enumerate(bar):
+        loss = F.cross_entropy(model(x).reshape(-1, cfg.vocab_size), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    print(f"held-out perplexity (per byte): {perplexity(model, held_out, cfg.max_seq_len):.3f}")
+    return model
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-o", "--output", default="models/default/float.pt")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    model = train(args.steps, args.batch, args.lr, args.seed)
+    torch.save(model.float_state(), args.output)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""sdllm.runtime — runs a build directory on Lava's CPU simulator."""

@@ -1,0 +1,208 @@
+"""What each core type does in one timestep, independent of Lava.
+
+`step(t, x)` takes the step number and the vector that arrived on the core's axons this step
+and returns the core's output vector (its node-space outputs, local order) computed this
+step, which the destination cores receive in step t+1. Per-token SOP counters live inside.
+"""
+
+import numpy as np
+from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
+
+from sdllm.errors import SdllmError
+
+
+class CoreBehaviour:
+    def __init__(self, core, build, n_positions: int):
+        self.core = core
+        self.period = build.schedule["period"]
+        self.sops = np.zeros(n_positions, np.int64)
+        self.zeros = np.zeros(core.n_neurons, np.int64)
+
+    def clock(self, t: int):
+        return divmod(t, self.period)
+
+
+def _check_ternary(core, x):
+    if x.size and np.abs(x).max() > 1:
+        raise SdllmError(f"core {core.name}: received a value of {int(np.abs(x).max())} on a spike axon (spikes are -1, 0, +1)")
+
+
+class SynapseCore(CoreBehaviour):
+    """Static synapses: accumulate W·s over the stage's window, send the sums as graded spikes."""
+
+    def __init__(self, core, build, n_positions):
+        super().__init__(core, build, n_positions)
+        p = core.params
+        ptr = p["axon_ptr"]
+        self.fanout = np.diff(ptr)
+        self.w = np.zeros((core.n_neurons, core.n_axons), np.int64)
+        axon_of_entry = np.repeat(np.arange(core.n_axons), self.fanout)
+        self.w[p["neuron_index"], axon_of_entry] = p["weight"]
+        window = build.schedule["stages"][core.node]
+        self.first, self.last = window["first"], window["last"]
+        self.acc = np.zeros(core.n_neurons, np.int64)
+
+    def step(self, t, x):
+        token, phase = self.clock(t)
+        if self.first <= phase <= self.last:
+            _check_ternary(self.core, x)
+            self.acc += self.w @ x
+            self.sops[token] += int(np.abs(x) @ self.fanout)
+            if phase == self.last:
+                out, self.acc = self.acc, np.zeros_like(self.acc)
+                return out
+        return self.zeros
+
+
+class KvCore(CoreBehaviour):
+    """Dynamic synapses holding the KV cache of some query heads.
+
+    kv_qk: spikes of q (heads x head_dim) against cached keys -> scores (heads x max_seq).
+    kv_pv: spikes of p (heads x max_seq) against cached values -> outputs (heads x head_dim).
+    The write axons carry the new token's keys/values (graded), stored at its position.
+    """
+
+    def __init__(self, core, build, n_positions):
+        super().__init__(core, build, n_positions)
+        p = core.params
+        self.h, self.hd, self.S, self.n_spike = p["n_heads"], p["head_dim"], p["max_seq_len"], p["n_spike_axons"]
+        n_kv = (core.n_axons - self.n_spike) // self.hd
+        self.cache = np.zeros((n_kv, self.S, self.hd), np.int64)
+        self.kv_of_head = (p["head0"] + np.arange(self.h)) // p["group"] - p["kv_head0"]
+        layer = core.node.split(".")[0]
+        self.write_at = build.schedule["stages"][f"{layer}.qk"]["first"]
+        window = build.schedule["stages"][core.node]
+        self.first, self.last = window["first"], window["last"]
+        self.qk = core.type == "kv_qk"
+        self.acc = np.zeros(core.n_neurons, np.int64)
+
+    def step(self, t, x):
+        token, phase = self.clock(t)
+        if phase == self.write_at:
+            self.cache[:, token] = x[self.n_spike :].reshape(-1, self.hd)
+        if self.first <= phase <= self.last:
+            s = x[: self.n_spike]
+            _check_ternary(self.core, s)
+            mem = self.cache[self.kv_of_head]  # (heads, S, hd)
+            if self.qk:
+                self.acc += np.einsum("hd,htd->ht", s.reshape(self.h, self.hd), mem).reshape(-1)
+                self.sops[token] += int(np.abs(s).sum()) * (token + 1)
+            else:
+                self.acc += np.einsum("ht,htd->hd", s.reshape(self.h, self.S), mem).reshape(-1)
+                self.sops[token] += int(np.abs(s).sum()) * self.hd
+            if phase == self.last:
+                out, self.acc = self.acc, np.zeros_like(self.acc)
+                return out
+        return self.zeros
+
+
+class NeuronUnitCore(CoreBehaviour):
+    """One decoder layer's programmable neurons: the between-stage integer program
+    (`sdllm.models.units`) plus the integrate-and-fire encoders that turn each integer
+    activation q into |q| spikes of sign(q)."""
+
+    STAGES = ("qkv", "qk", "pv", "o", "gate_up", "down")
+
+    def __init__(self, core, build, n_positions):
+        super().__init__(core, build, n_positions)
+        self.unit = DecoderLayerUnit(core.params, build.config["max_seq_len"])
+        self.params = core.params
+        self.ins = build.segments(core.node, "inputs")
+        self.outs = build.segments(core.node, "outputs")
+        self.emit = build.schedule["layers"][core.layer]["emit"]
+        self.payload_max = (1 << (build.doc["hw"]["core"]["graded_payload_bits"] - 1)) - 1
+        self.remaining = None  # the encoder's membrane: spikes still to send
+        self.train_seg = None
+
+    def _start(self, seg, q):
+        self.train_seg, self.remaining = seg, np.asarray(q, np.int64).reshape(-1).copy()
+
+    def _put(self, y, seg, value):
+        value = np.asarray(value, np.int64).reshape(-1)
+        if value.size and np.abs(value).max() > self.payload_max:
+            raise SdllmError(f"core {self.core.name}: graded spike on {seg} needs more than the "
+                             f"{self.payload_max.bit_length() + 1}-bit payload (value {int(np.abs(value).max())})")
+        a, b = self.outs[seg]
+        y[a:b] = value
+
+    def step(self, t, x):
+        token, phase = self.clock(t)
+        y = np.zeros(self.core.n_neurons, np.int64)
+        seg = lambda name: x[slice(*self.ins[name])]  # noqa: E731
+        u, e = self.unit, self.emit
+        if phase == e[0]:
+            self._start("qkv", u.attn_in(seg("resid_in")))
+        elif phase == e[1]:
+            q, k, v = u.after_qkv(seg("qkv"), token)
+            self._put(y, "k_write", k)
+            self._put(y, "v_write", v)
+            self._start("qk", q)
+        elif phase == e[2]:
+            self._start("pv", u.after_qk(seg("qk").reshape(int(self.params["n_heads"]), -1), token))
+        elif phase == e[3]:
+            self._start("o", u.after_pv(seg("pv")))
+        elif phase == e[4]:
+            self._start("gate_up", u.after_o(seg("o")))
+        elif phase == e[5]:
+            self._start("down", u.after_gate_up(seg("gate_up")))
+        elif phase == e[6]:
+            h = u.after_down(seg("down"))
+            if "resid_out" in self.outs:
+                self._put(y, "resid_out", h)
+            else:
+                q, ratio = head_in(h, self.params)
+                self._put(y, "ratio", [ratio])
+                self._start("head", q)
+        if self.remaining is not None:
+            s = np.sign(self.remaining)
+            self.remaining -= s
+            a, b = self.outs[self.train_seg]
+            y[a:b] = s
+            if not self.remaining.any():
+                self.remaining = None
+        return y
+
+
+class HostCore(CoreBehaviour):
+    """The host boundary: embedding lookup in, logits out, greedy choice of the next token."""
+
+    def __init__(self, core, build, n_positions, prompt):
+        super().__init__(core, build, n_positions)
+        self.params = core.params
+        self.embed = core.params["embed"]
+        h = build.schedule["host"]
+        self.ratio_at, self.logits_at = h["ratio_arrives"], h["logits_arrive"]
+        self.ins = build.segments(core.node, "inputs")
+        self.tokens = np.zeros(n_positions + 1, np.int64)
+        self.tokens[: len(prompt)] = prompt
+        self.n_prompt = len(prompt)
+        self.logits = np.zeros((n_positions, build.config["vocab_size"]), np.int64)
+        self.ratio = 0
+
+    def first_output(self):
+        """What the host sends in step 0: the first prompt token's embedding."""
+        return self.embed[self.tokens[0]]
+
+    def step(self, t, x):
+        token, phase = self.clock(t)
+        if phase == self.ratio_at:
+            self.ratio = int(x[slice(*self.ins["ratio"])][0])
+        if phase == self.logits_at:
+            self.logits[token] = logits_out(x[slice(*self.ins["logits"])], self.ratio, self.params)
+            if token + 1 >= self.n_prompt:
+                self.tokens[token + 1] = int(np.argmax(self.logits[token]))
+            if token + 1 < len(self.logits):
+                return self.embed[self.tokens[token + 1]]
+        return self.zeros
+
+
+def make_behaviour(core, build, n_positions: int, prompt):
+    if core.type == "synapse":
+        return SynapseCore(core, build, n_positions)
+    if core.type in ("kv_qk", "kv_pv"):
+        return KvCore(core, build, n_positions)
+    if core.type == "neuron_unit":
+        return NeuronUnitCore(core, build, n_positions)
+    if core.type == "host_io":
+        return HostCore(core, build, n_positions, prompt)
+    raise SdllmError(f"core {core.name}: unknown core type {core.type!r}")

@@ -1,0 +1,83 @@
+"""Read a build directory (DESIGN §5). The runtime never reads model.pt: everything comes from here."""
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from sdllm.errors import SdllmError
+
+BUILD_FORMAT = "sdllm-build"
+BUILD_FORMAT_VERSION = 1
+
+
+@dataclass
+class CoreImage:
+    id: int
+    name: str
+    type: str
+    node: str
+    layer: int
+    chip: int
+    n_axons: int
+    n_neurons: int
+    params: dict  # scalars and arrays together
+    routes: list  # [(dest id, src index array, dest axon array)]
+
+
+@dataclass
+class Build:
+    path: str
+    doc: dict
+    cores: list
+
+    @property
+    def schedule(self) -> dict:
+        return self.doc["schedule"]
+
+    @property
+    def config(self) -> dict:
+        return self.doc["model"]["config"]
+
+    def segments(self, node: str, side: str) -> dict:
+        """name -> (start, stop) of a node's 'inputs' or 'outputs'."""
+        out, off = {}, 0
+        for name, n in self.doc["nodes"][node][side]:
+            out[name] = (off, off + n)
+            off += n
+        return out
+
+    def host(self) -> CoreImage:
+        return next(c for c in self.cores if c.type == "host_io")
+
+
+def load_build(path: str) -> Build:
+    doc_path = os.path.join(path, "network.json")
+    if not os.path.isfile(doc_path):
+        raise SdllmError(f"{path}: not a build directory (no network.json); run sdllm-compile first")
+    try:
+        with open(doc_path) as f:
+            doc = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SdllmError(f"{doc_path}: unreadable ({e})") from None
+    if doc.get("format") != BUILD_FORMAT or doc.get("format_version") != BUILD_FORMAT_VERSION:
+        raise SdllmError(
+            f"{path}: build format {doc.get('format')!r} version {doc.get('format_version')!r} is not supported "
+            f"(this sdllm reads {BUILD_FORMAT} version {BUILD_FORMAT_VERSION})"
+        )
+
+    def array(rel):
+        try:
+            return np.load(os.path.join(path, rel), allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise SdllmError(f"{path}: array {rel} unreadable ({e})") from None
+
+    cores = []
+    for c in doc["cores"]:
+        params = dict(c["params"])
+        params.update({k: array(rel) for k, rel in c["arrays"].items()})
+        routes = [(r["dest"], array(r["src"]), array(r["dst"])) for r in c["routes"]]
+        cores.append(CoreImage(c["id"], c["name"], c["type"], c["node"], c["layer"], c["chip"],
+                               c["n_axons"], c["n_neurons"], params, routes))
+    return Build(path, doc, cores)

@@ -1,0 +1,16 @@
+"""What a run returns, whichever backend ran it."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RunResult:
+    tokens: list  # prompt + generated
+    logits: np.ndarray  # (positions, vocab) FRAC ints
+    core_sops: dict  # core name -> SOPs per position
+    timesteps: int
+
+    def sops_per_token(self) -> np.ndarray:
+        return np.sum(list(self.core_sops.values()), axis=0)
