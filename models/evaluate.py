@@ -1,0 +1,92 @@
+"""sdllm-eval: perplexity of the float model, the fake-quant forward and the integer reference
+on held-out text (the last 10% of the stdlib's pydoc topics), plus firing statistics.
+
+    sdllm-eval model.pt [--float FLOAT.pt] [--windows 8]
+"""
+
+import argparse
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from sdllm.errors import SdllmError
+from sdllm.models import checkpoint
+from sdllm.models import fixedpoint as fx
+from sdllm.models.corpus import pydoc_bytes, split, windows
+from sdllm.models.fakequant import FakeQuantSDLLM
+from sdllm.models.integer_ref import IntegerSDLLM
+
+
+def held_out_windows(seq_len: int, n: int) -> np.ndarray:
+    _, held_out = split(pydoc_bytes())
+    rows = windows(held_out, seq_len)
+    step = max(1, len(rows) // n)
+    return rows[::step][:n]
+
+
+@torch.no_grad()
+def torch_perplexity(forward, rows: np.ndarray) -> float:
+    x = torch.from_numpy(rows)
+    logits = forward(x[:, :-1]).double()
+    return math.exp(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1)).item())
+
+
+def integer_perplexity(blob: dict, rows: np.ndarray, progress: bool = True):
+    """Perplexity of the integer reference, and its mean spikes per token and SOPs per token."""
+    ref = IntegerSDLLM(blob)
+    nll, n, spikes, sops = 0.0, 0, 0, 0
+    bar = tqdm(total=rows.shape[0] * (rows.shape[1] - 1), desc="integer reference", disable=not progress, leave=False)
+    for row in rows:
+        ref.reset()
+        for pos in range(len(row) - 1):
+            logits_fx, sp = ref.step(int(row[pos]), pos)
+            z = logits_fx.astype(np.float64) / (1 << fx.FRAC)
+            nll += float(np.log(np.exp(z - z.max()).sum()) + z.max() - z[row[pos + 1]])
+            n += 1
+            spikes += sum(int(np.abs(v).sum()) for v in sp.values())
+            sops += sum(ref.stage_sops(sp, pos).values())
+            bar.update()
+    bar.close()
+    return math.exp(nll / n), spikes / n, sops / n
+
+
+def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True) -> dict:
+    seq_len = blob["config"]["max_seq_len"]
+    rows = held_out_windows(seq_len, n_windows)
+    out = {"tokens": int(rows.shape[0] * (rows.shape[1] - 1))}
+    if float_model is not None:
+        out["float"] = torch_perplexity(float_model.eval(), rows)
+        out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, blob), rows)
+    out["integer"], out["spikes_per_token"], out["sops_per_token"] = integer_perplexity(blob, rows, progress)
+    return out
+
+
+def main(argv=None):
+    from sdllm.models.convert import DEFAULT_FLOAT, load_float
+
+    ap = argparse.ArgumentParser(prog="sdllm-eval", description="Held-out perplexity of an SDLLM and its float model.")
+    ap.add_argument("model", help="model.pt")
+    ap.add_argument("--float", dest="float_path", default=DEFAULT_FLOAT, help="the float checkpoint it was converted from")
+    ap.add_argument("--windows", type=int, default=8, help="held-out windows of max_seq_len bytes")
+    args = ap.parse_args(argv)
+    try:
+        blob = checkpoint.load(args.model)
+        r = evaluate(blob, load_float(args.float_path), args.windows)
+    except SdllmError as e:
+        print(f"sdllm-eval: error: {e}", file=sys.stderr)
+        return 2
+    q = blob["quant"]
+    print(f"held-out perplexity per byte ({r['tokens']} tokens), W{q['weight_bits']}A{q['act_bits']} KV{q['kv_bits']} theta={q['theta']}:")
+    print(f"  float      {r['float']:.3f}")
+    print(f"  fake-quant {r['fake_quant']:.3f}")
+    print(f"  integer    {r['integer']:.3f}   (the SDLLM the compiled network runs)")
+    print(f"  spikes per token {r['spikes_per_token']:.0f}, SOPs per token {r['sops_per_token']:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

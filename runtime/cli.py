@@ -1,0 +1,75 @@
+"""sdllm-run build/ --prompt "..." --backend lava"""
+
+import argparse
+import sys
+import time
+
+from sdllm.errors import SdllmError
+from sdllm.runtime import energy
+from sdllm.runtime.build import load_build
+from sdllm.runtime.tokenizer import decode, encode
+
+BACKENDS = ("lava", "lockstep")
+
+
+def run(build, prompt_tokens, n_new: int, backend: str):
+    if backend == "lava":
+        from sdllm.runtime.lava_backend import run_lava
+
+        return run_lava(build, prompt_tokens, n_new)
+    from sdllm.runtime.lockstep import run_lockstep
+
+    return run_lockstep(build, prompt_tokens, n_new)
+
+
+def check_request(build, prompt_tokens, n_new: int) -> None:
+    ctx = build.config["max_seq_len"]
+    if not prompt_tokens:
+        raise SdllmError("--prompt: must not be empty")
+    if n_new < 1:
+        raise SdllmError(f"--max-new-tokens: must be at least 1, got {n_new}")
+    if len(prompt_tokens) + n_new - 1 > ctx:
+        raise SdllmError(f"--prompt + --max-new-tokens: {len(prompt_tokens)} + {n_new} tokens exceed the context of {ctx}")
+
+
+def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) -> None:
+    text = decode(build.doc["tokenizer"], result.tokens[len(prompt_tokens):])
+    est = energy.estimate(build, result)
+    n_pos = len(result.logits)
+    print(f"prompt:    {decode(build.doc['tokenizer'], prompt_tokens)!r}", file=out)
+    print(f"generated: {text!r}", file=out)
+    print(f"timesteps: {result.timesteps} ({build.schedule['period']} per token x {n_pos} positions), "
+          f"wall {wall_s:.1f} s ({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)", file=out)
+    per = result.sops_per_token()
+    print(f"SOPs per token: mean {est['sops_per_token']:,.0f} (min {int(per.min()):,}, max {int(per.max()):,})", file=out)
+    print(f"energy estimate per token: {est['energy_per_token_uj']:.2f} uJ "
+          f"({est['sop_energy_nj']:.0f} nJ synaptic ops + {est['neuron_energy_nj']:.0f} nJ neuron updates); "
+          f"latency {est['latency_per_token_ms']:.2f} ms at the config's step time", file=out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="sdllm-run", description="Run a compiled SDLLM build directory.")
+    ap.add_argument("build", help="build directory written by sdllm-compile")
+    ap.add_argument("--prompt", required=True)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--backend", choices=BACKENDS, default="lava",
+                    help="lava: one Lava process per core on Loihi2SimCfg('fixed_pt'); lockstep: the same cores in one process")
+    args = ap.parse_args(argv)
+    try:
+        build = load_build(args.build)
+        prompt_tokens = encode(build.doc["tokenizer"], args.prompt)
+        check_request(build, prompt_tokens, args.max_new_tokens)
+        t0 = time.time()
+        result = run(build, prompt_tokens, args.max_new_tokens, args.backend)
+        print_result(build, prompt_tokens, result, time.time() - t0)
+    except SdllmError as e:
+        print(f"sdllm-run: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sdllm-run: interrupted; Lava stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
