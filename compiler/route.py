@@ -1,5 +1,6 @@
 """Pass 4: routing tables — every element of every operator-graph edge, from each core that
-produces it to the one core whose axon receives it."""
+produces it (several for partial sums of fan-in tiles) to each core with an axon for it
+(several when a stage's neurons are split across cores)."""
 
 import numpy as np
 from sdllm.compiler.ir import Network
@@ -23,9 +24,9 @@ def route(net: Network) -> Network:
         src_owners = _owners(net.cores_of(src), s_node.outputs.total, "neurons")
         dst_owners = _owners(net.cores_of(dst), d_node.inputs.total, "axons")
         for k in range(data["size"]):
-            (d_core, d_local), = dst_owners[d0 + k]
-            for s_core, s_local in src_owners[s0 + k]:
-                pending.setdefault((s_core.id, d_core.id), []).append((s_local, d_local))
+            for d_core, d_local in dst_owners[d0 + k]:
+                for s_core, s_local in src_owners[s0 + k]:
+                    pending.setdefault((s_core.id, d_core.id), []).append((s_local, d_local))
     for (s_id, d_id), pairs in sorted(pending.items()):
         pairs = np.array(sorted(pairs), dtype=np.int64)
         net.cores[s_id].routes.append((d_id, pairs[:, 0], pairs[:, 1]))

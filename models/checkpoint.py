@@ -2,7 +2,9 @@
 
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 
 import torch
@@ -31,10 +33,14 @@ def load_blob(path: str, expected_format: str) -> dict:
     if not os.path.isfile(path):
         raise SdllmError(f"{path}: no such file")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SdllmError(f"{path}: refused to load: it holds more than tensors and plain values ({first})") from None
+        code = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if code:
+            raise SdllmError(f"{path}: refused to load: it references code ({code.group(1)}); only tensors and plain values are read") from None
+        raise SdllmError(f"{path}: not a readable checkpoint (truncated or corrupt: not a tensor archive)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         raise SdllmError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
     if not isinstance(blob, dict) or blob.get("format") != expected_format:

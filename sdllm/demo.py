@@ -69,7 +69,7 @@ def main(argv=None):
         print(f"  float {r['float']:.3f} | fake-quant SDLLM {r['fake_quant']:.3f} | integer SDLLM {r['integer']:.3f} "
               f"({r['tokens']} tokens; {r['spikes_per_token']:.0f} spikes and {r['sops_per_token']:,.0f} SOPs per token)")
 
-        print(f"\n== 4. generate on Lava (Loihi2SimCfg fixed_pt), one Lava process per core")
+        print("\n== 4. generate on Lava (Loihi2SimCfg fixed_pt), one Lava process per core")
         build = load_build(build_dir)
         prompt = encode(build.doc["tokenizer"], args.prompt)
         t0 = time.time()

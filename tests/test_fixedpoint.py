@@ -1,0 +1,39 @@
+import math
+
+import numpy as np
+from sdllm.models import fixedpoint as fx
+
+
+def test_round_div_rounds_half_away_from_zero():
+    n = np.array([5, -5, 4, -4, 6, -6, 0])
+    assert fx.round_div(n, 2).tolist() == [3, -3, 2, -2, 3, -3, 0]
+    assert fx.round_div(n, 4).tolist() == [1, -1, 1, -1, 2, -2, 0]
+
+
+def test_isqrt_is_exact():
+    rng = np.random.default_rng(0)
+    n = np.concatenate([rng.integers(0, 2**52, 2000), np.arange(200), np.array([k * k for k in range(1, 200)]) - 1])
+    assert fx.isqrt(n).tolist() == [math.isqrt(int(v)) for v in n]
+
+
+def test_quantize_hits_the_range_and_the_dead_zone():
+    x = np.array([[100, -50, 3, 0, -100]])
+    q, m = fx.quantize(x, k=4, q_max=7, theta=0)
+    assert m.tolist() == [100]
+    assert q.tolist() == [[7, -4, 0, 0, -7]]
+    q, _ = fx.quantize(x, k=4, q_max=7, theta=4)
+    assert q.tolist() == [[7, 0, 0, 0, -7]]
+
+
+def test_iexp_tracks_exp():
+    x = np.arange(-8 << fx.FRAC, 1, 97)
+    got = fx.iexp(x) / (1 << fx.EXP_FRAC)
+    assert np.max(np.abs(got - np.exp(x / (1 << fx.FRAC)))) < 0.01
+
+
+def test_silu_mul_tracks_float():
+    g = np.arange(-6 << fx.FRAC, 6 << fx.FRAC, 123)
+    up = np.full_like(g, 1 << fx.FRAC)
+    got = fx.silu_mul(g, up) / (1 << fx.FRAC)
+    z = g / (1 << fx.FRAC)
+    assert np.max(np.abs(got - z / (1 + np.exp(-z)))) < 0.02
