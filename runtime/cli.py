@@ -30,7 +30,8 @@ def check_request(build, prompt_tokens, n_new: int) -> None:
     if n_new < 1:
         raise SdllmError(f"--max-new-tokens: must be at least 1, got {n_new}")
     if len(prompt_tokens) + n_new - 1 > ctx:
-        raise SdllmError(f"--prompt + --max-new-tokens: {len(prompt_tokens)} + {n_new} tokens exceed the context of {ctx}")
+        raise SdllmError(f"--prompt + --max-new-tokens: {len(prompt_tokens)} + {n_new} tokens need "
+                         f"{len(prompt_tokens) + n_new - 1} positions, the context holds {ctx}")
 
 
 def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) -> None:

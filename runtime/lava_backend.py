@@ -1,5 +1,9 @@
 """Build a Lava process graph from a build directory and run it on Loihi2SimCfg('fixed_pt')."""
 
+import multiprocessing
+import signal
+import threading
+
 import numpy as np
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
@@ -35,11 +39,39 @@ def run_lava(build, prompt, n_new: int) -> RunResult:
     procs, models = build_processes(build, prompt, n_positions)
     host = build.host()
     anchor = procs[host.id]
+    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     try:
-        anchor.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models))
+        # Lava's worker processes must not see Ctrl-C themselves: they would die mid-step and
+        # leave the others waiting at the barrier. Only this process handles it, and stops them.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            anchor.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=cfg)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        anchor.wait()
         logits = anchor.logits.get().astype(np.int64)
         tokens = anchor.tokens.get().astype(np.int64)
         sops = {c.name: procs[c.id].sops.get().astype(np.int64) for c in build.cores if c.type != "host_io"}
     finally:
-        anchor.stop()
+        stop(anchor)
     return RunResult(tokens=[int(t) for t in tokens[: n_positions + 1]], logits=logits, core_sops=sops, timesteps=steps)
+
+
+def stop(anchor, grace_s: float = 10.0) -> None:
+    """Stop Lava; if it does not stop within grace_s (interrupted mid-run), end its processes."""
+    stopper = threading.Thread(target=_quiet_stop, args=(anchor,), daemon=True)
+    stopper.start()
+    stopper.join(grace_s)
+    for child in multiprocessing.active_children():
+        child.terminate()
+        child.join(2.0)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _quiet_stop(anchor) -> None:
+    try:
+        anchor.stop()
+    except Exception:  # noqa: BLE001 — a failed stop is handled by terminating the processes
+        pass

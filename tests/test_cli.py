@@ -1,0 +1,66 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+BIN = os.path.dirname(sys.executable)
+
+
+def run(*args):
+    return subprocess.run([os.path.join(BIN, args[0]), *args[1:]], capture_output=True, text=True, timeout=600)
+
+
+def one_line_error(p, *needles):
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    for n in needles:
+        assert n in p.stderr, p.stderr
+
+
+def test_run_on_a_missing_build_is_one_line(tmp_path):
+    one_line_error(run("sdllm-run", str(tmp_path / "nope"), "--prompt", "x"), "not a build directory")
+
+
+def test_prompt_longer_than_the_context_is_one_line(default_build):
+    one_line_error(run("sdllm-run", default_build, "--prompt", "x" * 130, "--max-new-tokens", "2"),
+                   "need 131 positions, the context holds 128")
+
+
+def test_convert_rejects_bad_bit_widths(tmp_path):
+    one_line_error(run("sdllm-convert", "-o", str(tmp_path / "m.pt"), "--act-bits", "12"), "--act-bits", "2..8", "12")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_run_prints_text_timesteps_sops_and_energy(default_build):
+    p = run("sdllm-run", default_build, "--prompt", "The ", "--max-new-tokens", "2")
+    assert p.returncode == 0, p.stderr
+    for needle in ("generated:", "timesteps: ", "SOPs per token", "energy estimate per token"):
+        assert needle in p.stdout
+
+
+def _session_processes(sid):
+    out = subprocess.run(["ps", "-o", "pid=", "-s", str(sid)], capture_output=True, text=True).stdout
+    return out.split()
+
+
+def test_ctrl_c_stops_lava_and_leaves_no_process(default_build):
+    p = subprocess.Popen([os.path.join(BIN, "sdllm-run"), default_build, "--prompt", "The if", "--max-new-tokens", "100"],
+                         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(_session_processes(p.pid)) < 5 and time.time() < deadline:  # Lava has started its processes
+        time.sleep(0.5)
+    time.sleep(2)
+    os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "interrupted" in err
+    deadline = time.time() + 20  # multiprocessing's resource tracker exits once it has cleaned up
+    while _session_processes(p.pid) and time.time() < deadline:
+        time.sleep(0.5)
+    left = subprocess.run(["ps", "-o", "pid=,args=", "-s", str(p.pid)], capture_output=True, text=True).stdout
+    assert left == "", left
