@@ -1,0 +1,47 @@
+"""Figures for the README: held-out perplexity of the embedded default model at several
+spike widths, and simulation speed (Lava vs the single-process lockstep simulator).
+
+    .venv/bin/python benchmarks/slice_figures.py
+"""
+
+import os
+import tempfile
+import time
+
+from sdllm.compiler.emit import emit
+from sdllm.compiler.pipeline import compile_model
+from sdllm.models.convert import DEFAULT_FLOAT, calibration_tokens, load_float
+from sdllm.models.evaluate import evaluate
+from sdllm.models.sdllm import QuantSpec, convert
+from sdllm.runtime.build import load_build
+from sdllm.runtime.lava_backend import run_lava
+from sdllm.runtime.lockstep import run_lockstep
+
+
+def main():
+    model = load_float(DEFAULT_FLOAT)
+    calib = calibration_tokens(model.cfg.max_seq_len, 16)
+    print("held-out perplexity per byte, 8 windows of 128 bytes from the last 10% of pydoc topics")
+    print(f"{'setting':<14} {'T':>4} {'float':>7} {'fake-quant':>11} {'integer':>8} {'int/float':>10} {'spikes/tok':>11} {'SOPs/tok':>11}")
+    blobs = {}
+    for wb, ab in ((8, 8), (4, 8), (4, 6), (4, 4)):
+        spec = QuantSpec(weight_bits=wb, act_bits=ab)
+        blob = blobs[(wb, ab)] = convert(model, spec, calib)
+        r = evaluate(blob, model, n_windows=8, progress=False)
+        print(f"W{wb}A{ab} KV8     {spec.timesteps:>4} {r['float']:>7.3f} {r['fake_quant']:>11.3f} {r['integer']:>8.3f} "
+              f"{r['integer'] / r['float']:>10.3f} {r['spikes_per_token']:>11.0f} {r['sops_per_token']:>11,.0f}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "build")
+        emit(compile_model(blobs[(4, 4)], "loihi2"), out)
+        build = load_build(out)
+        prompt = list(b"The if statement")
+        for name, fn in (("lava (one process per core)", run_lava), ("lockstep (one process)", run_lockstep)):
+            t0 = time.time()
+            r = fn(build, prompt, 8)
+            wall = time.time() - t0
+            print(f"{name:<30} {len(build.cores)} cores, {r.timesteps} steps: {wall:.1f} s, {1e3 * wall / r.timesteps:.2f} ms per step")
+
+
+if __name__ == "__main__":
+    main()
