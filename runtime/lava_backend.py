@@ -1,7 +1,11 @@
 """Build a Lava process graph from a build directory and run it on Loihi2SimCfg('fixed_pt')."""
 
+import glob
 import multiprocessing
+import os
+import shutil
 import signal
+import tempfile
 import threading
 
 import numpy as np
@@ -11,8 +15,10 @@ from sdllm.runtime.behaviours import make_behaviour
 from sdllm.runtime.lava_procs.cores import core_classes
 from sdllm.runtime.result import RunResult
 
+from sdllm.errors import SdllmError
 
-def build_processes(build, prompt, n_positions: int):
+
+def build_processes(build, prompt, n_positions: int, error_dir: str):
     """One Lava Process per core, connected as the routing tables say."""
     procs, models = {}, {}
     for core in build.cores:
@@ -22,7 +28,7 @@ def build_processes(build, prompt, n_positions: int):
         host = core.type == "host_io"
         proc_cls, model_cls = core_classes(len(dest_axons), host=host)
         kwargs = dict(n_axons=max(core.n_axons, 1), dest_axons=dest_axons, n_positions=n_positions,
-                      behaviour=behaviour, routes=routes, name=core.name)
+                      behaviour=behaviour, routes=routes, name=core.name, error_dir=error_dir)
         if host:
             kwargs.update(vocab_size=build.config["vocab_size"], initial=behaviour.first_output())
         procs[core.id] = proc_cls(**kwargs)
@@ -36,7 +42,30 @@ def build_processes(build, prompt, n_positions: int):
 def run_lava(build, prompt, n_new: int) -> RunResult:
     n_positions = len(prompt) + n_new - 1
     steps = n_positions * build.schedule["period"]
-    procs, models = build_processes(build, prompt, n_positions)
+    error_dir = tempfile.mkdtemp(prefix="sdllm-lava-")
+    try:
+        return _run(build, prompt, n_positions, steps, error_dir)
+    except RuntimeError as e:  # Lava reports a failed worker this way
+        raise SdllmError(f"Lava run failed: {_worker_error(error_dir) or e}") from None
+    finally:
+        shutil.rmtree(error_dir, ignore_errors=True)
+
+
+def _worker_error(error_dir: str) -> str:
+    path = os.path.join(error_dir, "error.txt")
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.readline().strip()
+    for log in sorted(glob.glob(os.path.join(error_dir, "worker-*.log"))):
+        with open(log) as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+        if lines:
+            return lines[-1]
+    return ""
+
+
+def _run(build, prompt, n_positions: int, steps: int, error_dir: str) -> RunResult:
+    procs, models = build_processes(build, prompt, n_positions, error_dir)
     host = build.host()
     anchor = procs[host.id]
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)

@@ -10,6 +10,9 @@ Every model sends first and receives second in each step (as Lava's own Dense do
 value computed in step t reaches its destination in step t+1 and cycles cannot deadlock.
 """
 
+import os
+import sys
+
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
@@ -20,6 +23,8 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from sdllm.errors import SdllmError
 
 PORT_TYPE = np.int32  # graded payloads are checked against the config's payload bits (<= 24) before sending
 
@@ -41,6 +46,9 @@ class CoreModelBase(PyLoihiProcessModel):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
+        self.error_dir = proc_params["error_dir"]
+        # This runs in Lava's worker process: its tracebacks go to a log the parent reads on failure.
+        sys.stderr = open(os.path.join(self.error_dir, f"worker-{os.getpid()}.log"), "a")  # noqa: SIM115
         self.behaviour = proc_params["behaviour"]
         self.routes = proc_params["routes"]  # [(src index array, dest axon array)] per out port
         self.dest_axons = proc_params["dest_axons"]
@@ -62,7 +70,12 @@ class CoreModelBase(PyLoihiProcessModel):
         for port, v in zip(self.ports, self.pending):
             port.send(v)
         x = self.a_in.recv().astype(np.int64)
-        y = self.behaviour.step(self.time_step - 1, x)
+        try:
+            y = self.behaviour.step(self.time_step - 1, x)
+        except SdllmError as e:
+            with open(os.path.join(self.error_dir, "error.txt"), "a") as f:
+                f.write(f"{e}\n")
+            raise
         self.sops[:] = self.behaviour.sops
         self.pending = self._scatter(y)
 
