@@ -7,7 +7,7 @@ from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_file
 from sdllm.compiler.report import format_report
 
-from sdllm.errors import SdllmError
+from sdllm.cli import guarded
 
 
 def main(argv=None):
@@ -17,18 +17,14 @@ def main(argv=None):
     ap.add_argument("-o", "--output", required=True, help="build directory to write")
     ap.add_argument("-q", "--quiet", action="store_true", help="do not print the mapping report")
     args = ap.parse_args(argv)
-    try:
+
+    def body():
         report = emit(compile_file(args.model, args.target), args.output)
-    except SdllmError as e:
-        print(f"sdllm-compile: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sdllm-compile: interrupted; no build written", file=sys.stderr)
-        return 130
-    if not args.quiet:
-        print(format_report(report), end="")
-    print(f"wrote {args.output}: {report['cores_used']} cores, {report['timesteps_per_token']} timesteps per token")
-    return 0
+        if not args.quiet:
+            print(format_report(report), end="")
+        print(f"wrote {args.output}: {report['cores_used']} cores, {report['timesteps_per_token']} timesteps per token")
+
+    return guarded("sdllm-compile", body)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from sdllm.models.corpus import pydoc_bytes, split, windows
 from sdllm.models.llama import Llama
 from sdllm.models.sdllm import QuantSpec, convert
 
+from sdllm.cli import guarded
 from sdllm.errors import SdllmError
 
 DEFAULT_FLOAT = os.path.join(os.path.dirname(__file__), "default", "float.pt")
@@ -57,17 +58,17 @@ def main(argv=None):
     ap.add_argument("--theta", type=int, default=0, help="membrane dead zone: |q| <= theta sends no spike")
     ap.add_argument("--calib-windows", type=int, default=16)
     args = ap.parse_args(argv)
-    try:
+
+    def body():
         spec = QuantSpec(args.weight_bits, args.act_bits, args.kv_bits, args.theta)
         check_spec(spec)
         model = load_float(args.src)
         blob = convert(model, spec, calibration_tokens(model.cfg.max_seq_len, args.calib_windows))
         checkpoint.save(blob, args.output)
-    except SdllmError as e:
-        print(f"sdllm-convert: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.output}: W{spec.weight_bits}A{spec.act_bits} (KV {spec.kv_bits} bits), T = {spec.timesteps} timesteps per spike train")
-    return 0
+        print(f"wrote {args.output}: W{spec.weight_bits}A{spec.act_bits} (KV {spec.kv_bits} bits), "
+              f"T = {spec.timesteps} timesteps per spike train")
+
+    return guarded("sdllm-convert", body)
 
 
 if __name__ == "__main__":

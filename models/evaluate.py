@@ -18,7 +18,7 @@ from sdllm.models.fakequant import FakeQuantSDLLM
 from sdllm.models.integer_ref import IntegerSDLLM
 from tqdm import tqdm
 
-from sdllm.errors import SdllmError
+from sdllm.cli import guarded
 
 
 def held_out_windows(seq_len: int, n: int) -> np.ndarray:
@@ -66,26 +66,27 @@ def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True) -> 
 
 
 def main(argv=None):
-    from sdllm.models.convert import DEFAULT_FLOAT, load_float
+    from sdllm.models.convert import DEFAULT_FLOAT
 
     ap = argparse.ArgumentParser(prog="sdllm-eval", description="Held-out perplexity of an SDLLM and its float model.")
     ap.add_argument("model", help="model.pt")
     ap.add_argument("--float", dest="float_path", default=DEFAULT_FLOAT, help="the float checkpoint it was converted from")
     ap.add_argument("--windows", type=int, default=8, help="held-out windows of max_seq_len bytes")
     args = ap.parse_args(argv)
-    try:
-        blob = checkpoint.load(args.model)
-        r = evaluate(blob, load_float(args.float_path), args.windows)
-    except SdllmError as e:
-        print(f"sdllm-eval: error: {e}", file=sys.stderr)
-        return 2
+    return guarded("sdllm-eval", lambda: report(args.model, args.float_path, args.windows))
+
+
+def report(model_path: str, float_path: str, n_windows: int) -> None:
+    from sdllm.models.convert import load_float
+
+    blob = checkpoint.load(model_path)
+    r = evaluate(blob, load_float(float_path), n_windows)
     q = blob["quant"]
     print(f"held-out perplexity per byte ({r['tokens']} tokens), W{q['weight_bits']}A{q['act_bits']} KV{q['kv_bits']} theta={q['theta']}:")
     print(f"  float      {r['float']:.3f}")
     print(f"  fake-quant {r['fake_quant']:.3f}")
     print(f"  integer    {r['integer']:.3f}   (the SDLLM the compiled network runs)")
     print(f"  spikes per token {r['spikes_per_token']:.0f}, SOPs per token {r['sops_per_token']:.0f}")
-    return 0
 
 
 if __name__ == "__main__":

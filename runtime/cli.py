@@ -8,6 +8,7 @@ from sdllm.runtime import energy
 from sdllm.runtime.build import load_build
 from sdllm.runtime.tokenizer import decode, encode
 
+from sdllm.cli import guarded
 from sdllm.errors import SdllmError
 
 BACKENDS = ("lava", "lockstep")
@@ -57,20 +58,16 @@ def main(argv=None):
     ap.add_argument("--backend", choices=BACKENDS, default="lava",
                     help="lava: one Lava process per core on Loihi2SimCfg('fixed_pt'); lockstep: the same cores in one process")
     args = ap.parse_args(argv)
-    try:
+
+    def body():
         build = load_build(args.build)
         prompt_tokens = encode(build.doc["tokenizer"], args.prompt)
         check_request(build, prompt_tokens, args.max_new_tokens)
         t0 = time.time()
         result = run(build, prompt_tokens, args.max_new_tokens, args.backend)
         print_result(build, prompt_tokens, result, time.time() - t0)
-    except SdllmError as e:
-        print(f"sdllm-run: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sdllm-run: interrupted; Lava stopped", file=sys.stderr)
-        return 130
-    return 0
+
+    return guarded("sdllm-run", body)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,21 @@ def plot_sops(result, path: str) -> None:
 
 
 def main(argv=None):
+    from sdllm.cli import guarded
+
+    ap = argparse.ArgumentParser(prog="sdllm-demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="out", help="working directory for model.pt and the build")
+    ap.add_argument("--prompt", default="The if statement")
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--act-bits", type=int, default=4)
+    args = ap.parse_args(argv)
+    return guarded("sdllm-demo", lambda: _demo(args))
+
+
+def _demo(args) -> int:
     from sdllm.compiler.emit import emit
     from sdllm.compiler.pipeline import compile_file
     from sdllm.compiler.report import format_report
-    from sdllm.errors import SdllmError
     from sdllm.models import checkpoint
     from sdllm.models.convert import DEFAULT_FLOAT, load_float
     from sdllm.models.convert import main as convert_main
@@ -46,54 +57,44 @@ def main(argv=None):
     from sdllm.runtime.lava_backend import run_lava
     from sdllm.runtime.tokenizer import encode
 
-    ap = argparse.ArgumentParser(prog="sdllm-demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="out", help="working directory for model.pt and the build")
-    ap.add_argument("--prompt", default="The if statement")
-    ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--act-bits", type=int, default=4)
-    args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     model_path, build_dir = os.path.join(args.out, "model.pt"), os.path.join(args.out, "build")
-    try:
-        print("== 1. convert the embedded default model to an SDLLM")
-        if convert_main([DEFAULT_FLOAT, "-o", model_path, "--act-bits", str(args.act_bits)]) != 0:
-            return 2
-        blob = checkpoint.load(model_path)
-
-        print("\n== 2. compile for Loihi 2")
-        report = emit(compile_file(model_path, "loihi2"), build_dir)
-        print(format_report(report), end="")
-
-        print("\n== 3. held-out perplexity per byte (last 10% of pydoc topics)")
-        r = evaluate(blob, load_float(DEFAULT_FLOAT), n_windows=8)
-        print(f"  float {r['float']:.3f} | fake-quant SDLLM {r['fake_quant']:.3f} | integer SDLLM {r['integer']:.3f} "
-              f"({r['tokens']} tokens; {r['spikes_per_token']:.0f} spikes and {r['sops_per_token']:,.0f} SOPs per token)")
-
-        print("\n== 4. generate on Lava (Loihi2SimCfg fixed_pt), one Lava process per core")
-        build = load_build(build_dir)
-        prompt = encode(build.doc["tokenizer"], args.prompt)
-        t0 = time.time()
-        result = run_lava(build, prompt, args.max_new_tokens)
-        print_result(build, prompt, result, time.time() - t0)
-
-        print("\n== 5. check against the integer reference")
-        ref = IntegerSDLLM(blob)
-        tokens, logits, spikes = ref.generate(prompt, args.max_new_tokens)
-        analytic = np.array([sum(ref.stage_sops(s, pos).values()) for pos, s in enumerate(spikes)])
-        same_tokens = tokens == result.tokens
-        same_logits = np.array_equal(logits, result.logits)
-        same_sops = np.array_equal(analytic, result.sops_per_token())
-        same_steps = result.timesteps == len(logits) * build.schedule["period"]
-        for what, ok in (("tokens", same_tokens), ("logits (bit for bit)", same_logits),
-                         ("SOPs per token (= sum of spikes x fan-out)", same_sops), ("timesteps = compiled schedule", same_steps)):
-            print(f"  {what:<44} {'EQUAL' if ok else 'DIFFERENT'}")
-        plot = os.path.join(args.out, "sops_per_core.png")
-        plot_sops(result, plot)
-        print(f"\nplot: {plot}")
-        return 0 if (same_tokens and same_logits and same_sops and same_steps) else 1
-    except SdllmError as e:
-        print(f"sdllm-demo: error: {e}", file=sys.stderr)
+    print("== 1. convert the embedded default model to an SDLLM")
+    if convert_main([DEFAULT_FLOAT, "-o", model_path, "--act-bits", str(args.act_bits)]) != 0:
         return 2
+    blob = checkpoint.load(model_path)
+
+    print("\n== 2. compile for Loihi 2")
+    report = emit(compile_file(model_path, "loihi2"), build_dir)
+    print(format_report(report), end="")
+
+    print("\n== 3. held-out perplexity per byte (last 10% of pydoc topics)")
+    r = evaluate(blob, load_float(DEFAULT_FLOAT), n_windows=8)
+    print(f"  float {r['float']:.3f} | fake-quant SDLLM {r['fake_quant']:.3f} | integer SDLLM {r['integer']:.3f} "
+          f"({r['tokens']} tokens; {r['spikes_per_token']:.0f} spikes and {r['sops_per_token']:,.0f} SOPs per token)")
+
+    print("\n== 4. generate on Lava (Loihi2SimCfg fixed_pt), one Lava process per core")
+    build = load_build(build_dir)
+    prompt = encode(build.doc["tokenizer"], args.prompt)
+    t0 = time.time()
+    result = run_lava(build, prompt, args.max_new_tokens)
+    print_result(build, prompt, result, time.time() - t0)
+
+    print("\n== 5. check against the integer reference")
+    ref = IntegerSDLLM(blob)
+    tokens, logits, spikes = ref.generate(prompt, args.max_new_tokens)
+    analytic = np.array([sum(ref.stage_sops(s, pos).values()) for pos, s in enumerate(spikes)])
+    same_tokens = tokens == result.tokens
+    same_logits = np.array_equal(logits, result.logits)
+    same_sops = np.array_equal(analytic, result.sops_per_token())
+    same_steps = result.timesteps == len(logits) * build.schedule["period"]
+    for what, ok in (("tokens", same_tokens), ("logits (bit for bit)", same_logits),
+                     ("SOPs per token (= sum of spikes x fan-out)", same_sops), ("timesteps = compiled schedule", same_steps)):
+        print(f"  {what:<44} {'EQUAL' if ok else 'DIFFERENT'}")
+    plot = os.path.join(args.out, "sops_per_core.png")
+    plot_sops(result, plot)
+    print(f"\nplot: {plot}")
+    return 0 if (same_tokens and same_logits and same_sops and same_steps) else 1
 
 
 if __name__ == "__main__":
