@@ -36,7 +36,12 @@ def main():
         emit(compile_model(blobs[(4, 4)], "loihi2"), out)
         build = load_build(out)
         prompt = list(b"The if statement")
-        for name, fn in (("lava (one process per core)", run_lava), ("lockstep (one process)", run_lockstep)):
+        runners = (
+            ("lava, one process per core", lambda b, p, n: run_lava(b, p, n, "core")),
+            ("lava, one process per chip", lambda b, p, n: run_lava(b, p, n, "chip")),
+            ("lockstep, one process", run_lockstep),
+        )
+        for name, fn in runners:
             t0 = time.time()
             r = fn(build, prompt, 8)
             wall = time.time() - t0

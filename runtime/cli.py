@@ -14,11 +14,11 @@ from sdllm.errors import SdllmError
 BACKENDS = ("lava", "lockstep")
 
 
-def run(build, prompt_tokens, n_new: int, backend: str):
+def run(build, prompt_tokens, n_new: int, backend: str, granularity: str = "auto"):
     if backend == "lava":
         from sdllm.runtime.lava_backend import run_lava
 
-        return run_lava(build, prompt_tokens, n_new)
+        return run_lava(build, prompt_tokens, n_new, granularity)
     from sdllm.runtime.lockstep import run_lockstep
 
     return run_lockstep(build, prompt_tokens, n_new)
@@ -57,6 +57,8 @@ def main(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--backend", choices=BACKENDS, default="lava",
                     help="lava: one Lava process per core on Loihi2SimCfg('fixed_pt'); lockstep: the same cores in one process")
+    ap.add_argument("--granularity", choices=("auto", "core", "chip"), default="auto",
+                    help="lava: one process per core or per chip (auto: per core up to 32 cores)")
     args = ap.parse_args(argv)
 
     def body():
@@ -64,7 +66,7 @@ def main(argv=None):
         prompt_tokens = encode(build.doc["tokenizer"], args.prompt)
         check_request(build, prompt_tokens, args.max_new_tokens)
         t0 = time.time()
-        result = run(build, prompt_tokens, args.max_new_tokens, args.backend)
+        result = run(build, prompt_tokens, args.max_new_tokens, args.backend, args.granularity)
         print_result(build, prompt_tokens, result, time.time() - t0)
 
     return guarded("sdllm-run", body)

@@ -11,40 +11,52 @@ import threading
 import numpy as np
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
-from sdllm.runtime.behaviours import make_behaviour
-from sdllm.runtime.lava_procs.cores import core_classes
+from sdllm.runtime.group import make_groups
+from sdllm.runtime.lava_procs.cores import group_classes
 from sdllm.runtime.result import RunResult
 
 from sdllm.errors import SdllmError
 
+GRANULARITIES = ("auto", "core", "chip")
+AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip
 
-def build_processes(build, prompt, n_positions: int, error_dir: str):
-    """One Lava Process per core, connected as the routing tables say."""
-    procs, models = {}, {}
-    for core in build.cores:
-        behaviour = make_behaviour(core, build, n_positions, prompt)
-        dest_axons = [build.cores[d].n_axons for d, _, _ in core.routes]
-        routes = [(src, dst) for _, src, dst in core.routes]
-        host = core.type == "host_io"
-        proc_cls, model_cls = core_classes(len(dest_axons), host=host)
-        kwargs = dict(n_axons=max(core.n_axons, 1), dest_axons=dest_axons, n_positions=n_positions,
-                      behaviour=behaviour, routes=routes, name=core.name, error_dir=error_dir)
+
+def choose_granularity(build, granularity: str) -> str:
+    if granularity == "auto":
+        return "core" if len(build.cores) <= AUTO_PER_CORE_MAX else "chip"
+    if granularity not in GRANULARITIES:
+        raise SdllmError(f"--granularity: one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    return granularity
+
+
+def build_processes(build, prompt, n_positions: int, granularity: str, error_dir: str):
+    """One Lava Process per core group, connected as the routing tables say."""
+    groups = make_groups(build, granularity, n_positions, prompt)
+    procs, models = [], {}
+    for group in groups:
+        dest_axons = [groups[g].n_axons for g, _ in group.ports]
+        host = group.host() is not None
+        proc_cls, model_cls = group_classes(len(dest_axons), host=host)
+        kwargs = dict(n_axons=max(group.n_axons, 1), dest_axons=dest_axons, n_cores=len(group.cores),
+                      n_positions=n_positions, group=group, error_dir=error_dir,
+                      name="+".join(c.name for c in group.cores)[:200])
         if host:
-            kwargs.update(vocab_size=build.config["vocab_size"], initial=behaviour.first_output())
-        procs[core.id] = proc_cls(**kwargs)
+            kwargs["vocab_size"] = build.config["vocab_size"]
+        procs.append(proc_cls(**kwargs))
         models[proc_cls] = model_cls
-    for core in build.cores:
-        for k, (dest, _, _) in enumerate(core.routes):
-            getattr(procs[core.id], f"out_{k}").connect(procs[dest].a_in)
-    return procs, models
+    for group, proc in zip(groups, procs):
+        for k, (dest, _) in enumerate(group.ports):
+            getattr(proc, f"out_{k}").connect(procs[dest].a_in)
+    return groups, procs, models
 
 
-def run_lava(build, prompt, n_new: int) -> RunResult:
+def run_lava(build, prompt, n_new: int, granularity: str = "auto") -> RunResult:
+    granularity = choose_granularity(build, granularity)
     n_positions = len(prompt) + n_new - 1
     steps = n_positions * build.schedule["period"]
     error_dir = tempfile.mkdtemp(prefix="sdllm-lava-")
     try:
-        return _run(build, prompt, n_positions, steps, error_dir)
+        return _run(build, prompt, n_positions, steps, granularity, error_dir)
     except RuntimeError as e:  # Lava reports a failed worker this way
         raise SdllmError(f"Lava run failed: {_worker_error(error_dir) or e}") from None
     finally:
@@ -64,10 +76,9 @@ def _worker_error(error_dir: str) -> str:
     return ""
 
 
-def _run(build, prompt, n_positions: int, steps: int, error_dir: str) -> RunResult:
-    procs, models = build_processes(build, prompt, n_positions, error_dir)
-    host = build.host()
-    anchor = procs[host.id]
+def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_dir: str) -> RunResult:
+    groups, procs, models = build_processes(build, prompt, n_positions, granularity, error_dir)
+    anchor = next(p for g, p in zip(groups, procs) if g.host() is not None)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     try:
         # Lava's worker processes must not see Ctrl-C themselves: they would die mid-step and
@@ -80,7 +91,10 @@ def _run(build, prompt, n_positions: int, steps: int, error_dir: str) -> RunResu
         anchor.wait()
         logits = anchor.logits.get().astype(np.int64)
         tokens = anchor.tokens.get().astype(np.int64)
-        sops = {c.name: procs[c.id].sops.get().astype(np.int64) for c in build.cores if c.type != "host_io"}
+        sops = {}
+        for group, proc in zip(groups, procs):
+            counts = proc.sops.get().astype(np.int64)
+            sops.update({c.name: counts[k] for k, c in enumerate(group.cores) if c.type != "host_io"})
     finally:
         stop(anchor)
     return RunResult(tokens=[int(t) for t in tokens[: n_positions + 1]], logits=logits, core_sops=sops, timesteps=steps)
