@@ -18,7 +18,7 @@ def run(build, prompt_tokens, n_new: int, backend: str, granularity: str = "auto
     if backend == "lava":
         from sdllm.runtime.lava_backend import run_lava
 
-        return run_lava(build, prompt_tokens, n_new, granularity)
+        return run_lava(build, prompt_tokens, n_new, granularity, progress=True)
     from sdllm.runtime.lockstep import run_lockstep
 
     return run_lockstep(build, prompt_tokens, n_new)

@@ -14,6 +14,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 from sdllm.runtime.group import make_groups
 from sdllm.runtime.lava_procs.cores import group_classes
 from sdllm.runtime.result import RunResult
+from tqdm import tqdm
 
 from sdllm.errors import SdllmError
 
@@ -50,13 +51,13 @@ def build_processes(build, prompt, n_positions: int, granularity: str, error_dir
     return groups, procs, models
 
 
-def run_lava(build, prompt, n_new: int, granularity: str = "auto") -> RunResult:
+def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: bool = False) -> RunResult:
     granularity = choose_granularity(build, granularity)
     n_positions = len(prompt) + n_new - 1
     steps = n_positions * build.schedule["period"]
     error_dir = tempfile.mkdtemp(prefix="sdllm-lava-")
     try:
-        return _run(build, prompt, n_positions, steps, granularity, error_dir)
+        return _run(build, prompt, n_positions, steps, granularity, error_dir, progress)
     except RuntimeError as e:  # Lava reports a failed worker this way
         raise SdllmError(f"Lava run failed: {_worker_error(error_dir) or e}") from None
     finally:
@@ -76,19 +77,26 @@ def _worker_error(error_dir: str) -> str:
     return ""
 
 
-def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_dir: str) -> RunResult:
+def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_dir: str, progress: bool) -> RunResult:
     groups, procs, models = build_processes(build, prompt, n_positions, granularity, error_dir)
     anchor = next(p for g, p in zip(groups, procs) if g.host() is not None)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     try:
         # Lava's worker processes must not see Ctrl-C themselves: they would die mid-step and
         # leave the others waiting at the barrier. Only this process handles it, and stops them.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            anchor.run(condition=RunSteps(num_steps=steps, blocking=False), run_cfg=cfg)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        anchor.wait()
+        period = build.schedule["period"]
+        with tqdm(total=n_positions, desc="Lava", unit="token", disable=not progress, leave=False) as bar:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            anchor.wait()
+            bar.update()
+            for _ in range(n_positions - 1):  # one token per run call, for the progress bar
+                anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
+                anchor.wait()
+                bar.update()
         logits = anchor.logits.get().astype(np.int64)
         tokens = anchor.tokens.get().astype(np.int64)
         sops = {}

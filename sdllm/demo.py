@@ -77,7 +77,7 @@ def _demo(args) -> int:
     build = load_build(build_dir)
     prompt = encode(build.doc["tokenizer"], args.prompt)
     t0 = time.time()
-    result = run_lava(build, prompt, args.max_new_tokens)
+    result = run_lava(build, prompt, args.max_new_tokens, progress=True)
     print_result(build, prompt, result, time.time() - t0)
 
     print("\n== 5. check against the integer reference")
