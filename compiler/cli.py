@@ -3,11 +3,10 @@
 import argparse
 import sys
 
+from sdllm.cli import guarded
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_file
 from sdllm.compiler.report import format_report
-
-from sdllm.cli import guarded
 
 
 def main(argv=None):

@@ -1,8 +1,8 @@
 """Pass 6: design-rule checks — every core within its limits, or one line naming what does not fit."""
 
 import numpy as np
-from sdllm.compiler.ir import Network
 
+from sdllm.compiler.ir import Network
 from sdllm.errors import SdllmError
 
 
@@ -10,10 +10,8 @@ def _payload_bound(net: Network, core) -> int:
     """Largest |accumulator| a core can send as a graded spike."""
     q_max = (1 << (net.blob["quant"]["act_bits"] - 1)) - 1
     if core.type == "synapse":
-        ptr, idx, w = core.arrays["axon_ptr"], core.arrays["neuron_index"], core.arrays["weight"]
         per_neuron = np.zeros(core.n_neurons, np.int64)
-        np.add.at(per_neuron, idx, np.abs(w))
-        del ptr
+        np.add.at(per_neuron, core.arrays["neuron_index"], np.abs(core.arrays["weight"]))
         return q_max * int(per_neuron.max(initial=0))
     if core.type in ("kv_qk", "kv_pv"):
         p = core.params

@@ -5,9 +5,9 @@ import os
 import shutil
 
 import numpy as np
+
 from sdllm.compiler.ir import Network
 from sdllm.compiler.report import build_report, format_report
-
 from sdllm.errors import SdllmError
 
 BUILD_FORMAT = "sdllm-build"

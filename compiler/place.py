@@ -4,7 +4,6 @@ The host (I/O) is off-chip: chip -1.
 """
 
 from sdllm.compiler.ir import Network
-
 from sdllm.errors import SdllmError
 
 

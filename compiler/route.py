@@ -3,6 +3,7 @@ produces it (several for partial sums of fan-in tiles) to each core with an axon
 (several when a stage's neurons are split across cores)."""
 
 import numpy as np
+
 from sdllm.compiler.ir import Network
 
 

@@ -6,8 +6,8 @@ query heads. Units and the host stay whole.
 """
 
 import numpy as np
-from sdllm.compiler.ir import Core, Network
 
+from sdllm.compiler.ir import Core, Network
 from sdllm.errors import SdllmError
 
 MAX_SPLIT = 64

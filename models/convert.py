@@ -12,13 +12,13 @@ import os
 import sys
 
 import torch
+
+from sdllm.cli import guarded
+from sdllm.errors import SdllmError
 from sdllm.models import checkpoint
 from sdllm.models.corpus import pydoc_bytes, split, windows
 from sdllm.models.llama import Llama
 from sdllm.models.sdllm import QuantSpec, convert
-
-from sdllm.cli import guarded
-from sdllm.errors import SdllmError
 
 DEFAULT_FLOAT = os.path.join(os.path.dirname(__file__), "default", "float.pt")
 FLOAT_FORMAT = "sdllm-float-llama"

@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from sdllm.cli import guarded
 from sdllm.models import checkpoint
 from sdllm.models import fixedpoint as fx
 from sdllm.models.corpus import pydoc_bytes, split, windows
 from sdllm.models.fakequant import FakeQuantSDLLM
 from sdllm.models.integer_ref import IntegerSDLLM
-from tqdm import tqdm
-
-from sdllm.cli import guarded
 
 
 def held_out_windows(seq_len: int, n: int) -> np.ndarray:

@@ -9,6 +9,7 @@ Its gap to the integer reference is the cost of the integer-only nonlinearities.
 import math
 
 import torch
+
 from sdllm.models import fixedpoint as fx
 from sdllm.models.llama import Llama
 from sdllm.models.sdllm import config_of, spec_of
@@ -62,7 +63,7 @@ class FakeQuantSDLLM(torch.nn.Module):
     def _load_weights(self, blob):
         c = self.cfg
         hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
-        for i, (layer, entry) in enumerate(zip(self.model.layers, blob["layers"])):
+        for layer, entry in zip(self.model.layers, blob["layers"]):
             a, m = layer.attn, layer.mlp
             g_attn = layer.attn_norm.weight.double()
             g_mlp = layer.mlp_norm.weight.double()
@@ -75,7 +76,6 @@ class FakeQuantSDLLM(torch.nn.Module):
             m.gate_proj.weight.copy_(gu[: c.ffn_dim])
             m.up_proj.weight.copy_(gu[c.ffn_dim :])
             m.down_proj.weight.copy_(_dequantized(entry["down.weight"], entry["down.scale_fx"]))
-            del i
         head = _dequantized(blob["head"]["weight"], blob["head"]["scale_fx"]) / self.model.norm.weight.double()
         if c.tie_embeddings:  # the head gets its own quantised copy; the input embedding stays float
             self.model.lm_head = torch.nn.Linear(c.dim, c.vocab_size, bias=False)

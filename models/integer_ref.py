@@ -6,6 +6,7 @@ stages is `sdllm.models.units`. Floats appear only at the host boundary (logits 
 """
 
 import numpy as np
+
 from sdllm.models.sdllm import config_of, head_params, spec_of, stage_weights, unit_params
 from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
 

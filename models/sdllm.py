@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from sdllm.errors import SdllmError
 from sdllm.models import checkpoint
 from sdllm.models import fixedpoint as fx
 from sdllm.models.llama import Llama, LlamaConfig
@@ -103,7 +105,8 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens) -> dict:
     """Float model + calibration text -> the SDLLM as a plain dict (what model.pt holds)."""
     cfg = model.cfg
     if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
-        raise ValueError("dim must divide by n_heads and n_heads by n_kv_heads")
+        raise SdllmError(f"model config: dim {cfg.dim} must divide by n_heads {cfg.n_heads}, "
+                         f"and n_heads by n_kv_heads {cfg.n_kv_heads}")
     model = model.eval()
     acts = record_activations(model, calib_tokens)
     q_max = fx.qmax(spec.act_bits)

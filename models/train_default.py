@@ -11,9 +11,10 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
 from sdllm.models.corpus import pydoc_bytes, split, windows
 from sdllm.models.llama import Llama, LlamaConfig
-from tqdm import tqdm
 
 
 def batches(train: np.ndarray, seq_len: int, batch: int, steps: int, seed: int):

@@ -10,6 +10,7 @@ cores both drive these objects, in the same order, with the same integers.
 """
 
 import numpy as np
+
 from sdllm.models import fixedpoint as fx
 
 

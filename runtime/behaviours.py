@@ -6,9 +6,9 @@ step, which the destination cores receive in step t+1. Per-token SOP counters li
 """
 
 import numpy as np
-from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
 
 from sdllm.errors import SdllmError
+from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
 
 
 class CoreBehaviour:

@@ -4,12 +4,11 @@ import argparse
 import sys
 import time
 
+from sdllm.cli import guarded
+from sdllm.errors import SdllmError
 from sdllm.runtime import energy
 from sdllm.runtime.build import load_build
 from sdllm.runtime.tokenizer import decode, encode
-
-from sdllm.cli import guarded
-from sdllm.errors import SdllmError
 
 BACKENDS = ("lava", "lockstep")
 

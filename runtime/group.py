@@ -7,6 +7,7 @@ destination group, to be sent over Lava ports in step t+1. Either way DESIGN §3
 """
 
 import numpy as np
+
 from sdllm.runtime.behaviours import make_behaviour
 
 

@@ -11,12 +11,12 @@ import threading
 import numpy as np
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
-from sdllm.runtime.group import make_groups
-from sdllm.runtime.lava_procs.cores import group_classes
-from sdllm.runtime.result import RunResult
 from tqdm import tqdm
 
 from sdllm.errors import SdllmError
+from sdllm.runtime.group import make_groups
+from sdllm.runtime.lava_procs.cores import group_classes
+from sdllm.runtime.result import RunResult
 
 GRANULARITIES = ("auto", "core", "chip")
 AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip

@@ -2,6 +2,7 @@
 the same behaviours and routing tables as the Lava graph, without Lava's per-process barrier."""
 
 import numpy as np
+
 from sdllm.runtime.group import make_groups
 from sdllm.runtime.result import RunResult
 

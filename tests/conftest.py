@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model
 from sdllm.models import checkpoint

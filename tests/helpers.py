@@ -6,6 +6,7 @@ import os
 def write_hw(tmp_path, name="tight", chip=None, chips=None, **core_overrides):
     """A copy of loihi2.yaml with some core limits changed (a test target, not a real chip)."""
     import yaml
+
     from sdllm.compiler.hw import resolve
 
     with open(resolve("loihi2")) as f:

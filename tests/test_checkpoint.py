@@ -5,9 +5,9 @@ import sys
 
 import pytest
 import torch
-from sdllm.models import checkpoint
 
 from sdllm.errors import SdllmError
+from sdllm.models import checkpoint
 
 
 def _equal(a, b):

@@ -6,11 +6,11 @@ import sys
 import numpy as np
 import pytest
 from helpers import compile_split, write_hw
+
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model
-from sdllm.runtime.build import load_build
-
 from sdllm.errors import SdllmError
+from sdllm.runtime.build import load_build
 
 
 def test_every_operator_graph_edge_is_routed_exactly_once(tiny_blob, tmp_path):

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+
 from sdllm.models import fixedpoint as fx
 
 

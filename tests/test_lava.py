@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from helpers import compile_split
+
 from sdllm.compiler.emit import emit
 from sdllm.models.integer_ref import IntegerSDLLM
 from sdllm.runtime.build import load_build
