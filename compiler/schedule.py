@@ -16,7 +16,12 @@ LAYER_STAGES = ("qkv", "qk", "pv", "o", "gate_up", "down")
 
 def schedule(net: Network) -> Network:
     T = (1 << (net.blob["quant"]["act_bits"] - 1)) - 1
-    n_layers = net.blob["config"]["n_layers"]
+    net.schedule = timestep_schedule(T, net.blob["config"]["n_layers"])
+    return net
+
+
+def timestep_schedule(T: int, n_layers: int) -> dict:
+    """The schedule for spike trains of T steps (T = 1: every train collapsed to its counts)."""
     layers, stages = [], {}
     r = 0
     for i in range(n_layers):
@@ -28,11 +33,10 @@ def schedule(net: Network) -> Network:
     head_emit = layers[-1]["emit"][-1]
     stages["head"] = {"first": head_emit + 1, "last": head_emit + T}
     period = head_emit + T + 2
-    net.schedule = {
+    return {
         "timesteps_per_spike_train": T,
         "period": period,
         "layers": layers,
         "stages": stages,
         "host": {"embed_arrives": 0, "ratio_arrives": head_emit + 1, "logits_arrive": period - 1},
     }
-    return net

@@ -35,23 +35,44 @@ def torch_perplexity(forward, rows: np.ndarray) -> float:
     return math.exp(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1)).item())
 
 
+def nll(logits_fx, target: int) -> float:
+    """Negative log-likelihood of target under FRAC fixed-point logits."""
+    z = np.asarray(logits_fx, np.float64) / (1 << fx.FRAC)
+    top = z.max()
+    return float(np.log(np.exp(z - top).sum()) + top - z[target])
+
+
+def build_perplexity(build_dir: str, rows: np.ndarray, progress: bool = True) -> float:
+    """Perplexity of the compiled network (the fast backend, teacher-forced on each window)."""
+    from sdllm.runtime.build import load_build
+    from sdllm.runtime.lockstep import run_fast
+
+    build = load_build(build_dir)
+    total, n = 0.0, 0
+    for row in tqdm(rows, desc="compiled network", disable=not progress, leave=False):
+        logits = run_fast(build, [int(t) for t in row[:-1]], 1).logits
+        for pos, lg in enumerate(logits):  # the integer reference's summation order: equal logits, equal result
+            total += nll(lg, row[pos + 1])
+            n += 1
+    return math.exp(total / n)
+
+
 def integer_perplexity(blob: dict, rows: np.ndarray, progress: bool = True):
     """Perplexity of the integer reference, and its mean spikes per token and SOPs per token."""
     ref = IntegerSDLLM(blob)
-    nll, n, spikes, sops = 0.0, 0, 0, 0
+    total, n, spikes, sops = 0.0, 0, 0, 0
     bar = tqdm(total=rows.shape[0] * (rows.shape[1] - 1), desc="integer reference", disable=not progress, leave=False)
     for row in rows:
         ref.reset()
         for pos in range(len(row) - 1):
             logits_fx, sp = ref.step(int(row[pos]), pos)
-            z = logits_fx.astype(np.float64) / (1 << fx.FRAC)
-            nll += float(np.log(np.exp(z - z.max()).sum()) + z.max() - z[row[pos + 1]])
+            total += nll(logits_fx, row[pos + 1])
             n += 1
             spikes += sum(int(np.abs(v).sum()) for v in sp.values())
             sops += sum(ref.stage_sops(sp, pos).values())
             bar.update()
     bar.close()
-    return math.exp(nll / n), spikes / n, sops / n
+    return math.exp(total / n), spikes / n, sops / n
 
 
 def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True) -> dict:
@@ -72,11 +93,12 @@ def main(argv=None):
     ap.add_argument("model", help="model.pt")
     ap.add_argument("--float", dest="float_path", default=DEFAULT_FLOAT, help="the float checkpoint it was converted from")
     ap.add_argument("--windows", type=int, default=8, help="held-out windows of max_seq_len bytes")
+    ap.add_argument("--build", help="also the perplexity of this compiled build directory (fast backend)")
     args = ap.parse_args(argv)
-    return guarded("sdllm-eval", lambda: report(args.model, args.float_path, args.windows))
+    return guarded("sdllm-eval", lambda: report(args.model, args.float_path, args.windows, args.build))
 
 
-def report(model_path: str, float_path: str, n_windows: int) -> None:
+def report(model_path: str, float_path: str, n_windows: int, build_dir: str | None = None) -> None:
     from sdllm.models.convert import load_float
 
     blob = checkpoint.load(model_path)
@@ -86,6 +108,10 @@ def report(model_path: str, float_path: str, n_windows: int) -> None:
     print(f"  float      {r['float']:.3f}")
     print(f"  fake-quant {r['fake_quant']:.3f}")
     print(f"  integer    {r['integer']:.3f}   (the SDLLM the compiled network runs)")
+    if build_dir:
+        compiled = build_perplexity(build_dir, held_out_windows(blob["config"]["max_seq_len"], n_windows))
+        same = "equal to the integer reference" if compiled == r["integer"] else "DIFFERENT from the integer reference"
+        print(f"  compiled   {compiled:.3f}   ({build_dir}, fast backend: {same})")
     print(f"  spikes per token {r['spikes_per_token']:.0f}, SOPs per token {r['sops_per_token']:.0f}")
 
 

@@ -10,7 +10,7 @@ from sdllm.runtime import energy
 from sdllm.runtime.build import load_build
 from sdllm.runtime.tokenizer import decode, encode
 
-BACKENDS = ("lava", "lockstep")
+BACKENDS = ("lava", "lockstep", "fast")
 
 
 def run(build, prompt_tokens, n_new: int, backend: str, granularity: str = "auto"):
@@ -18,9 +18,9 @@ def run(build, prompt_tokens, n_new: int, backend: str, granularity: str = "auto
         from sdllm.runtime.lava_backend import run_lava
 
         return run_lava(build, prompt_tokens, n_new, granularity, progress=True)
-    from sdllm.runtime.lockstep import run_lockstep
+    from sdllm.runtime.lockstep import run_fast, run_lockstep
 
-    return run_lockstep(build, prompt_tokens, n_new)
+    return (run_fast if backend == "fast" else run_lockstep)(build, prompt_tokens, n_new)
 
 
 def check_request(build, prompt_tokens, n_new: int) -> None:
@@ -55,7 +55,8 @@ def main(argv=None):
     ap.add_argument("--prompt", required=True)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--backend", choices=BACKENDS, default="lava",
-                    help="lava: one Lava process per core on Loihi2SimCfg('fixed_pt'); lockstep: the same cores in one process")
+                    help="lava: Lava processes on Loihi2SimCfg('fixed_pt'); lockstep: the same cores in one process; "
+                         "fast: lockstep with spike trains collapsed to their counts")
     ap.add_argument("--granularity", choices=("auto", "core", "chip"), default="auto",
                     help="lava: one process per core or per chip (auto: per core up to 32 cores)")
     args = ap.parse_args(argv)

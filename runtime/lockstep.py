@@ -16,3 +16,14 @@ def run_lockstep(build, prompt, n_new: int) -> RunResult:
         group.step(t, nothing)
     host = group.host()
     return RunResult(tokens=[int(t) for t in host.tokens], logits=host.logits, core_sops=group.sops(), timesteps=steps)
+
+
+def run_fast(build, prompt, n_new: int) -> RunResult:
+    """The fast backend: lockstep with every spike train collapsed to one step of counts.
+
+    Same synapse tables, routing, unit programs and SOP counts; `timesteps` reports what the
+    compiled schedule takes on hardware, not the collapsed steps simulated here.
+    """
+    result = run_lockstep(build.with_collapsed_windows(), prompt, n_new)
+    result.timesteps = (len(prompt) + n_new - 1) * build.schedule["period"]
+    return result

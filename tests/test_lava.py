@@ -8,7 +8,7 @@ from sdllm.compiler.emit import emit
 from sdllm.models.integer_ref import IntegerSDLLM
 from sdllm.runtime.build import load_build
 from sdllm.runtime.lava_backend import run_lava
-from sdllm.runtime.lockstep import run_lockstep
+from sdllm.runtime.lockstep import run_fast, run_lockstep
 
 
 def analytic_core_sops(build, spikes, pos):
@@ -85,3 +85,14 @@ def test_multi_chip_build_per_chip_equals_reference(tiny_blob, tmp_path):
     result = run_lava(build, p, 4, granularity="chip")
     check_equal(build, tiny_blob, p, 4, result)
     _same(result, run_lava(build, p, 4, granularity="core"))
+
+
+def test_fast_backend_equals_lava_and_reference(default_blob, default_build, tiny_blob, tmp_path):
+    build = load_build(default_build)
+    p = list(b"The if")
+    fast = run_fast(build, p, 4)
+    check_equal(build, default_blob, p, 4, fast)
+    _same(fast, run_lava(build, p, 4, granularity="chip"))
+    emit(compile_split(tiny_blob, tmp_path), str(tmp_path / "b"))
+    split = load_build(str(tmp_path / "b"))
+    check_equal(split, tiny_blob, list(b"ab"), 5, run_fast(split, list(b"ab"), 5))
