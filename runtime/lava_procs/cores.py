@@ -54,9 +54,16 @@ class GroupModelBase(PyLoihiProcessModel):
         self.ports = None  # Lava sets the port objects after __init__
         self.pending = self.group.outgoing(self.dest_axons)
 
+    def _bind(self):
+        """First step: find the ports Lava set, and let the cores count straight into the Vars."""
+        self.ports = [getattr(self, f"out_{k}") for k in range(len(self.dest_axons))]
+        for k, b in enumerate(self.group.behaviours):
+            self.sops[k] = b.sops
+            b.sops = self.sops[k]
+
     def run_spk(self):
         if self.ports is None:
-            self.ports = [getattr(self, f"out_{k}") for k in range(len(self.dest_axons))]
+            self._bind()
         for port, v in zip(self.ports, self.pending):
             port.send(v.astype(PORT_TYPE))
         x = self.a_in.recv()
@@ -67,15 +74,14 @@ class GroupModelBase(PyLoihiProcessModel):
                 f.write(f"{e}\n")
             raise
         self.pending = self.group.outgoing(self.dest_axons)
-        self.sops[:] = [b.sops for b in self.group.behaviours]
 
 
 class HostModelMixin:
-    def run_spk(self):
-        super().run_spk()
+    def _bind(self):
+        super()._bind()
         host = self.group.host()
-        self.logits[:] = host.logits
-        self.tokens[:] = host.tokens
+        self.logits[:], self.tokens[:] = host.logits, host.tokens
+        host.logits, host.tokens = self.logits, self.tokens
 
 
 _CLASSES = {}
