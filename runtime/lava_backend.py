@@ -85,7 +85,7 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
         # Lava's worker processes must not see Ctrl-C themselves: they would die mid-step and
         # leave the others waiting at the barrier. Only this process handles it, and stops them.
         period = build.schedule["period"]
-        with tqdm(total=n_positions, desc="Lava", unit="token", disable=not progress, leave=False) as bar:
+        with tqdm(total=n_positions, desc="Lava", unit="token", disable=None if progress else True, leave=False) as bar:
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
                 anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
