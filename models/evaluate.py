@@ -49,7 +49,7 @@ def build_perplexity(build_dir: str, rows: np.ndarray, progress: bool = True) ->
 
     build = load_build(build_dir)
     total, n = 0.0, 0
-    for row in tqdm(rows, desc="compiled network", disable=not progress, leave=False):
+    for row in tqdm(rows, desc="compiled network", disable=None if progress else True, leave=False):
         logits = run_fast(build, [int(t) for t in row[:-1]], 1).logits
         for pos, lg in enumerate(logits):  # the integer reference's summation order: equal logits, equal result
             total += nll(lg, row[pos + 1])
@@ -61,7 +61,7 @@ def integer_perplexity(blob: dict, rows: np.ndarray, progress: bool = True):
     """Perplexity of the integer reference, and its mean spikes per token and SOPs per token."""
     ref = IntegerSDLLM(blob)
     total, n, spikes, sops = 0.0, 0, 0, 0
-    bar = tqdm(total=rows.shape[0] * (rows.shape[1] - 1), desc="integer reference", disable=not progress, leave=False)
+    bar = tqdm(total=rows.shape[0] * (rows.shape[1] - 1), desc="integer reference", disable=None if progress else True, leave=False)
     for row in rows:
         ref.reset()
         for pos in range(len(row) - 1):
