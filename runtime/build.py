@@ -24,6 +24,7 @@ class CoreImage:
     n_neurons: int
     params: dict  # scalars and arrays together
     routes: list  # [(dest id, src index array, dest axon array)]
+    position: tuple = (-1, -1)  # on the chip's mesh
 
 
 @dataclass
@@ -57,6 +58,15 @@ class Build:
             off += n
         return out
 
+    def link(self, src: int, dst: int) -> tuple:
+        """(mesh hops, chip crossings) of a route; (0, 0) to or from the off-chip host."""
+        a, b = self.cores[src], self.cores[dst]
+        if a.chip < 0 or b.chip < 0:
+            return 0, 0
+        if a.chip != b.chip:
+            return 0, 1  # assumption: a chip-to-chip spike is costed as one crossing, no mesh hops
+        return abs(a.position[0] - b.position[0]) + abs(a.position[1] - b.position[1]), 0
+
     def host(self) -> CoreImage:
         return next(c for c in self.cores if c.type == "host_io")
 
@@ -88,5 +98,5 @@ def load_build(path: str) -> Build:
         params.update({k: array(rel) for k, rel in c["arrays"].items()})
         routes = [(r["dest"], array(r["src"]), array(r["dst"])) for r in c["routes"]]
         cores.append(CoreImage(c["id"], c["name"], c["type"], c["node"], c["layer"], c["chip"],
-                               c["n_axons"], c["n_neurons"], params, routes))
+                               c["n_axons"], c["n_neurons"], params, routes, tuple(c["position"])))
     return Build(path, doc, cores)

@@ -44,8 +44,12 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) ->
           f"wall {wall_s:.1f} s ({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)", file=out)
     per = result.sops_per_token()
     print(f"SOPs per token: mean {est['sops_per_token']:,.0f} (min {int(per.min()):,}, max {int(per.max()):,})", file=out)
+    if result.traffic is not None:
+        print(f"NoC per token: {est['packets_per_token']:,.0f} packets, {est['packet_hops_per_token']:,.0f} packet-hops, "
+              f"{est['chip_crossings_per_token']:,.0f} chip crossings", file=out)
     print(f"energy estimate per token: {est['energy_per_token_uj']:.2f} uJ "
-          f"({est['sop_energy_nj']:.0f} nJ synaptic ops + {est['neuron_energy_nj']:.0f} nJ neuron updates); "
+          f"({est['sop_energy_nj']:.0f} nJ synaptic ops + {est['neuron_energy_nj']:.0f} nJ neuron updates"
+          f" + {est['noc_energy_nj']:.0f} nJ NoC{'' if result.traffic is not None else ' (not counted by this backend)'}); "
           f"latency {est['latency_per_token_ms']:.2f} ms at the config's step time", file=out)
 
 

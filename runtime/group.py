@@ -28,6 +28,12 @@ class CoreGroup:
                 else:
                     external.setdefault(group_of[dest], []).append((k, src, dst, dest))
         self.external = external
+        # NoC traffic per position: [packets, packet-hops, chip crossings]; a packet is one
+        # non-zero value (a spike or a graded payload) sent on one route.
+        self.period = build.schedule["period"]
+        self.traffic = np.zeros((n_positions, 3), np.int64)
+        self.route_costs = [(k, src, *build.link(c.id, dest)) for k, c in enumerate(self.cores)
+                            for dest, src, _ in c.routes if build.cores[dest].type != "host_io" and c.type != "host_io"]
         self.outputs = [b.zeros for b in self.behaviours]
         for k, (c, b) in enumerate(zip(self.cores, self.behaviours)):
             if c.type == "host_io":
@@ -61,6 +67,11 @@ class CoreGroup:
         for k, d, src, dst in self.internal:
             inbox[d][dst] += self.outputs[k][src]
         self.outputs = [b.step(t, v) for b, v in zip(self.behaviours, inbox)]
+        row = self.traffic[t // self.period]
+        for k, src, hops, crossing in self.route_costs:
+            n = np.count_nonzero(self.outputs[k][src])
+            if n:
+                row += (n, n * hops, n * crossing)
 
     def sops(self) -> dict:
         return {c.name: b.sops for c, b in zip(self.cores, self.behaviours) if c.type != "host_io"}

@@ -99,13 +99,15 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
                 bar.update()
         logits = anchor.logits.get().astype(np.int64)
         tokens = anchor.tokens.get().astype(np.int64)
-        sops = {}
+        sops, traffic = {}, 0
         for group, proc in zip(groups, procs):
+            traffic = traffic + proc.traffic.get().astype(np.int64)
             counts = proc.sops.get().astype(np.int64)
             sops.update({c.name: counts[k] for k, c in enumerate(group.cores) if c.type != "host_io"})
     finally:
         stop(anchor)
-    return RunResult(tokens=[int(t) for t in tokens[: n_positions + 1]], logits=logits, core_sops=sops, timesteps=steps)
+    return RunResult(tokens=[int(t) for t in tokens[: n_positions + 1]], logits=logits, core_sops=sops, timesteps=steps,
+                     traffic=traffic)
 
 
 def stop(anchor, grace_s: float = 10.0) -> None:

@@ -15,7 +15,8 @@ def run_lockstep(build, prompt, n_new: int) -> RunResult:
     for t in range(steps):
         group.step(t, nothing)
     host = group.host()
-    return RunResult(tokens=[int(t) for t in host.tokens], logits=host.logits, core_sops=group.sops(), timesteps=steps)
+    return RunResult(tokens=[int(t) for t in host.tokens], logits=host.logits, core_sops=group.sops(), timesteps=steps,
+                     traffic=group.traffic)
 
 
 def run_fast(build, prompt, n_new: int) -> RunResult:
@@ -26,4 +27,5 @@ def run_fast(build, prompt, n_new: int) -> RunResult:
     """
     result = run_lockstep(build.with_collapsed_windows(), prompt, n_new)
     result.timesteps = (len(prompt) + n_new - 1) * build.schedule["period"]
+    result.traffic = None  # collapsed trains send counts, not spikes: packet counts would not be the hardware's
     return result

@@ -11,6 +11,7 @@ class RunResult:
     logits: np.ndarray  # (positions, vocab) FRAC ints
     core_sops: dict  # core name -> SOPs per position
     timesteps: int
+    traffic: np.ndarray | None  # (positions, 3): NoC packets, packet-hops, chip crossings (None: not counted)
 
     def sops_per_token(self) -> np.ndarray:
         return np.sum(list(self.core_sops.values()), axis=0)

@@ -66,6 +66,8 @@ def test_lockstep_equals_lava(default_build):
 
 def _same(a, b):
     assert a.tokens == b.tokens and np.array_equal(a.logits, b.logits) and a.timesteps == b.timesteps
+    if a.traffic is not None and b.traffic is not None:
+        assert np.array_equal(a.traffic, b.traffic)
     assert {k: v.tolist() for k, v in a.core_sops.items()} == {k: v.tolist() for k, v in b.core_sops.items()}
 
 
@@ -85,6 +87,8 @@ def test_multi_chip_build_per_chip_equals_reference(tiny_blob, tmp_path):
     result = run_lava(build, p, 4, granularity="chip")
     check_equal(build, tiny_blob, p, 4, result)
     _same(result, run_lava(build, p, 4, granularity="core"))
+    _same(result, run_lockstep(build, p, 4))
+    assert (result.traffic[:, 2] > 0).all() and (result.traffic[:, 1] > 0).all()  # packets cross chips and hop
 
 
 def test_fast_backend_equals_lava_and_reference(default_blob, default_build, tiny_blob, tmp_path):
@@ -93,6 +97,7 @@ def test_fast_backend_equals_lava_and_reference(default_blob, default_build, tin
     fast = run_fast(build, p, 4)
     check_equal(build, default_blob, p, 4, fast)
     _same(fast, run_lava(build, p, 4, granularity="chip"))
+    assert fast.traffic is None
     emit(compile_split(tiny_blob, tmp_path), str(tmp_path / "b"))
     split = load_build(str(tmp_path / "b"))
     check_equal(split, tiny_blob, list(b"ab"), 5, run_fast(split, list(b"ab"), 5))

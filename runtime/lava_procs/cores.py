@@ -39,10 +39,12 @@ class GroupProcess(AbstractProcess):
         for k, n in enumerate(dest_axons):
             setattr(self, f"out_{k}", OutPort(shape=(n,)))
         self.sops = Var(shape=(n_cores, n_positions), init=0)
+        self.traffic = Var(shape=(n_positions, 3), init=0)
 
 
 class GroupModelBase(PyLoihiProcessModel):
     sops: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
+    traffic: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -60,6 +62,8 @@ class GroupModelBase(PyLoihiProcessModel):
         for k, b in enumerate(self.group.behaviours):
             self.sops[k] = b.sops
             b.sops = self.sops[k]
+        self.traffic[:] = self.group.traffic
+        self.group.traffic = self.traffic
 
     def run_spk(self):
         if self.ports is None:
