@@ -6,6 +6,7 @@ on held-out text (the last 10% of the stdlib's pydoc topics), plus firing statis
 
 import argparse
 import math
+import os
 import sys
 
 import numpy as np
@@ -57,8 +58,11 @@ def build_perplexity(build_dir: str, rows: np.ndarray, progress: bool = True) ->
     return math.exp(total / n)
 
 
-def integer_perplexity(blob: dict, rows: np.ndarray, progress: bool = True):
-    """Perplexity of the integer reference, and its mean spikes per token and SOPs per token."""
+def integer_perplexity(blob: dict, rows: np.ndarray, progress: bool = True, histogram: dict | None = None):
+    """Perplexity of the integer reference, and its mean spikes per token and SOPs per token.
+
+    histogram, if given, is filled with stage -> counts of |q| (spikes per neuron per token, 0..Q).
+    """
     ref = IntegerSDLLM(blob)
     total, n, spikes, sops = 0.0, 0, 0, 0
     bar = tqdm(total=rows.shape[0] * (rows.shape[1] - 1), desc="integer reference", disable=None if progress else True, leave=False)
@@ -69,6 +73,10 @@ def integer_perplexity(blob: dict, rows: np.ndarray, progress: bool = True):
             total += nll(logits_fx, row[pos + 1])
             n += 1
             spikes += sum(int(np.abs(v).sum()) for v in sp.values())
+            if histogram is not None:
+                for stage, v in sp.items():
+                    counts = np.bincount(np.abs(np.asarray(v)).reshape(-1), minlength=ref.spec.timesteps + 1)
+                    histogram[stage] = histogram.get(stage, 0) + counts
             sops += sum(ref.stage_sops(sp, pos).values())
             bar.update()
     bar.close()
@@ -82,7 +90,8 @@ def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True) -> 
     if float_model is not None:
         out["float"] = torch_perplexity(float_model.eval(), rows)
         out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, blob), rows)
-    out["integer"], out["spikes_per_token"], out["sops_per_token"] = integer_perplexity(blob, rows, progress)
+    out["histogram"] = {}
+    out["integer"], out["spikes_per_token"], out["sops_per_token"] = integer_perplexity(blob, rows, progress, out["histogram"])
     return out
 
 
@@ -94,11 +103,12 @@ def main(argv=None):
     ap.add_argument("--float", dest="float_path", default=DEFAULT_FLOAT, help="the float checkpoint it was converted from")
     ap.add_argument("--windows", type=int, default=8, help="held-out windows of max_seq_len bytes")
     ap.add_argument("--build", help="also the perplexity of this compiled build directory (fast backend)")
+    ap.add_argument("--plot", help="where to write the spike-count histogram (default: MODEL.spikes.png)")
     args = ap.parse_args(argv)
-    return guarded("sdllm-eval", lambda: report(args.model, args.float_path, args.windows, args.build))
+    return guarded("sdllm-eval", lambda: report(args.model, args.float_path, args.windows, args.build, args.plot))
 
 
-def report(model_path: str, float_path: str, n_windows: int, build_dir: str | None = None) -> None:
+def report(model_path: str, float_path: str, n_windows: int, build_dir: str | None = None, plot_path: str | None = None) -> None:
     from sdllm.models.convert import load_float
 
     blob = checkpoint.load(model_path)
@@ -113,6 +123,39 @@ def report(model_path: str, float_path: str, n_windows: int, build_dir: str | No
         same = "equal to the integer reference" if compiled == r["integer"] else "DIFFERENT from the integer reference"
         print(f"  compiled   {compiled:.3f}   ({build_dir}, fast backend: {same})")
     print(f"  spikes per token {r['spikes_per_token']:.0f}, SOPs per token {r['sops_per_token']:.0f}")
+    T = fx.qmax(q["act_bits"])
+    print(f"firing per stage (spikes per input neuron per timestep over its T = {T} window; share of silent neurons):")
+    for stage, counts in r["histogram"].items():
+        rate = (counts * np.arange(len(counts))).sum() / (counts.sum() * T)
+        print(f"  {stage:<12} rate {rate:.3f}   silent {counts[0] / counts.sum():6.1%}")
+    print("  (pv's input neurons are all max_seq_len key positions, future ones included)")
+    plot = plot_path or os.path.splitext(model_path)[0] + ".spikes.png"
+    plot_histogram(r["histogram"], T, plot)
+    print(f"plot: {plot}")
+
+
+def plot_histogram(histogram: dict, T: int, path: str) -> None:
+    """Spike-count histogram (how many of T steps each input neuron fires), one line per stage kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = {}
+    for stage, counts in histogram.items():
+        kind = stage.split(".")[-1]
+        kinds[kind] = kinds.get(kind, 0) + counts
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for kind, counts in kinds.items():
+        ax.plot(np.arange(len(counts)), counts / counts.sum(), marker="o", label=kind)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"spikes per neuron per token (of T = {T} steps)")
+    ax.set_ylabel("share of input neurons")
+    ax.set_title("spike-count histogram per stage kind (integer reference, held-out text)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
 
 
 if __name__ == "__main__":

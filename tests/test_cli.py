@@ -85,3 +85,12 @@ def test_a_failing_lava_worker_is_one_line_and_leaves_no_process(default_build, 
     while _session_processes(p.pid) and time.time() < deadline:
         time.sleep(0.5)
     assert _session_processes(p.pid) == []
+
+
+def test_eval_reports_perplexities_firing_and_the_compiled_network(default_model_path, default_build, tmp_path):
+    plot = tmp_path / "spikes.png"
+    p = run("sdllm-eval", default_model_path, "--windows", "1", "--build", default_build, "--plot", str(plot))
+    assert p.returncode == 0, p.stderr
+    for needle in ("float ", "fake-quant ", "integer ", "fast backend: equal to the integer reference", "firing per stage", "L1.down"):
+        assert needle in p.stdout, p.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")
