@@ -1,0 +1,167 @@
+"""Import pretrained LLaMA-family checkpoints into `sdllm.models.llama.Llama` (float).
+
+Two layouts:
+- a Hugging Face directory: config.json + *.safetensors (LlamaForCausalLM and alikes);
+- a GGUF file (llama.cpp), whose Q and K rows llama.cpp permuted for its interleaved RoPE:
+  `unpermute_qk` restores the half-split layout this model (and Hugging Face) uses.
+Quantised GGUF tensors (e.g. Q4_1) are dequantised to float with the `gguf` package.
+Attention biases (Qwen2) are not supported yet: they are refused with a clear error.
+Tokenizers are not imported yet.
+"""
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from sdllm.errors import SdllmError
+from sdllm.models.llama import Llama, LlamaConfig
+
+HF_NAMES = {
+    "model.embed_tokens.weight": "embed.weight",
+    "model.norm.weight": "norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+HF_LAYER_NAMES = {
+    "self_attn.q_proj.weight": "attn.q_proj.weight",
+    "self_attn.k_proj.weight": "attn.k_proj.weight",
+    "self_attn.v_proj.weight": "attn.v_proj.weight",
+    "self_attn.o_proj.weight": "attn.o_proj.weight",
+    "mlp.gate_proj.weight": "mlp.gate_proj.weight",
+    "mlp.up_proj.weight": "mlp.up_proj.weight",
+    "mlp.down_proj.weight": "mlp.down_proj.weight",
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "mlp_norm.weight",
+}
+GGUF_NAMES = {"token_embd.weight": "embed.weight", "output_norm.weight": "norm.weight", "output.weight": "lm_head.weight"}
+GGUF_LAYER_NAMES = {
+    "attn_q.weight": "attn.q_proj.weight",
+    "attn_k.weight": "attn.k_proj.weight",
+    "attn_v.weight": "attn.v_proj.weight",
+    "attn_output.weight": "attn.o_proj.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+    "attn_norm.weight": "attn_norm.weight",
+    "ffn_norm.weight": "mlp_norm.weight",
+}
+
+
+def _build(cfg: LlamaConfig, state: dict, source: str) -> Llama:
+    model = Llama(cfg)
+    expected = set(model.state_dict())
+    if cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)
+        expected.discard("lm_head.weight")
+    missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or extra:
+        raise SdllmError(f"{source}: tensors do not match a LLaMA model (missing {missing[:3]}, unexpected {extra[:3]})")
+    for k, v in state.items():
+        want = tuple(model.state_dict()[k].shape)
+        if tuple(v.shape) != want:
+            raise SdllmError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the config implies {want}")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    return model.eval()
+
+
+def load_hf(path: str, max_seq_len: int | None = None) -> Llama:
+    """A Hugging Face LLaMA-family directory (config.json + safetensors) -> float Llama."""
+    from safetensors.torch import load_file
+
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise SdllmError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
+    with open(config_path) as f:
+        c = json.load(f)
+    if c.get("attention_bias") or c.get("model_type") == "qwen2":
+        raise SdllmError(f"{path}: attention biases ({c.get('model_type')}) are not supported yet")
+    n_heads = c["num_attention_heads"]
+    cfg = LlamaConfig(
+        vocab_size=c["vocab_size"], dim=c["hidden_size"], n_layers=c["num_hidden_layers"], n_heads=n_heads,
+        n_kv_heads=c.get("num_key_value_heads", n_heads), ffn_dim=c["intermediate_size"],
+        max_seq_len=max_seq_len or c.get("max_position_embeddings", 2048), rope_theta=float(c.get("rope_theta", 10000.0)),
+        norm_eps=float(c.get("rms_norm_eps", 1e-5)), tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+    )
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not files:
+        raise SdllmError(f"{path}: no .safetensors files")
+    raw = {}
+    for f in files:
+        raw.update(load_file(os.path.join(path, f)))
+    state = {}
+    for name, t in raw.items():
+        if name in HF_NAMES:
+            state[HF_NAMES[name]] = t
+        elif name.startswith("model.layers."):
+            i, rest = name[len("model.layers."):].split(".", 1)
+            if rest in HF_LAYER_NAMES:
+                state[f"layers.{i}.{HF_LAYER_NAMES[rest]}"] = t
+    return _build(cfg, state, path)
+
+
+def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's convert permutation of Q/K rows (interleaved RoPE -> half-split)."""
+    return w.reshape(n_heads, w.shape[0] // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def load_gguf(path: str, max_seq_len: int | None = None) -> Llama:
+    """A llama-architecture GGUF file -> float Llama (quantised tensors dequantised)."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, OSError) as e:
+        raise SdllmError(f"{path}: not a readable GGUF file ({e})") from None
+
+    def field(key, default=None):
+        f = reader.fields.get(key)
+        if f is None:
+            if default is None:
+                raise SdllmError(f"{path}: GGUF metadata {key} missing")
+            return default
+        return f.contents()
+
+    arch = field("general.architecture")
+    if arch != "llama":
+        raise SdllmError(f"{path}: GGUF architecture {arch!r} is not supported (supported: llama)")
+    n_heads = int(field("llama.attention.head_count"))
+    n_kv = int(field("llama.attention.head_count_kv", n_heads))
+    tensors = {t.name: t for t in reader.tensors}
+    emb = tensors["token_embd.weight"]
+    cfg = LlamaConfig(
+        vocab_size=int(emb.shape[1]), dim=int(field("llama.embedding_length")), n_layers=int(field("llama.block_count")),
+        n_heads=n_heads, n_kv_heads=n_kv, ffn_dim=int(field("llama.feed_forward_length")),
+        max_seq_len=max_seq_len or int(field("llama.context_length", 2048)),
+        rope_theta=float(field("llama.rope.freq_base", 10000.0)),
+        norm_eps=float(field("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        tie_embeddings="output.weight" not in tensors,
+    )
+    state = {}
+    for name, t in tensors.items():
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        w = w.reshape([int(d) for d in reversed(t.shape)])  # GGUF lists dims fastest-first
+        if name in GGUF_NAMES:
+            target = GGUF_NAMES[name]
+        elif name.startswith("blk."):
+            i, rest = name[len("blk."):].split(".", 1)
+            if rest not in GGUF_LAYER_NAMES:
+                continue
+            target = f"layers.{i}.{GGUF_LAYER_NAMES[rest]}"
+            if rest == "attn_q.weight":
+                w = unpermute_qk(w, n_heads)
+            elif rest == "attn_k.weight":
+                w = unpermute_qk(w, n_kv)
+        else:
+            continue
+        state[target] = torch.from_numpy(np.ascontiguousarray(w))
+    return _build(cfg, state, path)
+
+
+def load_pretrained(path: str, max_seq_len: int | None = None) -> Llama:
+    """A Hugging Face directory or a .gguf file."""
+    if os.path.isdir(path):
+        return load_hf(path, max_seq_len)
+    if path.endswith(".gguf"):
+        return load_gguf(path, max_seq_len)
+    raise SdllmError(f"{path}: expected a Hugging Face checkpoint directory or a .gguf file")
