@@ -67,8 +67,6 @@ class Build:
             return 0, 1  # assumption: a chip-to-chip spike is costed as one crossing, no mesh hops
         return abs(a.position[0] - b.position[0]) + abs(a.position[1] - b.position[1]), 0
 
-    def host(self) -> CoreImage:
-        return next(c for c in self.cores if c.type == "host_io")
 
 
 def load_build(path: str) -> Build:

@@ -39,17 +39,14 @@ class CoreGroup:
             if c.type == "host_io":
                 self.outputs[k] = b.first_output()
 
-    def resolve_external(self, axon_offset: dict) -> list:
-        """Fix the destination axon indices once every group's layout is known.
+    def resolve_external(self, axon_offset: dict) -> None:
+        """Fix the destination axon indices once every group's layout is known: self.ports is
+        [(destination group, [(src member, src index, group-axon index)])], in port order.
 
-        axon_offset: core id -> (destination group, offset of that core's axons in its group).
-        Returns the destination groups in port order.
+        axon_offset: core id -> offset of that core's axons in its group's InPort.
         """
-        self.ports = []
-        for group in sorted(self.external):
-            routes = [(k, src, axon_offset[dest][1] + dst) for k, src, dst, dest in self.external[group]]
-            self.ports.append((group, routes))
-        return [g for g, _ in self.ports]
+        self.ports = [(group, [(k, src, axon_offset[dest] + dst) for k, src, dst, dest in self.external[group]])
+                      for group in sorted(self.external)]
 
     def outgoing(self, sizes: list) -> list:
         """This step's outputs bound for other groups, one vector per port."""
@@ -96,10 +93,7 @@ def make_groups(build, granularity: str, n_positions: int, prompt) -> list:
     parts = partition(build, granularity)
     group_of = {cid: g for g, ids in enumerate(parts) for cid in ids}
     groups = [CoreGroup(build, ids, group_of, n_positions, prompt) for ids in parts]
-    axon_offset = {}
-    for g, group in enumerate(groups):
-        for c, s in zip(group.cores, group.axon_slices):
-            axon_offset[c.id] = (g, s.start)
+    axon_offset = {c.id: s.start for group in groups for c, s in zip(group.cores, group.axon_slices)}
     for group in groups:
         group.resolve_external(axon_offset)
     return groups

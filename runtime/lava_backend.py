@@ -82,19 +82,18 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
     anchor = next(p for g, p in zip(groups, procs) if g.host() is not None)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     try:
-        # Lava's worker processes must not see Ctrl-C themselves: they would die mid-step and
-        # leave the others waiting at the barrier. Only this process handles it, and stops them.
         period = build.schedule["period"]
         with tqdm(total=n_positions, desc="Lava", unit="token", disable=None if progress else True, leave=False) as bar:
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
-            finally:
-                signal.signal(signal.SIGINT, previous)
-            anchor.wait()
-            bar.update()
-            for _ in range(n_positions - 1):  # one token per run call, for the progress bar
-                anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
+            for i in range(n_positions):  # one token per run call, for the progress bar
+                # The first call starts Lava's worker processes: they must not see Ctrl-C themselves
+                # (they would die mid-step and leave the others at the barrier); this process
+                # handles it and stops them.
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if i == 0 else None
+                try:
+                    anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
+                finally:
+                    if previous is not None:
+                        signal.signal(signal.SIGINT, previous)
                 anchor.wait()
                 bar.update()
         logits = anchor.logits.get().astype(np.int64)
