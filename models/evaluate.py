@@ -83,7 +83,9 @@ def integer_perplexity(blob: dict, rows: np.ndarray, progress: bool = True, hist
     return math.exp(total / n), spikes / n, sops / n
 
 
-def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True) -> dict:
+def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True, build_dir: str | None = None) -> dict:
+    """Perplexities (float, fake-quant, integer, and the compiled build's if given), spikes,
+    SOPs and the spike-count histogram on the same held-out windows."""
     seq_len = blob["config"]["max_seq_len"]
     rows = held_out_windows(seq_len, n_windows)
     out = {"tokens": int(rows.shape[0] * (rows.shape[1] - 1))}
@@ -92,6 +94,8 @@ def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True) -> 
         out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, blob), rows)
     out["histogram"] = {}
     out["integer"], out["spikes_per_token"], out["sops_per_token"] = integer_perplexity(blob, rows, progress, out["histogram"])
+    if build_dir:
+        out["compiled"] = build_perplexity(build_dir, rows, progress)
     return out
 
 
@@ -112,16 +116,15 @@ def report(model_path: str, float_path: str, n_windows: int, build_dir: str | No
     from sdllm.models.convert import load_float
 
     blob = checkpoint.load(model_path)
-    r = evaluate(blob, load_float(float_path), n_windows)
+    r = evaluate(blob, load_float(float_path), n_windows, build_dir=build_dir)
     q = blob["quant"]
     print(f"held-out perplexity per byte ({r['tokens']} tokens), W{q['weight_bits']}A{q['act_bits']} KV{q['kv_bits']} theta={q['theta']}:")
     print(f"  float      {r['float']:.3f}")
     print(f"  fake-quant {r['fake_quant']:.3f}")
     print(f"  integer    {r['integer']:.3f}   (the SDLLM the compiled network runs)")
     if build_dir:
-        compiled = build_perplexity(build_dir, held_out_windows(blob["config"]["max_seq_len"], n_windows))
-        same = "equal to the integer reference" if compiled == r["integer"] else "DIFFERENT from the integer reference"
-        print(f"  compiled   {compiled:.3f}   ({build_dir}, fast backend: {same})")
+        same = "equal to the integer reference" if r["compiled"] == r["integer"] else "DIFFERENT from the integer reference"
+        print(f"  compiled   {r['compiled']:.3f}   ({build_dir}, fast backend: {same})")
     print(f"  spikes per token {r['spikes_per_token']:.0f}, SOPs per token {r['sops_per_token']:.0f}")
     T = fx.qmax(q["act_bits"])
     print(f"firing per stage (spikes per input neuron per timestep over its T = {T} window; share of silent neurons):")
