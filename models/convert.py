@@ -1,13 +1,16 @@
 """sdllm-convert: a float LLaMA-family checkpoint -> an SDLLM model.pt.
 
     sdllm-convert [SRC] -o model.pt [--weight-bits 4] [--act-bits 4] [--kv-bits 8] [--theta 0]
+                  [--max-seq-len N] [--no-rotate] [--rtn] [--gamma-one] [--seed 0]
 
-SRC is a float checkpoint written by `sdllm.models.train_default` (default: the embedded
-default model). γ is calibrated per quantisation point on the training split of the
-stdlib's pydoc topics.
+SRC is a float checkpoint written by `sdllm.models.train_default` (default: the embedded default
+model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
+GGUF file. γ and GPTQ are calibrated on pydoc topics text before the held-out part
+(`sdllm.models.corpus`).
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -16,13 +19,15 @@ import torch
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
 from sdllm.models import checkpoint
-from sdllm.models.corpus import pydoc_bytes, split, windows
+from sdllm.models.corpus import calibration_windows
 from sdllm.models.llama import Llama
 from sdllm.models.sdllm import QuantSpec, convert
 
 DEFAULT_FLOAT = os.path.join(os.path.dirname(__file__), "default", "float.pt")
 FLOAT_FORMAT = "sdllm-float-llama"
 BIT_LIMITS = {"weight_bits": (2, 8), "act_bits": (2, 8), "kv_bits": (2, 8)}
+PRETRAINED_SEQ_LEN = 256
+BYTES = {"type": "bytes"}
 
 
 def load_float(path: str) -> Llama:
@@ -32,11 +37,31 @@ def load_float(path: str) -> Llama:
     return Llama.from_float_state(blob)
 
 
-def calibration_tokens(seq_len: int, n_windows: int):
-    train, _ = split(pydoc_bytes())
-    rows = windows(train, seq_len)
-    step = max(1, len(rows) // n_windows)
-    return torch.from_numpy(rows[::step][:n_windows])
+def load_source(path: str | None, max_seq_len: int | None = None):
+    """(float Llama, tokenizer spec) from our float .pt (default: the embedded model), a Hugging
+    Face directory or a .gguf. max_seq_len: the SDLLM's context (the KV cache the chip holds)."""
+    from sdllm.models.importers import load_pretrained, load_tokenizer
+
+    path = path or DEFAULT_FLOAT
+    if max_seq_len is not None and max_seq_len < 2:
+        raise SdllmError(f"--max-seq-len: must be at least 2, got {max_seq_len}")
+    if os.path.isdir(path) or path.endswith(".gguf"):
+        if not os.path.exists(path):
+            raise SdllmError(f"{path}: no such file or directory")
+        model = load_pretrained(path, max_seq_len or PRETRAINED_SEQ_LEN)
+        return model, load_tokenizer(path)
+    model = load_float(path)
+    if max_seq_len is not None and max_seq_len != model.cfg.max_seq_len:
+        if max_seq_len > model.cfg.max_seq_len:
+            raise SdllmError(f"--max-seq-len: at most the model's context of {model.cfg.max_seq_len}, got {max_seq_len}")
+        shorter = Llama(dataclasses.replace(model.cfg, max_seq_len=max_seq_len))
+        shorter.load_state_dict(model.state_dict())
+        model = shorter
+    return model, BYTES
+
+
+def calibration_tokens(seq_len: int, n_windows: int, tokenizer: dict = BYTES):
+    return torch.from_numpy(calibration_windows(tokenizer, seq_len, n_windows))
 
 
 def check_spec(spec: QuantSpec) -> None:
@@ -49,24 +74,36 @@ def check_spec(spec: QuantSpec) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="sdllm-convert", description="Convert a float LLaMA checkpoint into an SDLLM model.pt.")
-    ap.add_argument("src", nargs="?", default=DEFAULT_FLOAT, help="float checkpoint (default: the embedded default model)")
+    ap = argparse.ArgumentParser(prog="sdllm-convert", description="Convert a float LLaMA-family checkpoint into an SDLLM model.pt.")
+    ap.add_argument("src", nargs="?", default=DEFAULT_FLOAT,
+                    help="our float .pt (default: the embedded default model), a Hugging Face directory or a .gguf")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--weight-bits", type=int, default=4)
     ap.add_argument("--act-bits", type=int, default=4, help="activation bits b; spike trains take T = 2**(b-1)-1 steps")
     ap.add_argument("--kv-bits", type=int, default=8)
     ap.add_argument("--theta", type=int, default=0, help="membrane dead zone: |q| <= theta sends no spike")
+    ap.add_argument("--max-seq-len", type=int, help=f"context (KV cache) of the SDLLM (default: {PRETRAINED_SEQ_LEN} for "
+                    "pretrained models, the checkpoint's own for ours)")
+    ap.add_argument("--no-rotate", action="store_true", help="no Hadamard rotation (ablation)")
+    ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
+    ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")
+    ap.add_argument("--seed", type=int, default=0, help="of the random rotation")
     ap.add_argument("--calib-windows", type=int, default=16)
     args = ap.parse_args(argv)
 
     def body():
-        spec = QuantSpec(args.weight_bits, args.act_bits, args.kv_bits, args.theta)
+        spec = QuantSpec(args.weight_bits, args.act_bits, args.kv_bits, args.theta, rotate=not args.no_rotate,
+                         gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
         check_spec(spec)
-        model = load_float(args.src)
-        blob = convert(model, spec, calibration_tokens(model.cfg.max_seq_len, args.calib_windows))
+        if args.calib_windows < 1:
+            raise SdllmError(f"--calib-windows: must be at least 1, got {args.calib_windows}")
+        model, tokenizer = load_source(args.src, args.max_seq_len)
+        calib = calibration_tokens(model.cfg.max_seq_len, args.calib_windows, tokenizer)
+        blob = convert(model, spec, calib, progress=True)
+        blob["tokenizer"] = tokenizer
         checkpoint.save(blob, args.output)
         print(f"wrote {args.output}: W{spec.weight_bits}A{spec.act_bits} (KV {spec.kv_bits} bits), "
-              f"T = {spec.timesteps} timesteps per spike train")
+              f"T = {spec.timesteps} timesteps per spike train, context {model.cfg.max_seq_len} tokens")
 
     return guarded("sdllm-convert", body)
 

@@ -1,10 +1,20 @@
-"""sdllm-eval: perplexity of the float model, the fake-quant forward and the integer reference
-on held-out text (the last 10% of the stdlib's pydoc topics), plus firing statistics.
+"""sdllm-eval: what spiking costs, measured on held-out text.
 
-    sdllm-eval model.pt [--float FLOAT.pt] [--windows 8]
+For an SDLLM (model.pt) and the float model it came from, on held-out windows of the stdlib's
+pydoc topics (`sdllm.models.corpus`): perplexity of the float model, the weight-only quantised
+model, the fake-quant forward and the integer reference (what the chip runs), and with
+--build the compiled network's; per layer, the cosine similarity between every float
+activation and the spike counts that replace it and the KL divergence of the attention
+distributions; firing rates, the spike-count histogram (a plot), SOPs per token; the cost of
+each spike code (`sdllm.models.encodings`); with --ablation the table of γ-SQP's parts and the
+round-to-nearest ANN baseline; with --nonlinearities the cost of each integer-only
+nonlinearity against its float version.
+
+    sdllm-eval model.pt [--float SRC] [--windows 8] [--build DIR] [--ablation] [--nonlinearities]
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -15,32 +25,154 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sdllm.cli import guarded
-from sdllm.models import checkpoint
+from sdllm.errors import SdllmError
+from sdllm.models import checkpoint, encodings
 from sdllm.models import fixedpoint as fx
-from sdllm.models.corpus import pydoc_bytes, split, windows
+from sdllm.models.calibration import record_activations
+from sdllm.models.corpus import calibration_windows, held_out_windows
 from sdllm.models.fakequant import FakeQuantSDLLM
+from sdllm.models.float_ops import NONLINEARITIES
 from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.rotation import prepare
+from sdllm.models.sdllm import QuantSpec, convert, spec_of
+
+FIDELITY_POINTS = {"qkv": "qkv", "qk": "q", "pv": "p", "o": "o", "gate_up": "gate_up", "down": "down"}
 
 
-def held_out_windows(seq_len: int, n: int) -> np.ndarray:
-    _, held_out = split(pydoc_bytes())
-    rows = windows(held_out, seq_len)
-    step = max(1, len(rows) // n)
-    return rows[::step][:n]
+def _bar(total, desc, progress):
+    return tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
 
 
 @torch.no_grad()
 def torch_perplexity(forward, rows: np.ndarray) -> float:
-    x = torch.from_numpy(rows)
-    logits = forward(x[:, :-1]).double()
-    return math.exp(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1)).item())
+    total = 0.0
+    for row in torch.from_numpy(rows):
+        logits = forward(row[None, :-1])[0].double()
+        total += F.cross_entropy(logits, row[1:], reduction="sum").item()
+    return math.exp(total / (rows.shape[0] * (rows.shape[1] - 1)))
 
 
-def nll(logits_fx, target: int) -> float:
-    """Negative log-likelihood of target under FRAC fixed-point logits."""
+def nll(logits_fx, targets):
+    """Negative log-likelihood of each target under FRAC fixed-point logits (tokens, vocab)."""
     z = np.asarray(logits_fx, np.float64) / (1 << fx.FRAC)
-    top = z.max()
-    return float(np.log(np.exp(z - top).sum()) + top - z[target])
+    top = z.max(-1, keepdims=True)
+    lse = np.log(np.exp(z - top).sum(-1)) + top[..., 0]
+    return lse - np.take_along_axis(z, np.asarray(targets)[..., None], -1)[..., 0]
+
+
+def _cosine_rows(a, b):
+    a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return np.where(den > 0, (a * b).sum(-1) / np.where(den > 0, den, 1), 0.0)
+
+
+def _kl(p, q):
+    """KL(p || q) over the last axis, 0·log 0 = 0."""
+    ratio = np.where(p > 0, p / np.where(q > 0, q, 1), 1.0)
+    return np.where(p > 0, p * np.log(ratio), 0.0).sum(-1)
+
+
+class Tally:
+    """Sums over held-out tokens: NLL, spikes, SOPs per code, the spike-count histogram and
+    the float-vs-spike fidelity figures."""
+
+    def __init__(self):
+        self.tokens = 0
+        self.nll = 0.0
+        self.spikes, self.sops, self.histogram = {}, {}, {}
+        self.code_spikes, self.code_sops = {}, {}
+        self.cos, self.attn_kl, self.logit_kl = {}, {}, 0.0
+
+    @staticmethod
+    def add(d, key, value):
+        d[key] = d.get(key, 0) + value
+
+    def as_dict(self, q_max: int) -> dict:
+        n = self.tokens
+        firing = {}
+        for stage, counts in self.histogram.items():
+            firing[stage] = float((counts * np.arange(len(counts))).sum() / (counts.sum() * q_max))
+        return {
+            "tokens": n,
+            "integer": math.exp(self.nll / n),
+            "spikes_per_token": sum(self.spikes.values()) / n,
+            "sops_per_token": sum(self.sops.values()) / n,
+            "sops_per_stage": {k: v / n for k, v in self.sops.items()},
+            "firing": firing,
+            "histogram": self.histogram,
+            "codes": {c: {"spikes_per_token": self.code_spikes[c] / n, "sops_per_token": self.code_sops[c] / n}
+                      for c in self.code_spikes},
+            "cosine": {k: v / n for k, v in self.cos.items()},
+            "attention_kl": {k: v / n for k, v in self.attn_kl.items()},
+            "logits_kl": self.logit_kl / n if self.cos else None,
+        }
+
+
+def _fanouts(ref, stage, pos):
+    """Per-axon fan-out of each input of a stage, (tokens, n)."""
+    c = ref.cfg
+    if stage.endswith(".qk"):
+        return np.repeat((pos + 1)[:, None], c.n_heads * c.head_dim, axis=1)
+    if stage.endswith(".pv"):
+        return np.full((len(pos), c.n_heads * c.max_seq_len), c.head_dim)
+    return np.broadcast_to(ref.fanout[stage], (len(pos), len(ref.fanout[stage])))
+
+
+def integer_scores(blob: dict, rows: np.ndarray, prepared=None, float_ops=(), progress: bool = True) -> dict:
+    """Teacher-forced integer reference on each window: perplexity, spikes, SOPs (per spike code),
+    the histogram, and — given the prepared float model — cosine and KL against it."""
+    ref = IntegerSDLLM(blob, float_ops)
+    q_max, bits = ref.spec.timesteps, ref.spec.act_bits
+    t = Tally()
+    bar = _bar(len(rows), "integer reference", progress)
+    for row in rows:
+        ref.reset()
+        trace = {}
+        logits, spikes = ref.forward(row[:-1], 0, trace)
+        pos = np.arange(len(row) - 1)
+        t.tokens += len(pos)
+        t.nll += float(nll(logits, row[1:]).sum())
+        causal = np.arange(ref.cfg.max_seq_len) <= pos[:, None, None]
+        for stage, q in spikes.items():
+            a = np.abs(q)
+            live = a[np.broadcast_to(causal, a.shape)] if stage.endswith(".pv") else a.reshape(-1)
+            t.add(t.histogram, stage, np.bincount(live, minlength=q_max + 1))
+            t.add(t.spikes, stage, int(a.sum()))
+            fan = _fanouts(ref, stage, pos)
+            flat = q.reshape(len(pos), -1)
+            for name, code in encodings.CODES.items():
+                # P·V's probabilities are unsigned: every code sends them as a plain count
+                n = np.abs(flat) if stage.endswith(".pv") else code.spikes(flat, bits)
+                t.add(t.code_spikes, name, int(n.sum()))
+                t.add(t.code_sops, name, int((n * fan).sum()))
+        for stage, s in ref.stage_sops(spikes, pos).items():
+            t.add(t.sops, stage, int(s.sum()))
+        if prepared is not None:
+            _fidelity(t, prepared, row, spikes, trace, logits, causal)
+        bar.update()
+    bar.close()
+    return t.as_dict(q_max)
+
+
+@torch.no_grad()
+def _fidelity(t: Tally, prepared, row, spikes, trace, logits, causal):
+    acts = record_activations(prepared, torch.from_numpy(row[None, :-1]), points=tuple(FIDELITY_POINTS.values()) + ("head",))
+    float_logits = prepared(torch.from_numpy(row[None, :-1]))[0].double()
+    n = len(row) - 1
+    for stage, q in spikes.items():
+        layer, kind = stage.split(".") if "." in stage else ("", stage)
+        x = acts[f"{layer}.{FIDELITY_POINTS[kind]}" if layer else "head"].double().numpy()
+        q = q[:, :, :n] if kind == "pv" else q.reshape(x.shape)
+        t.add(t.cos, stage, float(_cosine_rows(x, q).reshape(n, -1).mean(-1).sum()))
+    for key, (p, _, _) in ((k, v) for k, v in trace.items() if k.endswith(".attn")):
+        layer = key.split(".")[0]
+        p_float = acts[f"{layer}.p"].double().numpy()  # (tokens, heads, tokens)
+        p_int = p[:, :, :n].astype(np.float64)
+        p_int = p_int / np.maximum(p_int.sum(-1, keepdims=True), 1)
+        t.add(t.attn_kl, layer, float(_kl(p_int, p_float).mean(-1).sum()))
+    lp_float = F.log_softmax(float_logits, -1).numpy()
+    lp_int = F.log_softmax(torch.from_numpy(logits / (1 << fx.FRAC)), -1).numpy()
+    t.logit_kl += float((np.exp(lp_float) * (lp_float - lp_int)).sum())
 
 
 def build_perplexity(build_dir: str, rows: np.ndarray, progress: bool = True) -> float:
@@ -49,92 +181,159 @@ def build_perplexity(build_dir: str, rows: np.ndarray, progress: bool = True) ->
     from sdllm.runtime.lockstep import run_fast
 
     build = load_build(build_dir)
-    total, n = 0.0, 0
+    total = 0.0
     for row in tqdm(rows, desc="compiled network", disable=None if progress else True, leave=False):
-        logits = run_fast(build, [int(t) for t in row[:-1]], 1).logits
-        for pos, lg in enumerate(logits):  # the integer reference's summation order: equal logits, equal result
-            total += nll(lg, row[pos + 1])
-            n += 1
-    return math.exp(total / n)
+        logits = np.asarray(run_fast(build, [int(t) for t in row[:-1]], 1).logits)
+        total += float(nll(logits, row[1:]).sum())
+    return math.exp(total / (rows.shape[0] * (rows.shape[1] - 1)))
 
 
-def integer_perplexity(blob: dict, rows: np.ndarray, progress: bool = True, histogram: dict | None = None):
-    """Perplexity of the integer reference, and its mean spikes per token and SOPs per token.
-
-    histogram, if given, is filled with stage -> counts of |q| (spikes per neuron per token, 0..Q).
-    """
-    ref = IntegerSDLLM(blob)
-    total, n, spikes, sops = 0.0, 0, 0, 0
-    bar = tqdm(total=rows.shape[0] * (rows.shape[1] - 1), desc="integer reference", disable=None if progress else True, leave=False)
-    for row in rows:
-        ref.reset()
-        for pos in range(len(row) - 1):
-            logits_fx, sp = ref.step(int(row[pos]), pos)
-            total += nll(logits_fx, row[pos + 1])
-            n += 1
-            spikes += sum(int(np.abs(v).sum()) for v in sp.values())
-            if histogram is not None:
-                for stage, v in sp.items():
-                    counts = np.bincount(np.abs(np.asarray(v)).reshape(-1), minlength=ref.spec.timesteps + 1)
-                    histogram[stage] = histogram.get(stage, 0) + counts
-            sops += sum(ref.stage_sops(sp, pos).values())
-            bar.update()
-    bar.close()
-    return math.exp(total / n), spikes / n, sops / n
+def evaluation_windows(blob: dict, n_windows: int) -> np.ndarray:
+    return held_out_windows(blob["tokenizer"], blob["config"]["max_seq_len"], n_windows)
 
 
 def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True, build_dir: str | None = None) -> dict:
-    """Perplexities (float, fake-quant, integer, and the compiled build's if given), spikes,
-    SOPs and the spike-count histogram on the same held-out windows."""
-    seq_len = blob["config"]["max_seq_len"]
-    rows = held_out_windows(seq_len, n_windows)
-    out = {"tokens": int(rows.shape[0] * (rows.shape[1] - 1))}
+    """Perplexities (float, weight-only, fake-quant, integer, and the compiled build's if given),
+    spikes, SOPs, fidelity and the spike-count histogram on the same held-out windows."""
+    rows = evaluation_windows(blob, n_windows)
+    out = {}
+    prepared = None
     if float_model is not None:
+        spec = spec_of(blob)
+        prepared = prepare(float_model.eval(), spec.rotate, spec.seed)
         out["float"] = torch_perplexity(float_model.eval(), rows)
+        out["weight_only"] = torch_perplexity(FakeQuantSDLLM(float_model, blob, quantize_activations=False), rows)
         out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, blob), rows)
-    out["histogram"] = {}
-    out["integer"], out["spikes_per_token"], out["sops_per_token"] = integer_perplexity(blob, rows, progress, out["histogram"])
+    out.update(integer_scores(blob, rows, prepared, progress=progress))
     if build_dir:
         out["compiled"] = build_perplexity(build_dir, rows, progress)
     return out
 
 
-def main(argv=None):
-    from sdllm.models.convert import DEFAULT_FLOAT
+def ablation_specs(spec: QuantSpec) -> list:
+    """(label, spec, what is measured) rows: each part of γ-SQP taken away, one at a time."""
+    rows = [
+        ("no rotation", dataclasses.replace(spec, rotate=False), "integer"),
+        ("γ = 1 (max scaling)", dataclasses.replace(spec, calibrate_gamma=False), "integer"),
+        ("RTN weights (no GPTQ)", dataclasses.replace(spec, gptq=False), "integer"),
+    ]
+    if spec.act_bits > 2:
+        rows.append((f"unsigned count code, same T = {spec.timesteps} (so {spec.act_bits - 1}-bit values)",
+                     dataclasses.replace(spec, act_bits=spec.act_bits - 1), "integer"))
+    rows.append(("no dead zone (θ = 0)", dataclasses.replace(spec, theta=0), "integer") if spec.theta
+                else ("dead zone θ = 1", dataclasses.replace(spec, theta=1), "integer"))
+    ann = dataclasses.replace(spec, rotate=False, gptq=False, calibrate_gamma=False, theta=0)
+    rows.append((f"W{spec.weight_bits}A{spec.act_bits} round-to-nearest ANN (no rotation, max scaling)", ann, "fake_quant"))
+    return rows
 
-    ap = argparse.ArgumentParser(prog="sdllm-eval", description="Held-out perplexity of an SDLLM and its float model.")
+
+def ablation(blob: dict, float_model, rows: np.ndarray, calib, progress: bool = True) -> list:
+    """[(label, T, perplexity, SOPs per token or None)] for the ablation rows, on `rows`."""
+    spec = spec_of(blob)
+    out = []
+    for label, variant, measure in tqdm(ablation_specs(spec), desc="ablation", disable=None if progress else True):
+        if variant.theta >= variant.timesteps:
+            continue
+        vblob = convert(float_model, variant, calib)
+        vblob["tokenizer"] = blob["tokenizer"]
+        if measure == "fake_quant":
+            out.append((label, None, torch_perplexity(FakeQuantSDLLM(float_model, vblob), rows), None))
+        else:
+            r = integer_scores(vblob, rows, progress=progress)
+            out.append((label, variant.timesteps, r["integer"], r["sops_per_token"]))
+    return out
+
+
+def nonlinearity_costs(blob: dict, rows: np.ndarray, progress: bool = True) -> dict:
+    """Integer-reference perplexity with each integer-only nonlinearity replaced by its float version."""
+    out = {}
+    for names in [(n,) for n in NONLINEARITIES] + [NONLINEARITIES]:
+        out["+".join(names)] = integer_scores(blob, rows, float_ops=names, progress=progress)["integer"]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="sdllm-eval", description="What spiking costs: an SDLLM against its float model on held-out text.")
     ap.add_argument("model", help="model.pt")
-    ap.add_argument("--float", dest="float_path", default=DEFAULT_FLOAT, help="the float checkpoint it was converted from")
-    ap.add_argument("--windows", type=int, default=8, help="held-out windows of max_seq_len bytes")
+    ap.add_argument("--float", dest="float_path", help="the float model it was converted from: our float .pt, a Hugging Face "
+                    "directory or a .gguf (default: the embedded default model)")
+    ap.add_argument("--windows", type=int, default=8, help="held-out windows of max_seq_len tokens")
     ap.add_argument("--build", help="also the perplexity of this compiled build directory (fast backend)")
     ap.add_argument("--plot", help="where to write the spike-count histogram (default: MODEL.spikes.png)")
+    ap.add_argument("--ablation", action="store_true", help="convert and score the ablation variants (slow on big models)")
+    ap.add_argument("--nonlinearities", action="store_true", help="cost of each integer-only nonlinearity vs float")
+    ap.add_argument("--calib-windows", type=int, default=16, help="calibration windows for the ablation's conversions")
     args = ap.parse_args(argv)
-    return guarded("sdllm-eval", lambda: report(args.model, args.float_path, args.windows, args.build, args.plot))
+    return guarded("sdllm-eval", lambda: report(args))
 
 
-def report(model_path: str, float_path: str, n_windows: int, build_dir: str | None = None, plot_path: str | None = None) -> None:
-    from sdllm.models.convert import load_float
+def report(args) -> None:
+    from sdllm.models.convert import load_source
 
-    blob = checkpoint.load(model_path)
-    r = evaluate(blob, load_float(float_path), n_windows, build_dir=build_dir)
+    if args.windows < 1:
+        raise SdllmError(f"--windows: must be at least 1, got {args.windows}")
+    blob = checkpoint.load(args.model)
+    float_model, _ = load_source(args.float_path, blob["config"]["max_seq_len"])
+    r = evaluate(blob, float_model, args.windows, build_dir=args.build)
     q = blob["quant"]
-    print(f"held-out perplexity per byte ({r['tokens']} tokens), W{q['weight_bits']}A{q['act_bits']} KV{q['kv_bits']} theta={q['theta']}:")
-    print(f"  float      {r['float']:.3f}")
-    print(f"  fake-quant {r['fake_quant']:.3f}")
-    print(f"  integer    {r['integer']:.3f}   (the SDLLM the compiled network runs)")
-    if build_dir:
-        same = "equal to the integer reference" if r["compiled"] == r["integer"] else "DIFFERENT from the integer reference"
-        print(f"  compiled   {r['compiled']:.3f}   ({build_dir}, fast backend: {same})")
-    print(f"  spikes per token {r['spikes_per_token']:.0f}, SOPs per token {r['sops_per_token']:.0f}")
     T = fx.qmax(q["act_bits"])
-    print(f"firing per stage (spikes per input neuron per timestep over its T = {T} window; share of silent neurons):")
-    for stage, counts in r["histogram"].items():
-        rate = (counts * np.arange(len(counts))).sum() / (counts.sum() * T)
-        print(f"  {stage:<12} rate {rate:.3f}   silent {counts[0] / counts.sum():6.1%}")
-    print("  (pv's input neurons are all max_seq_len key positions, future ones included)")
-    plot = plot_path or os.path.splitext(model_path)[0] + ".spikes.png"
+    print(f"held-out perplexity ({r['tokens']} tokens), W{q['weight_bits']}A{q['act_bits']} KV{q['kv_bits']} θ={q['theta']}, "
+          f"rotation {'on' if q['rotate'] else 'off'}, {'GPTQ' if q['gptq'] else 'RTN'} weights, "
+          f"γ {'calibrated' if q['calibrate_gamma'] else '= 1'}:")
+    print(f"  float        {r['float']:.3f}")
+    print(f"  weight-only  {r['weight_only']:.3f}   (W{q['weight_bits']}, float activations)")
+    print(f"  fake-quant   {r['fake_quant']:.3f}")
+    print(f"  integer      {r['integer']:.3f}   (the SDLLM the compiled network runs; {r['integer'] / r['float']:.3f} x float)")
+    if args.build:
+        same = "equal to the integer reference" if r["compiled"] == r["integer"] else "DIFFERENT from the integer reference"
+        print(f"  compiled     {r['compiled']:.3f}   ({args.build}, fast backend: {same})")
+    print(f"  logits KL(float || integer) {r['logits_kl']:.4f} nats per token")
+    print(f"spikes per token {r['spikes_per_token']:,.0f}, SOPs per token {r['sops_per_token']:,.0f}")
+    print_layers(r, T)
+    print_codes(r, q["act_bits"])
+    plot = args.plot or os.path.splitext(args.model)[0] + ".spikes.png"
     plot_histogram(r["histogram"], T, plot)
     print(f"plot: {plot}")
+    rows = evaluation_windows(blob, args.windows)
+    if args.nonlinearities:
+        print("integer-only nonlinearities: perplexity with each replaced by its float version")
+        print(f"  {'all fixed-point':<28} {r['integer']:.3f}")
+        for names, ppl in nonlinearity_costs(blob, rows).items():
+            print(f"  {'float ' + names:<28} {ppl:.3f}   (cost of the fixed-point version: {r['integer'] / ppl:.3f} x)")
+    if args.ablation:
+        calib = torch.from_numpy(calibration_windows(blob["tokenizer"], blob["config"]["max_seq_len"], args.calib_windows))
+        print_ablation(r, ablation(blob, float_model, rows, calib), q)
+
+
+def print_layers(r: dict, T: int) -> None:
+    print(f"per stage: cosine(float activation, spike counts), firing rate (spikes per neuron per step of T = {T}), silent share")
+    for stage, cos in r["cosine"].items() if r["cosine"] else ((s, None) for s in r["firing"]):
+        counts = r["histogram"][stage]
+        c = f"{cos:6.3f}" if cos is not None else "     -"
+        kl = r["attention_kl"].get(stage.split(".")[0]) if stage.endswith(".pv") else None
+        extra = f"   attention KL(integer || float) {kl:.4f}" if kl is not None else ""
+        print(f"  {stage:<12} cos {c}   rate {r['firing'][stage]:.3f}   silent {counts[0] / counts.sum():6.1%}{extra}")
+
+
+def print_codes(r: dict, bits: int) -> None:
+    print(f"spike codes for these {bits}-bit activations (same integers, so the same perplexity; P·V's unsigned "
+          "probabilities go as counts in every code):")
+    print(f"  {'code':<10} {'T':>4} {'spikes/token':>14} {'SOPs/token':>14}  synapse op")
+    for name, code in encodings.CODES.items():
+        c = r["codes"][name]
+        op = "add" if code.adds_only else "multiply-accumulate"
+        print(f"  {name:<10} {code.timesteps(bits):>4} {c['spikes_per_token']:>14,.0f} {c['sops_per_token']:>14,.0f}  {op}")
+
+
+def print_ablation(r: dict, rows: list, q: dict) -> None:
+    print(f"ablation (W{q['weight_bits']}A{q['act_bits']}, same held-out windows):")
+    print(f"  {'model':<62} {'T':>4} {'perplexity':>11} {'x float':>8} {'SOPs/token':>13}")
+    base = [("float", None, r["float"], None), (f"weight-only W{q['weight_bits']} (float activations)", None, r["weight_only"], None),
+            ("SDLLM (this model, integer reference)", fx.qmax(q["act_bits"]), r["integer"], r["sops_per_token"])]
+    for label, T, ppl, sops in base + rows:
+        t = f"{T:>4}" if T else "   -"
+        s = f"{sops:>13,.0f}" if sops else "            -"
+        print(f"  {label:<62} {t} {ppl:>11.3f} {ppl / r['float']:>8.3f} {s}")
 
 
 def plot_histogram(histogram: dict, T: int, path: str) -> None:

@@ -1,6 +1,7 @@
 """The fake-quant float forward of an SDLLM: float arithmetic, the SDLLM's quantisation points.
 
-Weights are the SDLLM's integer weights times their scales (folded gains divided back out);
+The float model is prepared as the conversion prepared it (gains folded, rotated); its
+weights are replaced by the SDLLM's integer weights times their scales;
 activations go through the same γ-quantile / max / static quantisers as the integer model,
 with a straight-through gradient, so this forward also serves calibration and fine-tuning.
 Its gap to the integer reference is the cost of the integer-only nonlinearities.
@@ -12,6 +13,7 @@ import torch
 
 from sdllm.models import fixedpoint as fx
 from sdllm.models.llama import Llama
+from sdllm.models.rotation import prepare
 from sdllm.models.sdllm import config_of, spec_of
 
 
@@ -42,13 +44,15 @@ def _dequantized(entry_weight, scale_fx):
 
 
 class FakeQuantSDLLM(torch.nn.Module):
-    def __init__(self, float_model: Llama, blob: dict):
+    """quantize_activations=False gives the weight-only quantised model (float activations)."""
+
+    def __init__(self, float_model: Llama, blob: dict, quantize_activations: bool = True):
         super().__init__()
         self.cfg, self.spec = config_of(blob), spec_of(blob)
-        self.model = Llama(self.cfg)
-        self.model.load_state_dict(float_model.state_dict())
+        self.model = prepare(float_model, self.spec.rotate, self.spec.seed)
         self._load_weights(blob)
         self.model.eval()
+        self.quantize_activations = quantize_activations
         c, s = self.cfg, self.spec
         self.q_max, self.kv_max = fx.qmax(s.act_bits), fx.qmax(s.kv_bits)
         self.k = {}
@@ -65,23 +69,20 @@ class FakeQuantSDLLM(torch.nn.Module):
         hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
         for layer, entry in zip(self.model.layers, blob["layers"]):
             a, m = layer.attn, layer.mlp
-            g_attn = layer.attn_norm.weight.double()
-            g_mlp = layer.mlp_norm.weight.double()
-            qkv = _dequantized(entry["qkv.weight"], entry["qkv.scale_fx"]) / g_attn
+            qkv = _dequantized(entry["qkv.weight"], entry["qkv.scale_fx"])
             a.q_proj.weight.copy_(qkv[: nh * hd] * math.sqrt(hd))
             a.k_proj.weight.copy_(qkv[nh * hd : (nh + nkv) * hd])
             a.v_proj.weight.copy_(qkv[(nh + nkv) * hd :])
             a.o_proj.weight.copy_(_dequantized(entry["o.weight"], entry["o.scale_fx"]))
-            gu = _dequantized(entry["gate_up.weight"], entry["gate_up.scale_fx"]) / g_mlp
+            gu = _dequantized(entry["gate_up.weight"], entry["gate_up.scale_fx"])
             m.gate_proj.weight.copy_(gu[: c.ffn_dim])
             m.up_proj.weight.copy_(gu[c.ffn_dim :])
             m.down_proj.weight.copy_(_dequantized(entry["down.weight"], entry["down.scale_fx"]))
-        head = _dequantized(blob["head"]["weight"], blob["head"]["scale_fx"]) / self.model.norm.weight.double()
-        if c.tie_embeddings:  # the head gets its own quantised copy; the input embedding stays float
-            self.model.lm_head = torch.nn.Linear(c.dim, c.vocab_size, bias=False)
-        self.model.lm_head.weight.copy_(head)
+        self.model.lm_head.weight.copy_(_dequantized(blob["head"]["weight"], blob["head"]["scale_fx"]))
 
     def tap(self, name: str, x):
+        if not self.quantize_activations:
+            return x
         point = name.rsplit(".", 1)[-1]
         theta = self.spec.theta
         if point == "k":

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 FRAC = 12
-SCALE_FRAC = 16
+SCALE_FRAC = 24
 RATIO_FRAC = 16
 EXP_FRAC = 15
 TRIG_FRAC = 14
@@ -129,27 +129,30 @@ def silu_mul(gate, up):
     return round_div(round_div(gate * sig, one) * up, 1 << FRAC)
 
 
-def softmax_quantize(scores, q_max: int, theta: int):
+def softmax_quantize(scores, q_max: int, theta: int, valid=None):
     """Integer softmax over the last axis, quantised to unsigned spike counts for P·V.
 
-    scores (heads, keys) FRAC. Returns (p, top, total): p in [0, Q] with
-    softmax ≈ p·top/(Q·total); top = max of i-exp (EXP_FRAC), total = their sum.
+    scores (..., heads, keys) FRAC; valid (broadcastable bool) masks keys out (causal mask).
+    Returns (p, top, total): p in [0, Q], zero where masked, with softmax ≈ p·top/(Q·total);
+    top = max of i-exp (EXP_FRAC), total = their sum.
     """
     s = np.asarray(scores, np.int64)
-    e = iexp(s - s.max(-1, keepdims=True))
+    valid = np.ones(s.shape, bool) if valid is None else np.broadcast_to(valid, s.shape)
+    top_score = np.where(valid, s, np.iinfo(np.int64).min).max(-1, keepdims=True)
+    e = np.where(valid, iexp(np.where(valid, s - top_score, 0)), 0)
     top = np.maximum(e.max(-1), 1)
-    p = np.clip(round_div(e * q_max, top[:, None]), 0, q_max)
+    p = np.clip(round_div(e * q_max, top[..., None]), 0, q_max)
     p[p <= theta] = 0
     return p, top, np.maximum(e.sum(-1), 1)
 
 
 def attention_output(acc, v_range, top, total, q_max: int, kv_max: int):
-    """P·V accumulator (heads, head_dim) -> attention output (FRAC).
+    """P·V accumulator (..., heads, head_dim) -> attention output (FRAC).
 
     v_range (heads, head_dim) FRAC: static per-channel range of the cached values.
     """
     t = round_div(np.asarray(acc, np.int64) * np.asarray(v_range, np.int64), kv_max)
-    return round_div(t * np.asarray(top, np.int64)[:, None], q_max * np.asarray(total, np.int64)[:, None])
+    return round_div(t * np.asarray(top, np.int64)[..., None], q_max * np.asarray(total, np.int64)[..., None])
 
 
 def quantize_static(x, x_range, q_max: int):
@@ -158,9 +161,22 @@ def quantize_static(x, x_range, q_max: int):
 
 
 def score_values(acc, q_scale, k_scale, q_max: int, kv_max: int):
-    """Q·Kᵀ accumulator (heads, keys) -> scores (FRAC); q_scale (heads,), k_scale (heads, keys)."""
-    t = round_div(np.asarray(acc, np.int64) * np.asarray(q_scale, np.int64)[:, None], q_max)
+    """Q·Kᵀ accumulator (..., heads, keys) -> scores (FRAC); q_scale (..., heads), k_scale (heads, keys)."""
+    t = round_div(np.asarray(acc, np.int64) * np.asarray(q_scale, np.int64)[..., None], q_max)
     return round_div(t * np.asarray(k_scale, np.int64), kv_max << FRAC)
+
+
+def hadamard(x, block: int, shift: int):
+    """Blockwise Walsh–Hadamard transform of the last axis (Sylvester order, ±1 entries: additions
+    only, log2(block) rounds of butterflies), then a rounded shift right by `shift`."""
+    y = np.asarray(x, np.int64)
+    lead, n = y.shape[:-1], y.shape[-1]
+    h = 1
+    while h < block:
+        y = y.reshape(*lead, n // (2 * h), 2, h)
+        y = np.stack([y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]], axis=-2)
+        h *= 2
+    return round_div(y.reshape(*lead, n), 1 << shift)
 
 
 def to_fixed(x, frac: int = FRAC):

@@ -1,12 +1,13 @@
-"""Import pretrained LLaMA-family checkpoints into `sdllm.models.llama.Llama` (float).
+"""Import pretrained LLaMA-family checkpoints (LLaMA 2/3, SmolLM2, TinyLlama, Qwen2 with its
+q/k/v biases) into `sdllm.models.llama.Llama` (float), with their tokenizers.
 
 Two layouts:
-- a Hugging Face directory: config.json + *.safetensors (LlamaForCausalLM and alikes);
-- a GGUF file (llama.cpp), whose Q and K rows llama.cpp permuted for its interleaved RoPE:
-  `unpermute_qk` restores the half-split layout this model (and Hugging Face) uses.
-Quantised GGUF tensors (e.g. Q4_1) are dequantised to float with the `gguf` package.
-Attention biases (Qwen2) are not supported yet: they are refused with a clear error.
-Tokenizers are not imported yet.
+- a Hugging Face directory: config.json + *.safetensors + tokenizer.json;
+- a GGUF file (llama.cpp). For the llama architecture llama.cpp permuted the Q and K rows for
+  its interleaved RoPE: `unpermute_qk` restores the half-split layout this model (and Hugging
+  Face) uses; qwen2 GGUFs are not permuted. Quantised tensors (e.g. Q4_1) are dequantised to
+  float with the `gguf` package; the tokenizer is rebuilt from the GGUF metadata by transformers.
+A tokenizer comes back as the spec `sdllm.runtime.tokenizer` reads ({"type": "hf-tokenizers", ...}).
 """
 
 import json
@@ -24,6 +25,9 @@ HF_NAMES = {
     "lm_head.weight": "lm_head.weight",
 }
 HF_LAYER_NAMES = {
+    "self_attn.q_proj.bias": "attn.q_proj.bias",
+    "self_attn.k_proj.bias": "attn.k_proj.bias",
+    "self_attn.v_proj.bias": "attn.v_proj.bias",
     "self_attn.q_proj.weight": "attn.q_proj.weight",
     "self_attn.k_proj.weight": "attn.k_proj.weight",
     "self_attn.v_proj.weight": "attn.v_proj.weight",
@@ -35,7 +39,11 @@ HF_LAYER_NAMES = {
     "post_attention_layernorm.weight": "mlp_norm.weight",
 }
 GGUF_NAMES = {"token_embd.weight": "embed.weight", "output_norm.weight": "norm.weight", "output.weight": "lm_head.weight"}
+GGUF_ARCHITECTURES = ("llama", "qwen2")
 GGUF_LAYER_NAMES = {
+    "attn_q.bias": "attn.q_proj.bias",
+    "attn_k.bias": "attn.k_proj.bias",
+    "attn_v.bias": "attn.v_proj.bias",
     "attn_q.weight": "attn.q_proj.weight",
     "attn_k.weight": "attn.k_proj.weight",
     "attn_v.weight": "attn.v_proj.weight",
@@ -65,6 +73,15 @@ def _build(cfg: LlamaConfig, state: dict, source: str) -> Llama:
     return model.eval()
 
 
+def _hf_rope_theta(c: dict, path: str) -> float:
+    """rope_theta, top-level (transformers 4) or in rope_parameters (transformers 5); plain RoPE only."""
+    rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind != "default":
+        raise SdllmError(f"{path}: RoPE scaling {kind!r} is not supported (supported: default)")
+    return float(rope.get("rope_theta", c.get("rope_theta", 10000.0)))
+
+
 def load_hf(path: str, max_seq_len: int | None = None) -> Llama:
     """A Hugging Face LLaMA-family directory (config.json + safetensors) -> float Llama."""
     from safetensors.torch import load_file
@@ -74,14 +91,13 @@ def load_hf(path: str, max_seq_len: int | None = None) -> Llama:
         raise SdllmError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
     with open(config_path) as f:
         c = json.load(f)
-    if c.get("attention_bias") or c.get("model_type") == "qwen2":
-        raise SdllmError(f"{path}: attention biases ({c.get('model_type')}) are not supported yet")
     n_heads = c["num_attention_heads"]
     cfg = LlamaConfig(
         vocab_size=c["vocab_size"], dim=c["hidden_size"], n_layers=c["num_hidden_layers"], n_heads=n_heads,
         n_kv_heads=c.get("num_key_value_heads", n_heads), ffn_dim=c["intermediate_size"],
-        max_seq_len=max_seq_len or c.get("max_position_embeddings", 2048), rope_theta=float(c.get("rope_theta", 10000.0)),
+        max_seq_len=max_seq_len or c.get("max_position_embeddings", 2048), rope_theta=_hf_rope_theta(c, path),
         norm_eps=float(c.get("rms_norm_eps", 1e-5)), tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+        attn_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
     )
     files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
@@ -123,19 +139,19 @@ def load_gguf(path: str, max_seq_len: int | None = None) -> Llama:
         return f.contents()
 
     arch = field("general.architecture")
-    if arch != "llama":
-        raise SdllmError(f"{path}: GGUF architecture {arch!r} is not supported (supported: llama)")
-    n_heads = int(field("llama.attention.head_count"))
-    n_kv = int(field("llama.attention.head_count_kv", n_heads))
+    if arch not in GGUF_ARCHITECTURES:
+        raise SdllmError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(GGUF_ARCHITECTURES)})")
+    n_heads = int(field(f"{arch}.attention.head_count"))
+    n_kv = int(field(f"{arch}.attention.head_count_kv", n_heads))
     tensors = {t.name: t for t in reader.tensors}
     emb = tensors["token_embd.weight"]
     cfg = LlamaConfig(
-        vocab_size=int(emb.shape[1]), dim=int(field("llama.embedding_length")), n_layers=int(field("llama.block_count")),
-        n_heads=n_heads, n_kv_heads=n_kv, ffn_dim=int(field("llama.feed_forward_length")),
-        max_seq_len=max_seq_len or int(field("llama.context_length", 2048)),
-        rope_theta=float(field("llama.rope.freq_base", 10000.0)),
-        norm_eps=float(field("llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        tie_embeddings="output.weight" not in tensors,
+        vocab_size=int(emb.shape[1]), dim=int(field(f"{arch}.embedding_length")), n_layers=int(field(f"{arch}.block_count")),
+        n_heads=n_heads, n_kv_heads=n_kv, ffn_dim=int(field(f"{arch}.feed_forward_length")),
+        max_seq_len=max_seq_len or int(field(f"{arch}.context_length", 2048)),
+        rope_theta=float(field(f"{arch}.rope.freq_base", 10000.0)),
+        norm_eps=float(field(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
+        tie_embeddings="output.weight" not in tensors, attn_bias="blk.0.attn_q.bias" in tensors,
     )
     state = {}
     for name, t in tensors.items():
@@ -148,9 +164,9 @@ def load_gguf(path: str, max_seq_len: int | None = None) -> Llama:
             if rest not in GGUF_LAYER_NAMES:
                 continue
             target = f"layers.{i}.{GGUF_LAYER_NAMES[rest]}"
-            if rest == "attn_q.weight":
+            if arch == "llama" and rest == "attn_q.weight":
                 w = unpermute_qk(w, n_heads)
-            elif rest == "attn_k.weight":
+            elif arch == "llama" and rest == "attn_k.weight":
                 w = unpermute_qk(w, n_kv)
         else:
             continue
@@ -165,3 +181,33 @@ def load_pretrained(path: str, max_seq_len: int | None = None) -> Llama:
     if path.endswith(".gguf"):
         return load_gguf(path, max_seq_len)
     raise SdllmError(f"{path}: expected a Hugging Face checkpoint directory or a .gguf file")
+
+
+def load_tokenizer(path: str) -> dict:
+    """The tokenizer of a Hugging Face directory (its tokenizer.json) or a GGUF file, as a spec."""
+    if os.path.isdir(path):
+        tok_path = os.path.join(path, "tokenizer.json")
+        if not os.path.isfile(tok_path):
+            raise SdllmError(f"{path}: no tokenizer.json (needed to tokenise text for this model)")
+        with open(tok_path, encoding="utf-8") as f:
+            text = f.read()
+    else:
+        import logging
+
+        from transformers import AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        try:
+            tok = AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path))
+        except Exception as e:  # transformers raises many kinds for metadata it cannot map
+            raise SdllmError(f"{path}: no usable tokenizer in the GGUF metadata ({type(e).__name__}: {e})") from None
+        text = tok.backend_tokenizer.to_str()
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_str(text)
+    except Exception as e:
+        raise SdllmError(f"{path}: tokenizer.json is not a readable tokenizer ({e})") from None
+    return {"type": "hf-tokenizers", "json": text}

@@ -26,6 +26,8 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    attn_bias: bool = False  # q/k/v projection biases (Qwen2)
+    down_hadamard: int = 0  # block size of the online Hadamard before down_proj (0: none)
 
     @property
     def head_dim(self) -> int:
@@ -65,9 +67,9 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         hd = cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * hd, bias=False)
-        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
-        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=False)
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * hd, bias=cfg.attn_bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=cfg.attn_bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=cfg.attn_bias)
         self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=False)
 
     def forward(self, x, cos, sin, tap=None, name=""):
@@ -92,15 +94,39 @@ class Attention(nn.Module):
         return self.o_proj(tap(name + ".o", y) if tap else y)
 
 
+def hadamard(n: int):
+    """Sylvester's Hadamard matrix of order n (a power of two), entries ±1."""
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
+    return h
+
+
+def hadamard_shift(block: int) -> int:
+    """The power of two 2**shift ≈ sqrt(block) that keeps a ±1 Hadamard transform's output in range."""
+    return block.bit_length() // 2
+
+
+def online_hadamard(block: int):
+    """What the online Hadamard before down_proj multiplies each block by: H / 2**shift."""
+    return (hadamard(block) / 2 ** hadamard_shift(block)).float()
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+        b = cfg.down_hadamard
+        if b:  # online blockwise Hadamard before down_proj; down_proj holds W·H·2**shift/b
+            self.register_buffer("hadamard", online_hadamard(b), persistent=False)
 
     def forward(self, x, tap=None, name=""):
         h = F.silu(self.gate_proj(x)) * self.up_proj(x)
+        if hasattr(self, "hadamard"):
+            b = self.hadamard.shape[0]
+            h = (h.unflatten(-1, (-1, b)) @ self.hadamard.to(h.dtype)).flatten(-2)
         return self.down_proj(tap(name + ".down", h) if tap else h)
 
 
@@ -136,6 +162,8 @@ class Llama(nn.Module):
     def _init_weights(module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
     def forward(self, tokens, tap=None):
         t = tokens.shape[1]

@@ -1,8 +1,10 @@
-"""Float LLaMA -> SDLLM: γ-SQP step 1 (γ-quantile per-token scales, calibrated on text),
-per-output-channel symmetric integer weights, and the fake-quant float forward.
+"""Float LLaMA -> SDLLM: γ-SQP step 1 (the rotation of `sdllm.models.rotation`, then γ-quantile
+per-token scales calibrated on text) and per-output-channel symmetric integer weights (GPTQ or
+round-to-nearest, `sdllm.models.gptq`).
 
 Step 2 (integer -> bidirectional ternary spike train, T = 2**(b-1) - 1 timesteps) is what the
-compiled network does with the integers this module fixes; see `sdllm.models.spikes`.
+compiled network does with the integers this module fixes; other codes are compared in
+`sdllm.models.encodings`.
 
 The SDLLM (model.pt) is a plain dict; its quantisation points, in forward order per layer:
   L{i}.qkv      RMSNorm'd residual, γ-quantile per token        -> q/k/v projections
@@ -12,7 +14,7 @@ The SDLLM (model.pt) is a plain dict; its quantisation points, in forward order 
   L{i}.p        softmax, max per (token, head), unsigned        -> P·V against cached values
   L{i}.o        attention output, γ-quantile per token          -> o projection
   L{i}.gate_up  RMSNorm'd residual, γ-quantile per token        -> gate/up projections
-  L{i}.down     SiLU(gate)·up, γ-quantile per token             -> down projection
+  L{i}.down     SiLU(gate)·up (online Hadamard'd), γ-quantile per token -> down projection
   head          final RMSNorm'd residual, γ-quantile per token  -> LM head
 """
 
@@ -23,12 +25,14 @@ import numpy as np
 import torch
 
 from sdllm.errors import SdllmError
-from sdllm.models import checkpoint
+from sdllm.models import checkpoint, gptq
 from sdllm.models import fixedpoint as fx
-from sdllm.models.llama import Llama, LlamaConfig
+from sdllm.models.calibration import CalibrationStats
+from sdllm.models.llama import Llama, LlamaConfig, hadamard_shift, rope_tables
+from sdllm.models.rotation import prepare
 
-GAMMA_GRID = (1.0, 0.9995, 0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8)
-GAMMA_POINTS = ("qkv", "q", "o", "gate_up", "down")
+STATIC_STAGES = ("qkv", "o", "gate_up", "down")
+LAYER_GAMMA_POINTS = ("qkv", "q", "o", "gate_up", "down")
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class QuantSpec:
     act_bits: int = 4
     kv_bits: int = 8
     theta: int = 0
+    rotate: bool = True  # randomised Hadamard on the residual stream + online Hadamard before down_proj
+    gptq: bool = True  # GPTQ weights (else round-to-nearest with max scaling)
+    calibrate_gamma: bool = True  # γ per quantisation point from GAMMA_GRID (else γ = 1: max scaling)
+    seed: int = 0  # of the random rotation
 
     @property
     def timesteps(self) -> int:
@@ -44,108 +52,75 @@ class QuantSpec:
         return fx.qmax(self.act_bits)
 
 
-def _gamma_error(x, k: int, q_max: int, theta: int, weight=None) -> float:
-    m = torch.kthvalue(x.abs(), k + 1, dim=-1).values.clamp_min(1e-12).unsqueeze(-1)
-    q = torch.clamp(torch.round(x * q_max / m), -q_max, q_max)
-    q = torch.where(q.abs() <= theta, torch.zeros_like(q), q)
-    err = (x - q * m / q_max) ** 2
-    if weight is not None:
-        err = err * weight
-    return err.sum().item()
-
-
-def calibrate_gamma(x, q_max: int, theta: int, weight=None) -> float:
-    """The γ in GAMMA_GRID with least (channel-weighted) quantisation error on rows of x."""
-    n = x.shape[-1]
-    errors = [_gamma_error(x, fx.quantile_index(n, g), q_max, theta, weight) for g in GAMMA_GRID]
-    return GAMMA_GRID[int(np.argmin(errors))]
-
-
-@torch.no_grad()
-def record_activations(model: Llama, tokens) -> dict:
-    """Every tap point's float activation: (rows, n), or (rows, heads, n) for per-head points."""
-    acts = {}
-
-    def tap(name, x):
-        y = x.detach()
-        y = y.transpose(1, 2).reshape(-1, y.shape[1], y.shape[-1]) if y.dim() == 4 else y.reshape(-1, y.shape[-1])
-        acts.setdefault(name, []).append(y)
-        return x
-
-    for window in tokens:
-        model(window[None], tap=tap)
-    return {k: torch.cat(v) for k, v in acts.items()}
-
-
-def quantize_weight(w, bits: int):
-    """Per-output-channel symmetric round-to-nearest: (int8 weights, SCALE_FRAC scales)."""
-    q_max = fx.qmax(bits)
-    scale = w.abs().amax(dim=1).clamp_min(1e-8) / q_max
-    w_int = torch.clamp(torch.round(w / scale[:, None]), -q_max, q_max).to(torch.int8)
-    return w_int, torch.from_numpy(fx.to_fixed(scale.double().numpy(), fx.SCALE_FRAC))
-
-
-def folded_weights(model: Llama) -> dict:
-    """The float matrices of every static spike-driven stage, RMSNorm gains (and 1/sqrt(d_head)) folded in."""
-    out = {}
+def stage_matrices(model: Llama):
+    """(name, float64 matrix) of every static spike-driven stage of a prepared (gain-folded)
+    model, 1/sqrt(d_head) folded into the queries — one at a time, so they never all sit in memory."""
     hd = model.cfg.head_dim
     for i, layer in enumerate(model.layers):
         a, m = layer.attn, layer.mlp
-        g_attn, g_mlp = layer.attn_norm.weight.detach(), layer.mlp_norm.weight.detach()
-        qkv = torch.cat([a.q_proj.weight / math.sqrt(hd), a.k_proj.weight, a.v_proj.weight])
-        out[f"L{i}.qkv"] = qkv.detach().double() * g_attn.double()
-        out[f"L{i}.o"] = a.o_proj.weight.detach().double()
-        out[f"L{i}.gate_up"] = torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach().double() * g_mlp.double()
-        out[f"L{i}.down"] = m.down_proj.weight.detach().double()
-    out["head"] = model.lm_head.weight.detach().double() * model.norm.weight.detach().double()
-    return out
+        yield f"L{i}.qkv", torch.cat([a.q_proj.weight / math.sqrt(hd), a.k_proj.weight, a.v_proj.weight]).detach().double()
+        yield f"L{i}.o", a.o_proj.weight.detach().double()
+        yield f"L{i}.gate_up", torch.cat([m.gate_proj.weight, m.up_proj.weight]).detach().double()
+        yield f"L{i}.down", m.down_proj.weight.detach().double()
+    yield "head", model.lm_head.weight.detach().double()
 
 
-def convert(model: Llama, spec: QuantSpec, calib_tokens) -> dict:
+def qkv_bias(model: Llama, layer: int):
+    a = model.layers[layer].attn
+    if a.q_proj.bias is None:
+        return torch.zeros(a.q_proj.out_features + 2 * a.k_proj.out_features, dtype=torch.float64)
+    return torch.cat([a.q_proj.bias / math.sqrt(model.cfg.head_dim), a.k_proj.bias, a.v_proj.bias]).detach().double()
+
+
+def quantize_weight(w, bits: int, hessian=None):
+    """Per-output-channel symmetric integer weights: GPTQ given the input Hessian, else
+    round-to-nearest with max scaling. Returns (int8 weights, SCALE_FRAC scales)."""
+    w_int, scale = gptq.rtn(w, bits) if hessian is None else gptq.gptq(w, hessian, bits)
+    return w_int, torch.from_numpy(fx.to_fixed(scale.double().numpy(), fx.SCALE_FRAC))
+
+
+def convert(model: Llama, spec: QuantSpec, calib_tokens, progress: bool = False) -> dict:
     """Float model + calibration text -> the SDLLM as a plain dict (what model.pt holds)."""
+    from tqdm import tqdm
+
     cfg = model.cfg
     if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
         raise SdllmError(f"model config: dim {cfg.dim} must divide by n_heads {cfg.n_heads}, "
                          f"and n_heads by n_kv_heads {cfg.n_kv_heads}")
-    model = model.eval()
-    acts = record_activations(model, calib_tokens)
-    q_max = fx.qmax(spec.act_bits)
-    gammas = {}
-    for i, layer in enumerate(model.layers):
-        gains = {"qkv": layer.attn_norm.weight, "gate_up": layer.mlp_norm.weight}
-        for point in GAMMA_POINTS:
-            w = gains.get(point)
-            x = acts[f"L{i}.{point}"]
-            gammas[f"L{i}.{point}"] = calibrate_gamma(
-                x.reshape(-1, x.shape[-1]), q_max, spec.theta, None if w is None else w.detach() ** 2
-            )
-    gammas["head"] = calibrate_gamma(acts["head"], q_max, spec.theta, model.norm.weight.detach() ** 2)
+    prepared = prepare(model.eval(), spec.rotate, spec.seed)
+    cfg = prepared.cfg
+    # an input channel's quantisation error costs the squared column norm of the weights reading it
+    channel_weight = {name: (w**2).sum(0).float() for name, w in stage_matrices(prepared)}
+    stats = CalibrationStats(fx.qmax(spec.act_bits), spec.theta, channel_weight, spec.calibrate_gamma, spec.gptq)
+    stats.run(prepared, tqdm(calib_tokens, desc="calibration", disable=not progress, leave=False))
 
-    weights = {}
-    for name, w in folded_weights(model).items():
-        w_int, scale_fx = quantize_weight(w, spec.weight_bits)
-        weights[name] = {"weight": w_int, "scale_fx": scale_fx}
-
-    cos, sin = model.rope_cos.double().numpy(), model.rope_sin.double().numpy()
+    quantized = {}
+    for name, w in tqdm(stage_matrices(prepared), total=4 * cfg.n_layers + 1, desc="GPTQ" if spec.gptq else "RTN",
+                        disable=not progress, leave=False):
+        quantized[name] = quantize_weight(w, spec.weight_bits, stats.hessian(name) if spec.gptq else None)
     layers = []
     for i in range(cfg.n_layers):
-        v_range = acts[f"L{i}.v"].abs().amax(dim=0).double().numpy()  # (n_kv_heads, head_dim)
-        entry = {f"{k}.{part}": weights[f"L{i}.{k}"][part] for k in ("qkv", "o", "gate_up", "down") for part in ("weight", "scale_fx")}
-        entry["v_range_fx"] = torch.from_numpy(np.maximum(fx.to_fixed(v_range), 1))
-        entry["gamma"] = {p: gammas[f"L{i}.{p}"] for p in GAMMA_POINTS}
+        entry = {}
+        for k in STATIC_STAGES:
+            entry[f"{k}.weight"], entry[f"{k}.scale_fx"] = quantized[f"L{i}.{k}"]
+        entry["qkv.bias_fx"] = torch.from_numpy(fx.to_fixed(qkv_bias(prepared, i).numpy()))
+        entry["v_range_fx"] = torch.from_numpy(np.maximum(fx.to_fixed(stats.v_range[f"L{i}.v"].numpy()), 1))
+        entry["gamma"] = {p: stats.gamma(f"L{i}.{p}") for p in LAYER_GAMMA_POINTS}
         layers.append(entry)
+
+    cos, sin = rope_tables(cfg, cfg.max_seq_len)
     return {
         "format": checkpoint.FORMAT,
         "format_version": checkpoint.FORMAT_VERSION,
         "config": cfg.to_dict(),
         "quant": asdict(spec),
         "tokenizer": {"type": "bytes"},
-        "embed_fx": torch.from_numpy(fx.to_fixed(model.embed.weight.detach().double().numpy())),
-        "rope_cos_fx": torch.from_numpy(fx.to_fixed(cos, fx.TRIG_FRAC)),
-        "rope_sin_fx": torch.from_numpy(fx.to_fixed(sin, fx.TRIG_FRAC)),
+        "embed_fx": torch.from_numpy(fx.to_fixed(prepared.embed.weight.detach().double().numpy())),
+        "rope_cos_fx": torch.from_numpy(fx.to_fixed(cos.numpy(), fx.TRIG_FRAC)),
+        "rope_sin_fx": torch.from_numpy(fx.to_fixed(sin.numpy(), fx.TRIG_FRAC)),
         "eps_fx": int(round(cfg.norm_eps * (1 << (2 * fx.FRAC)))),
         "layers": layers,
-        "head": {"weight": weights["head"]["weight"], "scale_fx": weights["head"]["scale_fx"], "gamma": gammas["head"]},
+        "head": {"weight": quantized["head"][0], "scale_fx": quantized["head"][1], "gamma": stats.gamma("head")},
     }
 
 
@@ -180,6 +155,9 @@ def unit_params(blob: dict, layer: int) -> dict:
         "scale_o": entry["o.scale_fx"].numpy(),
         "scale_gate_up": entry["gate_up.scale_fx"].numpy(),
         "scale_down": entry["down.scale_fx"].numpy(),
+        "bias_qkv": entry["qkv.bias_fx"].numpy(),
+        "down_block": cfg.down_hadamard,
+        "down_shift": hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
         "v_range": entry["v_range_fx"].numpy(),
         "rope_cos": blob["rope_cos_fx"].numpy(),
         "rope_sin": blob["rope_sin_fx"].numpy(),

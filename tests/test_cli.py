@@ -89,8 +89,12 @@ def test_a_failing_lava_worker_is_one_line_and_leaves_no_process(default_build, 
 
 def test_eval_reports_perplexities_firing_and_the_compiled_network(default_model_path, default_build, tmp_path):
     plot = tmp_path / "spikes.png"
-    p = run("sdllm-eval", default_model_path, "--windows", "1", "--build", default_build, "--plot", str(plot))
+    p = run("sdllm-eval", default_model_path, "--windows", "1", "--build", default_build, "--plot", str(plot),
+            "--ablation", "--nonlinearities")
     assert p.returncode == 0, p.stderr
-    for needle in ("float ", "fake-quant ", "integer ", "fast backend: equal to the integer reference", "firing per stage", "L1.down"):
+    for needle in ("float ", "weight-only ", "fake-quant ", "integer ", "fast backend: equal to the integer reference",
+                   "logits KL", "L1.down      cos", "attention KL", "ternary       7", "unsigned     14", "bitplane      3",
+                   "float softmax", "no rotation", "γ = 1", "RTN weights", "unsigned count code, same T = 7", "dead zone θ = 1",
+                   "W4A4 round-to-nearest ANN"):
         assert needle in p.stdout, p.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")

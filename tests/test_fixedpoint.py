@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from sdllm.models import fixedpoint as fx
 
@@ -38,3 +39,26 @@ def test_silu_mul_tracks_float():
     got = fx.silu_mul(g, up) / (1 << fx.FRAC)
     z = g / (1 << fx.FRAC)
     assert np.max(np.abs(got - z / (1 + np.exp(-z)))) < 0.02
+
+
+def test_float_nonlinearities_compute_the_same_functions():
+    from sdllm.models import float_ops
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(-(8 << fx.FRAC), 8 << fx.FRAC, (6, 64))
+    q_i, r_i = fx.norm_quantize(x, 60, 7, 0, 1)
+    q_f, r_f = float_ops.norm_quantize(x, 60, 7, 0, 1)
+    assert np.array_equal(q_i, q_f) and np.all(np.abs(r_i - r_f) <= np.maximum(r_f >> 12, 2))
+    scores = rng.integers(-(6 << fx.FRAC), 6 << fx.FRAC, (3, 4, 20))
+    causal = np.arange(20) <= np.arange(3)[:, None, None] + 10
+    p_i, top_i, tot_i = fx.softmax_quantize(scores, 7, 0, causal)
+    p_f, top_f, tot_f = float_ops.softmax_quantize(scores, 7, 0, causal)
+    assert np.abs(p_i - p_f).max() <= 1 and np.all(p_f[~np.broadcast_to(causal, p_f.shape)] == 0)
+    assert np.allclose(tot_i / top_i, tot_f / top_f, rtol=0.02)
+    g, up = x[:, :32], x[:, 32:]
+    assert np.abs(fx.silu_mul(g, up) - float_ops.silu_mul(g, up)).max() < 0.02 * np.abs(up).max()
+    cos, sin = np.cos(np.arange(32) * 0.3), np.sin(np.arange(32) * 0.3)
+    cos_fx, sin_fx = fx.to_fixed(cos, fx.TRIG_FRAC), fx.to_fixed(sin, fx.TRIG_FRAC)
+    assert np.abs(fx.rope(x, cos_fx, sin_fx) - float_ops.rope(x, cos, sin)).max() <= np.abs(x).max() >> 12
+    with pytest.raises(ValueError, match="unknown"):
+        float_ops.FloatNonlinearities(["gelu"])

@@ -1,0 +1,91 @@
+"""What conversion learns from calibration text, gathered in one streaming pass of the prepared
+float model: per quantisation point the γ search's error for every γ in GAMMA_GRID, the
+Hessian 2/n·xᵀx of every static stage's input (for GPTQ), and the static range of V.
+Nothing is kept per token, so memory does not grow with the amount of calibration text.
+"""
+
+import numpy as np
+import torch
+
+from sdllm.models import fixedpoint as fx
+from sdllm.models.llama import Llama
+
+GAMMA_GRID = (1.0, 0.9995, 0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8)
+GAMMA_POINTS = ("qkv", "q", "o", "gate_up", "down", "head")
+HESSIAN_POINTS = ("qkv", "o", "gate_up", "down", "head")
+
+
+def kind(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def rows_of(x):
+    """A tap's activation as rows: (tokens, n), or (tokens, heads, n) for per-head points."""
+    x = x.detach()
+    return x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[-1]) if x.dim() == 4 else x.reshape(-1, x.shape[-1])
+
+
+def gamma_error(x, k: int, q_max: int, theta: int, weight=None) -> float:
+    """Squared error of γ-quantile quantisation (clipping range = k-th order statistic of |x|)."""
+    m = torch.kthvalue(x.abs(), k + 1, dim=-1).values.clamp_min(1e-12).unsqueeze(-1)
+    q = torch.clamp(torch.round(x * q_max / m), -q_max, q_max)
+    q = torch.where(q.abs() <= theta, torch.zeros_like(q), q)
+    err = (x - q * m / q_max) ** 2
+    if weight is not None:
+        err = err * weight
+    return err.sum().item()
+
+
+class CalibrationStats:
+    """`tap` for `Llama.forward`. channel_weight: point name -> per-input-channel weight of the
+    γ error (how much an error in that channel costs the consuming weights); absent: uniform."""
+
+    def __init__(self, q_max: int, theta: int, channel_weight: dict, gammas: bool = True, hessians: bool = True):
+        self.q_max, self.theta = q_max, theta
+        self.channel_weight = channel_weight
+        self.gammas, self.hessians = gammas, hessians
+        self.errors, self.xtx, self.rows, self.v_range = {}, {}, {}, {}
+
+    @torch.no_grad()
+    def tap(self, name, x):
+        k = kind(name)
+        if k == "v":  # (batch, kv heads, tokens, head_dim)
+            top = x.detach().abs().amax(dim=(0, 2)).double()
+            self.v_range[name] = torch.maximum(self.v_range.get(name, top), top)
+        if self.gammas and k in GAMMA_POINTS:
+            r = rows_of(x).reshape(-1, x.shape[-1]).float()
+            n, w = r.shape[-1], self.channel_weight.get(name)
+            err = np.array([gamma_error(r, fx.quantile_index(n, g), self.q_max, self.theta, w) for g in GAMMA_GRID])
+            self.errors[name] = self.errors.get(name, 0) + err
+        if self.hessians and k in HESSIAN_POINTS:
+            r = rows_of(x).double()
+            self.xtx[name] = self.xtx.get(name, 0) + r.T @ r
+            self.rows[name] = self.rows.get(name, 0) + r.shape[0]
+        return x
+
+    def run(self, model: Llama, tokens) -> "CalibrationStats":
+        with torch.no_grad():
+            for window in tokens:
+                model(window[None], tap=self.tap)
+        return self
+
+    def gamma(self, name: str) -> float:
+        return GAMMA_GRID[int(np.argmin(self.errors[name]))] if self.gammas else 1.0
+
+    def hessian(self, name: str):
+        return 2.0 / self.rows[name] * self.xtx[name]
+
+
+@torch.no_grad()
+def record_activations(model: Llama, tokens, points) -> dict:
+    """The float activation at each tap point whose kind is in `points`, as `rows_of` gives it."""
+    acts = {}
+
+    def tap(name, x):
+        if kind(name) in points:
+            acts.setdefault(name, []).append(rows_of(x))
+        return x
+
+    for window in tokens:
+        model(window[None], tap=tap)
+    return {k: torch.cat(v) for k, v in acts.items()}

@@ -1,0 +1,108 @@
+"""γ-SQP step 1's rotation, fused QuaRot-style: function-preserving rewrites of a float Llama.
+
+1. `fold_norms`: every RMSNorm gain goes into the linears that read the normalised stream
+   (q/k/v, gate/up, LM head); the norms keep only x / rms(x), which commutes with any
+   rotation because rms(x·Q) = rms(x) for orthogonal Q.
+2. `rotate_residual`: the residual stream becomes x·Q for a randomised Hadamard Q — the
+   embedding and the writers (o, down) absorb Q, the readers absorb Qᵀ. Outlier channels
+   are spread over all channels, so a per-token quantisation scale fits every channel.
+3. `add_down_hadamard`: an online blockwise Hadamard H before down_proj (the SwiGLU output
+   has the worst outliers and is not on the residual stream); down_proj absorbs Hᵀ. On the
+   chip the neuron unit runs it with additions (`fixedpoint.hadamard`).
+Each gives a model whose logits equal the input model's up to float rounding: `fold_norms`
+a new one, the other two rewrite the (gain-free) model they are given, to keep one copy in memory.
+"""
+
+import dataclasses
+
+import torch
+
+from sdllm.models.llama import Llama, hadamard, hadamard_shift, online_hadamard
+
+
+def _two_power(n: int) -> int:
+    return n & -n
+
+
+def random_orthogonal(n: int, seed: int):
+    """Haar-random orthogonal n×n (QR of a seeded Gaussian, signs fixed), float64."""
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).contiguous()
+
+
+def randomized_hadamard(n: int, seed: int):
+    """Orthogonal n×n: diag(random signs) · (R_m ⊗ H_k/√k), k the largest power of two dividing n,
+    R_m a random orthogonal matrix of the odd rest m = n/k (identity when n is a power of two)."""
+    k = _two_power(n)
+    g = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (n,), generator=g, dtype=torch.float64) * 2 - 1
+    rest = random_orthogonal(n // k, seed + 1) if n > k else torch.ones(1, 1, dtype=torch.float64)
+    return signs[:, None] * torch.kron(rest, hadamard(k) / k**0.5)
+
+
+def _with_config(model: Llama, **changes) -> Llama:
+    out = Llama(dataclasses.replace(model.cfg, **changes))
+    state = {k: v for k, v in model.state_dict().items()}
+    if model.cfg.tie_embeddings and not out.cfg.tie_embeddings:
+        state["lm_head.weight"] = model.embed.weight.detach().clone()
+    out.load_state_dict(state)
+    return out.eval()
+
+
+@torch.no_grad()
+def fold_norms(model: Llama) -> Llama:
+    out = _with_config(model, tie_embeddings=False)
+    for layer in out.layers:
+        for lin, norm in ((layer.attn.q_proj, layer.attn_norm), (layer.attn.k_proj, layer.attn_norm),
+                          (layer.attn.v_proj, layer.attn_norm), (layer.mlp.gate_proj, layer.mlp_norm),
+                          (layer.mlp.up_proj, layer.mlp_norm)):
+            lin.weight.mul_(norm.weight)
+        layer.attn_norm.weight.fill_(1.0)
+        layer.mlp_norm.weight.fill_(1.0)
+    out.lm_head.weight.mul_(out.norm.weight)
+    out.norm.weight.fill_(1.0)
+    return out
+
+
+@torch.no_grad()
+def rotate_residual(model: Llama, q) -> Llama:
+    """x -> x·Q on the residual stream, in place. The model's norms must be gain-free (`fold_norms`)."""
+    out = model
+
+    def mul(lin_weight, left=None, right=None):
+        w = lin_weight.double()
+        w = left @ w if left is not None else w
+        w = w @ right if right is not None else w
+        lin_weight.copy_(w.to(lin_weight.dtype))
+
+    mul(out.embed.weight, right=q)
+    for layer in out.layers:
+        for lin in (layer.attn.q_proj, layer.attn.k_proj, layer.attn.v_proj, layer.mlp.gate_proj, layer.mlp.up_proj):
+            mul(lin.weight, right=q)
+        mul(layer.attn.o_proj.weight, left=q.T)
+        mul(layer.mlp.down_proj.weight, left=q.T)
+    mul(out.lm_head.weight, right=q)
+    return out
+
+
+@torch.no_grad()
+def add_down_hadamard(model: Llama) -> Llama:
+    """Online Hadamard before down_proj (in place), blocks of the largest power of two dividing ffn_dim."""
+    block = _two_power(model.cfg.ffn_dim)
+    model.cfg = dataclasses.replace(model.cfg, down_hadamard=block)
+    h = hadamard(block) * 2 ** hadamard_shift(block) / block
+    for layer in model.layers:
+        layer.mlp.register_buffer("hadamard", online_hadamard(block), persistent=False)
+        w = layer.mlp.down_proj.weight
+        w.copy_((w.double().unflatten(-1, (-1, block)) @ h).flatten(-2).to(w.dtype))
+    return model
+
+
+def prepare(model: Llama, rotate: bool, seed: int) -> Llama:
+    """The float model an SDLLM is quantised from: gains folded, and with `rotate` the residual
+    rotation and the online Hadamard before down_proj."""
+    out = fold_norms(model)
+    if rotate:
+        out = add_down_hadamard(rotate_residual(out, randomized_hadamard(model.cfg.dim, seed)))
+    return out

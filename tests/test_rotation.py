@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from sdllm.models import fixedpoint as fx
+from sdllm.models.convert import DEFAULT_FLOAT, load_float
+from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.llama import Llama, LlamaConfig, hadamard
+from sdllm.models.rotation import add_down_hadamard, fold_norms, prepare, randomized_hadamard, rotate_residual
+
+ODD = LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, max_seq_len=16)
+
+
+def _random_model(cfg):
+    torch.manual_seed(3)
+    model = Llama(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+        for layer in model.layers:  # gains far from 1, so folding them is exercised
+            layer.attn_norm.weight.uniform_(0.2, 3.0)
+            layer.mlp_norm.weight.uniform_(0.2, 3.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("which", ["default", "odd_dim"])
+def test_rotated_model_gives_the_same_logits(which):
+    model = load_float(DEFAULT_FLOAT) if which == "default" else _random_model(ODD)
+    tokens = torch.randint(0, model.cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(tokens)
+        for step in (fold_norms(model), rotate_residual(fold_norms(model), randomized_hadamard(model.cfg.dim, 5)),
+                     add_down_hadamard(fold_norms(model)), prepare(model, True, 5)):
+            got = step(tokens)
+            assert (got - ref).abs().max() < 1e-4 * ref.abs().max()
+    rotated = prepare(model, True, 5)
+    assert rotated.cfg.down_hadamard == model.cfg.ffn_dim & -model.cfg.ffn_dim
+    # the rotation really moved the weights: not an identity in disguise
+    assert not torch.allclose(rotated.embed.weight, model.embed.weight, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [64, 48, 576])
+def test_randomized_hadamard_is_orthogonal_and_seeded(n):
+    q = randomized_hadamard(n, 7)
+    assert torch.allclose(q @ q.T, torch.eye(n, dtype=q.dtype), atol=1e-12)
+    assert torch.equal(q, randomized_hadamard(n, 7))
+    assert not torch.equal(q, randomized_hadamard(n, 8))
+
+
+def test_integer_hadamard_is_the_matrix_product_rounded():
+    rng = np.random.default_rng(0)
+    x = rng.integers(-(1 << 20), 1 << 20, (5, 96))
+    h = hadamard(32).numpy().astype(np.int64)
+    exact = (x.reshape(5, 3, 32) @ h).reshape(5, 96)
+    assert np.array_equal(fx.hadamard(x, 32, 0), exact)
+    assert np.array_equal(fx.hadamard(x, 32, 3), fx.round_div(exact, 8))
+
+
+def test_integer_forward_on_a_window_equals_token_by_token(default_blob):
+    ref = IntegerSDLLM(default_blob)
+    tokens = list(b"The if statement is used for conditional execution")
+    block_logits, block_spikes = ref.forward(tokens)
+    block_sops = ref.stage_sops(block_spikes, np.arange(len(tokens)))
+    ref.reset()
+    for pos, t in enumerate(tokens):
+        logits, spikes = ref.step(t, pos)
+        assert np.array_equal(logits, block_logits[pos])
+        sops = ref.stage_sops(spikes, pos)
+        for stage, v in spikes.items():
+            assert np.array_equal(v, block_spikes[stage][pos]), stage
+            assert sops[stage] == block_sops[stage][pos], stage
+    # a second block continuing the first (a prompt, then more tokens) equals it too
+    ref.reset()
+    first, _ = ref.forward(tokens[:20])
+    rest, _ = ref.forward(tokens[20:], start=20)
+    assert np.array_equal(np.concatenate([first, rest]), block_logits)
