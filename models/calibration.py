@@ -25,15 +25,19 @@ def rows_of(x):
     return x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[-1]) if x.dim() == 4 else x.reshape(-1, x.shape[-1])
 
 
-def gamma_error(x, k: int, q_max: int, theta: int, weight=None) -> float:
-    """Squared error of γ-quantile quantisation (clipping range = k-th order statistic of |x|)."""
-    m = torch.kthvalue(x.abs(), k + 1, dim=-1).values.clamp_min(1e-12).unsqueeze(-1)
-    q = torch.clamp(torch.round(x * q_max / m), -q_max, q_max)
-    q = torch.where(q.abs() <= theta, torch.zeros_like(q), q)
-    err = (x - q * m / q_max) ** 2
-    if weight is not None:
-        err = err * weight
-    return err.sum().item()
+def gamma_errors(x, q_max: int, theta: int, weight=None) -> np.ndarray:
+    """Squared error of γ-quantile quantisation (clipping range = the γ order statistic of |x|
+    per row) for every γ in GAMMA_GRID, channel-weighted if `weight` is given."""
+    n = x.shape[-1]
+    ordered = x.abs().sort(dim=-1).values
+    out = []
+    for g in GAMMA_GRID:
+        m = ordered[:, fx.quantile_index(n, g)].clamp_min(1e-12).unsqueeze(-1)
+        q = torch.clamp(torch.round(x * q_max / m), -q_max, q_max)
+        q = torch.where(q.abs() <= theta, torch.zeros_like(q), q)
+        err = (x - q * m / q_max) ** 2
+        out.append((err * weight if weight is not None else err).sum().item())
+    return np.array(out)
 
 
 class CalibrationStats:
@@ -54,8 +58,7 @@ class CalibrationStats:
             self.v_range[name] = torch.maximum(self.v_range.get(name, top), top)
         if self.gammas and k in GAMMA_POINTS:
             r = rows_of(x).reshape(-1, x.shape[-1]).float()
-            n, w = r.shape[-1], self.channel_weight.get(name)
-            err = np.array([gamma_error(r, fx.quantile_index(n, g), self.q_max, self.theta, w) for g in GAMMA_GRID])
+            err = gamma_errors(r, self.q_max, self.theta, self.channel_weight.get(name))
             self.errors[name] = self.errors.get(name, 0) + err
         if self.hessians and k in HESSIAN_POINTS:
             r = rows_of(x).double()
