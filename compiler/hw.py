@@ -3,6 +3,7 @@
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import yaml
 
 from sdllm.errors import SdllmError
@@ -36,10 +37,19 @@ class HwConfig:
     energy: dict
     timestep_us: float
     raw: dict
+    topology: tuple = (1, 1, 1)  # chips as an x·y·z mesh
 
     @property
     def total_cores(self) -> int:
         return self.cores_per_chip * self.chips
+
+    def chip_position(self, chip: int) -> tuple:
+        x, y, _ = self.topology
+        return chip % x, (chip // x) % y, chip // (x * y)
+
+    def chip_hops(self, a: int, b: int) -> int:
+        """Chip-to-chip links a spike crosses between chips a and b (Manhattan distance in the mesh)."""
+        return sum(abs(p - q) for p, q in zip(self.chip_position(a), self.chip_position(b)))
 
 
 def resolve(target: str) -> str:
@@ -53,14 +63,25 @@ def resolve(target: str) -> str:
     raise SdllmError(f"--target {target!r}: no such hardware config (known: {', '.join(known)}; or give a YAML path)")
 
 
+def _read(path: str) -> dict:
+    """A config, with `base: NAME` merged in: the base's sections, each updated by this file's."""
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    if isinstance(raw, dict) and "base" in raw:
+        base = _read(resolve(str(raw["base"])))
+        for key, value in raw.items():
+            base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+        raw = base
+    return raw
+
+
 def load(target: str) -> HwConfig:
     path = resolve(target)
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        raw = _read(path)
         core = CoreLimits(**{k: int(raw["core"][k]) for k in CORE_KEYS})
         chip, system = raw["chip"], raw["system"]
-        return HwConfig(
+        cfg = HwConfig(
             name=str(raw["name"]),
             core=core,
             cores_per_chip=int(chip["cores_per_chip"]),
@@ -69,6 +90,10 @@ def load(target: str) -> HwConfig:
             energy={k: float(v) for k, v in raw["energy"].items()},
             timestep_us=float(raw["timing"]["timestep_us"]),
             raw=raw,
+            topology=tuple(int(v) for v in system.get("topology", (int(system["chips"]), 1, 1))),
         )
+        if int(np.prod(cfg.topology)) != cfg.chips or len(cfg.topology) != 3:
+            raise ValueError(f"system.topology {list(cfg.topology)} must be 3 sizes whose product is system.chips {cfg.chips}")
+        return cfg
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         raise SdllmError(f"{path}: not a valid hardware config ({type(e).__name__}: {e})") from None

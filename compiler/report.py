@@ -3,6 +3,7 @@
 from collections import defaultdict
 
 from sdllm.compiler.ir import Network
+from sdllm.compiler.tile import lower_bound
 
 
 def build_report(net: Network) -> dict:
@@ -30,9 +31,12 @@ def build_report(net: Network) -> dict:
         v["core_util"] = round(v["cores"] / hw.cores_per_chip, 4)
         v["synapse_util"] = round(v["synapse_bits"] / (hw.cores_per_chip * lim.synapse_memory_bits), 4)
     s = net.schedule
+    bound = sum(lower_bound(net).values())
     return {
         "target": hw.name,
         "cores_used": len(cores),
+        "cores_lower_bound": bound,
+        "cores_over_bound": round(len(cores) / bound, 4),
         "cores_available": hw.total_cores,
         "chips_used": len(chips),
         "timesteps_per_spike_train": s["timesteps_per_spike_train"],
@@ -48,7 +52,8 @@ def build_report(net: Network) -> dict:
 def format_report(r: dict) -> str:
     lines = [
         f"sdllm core-mapping report — target {r['target']}",
-        f"cores used {r['cores_used']} of {r['cores_available']} on {r['chips_used']} chip(s); "
+        f"cores used {r['cores_used']} of {r['cores_available']} on {r['chips_used']} chip(s); lower bound "
+        f"{r['cores_lower_bound']} (resource totals / per-core capacity): {r['cores_over_bound']:.3f} x the bound",
         f"T = {r['timesteps_per_spike_train']} steps per spike train; {r['timesteps_per_token']} timesteps per token "
         f"(~{r['token_latency_us']:.0f} us at the config's step time)",
         "",

@@ -15,24 +15,37 @@ MAX_SPLIT = 64
 
 def synapse_table(w: np.ndarray):
     """CSR by axon of a (neurons, axons) block: (axon_ptr, neuron_index, weight), zeros not stored."""
-    cols = [np.nonzero(w[:, a])[0] for a in range(w.shape[1])]
+    axon, neuron = np.nonzero(w.T)  # row-major over wᵀ: by axon, then neuron
     ptr = np.zeros(w.shape[1] + 1, np.int64)
-    ptr[1:] = np.cumsum([len(c) for c in cols])
-    idx = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    wts = np.concatenate([w[c, a] for a, c in enumerate(cols)]) if cols else np.zeros(0, np.int64)
-    return ptr, idx.astype(np.int64), wts.astype(np.int64)
+    ptr[1:] = np.cumsum(np.bincount(axon, minlength=w.shape[1]))
+    return ptr, neuron.astype(np.int64), w[neuron, axon].astype(np.int64)
 
 
 def static_bits(nnz_per_axon: np.ndarray, weight_bits: int, lim) -> int:
     return int(len(nnz_per_axon) * lim.axon_overhead_bits + nnz_per_axon.sum() * (weight_bits + lim.synapse_index_bits))
 
 
+def _block_bits(nz, a_parts, n_parts, wb, lim) -> np.ndarray:
+    """Synapse bits of every (neuron part, axon part) block, (n_s, a_s)."""
+    per_axon = np.add.reduceat(nz, [n[0] for n in n_parts], axis=0)  # (n_s, axons): entries per axon per neuron part
+    entries = np.add.reduceat(per_axon, [a[0] for a in a_parts], axis=1)
+    return np.array([len(a) for a in a_parts])[None, :] * lim.axon_overhead_bits + entries * (wb + lim.synapse_index_bits)
+
+
+def min_static_cores(nnz: int, n_axons: int, weight_bits: int, lim) -> int:
+    """Cores a static stage needs at least: its synapse bits, every axon stored once, over a core's."""
+    bits = n_axons * lim.axon_overhead_bits + nnz * (weight_bits + lim.synapse_index_bits)
+    return max(1, -(-bits // lim.synapse_memory_bits))
+
+
 def _grid(node, lim):
-    """Smallest (axon splits, neuron splits) whose every block fits a core; neuron splits first."""
+    """Smallest (axon splits, neuron splits) whose every block fits a core; neuron splits first.
+    The search starts at the stage's lower bound on cores."""
     w = node.weight
-    nz = w != 0
+    nz = (w != 0).astype(np.int64)
     wb = node.attrs["weight_bits"]
-    for total in range(1, MAX_SPLIT * MAX_SPLIT + 1):
+    start = min_static_cores(int(nz.sum()), w.shape[1], wb, lim)
+    for total in range(start, MAX_SPLIT * MAX_SPLIT + 1):
         for a_s in range(1, min(total, MAX_SPLIT) + 1):
             if total % a_s:
                 continue
@@ -43,7 +56,7 @@ def _grid(node, lim):
             n_parts = np.array_split(np.arange(w.shape[0]), n_s)
             if len(a_parts[0]) > lim.max_input_axons or len(n_parts[0]) > lim.max_neurons:
                 continue
-            if all(static_bits(nz[np.ix_(n, a)].sum(0), wb, lim) <= lim.synapse_memory_bits for a in a_parts for n in n_parts):
+            if (_block_bits(nz, a_parts, n_parts, wb, lim) <= lim.synapse_memory_bits).all():
                 return a_parts, n_parts
     per_axon = static_bits(nz[:, :1].sum(0), wb, lim)
     raise SdllmError(
@@ -116,3 +129,23 @@ def tile(net: Network) -> Network:
                 np.arange(node.inputs.total), np.arange(node.outputs.total), params=dict(node.attrs.get("params", {})),
             ))
     return net
+
+
+def lower_bound(net: Network) -> dict:
+    """node -> cores it needs at least: its resource totals (synapse bits with every axon stored
+    once, neurons) over one core's capacity. Units and the host count one core each."""
+    lim = net.hw.core
+    out = {}
+    for node in net.nodes.values():
+        if node.kind == "synapse":
+            nz = int(np.count_nonzero(node.weight))
+            bound = max(min_static_cores(nz, node.weight.shape[1], node.attrs["weight_bits"], lim),
+                        -(-node.weight.shape[0] // lim.max_neurons))
+        elif node.kind in ("kv_qk", "kv_pv"):
+            a = node.attrs
+            axons = a["n_heads"] * (a["head_dim"] if node.kind == "kv_qk" else a["max_seq_len"])
+            bound = max(1, -(-_kv_bits(a["n_heads"], axons, a, lim) // lim.synapse_memory_bits))
+        else:
+            bound = 0 if node.kind == "host" else 1
+        out[node.name] = bound
+    return out
