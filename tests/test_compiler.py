@@ -104,3 +104,27 @@ def test_build_is_self_contained(default_build):
     b = load_build(default_build)
     assert b.doc["format_version"] == 1 and b.schedule["period"] > 0
     assert {c.type for c in b.cores} == {"host_io", "neuron_unit", "synapse", "kv_qk", "kv_pv"}
+
+
+def test_systems_inherit_the_chip_and_check_their_topology(tmp_path):
+    from sdllm.compiler import hw
+    from sdllm.errors import SdllmError
+
+    chip, board, hala = hw.load("loihi2"), hw.load("kapoho_point"), hw.load("hala_point")
+    assert board.core == chip.core and board.energy == chip.energy and board.chips == 8
+    assert hala.chips == 1152 and hala.total_cores == 140544
+    assert hala.chip_hops(0, 1151) == 11 + 11 + 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nbase: loihi2\nsystem:\n  chips: 8\n  topology: [3, 3, 1]\n")
+    with pytest.raises(SdllmError, match=r"topology \[3, 3, 1\] .* system.chips 8"):
+        hw.load(str(bad))
+
+
+def test_report_states_the_lower_bound(default_blob, tiny_blob, tmp_path):
+    from sdllm.compiler.report import build_report
+
+    r = build_report(compile_model(default_blob, "loihi2"))
+    assert r["cores_lower_bound"] == r["cores_used"]  # one core per stage fits
+    r = build_report(compile_split(tiny_blob, tmp_path))
+    assert len(r["layers"]) < r["cores_lower_bound"] <= r["cores_used"]
+    assert r["cores_over_bound"] == round(r["cores_used"] / r["cores_lower_bound"], 4)
