@@ -51,6 +51,10 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) ->
           f"({est['sop_energy_nj']:.0f} nJ synaptic ops + {est['neuron_energy_nj']:.0f} nJ neuron updates"
           f" + {est['noc_energy_nj']:.0f} nJ NoC{'' if result.traffic is not None else ' (not counted by this backend)'}); "
           f"latency {est['latency_per_token_ms']:.2f} ms at the config's step time", file=out)
+    print(f"45 nm estimate (Horowitz 2014): SDLLM {est['sdllm_45nm_uj']:.2f} uJ ({est['sops_per_token']:,.0f} SOPs x 0.9 pJ) vs "
+          f"the dense model's {est['dense_macs_per_token']:,.0f} MACs: {est['dense_fp32_45nm_uj']:.2f} uJ at FP32 "
+          f"(x{est['dense_fp32_45nm_uj'] / max(est['sdllm_45nm_uj'], 1e-12):.1f}), {est['dense_fp16_45nm_uj']:.2f} uJ at FP16 "
+          f"(x{est['dense_fp16_45nm_uj'] / max(est['sdllm_45nm_uj'], 1e-12):.1f})", file=out)
 
 
 def main(argv=None):

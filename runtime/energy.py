@@ -1,4 +1,27 @@
-"""Energy and latency per token from the hw config's constants (an estimate, not a measurement)."""
+"""Energy and latency per token from the hw config's constants (an estimate, not a measurement),
+and beside it the 45 nm arithmetic estimate spiking-LLM papers use, for the same tokens.
+
+45 nm energies: M. Horowitz, "Computing's energy problem (and what we can do about it)",
+ISSCC 2014, Fig. 1.1.9: 32-bit float add 0.9 pJ, multiply 3.7 pJ (so a MAC 4.6 pJ: the E_AC and
+E_MAC that SDLLM and earlier spiking-LLM papers use); 16-bit float add 0.4 pJ, multiply 1.1 pJ.
+"""
+
+import numpy as np
+
+E_AC_45NM_PJ = 0.9
+E_MAC_45NM_PJ = 0.9 + 3.7
+E_MAC_FP16_45NM_PJ = 0.4 + 1.1
+
+
+def dense_macs(build, n_positions: int) -> np.ndarray:
+    """Multiply-accumulates per position of the same model run densely (an ANN): every weight of
+    every static stage once, plus Q·Kᵀ and P·V over the keys so far."""
+    nodes = build.doc["nodes"]
+    static = sum(sum(n for _, n in node["inputs"]) * sum(n for _, n in node["outputs"])
+                 for node in nodes.values() if node["kind"] == "synapse")
+    c = build.config
+    attention = 2 * c["n_layers"] * c["n_heads"] * (c["dim"] // c["n_heads"])
+    return static + attention * (np.arange(n_positions) + 1)
 
 
 def estimate(build, result) -> dict:
@@ -32,4 +55,15 @@ def estimate(build, result) -> dict:
         "neuron_energy_nj": neuron_nj,
         "energy_per_token_uj": (sop_nj + neuron_nj + noc_nj) / 1e3,
         "latency_per_token_ms": build.schedule["period"] * float(build.doc["hw"]["timing"]["timestep_us"]) / 1e3,
+        **paper_estimate(float(sops.mean()), float(dense_macs(build, len(sops)).mean())),
+    }
+
+
+def paper_estimate(sops: float, macs: float) -> dict:
+    """The 45 nm estimate: SOPs x E_AC for the SDLLM against the dense model's MACs (FP32 and FP16)."""
+    return {
+        "dense_macs_per_token": macs,
+        "sdllm_45nm_uj": sops * E_AC_45NM_PJ / 1e6,
+        "dense_fp32_45nm_uj": macs * E_MAC_45NM_PJ / 1e6,
+        "dense_fp16_45nm_uj": macs * E_MAC_FP16_45NM_PJ / 1e6,
     }
