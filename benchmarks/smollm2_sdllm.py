@@ -101,10 +101,14 @@ def main():
     print(f"throughput, teacher-forced {SEQ}-token windows: integer reference {n_tok / t_int:.0f} tokens/s, "
           f"torch float {n_tok / t_float:.0f} tokens/s: ratio {t_float / t_int:.3f}")
 
-    costs = nonlinearity_costs(blobs[(4, 4)], rows)
-    print("integer-only nonlinearities (W4A4): perplexity with each replaced by its float version")
-    for names, ppl in costs.items():
-        print(f"  float {names:<28} {ppl:.2f}   fixed-point costs {w4a4['integer'] / ppl:.3f} x")
+    costs = {}
+    for setting in [(8, 8), (4, 4)] if (8, 8) in blobs else [(4, 4)]:
+        costs[setting] = nonlinearity_costs(blobs[setting], rows)
+        base = results[setting]["integer"]
+        print(f"integer-only nonlinearities (W{setting[0]}A{setting[1]}, integer {base:.2f}): perplexity with each "
+              "replaced by its float version")
+        for names, ppl in costs[setting].items():
+            print(f"  float {names:<28} {ppl:.2f}   fixed-point costs {base / ppl:.3f} x")
 
     abl = None
     if not args.quick:
@@ -124,11 +128,12 @@ def main():
     conv = max(r["convert_s"] for r in results.values())
     print(f"  conversion <= 300 s: {conv:.0f} s; peak memory <= 6 GB: {peak_rss_gb():.2f} GB (whole run)")
     print(f"  integer reference throughput vs torch float: {t_float / t_int:.3f}")
-    write_markdown(args.markdown, results, abl, costs, w4a4)
+    write_markdown(args.markdown, results, abl, costs)
     print(f"markdown: {args.markdown}")
 
 
-def write_markdown(path, results, abl, costs, w4a4):
+def write_markdown(path, results, abl, costs):
+    w4a4 = results[(4, 4)]
     lines = ["| SDLLM | T | float | weight-only | fake-quant | integer | integer / float | SOPs / token |",
              "|---|---|---|---|---|---|---|---|"]
     for (wb, ab), r in sorted(results.items()):
@@ -139,9 +144,11 @@ def write_markdown(path, results, abl, costs, w4a4):
         for label, T, ppl, sops in abl:
             lines.append(f"| {label} | {T or '-'} | {ppl:.1f} | {ppl / w4a4['float']:.2f} | "
                          f"{f'{sops / 1e6:.1f} M' if sops else '-'} |")
-    lines += ["", "| W4A4, float version of | perplexity | fixed-point cost |", "|---|---|---|"]
-    for names, ppl in costs.items():
-        lines.append(f"| {names} | {ppl:.2f} | {w4a4['integer'] / ppl:.3f} x |")
+    for (wb, ab), per in costs.items():
+        base = results[(wb, ab)]["integer"]
+        lines += ["", f"| W{wb}A{ab} (integer {base:.2f}), float version of | perplexity | fixed-point cost |", "|---|---|---|"]
+        for names, ppl in per.items():
+            lines.append(f"| {names} | {ppl:.2f} | {base / ppl:.3f} x |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -20,13 +20,14 @@ from sdllm.cli import guarded
 from sdllm.errors import SdllmError
 from sdllm.models import checkpoint
 from sdllm.models.corpus import calibration_windows
+from sdllm.models.importers import DEFAULT_SEQ_LEN, load_pretrained, load_tokenizer
 from sdllm.models.llama import Llama
 from sdllm.models.sdllm import QuantSpec, convert
+from sdllm.runtime.tokenizer import vocab_size
 
 DEFAULT_FLOAT = os.path.join(os.path.dirname(__file__), "default", "float.pt")
 FLOAT_FORMAT = "sdllm-float-llama"
 BIT_LIMITS = {"weight_bits": (2, 8), "act_bits": (2, 8), "kv_bits": (2, 8)}
-PRETRAINED_SEQ_LEN = 256
 BYTES = {"type": "bytes"}
 
 
@@ -40,16 +41,18 @@ def load_float(path: str) -> Llama:
 def load_source(path: str | None, max_seq_len: int | None = None):
     """(float Llama, tokenizer spec) from our float .pt (default: the embedded model), a Hugging
     Face directory or a .gguf. max_seq_len: the SDLLM's context (the KV cache the chip holds)."""
-    from sdllm.models.importers import load_pretrained, load_tokenizer
-
     path = path or DEFAULT_FLOAT
     if max_seq_len is not None and max_seq_len < 2:
         raise SdllmError(f"--max-seq-len: must be at least 2, got {max_seq_len}")
     if os.path.isdir(path) or path.endswith(".gguf"):
         if not os.path.exists(path):
             raise SdllmError(f"{path}: no such file or directory")
-        model = load_pretrained(path, max_seq_len or PRETRAINED_SEQ_LEN)
-        return model, load_tokenizer(path)
+        model = load_pretrained(path, max_seq_len)
+        tokenizer = load_tokenizer(path)
+        if vocab_size(tokenizer) > model.cfg.vocab_size:
+            raise SdllmError(f"{path}: the tokenizer has {vocab_size(tokenizer)} tokens, more than the model's "
+                             f"vocabulary of {model.cfg.vocab_size}")
+        return model, tokenizer
     model = load_float(path)
     if max_seq_len is not None and max_seq_len != model.cfg.max_seq_len:
         if max_seq_len > model.cfg.max_seq_len:
@@ -82,8 +85,8 @@ def main(argv=None):
     ap.add_argument("--act-bits", type=int, default=4, help="activation bits b; spike trains take T = 2**(b-1)-1 steps")
     ap.add_argument("--kv-bits", type=int, default=8)
     ap.add_argument("--theta", type=int, default=0, help="membrane dead zone: |q| <= theta sends no spike")
-    ap.add_argument("--max-seq-len", type=int, help=f"context (KV cache) of the SDLLM (default: {PRETRAINED_SEQ_LEN} for "
-                    "pretrained models, the checkpoint's own for ours)")
+    ap.add_argument("--max-seq-len", type=int, help=f"context (KV cache) of the SDLLM (default: {DEFAULT_SEQ_LEN} for "
+                    "pretrained models or their positions if fewer, the checkpoint's own for ours)")
     ap.add_argument("--no-rotate", action="store_true", help="no Hadamard rotation (ablation)")
     ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
     ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")

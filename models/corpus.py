@@ -8,6 +8,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from sdllm.errors import SdllmError
+from sdllm.runtime.tokenizer import encode, kind
+
 HELD_OUT_FRACTION = 0.1
 PRETRAINED_HELD_OUT_FRACTION = 0.4
 
@@ -38,34 +41,36 @@ def windows(arr: np.ndarray, length: int, max_windows: int | None = None) -> np.
 
 
 def held_out_fraction(tokenizer: dict) -> float:
-    return HELD_OUT_FRACTION if tokenizer["type"] == "bytes" else PRETRAINED_HELD_OUT_FRACTION
+    return HELD_OUT_FRACTION if kind(tokenizer) == "bytes" else PRETRAINED_HELD_OUT_FRACTION
 
 
 @lru_cache(maxsize=2)
 def _token_ids(tokenizer_json: str | None) -> np.ndarray:
     if tokenizer_json is None:
         return np.frombuffer(pydoc_bytes(), dtype=np.uint8)
-    from sdllm.runtime.tokenizer import encode
-
     return np.asarray(encode({"type": "hf-tokenizers", "json": tokenizer_json}, pydoc_text()), np.int64)
 
 
 def token_ids(tokenizer: dict) -> np.ndarray:
     """The whole pydoc text as token ids (cached per tokenizer)."""
-    return _token_ids(None if tokenizer["type"] == "bytes" else tokenizer["json"])
+    return _token_ids(None if kind(tokenizer) == "bytes" else tokenizer["json"])
 
 
-def _spread(rows: np.ndarray, n: int) -> np.ndarray:
+def _spread(part: np.ndarray, seq_len: int, n: int, what: str) -> np.ndarray:
+    """n evenly spaced non-overlapping windows (fewer if the part is short)."""
+    rows = windows(part, seq_len)
+    if len(rows) == 0:
+        raise SdllmError(f"pydoc topics: the {what} text has {len(part)} tokens, fewer than one window of {seq_len}")
     return rows[:: max(1, len(rows) // n)][:n]
 
 
 def calibration_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
     """n evenly spaced windows of seq_len tokens from the part before the held-out text."""
     train, _ = split(token_ids(tokenizer), held_out_fraction(tokenizer))
-    return _spread(windows(train, seq_len), n)
+    return _spread(train, seq_len, n, "calibration")
 
 
 def held_out_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
     """n evenly spaced windows of seq_len tokens from the held-out text."""
     _, held_out = split(token_ids(tokenizer), held_out_fraction(tokenizer))
-    return _spread(windows(held_out, seq_len), n)
+    return _spread(held_out, seq_len, n, "held-out")

@@ -6,22 +6,23 @@ SOPs), so that the window leaves exactly W·q.
 
   ternary   the paper's bidirectional ternary count code: |q| spikes of sign(q), T = Q.
   unsigned  unsigned count code, the baseline ternary halves: q + Q spikes of +1, T = 2Q,
-            offset Q — a silent value (q = 0) still fires Q spikes.
+            offset Q — the bias costs no SOPs, but a silent value (q = 0) still fires Q spikes,
+            so SOPs are far higher than ternary's.
   bitplane  signed bit planes: step t sends sign(q) if bit t of |q| is set, scale 2**t
             (Loihi's per-synapse-group weight exponent), T = b − 1, popcount(|q|) spikes.
-  graded    Loihi 2 graded spikes: one spike carrying q, T = 1; each synaptic op is a
-            multiply-accumulate, not an add.
+  graded    Loihi 2 graded spikes: one spike carrying q as a b-bit payload, T = 1, one event
+            per non-zero q; each synaptic op is a multiply-accumulate, not an add.
+
+All arrays are numpy int64; q has any shape (..., n) and trains are time first, (T, ..., n).
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from sdllm.models import fixedpoint as fx
 
-def _qmax(bits: int) -> int:
-    if not 2 <= bits <= 16:
-        raise ValueError(f"spike code: bits must be within 2..16, got {bits}")
-    return (1 << (bits - 1)) - 1
+NAMES = ("ternary", "unsigned", "bitplane", "graded")
 
 
 def _popcount(a):
@@ -36,30 +37,42 @@ def _popcount(a):
 @dataclass(frozen=True)
 class Code:
     name: str
-    adds_only: bool
+    adds_only: bool  # False: each synaptic op is a multiply-accumulate
+
+    def qmax(self, bits: int) -> int:
+        if not 2 <= bits <= 16:
+            raise ValueError(f"{self.name} code: bits must be within 2..16, got {bits}")
+        return fx.qmax(bits)
 
     def timesteps(self, bits: int) -> int:
-        q = _qmax(bits)
+        q = self.qmax(bits)
         return {"ternary": q, "unsigned": 2 * q, "bitplane": bits - 1, "graded": 1}[self.name]
 
     def offset(self, bits: int) -> int:
-        return _qmax(bits) if self.name == "unsigned" else 0
+        """Constant the neuron subtracts once per window (times Σ_i W_ji): no SOPs."""
+        return self.qmax(bits) if self.name == "unsigned" else 0
 
     def step_scale(self, bits: int):
+        """(T,) weight of each step: 2**t for bit planes (a weight exponent), else 1."""
         t = self.timesteps(bits)
         return (1 << np.arange(t, dtype=np.int64)) if self.name == "bitplane" else np.ones(t, np.int64)
 
-    def _check(self, q, bits: int):
-        q = np.asarray(q, np.int64)
-        q_max = _qmax(bits)
-        if q.size and np.abs(q).max() > q_max:
-            raise ValueError(f"{self.name} code: |q| must be at most {q_max} for {bits}-bit values, got {int(np.abs(q).max())}")
+    def check(self, q, bits: int):
+        """q as int64; ValueError if any |q| > Q."""
+        q = np.asarray(q)
+        if q.dtype.kind not in "iu":
+            raise TypeError(f"{self.name} code: q must be an integer array, got dtype {q.dtype}")
+        q = q.astype(np.int64)
+        q_max = self.qmax(bits)
+        bad = q[np.abs(q) > q_max]
+        if bad.size:
+            raise ValueError(f"{self.name} code: |q| must be at most {q_max} for {bits}-bit values, got {int(bad[0])}")
         return q
 
     def encode(self, q, bits: int):
         """The spike train, time first: (T, *q.shape)."""
-        q = self._check(q, bits)
-        t = np.arange(self.timesteps(bits)).reshape(-1, *([1] * q.ndim))
+        q = self.check(q, bits)
+        t = np.arange(self.timesteps(bits), dtype=np.int64).reshape(-1, *([1] * q.ndim))
         if self.name == "ternary":
             return np.where(t < np.abs(q), np.sign(q), 0)
         if self.name == "unsigned":
@@ -69,8 +82,8 @@ class Code:
         return q[None].copy()
 
     def spikes(self, q, bits: int):
-        """Non-zero events per neuron in the window."""
-        q = self._check(q, bits)
+        """Non-zero events per neuron in the window, shape of q."""
+        q = self.check(q, bits)
         if self.name == "ternary":
             return np.abs(q)
         if self.name == "unsigned":
@@ -80,15 +93,27 @@ class Code:
         return (q != 0).astype(np.int64)
 
 
-CODES = {name: Code(name, name != "graded") for name in ("ternary", "unsigned", "bitplane", "graded")}
+CODES = {name: Code(name, adds_only=name != "graded") for name in NAMES}
 
 
 def decode(train, code: Code, bits: int):
     """Σ_t scale_t · s_t − offset: what the synapses integrate, per neuron."""
-    scale = code.step_scale(bits).reshape(-1, *([1] * (np.ndim(train) - 1)))
-    return (scale * np.asarray(train, np.int64)).sum(0) - code.offset(bits)
+    train = np.asarray(train, np.int64)
+    scale = code.step_scale(bits)
+    if train.shape[:1] != scale.shape:
+        raise ValueError(f"{code.name} code: train has {train.shape[:1]} steps, {bits}-bit values need {len(scale)}")
+    return (scale.reshape(-1, *([1] * (train.ndim - 1))) * train).sum(0) - code.offset(bits)
 
 
 def sops(q, fanout, code: Code, bits: int) -> int:
-    """Synaptic operations of one window: Σ over neurons of spikes × fan-out."""
-    return int((code.spikes(q, bits) * np.asarray(fanout)).sum())
+    """Synaptic operations of one window: Σ over neurons of spikes × fan-out; q (..., n), fanout (n,)."""
+    n = code.spikes(q, bits)
+    fanout = np.asarray(fanout, np.int64)
+    if fanout.shape != n.shape[-1:]:
+        raise ValueError(f"{code.name} code: fanout shape {fanout.shape} does not match q's last axis {n.shape[-1:]}")
+    return int((n * fanout).sum())
+
+
+def timesteps_table(bits_list=(2, 4, 8)) -> dict:
+    """{code: {bits: (T, adds_only)}}."""
+    return {name: {b: (c.timesteps(b), c.adds_only) for b in bits_list} for name, c in CODES.items()}

@@ -19,6 +19,9 @@ import torch
 from sdllm.errors import SdllmError
 from sdllm.models.llama import Llama, LlamaConfig
 
+DEFAULT_SEQ_LEN = 256
+HF_MODEL_TYPES = ("llama", "qwen2")
+HF_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 HF_NAMES = {
     "model.embed_tokens.weight": "embed.weight",
     "model.norm.weight": "norm.weight",
@@ -56,6 +59,10 @@ GGUF_LAYER_NAMES = {
 }
 
 
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
 def _build(cfg: LlamaConfig, state: dict, source: str) -> Llama:
     model = Llama(cfg)
     expected = set(model.state_dict())
@@ -82,20 +89,43 @@ def _hf_rope_theta(c: dict, path: str) -> float:
     return float(rope.get("rope_theta", c.get("rope_theta", 10000.0)))
 
 
+def _context(max_seq_len: int | None, positions: int, path: str) -> int:
+    """The SDLLM's context (the KV cache the chip holds): max_seq_len, by default DEFAULT_SEQ_LEN
+    or the model's positions if fewer; within 2..positions."""
+    n = min(DEFAULT_SEQ_LEN, positions) if max_seq_len is None else max_seq_len
+    if not 2 <= n <= positions:
+        raise SdllmError(f"{path}: max_seq_len must be within 2..{positions} (the model's positions), got {n}")
+    return n
+
+
+def _hf_config(path: str) -> dict:
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise SdllmError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
+    try:
+        with open(config_path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise SdllmError(f"{config_path}: not valid JSON ({e})") from None
+
+
 def load_hf(path: str, max_seq_len: int | None = None) -> Llama:
     """A Hugging Face LLaMA-family directory (config.json + safetensors) -> float Llama."""
     from safetensors.torch import load_file
 
-    config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
-        raise SdllmError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
-    with open(config_path) as f:
-        c = json.load(f)
+    c = _hf_config(path)
+    if c.get("model_type") not in HF_MODEL_TYPES:
+        raise SdllmError(f"{path}: model_type {c.get('model_type')!r} is not supported (supported: {', '.join(HF_MODEL_TYPES)})")
+    if c.get("hidden_act", "silu") != "silu":
+        raise SdllmError(f"{path}: hidden_act {c['hidden_act']!r} is not supported (supported: silu)")
+    missing = [k for k in HF_REQUIRED if k not in c]
+    if missing:
+        raise SdllmError(f"{path}: config.json lacks {', '.join(missing)}")
     n_heads = c["num_attention_heads"]
     cfg = LlamaConfig(
         vocab_size=c["vocab_size"], dim=c["hidden_size"], n_layers=c["num_hidden_layers"], n_heads=n_heads,
         n_kv_heads=c.get("num_key_value_heads", n_heads), ffn_dim=c["intermediate_size"],
-        max_seq_len=max_seq_len or c.get("max_position_embeddings", 2048), rope_theta=_hf_rope_theta(c, path),
+        max_seq_len=_context(max_seq_len, c.get("max_position_embeddings", 2048), path), rope_theta=_hf_rope_theta(c, path),
         norm_eps=float(c.get("rms_norm_eps", 1e-5)), tie_embeddings=bool(c.get("tie_word_embeddings", False)),
         attn_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
     )
@@ -122,13 +152,13 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def load_gguf(path: str, max_seq_len: int | None = None) -> Llama:
-    """A llama-architecture GGUF file -> float Llama (quantised tensors dequantised)."""
+    """A llama or qwen2 GGUF file -> float Llama (quantised tensors dequantised)."""
     import gguf
 
     try:
         reader = gguf.GGUFReader(path)
     except (ValueError, OSError) as e:
-        raise SdllmError(f"{path}: not a readable GGUF file ({e})") from None
+        raise SdllmError(f"{path}: not a readable GGUF file ({_first_line(e)})") from None
 
     def field(key, default=None):
         f = reader.fields.get(key)
@@ -141,14 +171,19 @@ def load_gguf(path: str, max_seq_len: int | None = None) -> Llama:
     arch = field("general.architecture")
     if arch not in GGUF_ARCHITECTURES:
         raise SdllmError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {', '.join(GGUF_ARCHITECTURES)})")
+    tensors = {t.name: t for t in reader.tensors}
+    scaling = "rope_freqs" if "rope_freqs.weight" in tensors else field(f"{arch}.rope.scaling.type", "none")
+    if scaling != "none":
+        raise SdllmError(f"{path}: RoPE scaling {scaling!r} is not supported (supported: none)")
     n_heads = int(field(f"{arch}.attention.head_count"))
     n_kv = int(field(f"{arch}.attention.head_count_kv", n_heads))
-    tensors = {t.name: t for t in reader.tensors}
+    if "token_embd.weight" not in tensors:
+        raise SdllmError(f"{path}: no token_embd.weight tensor")
     emb = tensors["token_embd.weight"]
     cfg = LlamaConfig(
         vocab_size=int(emb.shape[1]), dim=int(field(f"{arch}.embedding_length")), n_layers=int(field(f"{arch}.block_count")),
         n_heads=n_heads, n_kv_heads=n_kv, ffn_dim=int(field(f"{arch}.feed_forward_length")),
-        max_seq_len=max_seq_len or int(field(f"{arch}.context_length", 2048)),
+        max_seq_len=_context(max_seq_len, int(field(f"{arch}.context_length", 2048)), path),
         rope_theta=float(field(f"{arch}.rope.freq_base", 10000.0)),
         norm_eps=float(field(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
         tie_embeddings="output.weight" not in tensors, attn_bias="blk.0.attn_q.bias" in tensors,
@@ -184,30 +219,40 @@ def load_pretrained(path: str, max_seq_len: int | None = None) -> Llama:
 
 
 def load_tokenizer(path: str) -> dict:
-    """The tokenizer of a Hugging Face directory (its tokenizer.json) or a GGUF file, as a spec."""
+    """The tokenizer of a Hugging Face directory (its tokenizer.json) or a GGUF file, as a spec;
+    with "bos_id"/"eos_id" where the checkpoint names single ids."""
     if os.path.isdir(path):
         tok_path = os.path.join(path, "tokenizer.json")
         if not os.path.isfile(tok_path):
             raise SdllmError(f"{path}: no tokenizer.json (needed to tokenise text for this model)")
         with open(tok_path, encoding="utf-8") as f:
             text = f.read()
+        c = _hf_config(path)
+        bos, eos = c.get("bos_token_id"), c.get("eos_token_id")
     else:
-        import logging
-
-        from transformers import AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        logging.getLogger("transformers").setLevel(logging.ERROR)
-        try:
-            tok = AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path))
-        except Exception as e:  # transformers raises many kinds for metadata it cannot map
-            raise SdllmError(f"{path}: no usable tokenizer in the GGUF metadata ({type(e).__name__}: {e})") from None
-        text = tok.backend_tokenizer.to_str()
+        tok = _gguf_tokenizer(path)
+        text, bos, eos = tok.backend_tokenizer.to_str(), tok.bos_token_id, tok.eos_token_id
     from tokenizers import Tokenizer
 
     try:
         Tokenizer.from_str(text)
     except Exception as e:
-        raise SdllmError(f"{path}: tokenizer.json is not a readable tokenizer ({e})") from None
-    return {"type": "hf-tokenizers", "json": text}
+        raise SdllmError(f"{path}: tokenizer.json is not a readable tokenizer ({_first_line(e)})") from None
+    spec = {"type": "hf-tokenizers", "json": text}
+    spec.update({k: v for k, v in (("bos_id", bos), ("eos_id", eos)) if isinstance(v, int)})
+    return spec
+
+
+def _gguf_tokenizer(path: str):
+    """transformers rebuilds the tokenizer from the GGUF metadata (tokens, merges, scores, pre-tokenizer)."""
+    import logging
+
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        return AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path))
+    except Exception as e:  # transformers raises many kinds for metadata it cannot map
+        raise SdllmError(f"{path}: no usable tokenizer in the GGUF metadata ({type(e).__name__}: {_first_line(e)})") from None

@@ -28,6 +28,7 @@ class LlamaConfig:
     tie_embeddings: bool = True
     attn_bias: bool = False  # q/k/v projection biases (Qwen2)
     down_hadamard: int = 0  # block size of the online Hadamard before down_proj (0: none)
+    qk_hadamard: bool = False  # online Hadamard on each head's query and key after RoPE
 
     @property
     def head_dim(self) -> int:
@@ -62,38 +63,6 @@ def apply_rope(x, cos, sin):
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
-class Attention(nn.Module):
-    def __init__(self, cfg: LlamaConfig):
-        super().__init__()
-        self.cfg = cfg
-        hd = cfg.head_dim
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * hd, bias=cfg.attn_bias)
-        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=cfg.attn_bias)
-        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=cfg.attn_bias)
-        self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=False)
-
-    def forward(self, x, cos, sin, tap=None, name=""):
-        b, t, _ = x.shape
-        c = self.cfg
-        q = self.q_proj(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        group = c.n_heads // c.n_kv_heads
-        if tap is None:
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            q, k, v = tap(name + ".q", q), tap(name + ".k", k), tap(name + ".v", v)
-            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(c.head_dim)
-            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            probs = tap(name + ".p", torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
-            y = probs @ v
-        y = y.transpose(1, 2).reshape(b, t, -1)
-        return self.o_proj(tap(name + ".o", y) if tap else y)
-
-
 def hadamard(n: int):
     """Sylvester's Hadamard matrix of order n (a power of two), entries ±1."""
     h = torch.ones(1, 1, dtype=torch.float64)
@@ -110,6 +79,42 @@ def hadamard_shift(block: int) -> int:
 def online_hadamard(block: int):
     """What the online Hadamard before down_proj multiplies each block by: H / 2**shift."""
     return (hadamard(block) / 2 ** hadamard_shift(block)).float()
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: LlamaConfig):
+        super().__init__()
+        self.cfg = cfg
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * hd, bias=cfg.attn_bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=cfg.attn_bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * hd, bias=cfg.attn_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * hd, cfg.dim, bias=False)
+        if cfg.qk_hadamard:  # q_proj holds the compensating 4**shift / head_dim
+            self.register_buffer("hadamard", online_hadamard(hd), persistent=False)
+
+    def forward(self, x, cos, sin, tap=None, name=""):
+        b, t, _ = x.shape
+        c = self.cfg
+        q = self.q_proj(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, c.n_kv_heads, c.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if hasattr(self, "hadamard"):
+            q, k = q @ self.hadamard.to(q.dtype), k @ self.hadamard.to(k.dtype)
+        group = c.n_heads // c.n_kv_heads
+        if tap is None:
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            q, k, v = tap(name + ".q", q), tap(name + ".k", k), tap(name + ".v", v)
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(c.head_dim)
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            probs = tap(name + ".p", torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
+            y = probs @ v
+        y = y.transpose(1, 2).reshape(b, t, -1)
+        return self.o_proj(tap(name + ".o", y) if tap else y)
 
 
 class MLP(nn.Module):

@@ -7,8 +7,10 @@
    embedding and the writers (o, down) absorb Q, the readers absorb Qᵀ. Outlier channels
    are spread over all channels, so a per-token quantisation scale fits every channel.
 3. `add_down_hadamard`: an online blockwise Hadamard H before down_proj (the SwiGLU output
-   has the worst outliers and is not on the residual stream); down_proj absorbs Hᵀ. On the
-   chip the neuron unit runs it with additions (`fixedpoint.hadamard`).
+   has the worst outliers and is not on the residual stream); down_proj absorbs Hᵀ.
+4. `add_qk_hadamard`: an online Hadamard on each head's query and key after RoPE (QuaRot does
+   it for its KV cache): q·k is unchanged, and the 4-bit query spikes lose less.
+The neuron units run the online transforms with additions (`fixedpoint.hadamard`).
 Each gives a model whose logits equal the input model's up to float rounding: `fold_norms`
 a new one, the other two rewrite the (gain-free) model they are given, to keep one copy in memory.
 """
@@ -99,10 +101,33 @@ def add_down_hadamard(model: Llama) -> Llama:
     return model
 
 
+@torch.no_grad()
+def add_qk_hadamard(model: Llama) -> Llama:
+    """Online Hadamard on every head's query and key after RoPE (in place; q·k is unchanged, the
+    query weights absorb the 4**shift/head_dim the ±1 transform's shift leaves). head_dim must be
+    a power of two."""
+    hd = model.cfg.head_dim
+    if _two_power(hd) != hd:
+        raise ValueError(f"online q/k Hadamard: head_dim must be a power of two, got {hd}")
+    model.cfg = dataclasses.replace(model.cfg, qk_hadamard=True)
+    factor = 4 ** hadamard_shift(hd) / hd
+    for layer in model.layers:
+        a = layer.attn
+        a.cfg = model.cfg
+        a.register_buffer("hadamard", online_hadamard(hd), persistent=False)
+        a.q_proj.weight.mul_(factor)
+        if a.q_proj.bias is not None:
+            a.q_proj.bias.mul_(factor)
+    return model
+
+
 def prepare(model: Llama, rotate: bool, seed: int) -> Llama:
     """The float model an SDLLM is quantised from: gains folded, and with `rotate` the residual
-    rotation and the online Hadamard before down_proj."""
+    rotation, the online Hadamard before down_proj and, when head_dim is a power of two, the
+    online Hadamard on queries and keys."""
     out = fold_norms(model)
     if rotate:
         out = add_down_hadamard(rotate_residual(out, randomized_hadamard(model.cfg.dim, seed)))
+        if _two_power(out.cfg.head_dim) == out.cfg.head_dim:
+            out = add_qk_hadamard(out)
     return out

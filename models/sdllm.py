@@ -158,6 +158,7 @@ def unit_params(blob: dict, layer: int) -> dict:
         "bias_qkv": entry["qkv.bias_fx"].numpy(),
         "down_block": cfg.down_hadamard,
         "down_shift": hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
+        "qk_shift": hadamard_shift(hd) if cfg.qk_hadamard else -1,
         "v_range": entry["v_range_fx"].numpy(),
         "rope_cos": blob["rope_cos_fx"].numpy(),
         "rope_sin": blob["rope_sin_fx"].numpy(),

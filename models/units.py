@@ -42,6 +42,8 @@ class DecoderLayerUnit:
         v = y[..., (nh + nkv) * hd :].reshape(*lead, nkv, hd)
         cos, sin = p["rope_cos"][pos][..., None, :], p["rope_sin"][pos][..., None, :]
         q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)
+        if p["qk_shift"] >= 0:
+            q, k = fx.hadamard(q, hd, int(p["qk_shift"])), fx.hadamard(k, hd, int(p["qk_shift"]))
         q_int, self.q_scale = fx.quantize(q, p["k_q"], p["q_max"], p["theta"])
         k_int, k_scale = fx.quantize(k, hd - 1, p["kv_max"], 0)
         self.k_scale[:, pos] = np.moveaxis(k_scale, -1, 0)

@@ -2,7 +2,11 @@
 
   {"type": "bytes"}                                   token = UTF-8 byte (the embedded default model)
   {"type": "hf-tokenizers", "json": tokenizer.json}  a Hugging Face `tokenizers` tokenizer (BPE of
-                                                      pretrained models), carried whole
+                                                      pretrained models), carried whole; optional
+                                                      "bos_id" / "eos_id" (ints) where the checkpoint names them
+
+Decoding never fails on a partial sequence (an incomplete UTF-8 character becomes U+FFFD) and
+drops ids outside the vocabulary (e.g. a model's padding rows beyond its tokenizer's).
 """
 
 from functools import lru_cache
@@ -12,11 +16,12 @@ from sdllm.errors import SdllmError
 TYPES = ("bytes", "hf-tokenizers")
 
 
-def _check(spec: dict) -> str:
-    kind = spec.get("type")
-    if kind not in TYPES:
-        raise SdllmError(f"tokenizer {kind!r} is not supported (supported: {', '.join(TYPES)})")
-    return kind
+def kind(spec: dict) -> str:
+    """The spec's type, or a one-line error naming it and the supported ones."""
+    name = spec.get("type")
+    if name not in TYPES:
+        raise SdllmError(f"tokenizer {name!r} is not supported (supported: {', '.join(TYPES)})")
+    return name
 
 
 @lru_cache(maxsize=4)
@@ -27,16 +32,18 @@ def _hf(json_text: str):
 
 
 def encode(spec: dict, text: str) -> list:
-    if _check(spec) == "bytes":
+    if kind(spec) == "bytes":
         return list(text.encode("utf-8"))
     return _hf(spec["json"]).encode(text, add_special_tokens=False).ids
 
 
 def decode(spec: dict, tokens) -> str:
-    if _check(spec) == "bytes":
-        return bytes(int(t) for t in tokens).decode("utf-8", errors="replace")
-    return _hf(spec["json"]).decode([int(t) for t in tokens], skip_special_tokens=False)
+    n = vocab_size(spec)
+    ids = [int(t) for t in tokens if 0 <= int(t) < n]
+    if spec["type"] == "bytes":
+        return bytes(ids).decode("utf-8", errors="replace")
+    return _hf(spec["json"]).decode(ids, skip_special_tokens=False)
 
 
 def vocab_size(spec: dict) -> int:
-    return 256 if _check(spec) == "bytes" else _hf(spec["json"]).get_vocab_size(with_added_tokens=True)
+    return 256 if kind(spec) == "bytes" else _hf(spec["json"]).get_vocab_size(with_added_tokens=True)

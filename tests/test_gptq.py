@@ -20,38 +20,56 @@ def test_gptq_beats_round_to_nearest_on_the_layer_output():
     w, x = _layer()
     for bits in (4, 8):
         w_int, scale = gptq.gptq(w, gptq.hessian(x), bits)
-        rtn_int = torch.clamp(torch.round(w / scale[:, None]), -gptq.qmax(bits), gptq.qmax(bits))
+        rtn_int, rtn_scale = gptq.rtn(w, bits, search=True)
+        assert torch.equal(scale, rtn_scale)
         assert _output_error(x, w, w_int, scale) < 0.9 * _output_error(x, w, rtn_int, scale)
 
 
-def test_weights_are_integers_in_range_and_scales_positive():
+def test_weights_are_int8_in_range_and_scales_positive():
     w, x = _layer(1)
+    w[5] = 0.0  # an all-zero output row still needs a usable scale
     for bits in (4, 8):
         for w_int, scale in (gptq.gptq(w, gptq.hessian(x), bits), gptq.rtn(w, bits), gptq.rtn(w, bits, search=True)):
-            assert w_int.dtype == torch.int8
-            assert w_int.abs().max() <= gptq.qmax(bits)
-            assert (scale > 0).all()
+            assert w_int.dtype == torch.int8 and w_int.shape == w.shape
+            assert w_int.abs().max() == gptq.qmax(bits)  # within [-Q, Q], and the range is used
+            assert scale.dtype == torch.float64 and scale.shape == (w.shape[0],) and (scale > 0).all()
+            assert (w_int[5] == 0).all()
 
 
 def test_identity_hessian_reduces_gptq_to_round_to_nearest():
     w, _ = _layer(2)
-    w_int, scale = gptq.gptq(w, torch.eye(w.shape[1], dtype=torch.float64), 4, act_order=False, damp=0.0)
-    assert torch.equal(w_int, torch.clamp(torch.round(w / scale[:, None]), -7, 7).to(torch.int8))
+    for bits in (4, 8):
+        w_int, scale = gptq.gptq(w, torch.eye(w.shape[1], dtype=torch.float64), bits, act_order=False)
+        rtn_int, rtn_scale = gptq.rtn(w, bits, search=True)
+        assert torch.equal(scale, rtn_scale) and torch.equal(w_int, rtn_int)
 
 
 def test_scale_search_never_worsens_the_weight_error():
     w, _ = _layer(3)
-    plain_int, plain = gptq.rtn(w, 4)
-    searched_int, searched = gptq.rtn(w, 4, search=True)
-    err = lambda q, s: ((q.double() * s[:, None] - w) ** 2).sum(1)  # noqa: E731
-    assert (err(searched_int, searched) <= err(plain_int, plain) + 1e-15).all()
-    assert (err(searched_int, searched) < err(plain_int, plain)).any()
+    for bits in (4, 8):
+        plain_int, plain = gptq.rtn(w, bits)
+        searched_int, searched = gptq.rtn(w, bits, search=True)
+        assert (searched <= plain).all()
+        plain_err = ((plain_int.double() * plain[:, None] - w) ** 2).sum(1)
+        searched_err = ((searched_int.double() * searched[:, None] - w) ** 2).sum(1)
+        assert (searched_err <= plain_err).all()
+        if bits == 4:  # at 8 bits clipping the largest weight rarely pays on a 2.5% grid
+            assert (searched_err < 0.99 * plain_err).any()  # the search does pick a smaller α somewhere
+
+
+def test_lazy_block_updates_do_not_change_the_result():
+    w, x = _layer(4)
+    h = gptq.hessian(x)
+    one_block, _ = gptq.gptq(w, h, 4, block_size=w.shape[1])
+    small_blocks, _ = gptq.gptq(w, h, 4, block_size=7)  # does not divide 128
+    assert (one_block != small_blocks).float().mean() < 1e-3  # equal up to float ties
 
 
 def test_gptq_is_deterministic_and_handles_dead_inputs():
-    w, x = _layer(4)
+    w, x = _layer(5)
     x[:, 10] = 0.0  # an input channel that never fires
     h = gptq.hessian(x)
     a, b = gptq.gptq(w, h, 4), gptq.gptq(w, h, 4)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert (a[0][:, 10] == 0).all()
+    assert torch.isfinite(a[1]).all()

@@ -43,38 +43,49 @@ def _permute(w, n_heads):
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def test_gguf_import_matches_transformers(tmp_path):
-    ref = _hf_model(tie=False)
+GGUF_LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def _write_gguf(ref, path, arch):
+    """The model as llama.cpp's converter writes it: Q/K rows permuted for llama only, biases for qwen2."""
     c = ref.config
-    path = str(tmp_path / "tiny.gguf")
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_context_length(32)
+    w = gguf.GGUFWriter(path, arch)
+    w.add_context_length(c.max_position_embeddings)
     w.add_embedding_length(c.hidden_size)
     w.add_block_count(c.num_hidden_layers)
     w.add_feed_forward_length(c.intermediate_size)
     w.add_head_count(c.num_attention_heads)
     w.add_head_count_kv(c.num_key_value_heads)
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
+    rope = getattr(c, "rope_parameters", None) or {"rope_theta": c.rope_theta}  # transformers 5 or 4
+    w.add_rope_freq_base(rope["rope_theta"])
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
     sd = {k: v.detach().numpy().astype(np.float32) for k, v in ref.state_dict().items()}
     w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
-    w.add_tensor("output.weight", sd["lm_head.weight"])
-    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    if not c.tie_word_embeddings:
+        w.add_tensor("output.weight", sd["lm_head.weight"])
     for i in range(c.num_hidden_layers):
-        for hf, gg in names.items():
+        for hf, gg in GGUF_LAYER.items():
             t = sd[f"model.layers.{i}.{hf}.weight"]
-            if gg == "attn_q":
+            if arch == "llama" and gg == "attn_q":
                 t = _permute(t, c.num_attention_heads)
-            elif gg == "attn_k":
+            elif arch == "llama" and gg == "attn_k":
                 t = _permute(t, c.num_key_value_heads)
             w.add_tensor(f"blk.{i}.{gg}.weight", t)
+            if f"model.layers.{i}.{hf}.bias" in sd:
+                w.add_tensor(f"blk.{i}.{gg}.bias", sd[f"model.layers.{i}.{hf}.bias"])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def test_gguf_import_matches_transformers(tmp_path):
+    ref = _hf_model(tie=False)
+    path = str(tmp_path / "tiny.gguf")
+    _write_gguf(ref, path, "llama")
     ours = load_gguf(path)
     x = _tokens()
     with torch.no_grad():
@@ -107,6 +118,59 @@ def test_qwen2_with_attention_biases_matches_transformers(tmp_path):
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
 
 
+def test_qwen2_gguf_with_attention_biases_matches_transformers(tmp_path):
+    ref = _qwen2_model()
+    path = str(tmp_path / "qwen2.gguf")
+    _write_gguf(ref, path, "qwen2")
+    ours = load_gguf(path)
+    assert ours.cfg.attn_bias and ours.cfg.tie_embeddings and ours.cfg.rope_theta == 1e6
+    x = _tokens()
+    with torch.no_grad():
+        expected = ref(x).logits
+        got = ours(x)
+    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
+
+
+def _byte_bpe(text, vocab_size):
+    """A small byte-level BPE (GPT-2 style, like SmolLM2's) with <s> and </s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return tok
+
+
+def test_gguf_tokenizer_is_rebuilt_from_its_metadata(tmp_path):
+    import json
+
+    from sdllm.models.corpus import pydoc_text
+    from sdllm.models.importers import load_tokenizer
+    from sdllm.runtime.tokenizer import decode, encode
+
+    text = pydoc_text()
+    ref = _byte_bpe(text[:20000], 400)
+    bpe = json.loads(ref.to_str())["model"]
+    path = str(tmp_path / "tok.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(sorted(bpe["vocab"], key=bpe["vocab"].get))
+    w.add_token_merges([" ".join(m) for m in bpe["merges"]])
+    w.add_token_types([gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL] * (len(bpe["vocab"]) - 2))
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    spec = load_tokenizer(path)
+    assert spec["bos_id"] == 0 and spec["eos_id"] == 1
+    sample = text[30000:32000] + " héllo €"
+    assert encode(spec, sample) == ref.encode(sample).ids
+    assert decode(spec, encode(spec, sample)) == sample
+
+
 def _word_tokenizer(words):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -133,16 +197,20 @@ def test_convert_a_hugging_face_directory_with_its_tokenizer(tmp_path):
     assert p.returncode == 0, p.stderr
     blob = checkpoint.load(str(out))
     assert blob["tokenizer"]["type"] == "hf-tokenizers" and blob["config"]["max_seq_len"] == 16
+    assert blob["tokenizer"]["bos_id"] == 1 and blob["tokenizer"]["eos_id"] == 2  # from config.json
     ids = encode(blob["tokenizer"], f"{words[3]} {words[7]} zzzunknown")
     assert ids == [4, 8, 0]
     assert decode(blob["tokenizer"], ids[:2]) == f"{words[3]} {words[7]}"
 
 
-@pytest.mark.parametrize("make", ["missing", "not_gguf", "qwen3_gguf", "no_tokenizer"])
+@pytest.mark.parametrize("make", ["missing", "not_gguf", "qwen3_gguf", "no_tokenizer", "gemma", "big_tokenizer",
+                                  "too_long"])
 def test_convert_refuses_bad_sources_in_one_line(tmp_path, make):
+    import json
     import subprocess
     import sys
 
+    args = []
     if make == "missing":
         src = tmp_path / "nowhere.gguf"
     elif make == "not_gguf":
@@ -159,8 +227,30 @@ def test_convert_refuses_bad_sources_in_one_line(tmp_path, make):
     else:
         src = tmp_path / "hf"
         _hf_model(tie=True).save_pretrained(src, safe_serialization=True)
+        if make == "gemma":
+            config = json.loads((src / "config.json").read_text())
+            (src / "config.json").write_text(json.dumps({**config, "model_type": "gemma"}))
+        elif make == "big_tokenizer":
+            _word_tokenizer([f"w{i}" for i in range(200)]).save(str(src / "tokenizer.json"))
+        elif make == "too_long":
+            _word_tokenizer(["a", "b"]).save(str(src / "tokenizer.json"))
+            args = ["--max-seq-len", "64"]  # the model has 32 positions
     out = tmp_path / "model.pt"
-    p = subprocess.run([sys.executable, "-m", "sdllm.models.convert", str(src), "-o", str(out)], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "sdllm.models.convert", str(src), "-o", str(out), *args],
+                       capture_output=True, text=True)
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and str(src) in p.stderr, p.stderr
+    assert {"gemma": "'gemma'", "big_tokenizer": "201 tokens", "too_long": "2..32"}.get(make, "") in p.stderr
     assert not out.exists()
+
+
+def test_max_seq_len_of_our_checkpoint():
+    from sdllm.errors import SdllmError
+    from sdllm.models.convert import load_source
+
+    model, tokenizer = load_source(None, 64)
+    assert model.cfg.max_seq_len == 64 and tokenizer == {"type": "bytes"}
+    assert load_source(None)[0].cfg.max_seq_len == 128
+    for bad, limit in [(1, "at least 2"), (129, "context of 128")]:
+        with pytest.raises(SdllmError, match=f"--max-seq-len: .*{limit}, got {bad}$"):
+            load_source(None, bad)

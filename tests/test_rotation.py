@@ -6,7 +6,14 @@ from sdllm.models import fixedpoint as fx
 from sdllm.models.convert import DEFAULT_FLOAT, load_float
 from sdllm.models.integer_ref import IntegerSDLLM
 from sdllm.models.llama import Llama, LlamaConfig, hadamard
-from sdllm.models.rotation import add_down_hadamard, fold_norms, prepare, randomized_hadamard, rotate_residual
+from sdllm.models.rotation import (
+    add_down_hadamard,
+    add_qk_hadamard,
+    fold_norms,
+    prepare,
+    randomized_hadamard,
+    rotate_residual,
+)
 
 ODD = LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, max_seq_len=16)
 
@@ -30,11 +37,13 @@ def test_rotated_model_gives_the_same_logits(which):
     with torch.no_grad():
         ref = model(tokens)
         for step in (fold_norms(model), rotate_residual(fold_norms(model), randomized_hadamard(model.cfg.dim, 5)),
-                     add_down_hadamard(fold_norms(model)), prepare(model, True, 5)):
+                     add_down_hadamard(fold_norms(model)), prepare(model, True, 5)) + (
+                (add_qk_hadamard(fold_norms(model)),) if which == "default" else ()):
             got = step(tokens)
             assert (got - ref).abs().max() < 1e-4 * ref.abs().max()
     rotated = prepare(model, True, 5)
     assert rotated.cfg.down_hadamard == model.cfg.ffn_dim & -model.cfg.ffn_dim
+    assert rotated.cfg.qk_hadamard == (which == "default")  # head_dim 32 is a power of two, 12 is not
     # the rotation really moved the weights: not an identity in disguise
     assert not torch.allclose(rotated.embed.weight, model.embed.weight, atol=1e-3)
 
