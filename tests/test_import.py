@@ -10,12 +10,15 @@ gguf = pytest.importorskip("gguf")
 from sdllm.models.importers import load_gguf, load_hf  # noqa: E402
 
 
-def _hf_model(tie: bool):
-    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
-                                   num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=32,
-                                   rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=tie)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+def _hf_model(tie: bool, family: str = "llama"):
+    """A small random transformers model: LLaMA, or Qwen2 (q/k/v biases, rope_theta 1e6)."""
+    config, model_class, theta, seed = {"llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, 1e4, 0),
+                                        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, 1e6, 1)}[family]
+    cfg = config(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
+                 num_key_value_heads=2, max_position_embeddings=32, rope_theta=theta, rms_norm_eps=1e-5,
+                 tie_word_embeddings=tie)
+    torch.manual_seed(seed)
+    model = model_class(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.2)
@@ -94,20 +97,8 @@ def test_gguf_import_matches_transformers(tmp_path):
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
 
 
-def _qwen2_model():
-    cfg = transformers.Qwen2Config(vocab_size=97, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
-                                   num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=32,
-                                   rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
-    torch.manual_seed(1)
-    model = transformers.Qwen2ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    return model
-
-
 def test_qwen2_with_attention_biases_matches_transformers(tmp_path):
-    ref = _qwen2_model()
+    ref = _hf_model(tie=True, family="qwen2")
     ref.save_pretrained(tmp_path, safe_serialization=True)
     ours = load_hf(str(tmp_path))
     assert ours.cfg.attn_bias and ours.layers[0].attn.q_proj.bias.abs().sum() > 0
@@ -119,7 +110,7 @@ def test_qwen2_with_attention_biases_matches_transformers(tmp_path):
 
 
 def test_qwen2_gguf_with_attention_biases_matches_transformers(tmp_path):
-    ref = _qwen2_model()
+    ref = _hf_model(tie=True, family="qwen2")
     path = str(tmp_path / "qwen2.gguf")
     _write_gguf(ref, path, "qwen2")
     ours = load_gguf(path)
