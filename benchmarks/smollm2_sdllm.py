@@ -9,7 +9,7 @@ Writes a markdown table to --markdown (default out/smollm2_sdllm.md) and the spi
 
     .venv/bin/python benchmarks/smollm2_sdllm.py [--windows 8] [--calib-windows 16] [--quick]
 
-About 30 minutes on 2 cores (--quick: W4A4 only, no ablation, ~8 min).
+About 45 minutes on 2 cores (--quick: W4A4 only, no ablation, ~12 min).
 """
 
 import argparse

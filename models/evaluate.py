@@ -211,27 +211,28 @@ def evaluate(blob: dict, float_model, n_windows: int, progress: bool = True, bui
 
 
 def ablation_specs(spec: QuantSpec) -> list:
-    """(label, spec, what is measured) rows: each part of γ-SQP taken away, one at a time."""
+    """(label, spec, what is measured, spike code) rows: each part of γ-SQP taken away, one at a time."""
     rows = [
-        ("no rotation", dataclasses.replace(spec, rotate=False), "integer"),
-        ("γ = 1 (max scaling)", dataclasses.replace(spec, calibrate_gamma=False), "integer"),
-        ("RTN weights (no GPTQ)", dataclasses.replace(spec, gptq=False), "integer"),
+        ("no rotation", dataclasses.replace(spec, rotate=False), "integer", "ternary"),
+        ("γ = 1 (max scaling)", dataclasses.replace(spec, calibrate_gamma=False), "integer", "ternary"),
+        ("RTN weights (no GPTQ)", dataclasses.replace(spec, gptq=False), "integer", "ternary"),
     ]
     if spec.act_bits > 2:
-        rows.append((f"unsigned count code, same T = {spec.timesteps} (so {spec.act_bits - 1}-bit values)",
-                     dataclasses.replace(spec, act_bits=spec.act_bits - 1), "integer"))
-    rows.append(("no dead zone (θ = 0)", dataclasses.replace(spec, theta=0), "integer") if spec.theta
-                else ("dead zone θ = 1", dataclasses.replace(spec, theta=1), "integer"))
+        rows.append((f"unsigned count code within T = {spec.timesteps} ({spec.act_bits - 1}-bit values)",
+                     dataclasses.replace(spec, act_bits=spec.act_bits - 1), "integer", "unsigned"))
+    rows.append(("no dead zone (θ = 0)", dataclasses.replace(spec, theta=0), "integer", "ternary") if spec.theta
+                else ("dead zone θ = 1", dataclasses.replace(spec, theta=1), "integer", "ternary"))
     ann = dataclasses.replace(spec, rotate=False, gptq=False, calibrate_gamma=False, theta=0)
-    rows.append((f"W{spec.weight_bits}A{spec.act_bits} round-to-nearest ANN (no rotation, max scaling)", ann, "fake_quant"))
+    rows.append((f"W{spec.weight_bits}A{spec.act_bits} round-to-nearest ANN (no rotation, max scaling)", ann, "fake_quant", None))
     return rows
 
 
 def ablation(blob: dict, float_model, rows: np.ndarray, calib, progress: bool = True) -> list:
-    """[(label, T, perplexity, SOPs per token or None)] for the ablation rows, on `rows`."""
+    """[(label, T, perplexity, SOPs per token or None)] for the ablation rows, on `rows`; T and
+    SOPs are those of the row's spike code."""
     spec = spec_of(blob)
     out = []
-    for label, variant, measure in tqdm(ablation_specs(spec), desc="ablation", disable=None if progress else True):
+    for label, variant, measure, code in tqdm(ablation_specs(spec), desc="ablation", disable=None if progress else True):
         if variant.theta >= variant.timesteps:
             continue
         vblob = convert(float_model, variant, calib)
@@ -240,7 +241,8 @@ def ablation(blob: dict, float_model, rows: np.ndarray, calib, progress: bool = 
             out.append((label, None, torch_perplexity(FakeQuantSDLLM(float_model, vblob), rows), None))
         else:
             r = integer_scores(vblob, rows, progress=progress)
-            out.append((label, variant.timesteps, r["integer"], r["sops_per_token"]))
+            steps = encodings.CODES[code].timesteps(variant.act_bits)
+            out.append((label, steps, r["integer"], r["codes"][code]["sops_per_token"]))
     return out
 
 
