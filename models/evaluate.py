@@ -35,6 +35,7 @@ from sdllm.models.float_ops import NONLINEARITIES
 from sdllm.models.integer_ref import IntegerSDLLM
 from sdllm.models.rotation import prepare
 from sdllm.models.sdllm import QuantSpec, convert, spec_of
+from sdllm.models.units import causal
 
 FIDELITY_POINTS = {"qkv": "qkv", "qk": "q", "pv": "p", "o": "o", "gate_up": "gate_up", "down": "down"}
 
@@ -132,10 +133,10 @@ def integer_scores(blob: dict, rows: np.ndarray, prepared=None, float_ops=(), pr
         pos = np.arange(len(row) - 1)
         t.tokens += len(pos)
         t.nll += float(nll(logits, row[1:]).sum())
-        causal = np.arange(ref.cfg.max_seq_len) <= pos[:, None, None]
+        mask = causal(ref.cfg.max_seq_len, pos)
         for stage, q in spikes.items():
             a = np.abs(q)
-            live = a[np.broadcast_to(causal, a.shape)] if stage.endswith(".pv") else a.reshape(-1)
+            live = a[np.broadcast_to(mask, a.shape)] if stage.endswith(".pv") else a.reshape(-1)
             t.add(t.histogram, stage, np.bincount(live, minlength=q_max + 1))
             t.add(t.spikes, stage, int(a.sum()))
             fan = _fanouts(ref, stage, pos)
@@ -148,14 +149,14 @@ def integer_scores(blob: dict, rows: np.ndarray, prepared=None, float_ops=(), pr
         for stage, s in ref.stage_sops(spikes, pos).items():
             t.add(t.sops, stage, int(s.sum()))
         if prepared is not None:
-            _fidelity(t, prepared, row, spikes, trace, logits, causal)
+            _fidelity(t, prepared, row, spikes, trace, logits)
         bar.update()
     bar.close()
     return t.as_dict(q_max)
 
 
 @torch.no_grad()
-def _fidelity(t: Tally, prepared, row, spikes, trace, logits, causal):
+def _fidelity(t: Tally, prepared, row, spikes, trace, logits):
     acts = record_activations(prepared, torch.from_numpy(row[None, :-1]), points=tuple(FIDELITY_POINTS.values()) + ("head",))
     float_logits = prepared(torch.from_numpy(row[None, :-1]))[0].double()
     n = len(row) - 1

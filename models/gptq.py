@@ -11,12 +11,14 @@ stays small on real activations. `gptq` follows the reference implementation
 
 import torch
 
+from sdllm.models import fixedpoint as fx
+
 ALPHA_GRID = torch.linspace(1.0, 0.5, 21, dtype=torch.float64)  # scale search: fractions of max|w_row|
 
 
 def qmax(bits: int) -> int:
     assert 2 <= bits <= 8, "weights are stored as int8"
-    return (1 << (bits - 1)) - 1
+    return fx.qmax(bits)
 
 
 def hessian(x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,11 @@ import numpy as np
 from sdllm.models import fixedpoint as fx
 
 
+def causal(n_keys: int, pos):
+    """Which of n_keys cached positions each query at `pos` (int or array) attends to: (..., 1, n_keys)."""
+    return np.arange(n_keys) <= np.asarray(pos)[..., None, None]
+
+
 class DecoderLayerUnit:
     def __init__(self, params: dict, max_seq_len: int, ops=fx):
         self.p = params
@@ -54,10 +59,9 @@ class DecoderLayerUnit:
         """acc (heads, max_seq_len) -> P·V spike counts (heads, max_seq_len), zero past pos."""
         p = self.p
         acc = np.asarray(acc, np.int64)
-        causal = np.arange(acc.shape[-1]) <= np.asarray(pos)[..., None, None]
         k_scale = np.repeat(self.k_scale, self.group, axis=0)
         scores = fx.score_values(acc, self.q_scale, k_scale, p["q_max"], p["kv_max"])
-        probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, p["q_max"], p["theta"], causal)
+        probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, p["q_max"], p["theta"], causal(acc.shape[-1], pos))
         return probs
 
     def after_pv(self, acc):
