@@ -40,8 +40,8 @@ from sdllm.models.units import causal
 FIDELITY_POINTS = {"qkv": "qkv", "qk": "q", "pv": "p", "o": "o", "gate_up": "gate_up", "down": "down"}
 
 
-def _bar(total, desc, progress):
-    return tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
+def _progress(items, desc: str, progress: bool):
+    return tqdm(items, desc=desc, disable=None if progress else True, leave=False)
 
 
 @torch.no_grad()
@@ -125,8 +125,7 @@ def integer_scores(blob: dict, rows: np.ndarray, prepared=None, float_ops=(), pr
     ref = IntegerSDLLM(blob, float_ops)
     q_max, bits = ref.spec.timesteps, ref.spec.act_bits
     t = Tally()
-    bar = _bar(len(rows), "integer reference", progress)
-    for row in rows:
+    for row in _progress(rows, "integer reference", progress):
         ref.reset()
         trace = {}
         logits, spikes = ref.forward(row[:-1], 0, trace)
@@ -150,8 +149,6 @@ def integer_scores(blob: dict, rows: np.ndarray, prepared=None, float_ops=(), pr
             t.add(t.sops, stage, int(s.sum()))
         if prepared is not None:
             _fidelity(t, prepared, row, spikes, trace, logits)
-        bar.update()
-    bar.close()
     return t.as_dict(q_max)
 
 
@@ -183,7 +180,7 @@ def build_perplexity(build_dir: str, rows: np.ndarray, progress: bool = True) ->
 
     build = load_build(build_dir)
     total = 0.0
-    for row in tqdm(rows, desc="compiled network", disable=None if progress else True, leave=False):
+    for row in _progress(rows, "compiled network", progress):
         logits = np.asarray(run_fast(build, [int(t) for t in row[:-1]], 1).logits)
         total += float(nll(logits, row[1:]).sum())
     return math.exp(total / (rows.shape[0] * (rows.shape[1] - 1)))
@@ -233,7 +230,7 @@ def ablation(blob: dict, float_model, rows: np.ndarray, calib, progress: bool = 
     SOPs are those of the row's spike code."""
     spec = spec_of(blob)
     out = []
-    for label, variant, measure, code in tqdm(ablation_specs(spec), desc="ablation", disable=None if progress else True):
+    for label, variant, measure, code in _progress(ablation_specs(spec), "ablation", progress):
         if variant.theta >= variant.timesteps:
             continue
         vblob = convert(float_model, variant, calib)

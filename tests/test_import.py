@@ -29,16 +29,20 @@ def _tokens():
     return torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(3))
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_hf_directory_import_matches_transformers(tmp_path, tie):
-    ref = _hf_model(tie)
-    ref.save_pretrained(tmp_path, safe_serialization=True)
-    ours = load_hf(str(tmp_path))
+def _assert_same_logits(ours, ref):
     x = _tokens()
     with torch.no_grad():
         expected = ref(x).logits
         got = ours(x)
     assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_hf_directory_import_matches_transformers(tmp_path, tie):
+    ref = _hf_model(tie)
+    ref.save_pretrained(tmp_path, safe_serialization=True)
+    ours = load_hf(str(tmp_path))
+    _assert_same_logits(ours, ref)
 
 
 def _permute(w, n_heads):
@@ -90,11 +94,7 @@ def test_gguf_import_matches_transformers(tmp_path):
     path = str(tmp_path / "tiny.gguf")
     _write_gguf(ref, path, "llama")
     ours = load_gguf(path)
-    x = _tokens()
-    with torch.no_grad():
-        expected = ref(x).logits
-        got = ours(x)
-    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
+    _assert_same_logits(ours, ref)
 
 
 def test_qwen2_with_attention_biases_matches_transformers(tmp_path):
@@ -102,11 +102,7 @@ def test_qwen2_with_attention_biases_matches_transformers(tmp_path):
     ref.save_pretrained(tmp_path, safe_serialization=True)
     ours = load_hf(str(tmp_path))
     assert ours.cfg.attn_bias and ours.layers[0].attn.q_proj.bias.abs().sum() > 0
-    x = _tokens()
-    with torch.no_grad():
-        expected = ref(x).logits
-        got = ours(x)
-    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
+    _assert_same_logits(ours, ref)
 
 
 def test_qwen2_gguf_with_attention_biases_matches_transformers(tmp_path):
@@ -115,11 +111,7 @@ def test_qwen2_gguf_with_attention_biases_matches_transformers(tmp_path):
     _write_gguf(ref, path, "qwen2")
     ours = load_gguf(path)
     assert ours.cfg.attn_bias and ours.cfg.tie_embeddings and ours.cfg.rope_theta == 1e6
-    x = _tokens()
-    with torch.no_grad():
-        expected = ref(x).logits
-        got = ours(x)
-    assert torch.allclose(got, expected, atol=1e-4, rtol=1e-4), (got - expected).abs().max()
+    _assert_same_logits(ours, ref)
 
 
 def _byte_bpe(text, vocab_size):
