@@ -1,27 +1,61 @@
-"""sdllm-compile model.pt --target loihi2 -o build/"""
+"""sdllm-compile model.pt --target loihi2 -o build/   |   sdllm-compile --synthetic llama2-7b --target hala_point -o build/"""
 
 import argparse
 import sys
 
 from sdllm.cli import guarded
 from sdllm.compiler.emit import emit
-from sdllm.compiler.pipeline import compile_file
+from sdllm.compiler.pipeline import compile_model, passes
+from sdllm.compiler.place import METHODS
 from sdllm.compiler.report import format_report
+from sdllm.errors import SdllmError
+
+RATE_TOKENS = 128
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="sdllm-compile", description="Compile an SDLLM model.pt for a neuromorphic target.")
-    ap.add_argument("model", help="model.pt written by sdllm-convert")
+    ap.add_argument("model", nargs="?", help="model.pt written by sdllm-convert")
+    ap.add_argument("--synthetic", metavar="CONFIG",
+                    help="instead of a model.pt: random int weights of a LLaMA shape (a known name such as "
+                         "llama2-7b, tinyllama-1.1b, smollm2-135m, or a YAML file of LlamaConfig fields)")
     ap.add_argument("--target", default="loihi2", help="hardware config name (hw_configs/NAME.yaml) or a YAML path")
     ap.add_argument("-o", "--output", required=True, help="build directory to write")
+    ap.add_argument("--placement", choices=METHODS, default="traffic",
+                    help="traffic-aware placement (default) or the greedy sequential baseline")
+    ap.add_argument("--rate-tokens", type=int, default=RATE_TOKENS,
+                    help=f"measure spike rates for placement on this many tokens of calibration text "
+                         f"(default {RATE_TOKENS}; 0: count one packet per routed value)")
+    ap.add_argument("--weight-bits", type=int, default=4, help="--synthetic only: weight bits (default 4)")
+    ap.add_argument("--act-bits", type=int, default=4, help="--synthetic only: activation bits (default 4)")
+    ap.add_argument("--seed", type=int, default=0, help="--synthetic only: of the random weights")
     ap.add_argument("-q", "--quiet", action="store_true", help="do not print the mapping report")
     args = ap.parse_args(argv)
 
     def body():
-        report = emit(compile_file(args.model, args.target), args.output)
+        if (args.model is None) == (args.synthetic is None):
+            raise SdllmError("sdllm-compile: give a model.pt or --synthetic CONFIG (one of them)")
+        if args.rate_tokens < 0:
+            raise SdllmError(f"--rate-tokens: must be >= 0, got {args.rate_tokens}")
+        if args.synthetic:
+            from sdllm.models.sdllm import QuantSpec
+            from sdllm.models.synthetic import shape_of, synthetic_blob
+
+            for flag, bits in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits)):
+                if not 2 <= bits <= 8:
+                    raise SdllmError(f"{flag}: 2..8 bits, got {bits}")
+            spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, rotate=False, gptq=False)
+            blob = synthetic_blob(shape_of(args.synthetic), spec, args.seed)
+        else:
+            from sdllm.models import checkpoint
+
+            blob = checkpoint.load(args.model)
+        net = compile_model(blob, args.target, passes(args.placement, progress=True), rate_tokens=args.rate_tokens)
+        report = emit(net, args.output, progress=True)
         if not args.quiet:
             print(format_report(report), end="")
-        print(f"wrote {args.output}: {report['cores_used']} cores, {report['timesteps_per_token']} timesteps per token")
+        print(f"wrote {args.output}: {report['cores_used']:,} cores on {report['chips_used']} chip(s), "
+              f"{report['timesteps_per_token']} timesteps per token; report.txt, report.json, report.html")
 
     return guarded("sdllm-compile", body)
 

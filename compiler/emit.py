@@ -1,17 +1,35 @@
-"""Pass 7: write the build directory (DESIGN §5) — self-contained, versioned, deterministic, atomic."""
+"""Pass 7: write the build directory (DESIGN §5) — self-contained, versioned, deterministic, atomic.
+
+Arrays go to arrays/*.npy in the narrowest integer type that holds them (the runtime reads them
+back as int64); index arrays that are plain ranges are written as [start, stop] in the JSON.
+Synapse tables are cut from one stage's weights at a time.
+"""
 
 import json
 import os
 import shutil
 
 import numpy as np
+from tqdm import tqdm
 
+from sdllm.compiler.html_report import format_html
 from sdllm.compiler.ir import Network
 from sdllm.compiler.report import build_report, format_report
+from sdllm.compiler.tile import synapse_arrays
 from sdllm.errors import SdllmError
 
 BUILD_FORMAT = "sdllm-build"
-BUILD_FORMAT_VERSION = 1
+BUILD_FORMAT_VERSION = 2
+INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
+
+
+def narrow(array) -> np.ndarray:
+    a = np.asarray(array)
+    if a.size == 0:
+        return a.astype(np.int8)
+    lo, hi = int(a.min()), int(a.max())
+    dtype = next(t for t in INT_TYPES if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 def _split_params(params: dict):
@@ -24,28 +42,41 @@ def _split_params(params: dict):
     return scalars, arrays
 
 
-def network_document(net: Network, save) -> dict:
+def _is_range(a: np.ndarray) -> bool:
+    return a.ndim == 1 and len(a) > 0 and int(a[-1]) - int(a[0]) == len(a) - 1 and bool((np.diff(a) == 1).all())
+
+
+def network_document(net: Network, save, progress: bool = False) -> dict:
     """The JSON description of the network; `save(name, array)` stores an array, returns its path."""
+    synapses = {}
+    for node in tqdm([n for n in net.nodes.values() if n.kind == "synapse"], desc="emit", unit="stage",
+                     disable=None if progress else True, leave=False):
+        w = node.weight.load()
+        for c in net.cores_of(node.name):
+            if c.type == "synapse":
+                synapses[c.id] = {k: save(f"c{c.id:05d}.{k}", v) for k, v in synapse_arrays(c, w).items()}
     cores = []
     for c in net.cores:
         scalars, arrays = _split_params(c.params)
-        arrays = {**arrays, **c.arrays, "axons": c.axons, "neurons": c.neurons}
+        saved = {k: save(f"c{c.id:05d}.{k}", v) for k, v in sorted(arrays.items())}
+        saved.update(synapses.get(c.id, {}))
+        for k, v in (("axons", c.axons), ("neurons", c.neurons)):
+            saved[k] = [int(v[0]), int(v[-1]) + 1] if _is_range(v) else save(f"c{c.id:05d}.{k}", v)
+        table = np.concatenate([np.hstack([np.full((len(t), 1), d), t]) for d, t in c.routes]) if c.routes else None
         cores.append({
             "id": c.id, "name": c.name, "type": c.type, "node": c.node, "layer": c.layer,
-            "chip": c.chip, "position": list(c.position),
+            "chip": c.chip, "position": list(c.position), "positions": [list(p) for p in c.positions], "span": c.span,
             "n_axons": c.n_axons, "n_neurons": c.n_neurons,
             "synapse_bits": c.synapse_bits, "synapse_entries": c.synapse_entries,
+            "table_entries": c.table_entries, "table_compressed": c.table_compressed,
             "params": scalars,
-            "arrays": {k: save(f"c{c.id:04d}.{k}", v) for k, v in sorted(arrays.items())},
-            "routes": [
-                {"dest": d, "src": save(f"c{c.id:04d}.r{d:04d}.src", s), "dst": save(f"c{c.id:04d}.r{d:04d}.dst", t)}
-                for d, s, t in c.routes
-            ],
+            "arrays": dict(sorted(saved.items())),
+            "routes": save(f"c{c.id:05d}.routes", table) if table is not None else None,
         })
     return {
         "format": BUILD_FORMAT,
         "format_version": BUILD_FORMAT_VERSION,
-        "model": {"config": net.blob["config"], "quant": net.blob["quant"]},
+        "model": {"config": net.blob["config"], "quant": net.blob["quant"], "synthetic": "synthetic" in net.blob},
         "tokenizer": net.blob["tokenizer"],
         "hw": net.hw.raw,
         "schedule": net.schedule,
@@ -62,7 +93,7 @@ def _check_output(path: str) -> None:
             raise SdllmError(f"-o {path}: exists and is not an sdllm build directory; refusing to replace it")
 
 
-def emit(net: Network, out_dir: str) -> dict:
+def emit(net: Network, out_dir: str, progress: bool = False) -> dict:
     out_dir = os.path.abspath(out_dir)
     _check_output(out_dir)
     tmp = f"{out_dir}.tmp-{os.getpid()}"
@@ -72,10 +103,10 @@ def emit(net: Network, out_dir: str) -> dict:
     try:
         def save(name, array):
             rel = f"arrays/{name}.npy"
-            np.save(os.path.join(tmp, rel), np.ascontiguousarray(array, dtype=np.int64))
+            np.save(os.path.join(tmp, rel), narrow(array))
             return rel
 
-        doc = network_document(net, save)
+        doc = network_document(net, save, progress)
         report = build_report(net)
         with open(os.path.join(tmp, "network.json"), "w") as f:
             json.dump(doc, f, indent=1, sort_keys=True)
@@ -83,6 +114,8 @@ def emit(net: Network, out_dir: str) -> dict:
             json.dump(report, f, indent=1, sort_keys=True)
         with open(os.path.join(tmp, "report.txt"), "w") as f:
             f.write(format_report(report))
+        with open(os.path.join(tmp, "report.html"), "w") as f:
+            f.write(format_html(report))
         if os.path.exists(out_dir):
             os.rename(out_dir, old)
         os.rename(tmp, out_dir)

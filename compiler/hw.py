@@ -43,13 +43,41 @@ class HwConfig:
     def total_cores(self) -> int:
         return self.cores_per_chip * self.chips
 
-    def chip_position(self, chip: int) -> tuple:
+    def chip_xyz(self, chips) -> np.ndarray:
+        """(n, 3) positions of chips in the system's x·y·z chip mesh."""
+        c = np.asarray(chips).reshape(-1)
         x, y, _ = self.topology
-        return chip % x, (chip // x) % y, chip // (x * y)
+        return np.stack([c % x, (c // x) % y, c // (x * y)], 1)
 
     def chip_hops(self, a: int, b: int) -> int:
         """Chip-to-chip links a spike crosses between chips a and b (Manhattan distance in the mesh)."""
-        return sum(abs(p - q) for p, q in zip(self.chip_position(a), self.chip_position(b)))
+        return int(np.abs(self.chip_xyz(a) - self.chip_xyz(b)).sum())
+
+    def grid_xyz(self, chips, positions) -> np.ndarray:
+        """Cores in one system-wide mesh: chip (cx, cy, cz) holds the cores at x = cx·mesh_x + x,
+        y = cy·mesh_y + y, in plane z = cz (assumption: chips join their meshes edge to edge,
+        as Loihi's chip-to-chip links extend the NoC [I21]). (n, 3) ints."""
+        c = self.chip_xyz(chips)
+        pos = np.asarray(positions).reshape(-1, 2)
+        return np.stack([c[:, 0] * self.mesh[0] + pos[:, 0], c[:, 1] * self.mesh[1] + pos[:, 1], c[:, 2]], 1)
+
+    def links(self, chip_a, pos_a, chip_b, pos_b):
+        """(NoC hops, chip crossings) between cores, elementwise over arrays: Manhattan distance
+        in the system-wide mesh, and the chip-to-chip links on the way."""
+        hops = np.abs(self.grid_xyz(chip_a, pos_a) - self.grid_xyz(chip_b, pos_b)).sum(1)
+        return hops, np.abs(self.chip_xyz(chip_a) - self.chip_xyz(chip_b)).sum(1)
+
+    def snake(self) -> list:
+        """Chips in an order where each is one link from the previous: boustrophedon rows in each
+        plane, planes in turn."""
+        x, y, z = self.topology
+        order = []
+        for k in range(z):
+            rows = range(y) if k % 2 == 0 else range(y - 1, -1, -1)
+            for n, j in enumerate(rows):
+                cols = range(x) if n % 2 == 0 else range(x - 1, -1, -1)
+                order += [i + j * x + k * x * y for i in cols]
+        return order
 
 
 def resolve(target: str) -> str:
@@ -79,6 +107,14 @@ def load(target: str) -> HwConfig:
     path = resolve(target)
     try:
         raw = _read(path)
+    except yaml.YAMLError as e:
+        raise SdllmError(f"{path}: not a valid hardware config (YAMLError: {e})") from None
+    return from_raw(raw, path)
+
+
+def from_raw(raw: dict, where: str = "hw") -> HwConfig:
+    """A config from its merged YAML mapping (as a build directory stores it)."""
+    try:
         core = CoreLimits(**{k: int(raw["core"][k]) for k in CORE_KEYS})
         chip, system = raw["chip"], raw["system"]
         cfg = HwConfig(
@@ -95,5 +131,5 @@ def load(target: str) -> HwConfig:
         if int(np.prod(cfg.topology)) != cfg.chips or len(cfg.topology) != 3:
             raise ValueError(f"system.topology {list(cfg.topology)} must be 3 sizes whose product is system.chips {cfg.chips}")
         return cfg
-    except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
-        raise SdllmError(f"{path}: not a valid hardware config ({type(e).__name__}: {e})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise SdllmError(f"{where}: not a valid hardware config ({type(e).__name__}: {e})") from None

@@ -7,6 +7,7 @@ Tiling splits a stage into cores, each owning an axon range and a neuron range o
 routing then maps every (source core, output index) to (destination core, axon index).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -42,6 +43,15 @@ class Segments:
         return [[k, n] for k, n in self.sizes.items()]
 
 
+@dataclass(frozen=True)
+class Weights:
+    """A static stage's (n_out, n_in) integer weights, loaded on demand: the passes hold one
+    stage's matrix at a time, never the whole model."""
+
+    shape: tuple
+    load: Callable[[], np.ndarray]
+
+
 @dataclass
 class Node:
     """An operator-graph node: kind is 'unit', 'synapse' (static weights), 'kv_qk', 'kv_pv' or 'host'."""
@@ -51,26 +61,39 @@ class Node:
     layer: int
     inputs: Segments = field(default_factory=Segments)
     outputs: Segments = field(default_factory=Segments)
-    weight: np.ndarray | None = None  # static synapse stages: (n_out, n_in) ints
+    weight: Weights | None = None  # static synapse stages
     attrs: dict = field(default_factory=dict)
 
 
 @dataclass
 class Core:
+    """A logical core. `span` physical cores when one core's limits cannot hold it (a neuron unit
+    whose axons exceed one core's), placed together on one chip.
+
+    Fan-in tiles of a stage too wide for one core are `partial`: their sums go to the stage's
+    `reduce` cores (axon a·m + j carries fan-in part a of the reduce core's j-th output), which
+    send the stage's outputs."""
+
     id: int
     name: str
-    type: str  # 'synapse', 'kv_qk', 'kv_pv', 'neuron_unit', 'host_io'
+    type: str  # 'synapse', 'reduce', 'kv_qk', 'kv_pv', 'neuron_unit', 'host_io'
     node: str
     layer: int
-    axons: np.ndarray  # indices into the node's input space, in axon order
+    axons: np.ndarray  # indices into the node's input space, in axon order (reduce: its own axons)
     neurons: np.ndarray  # indices into the node's output space, in output order
     synapse_bits: int = 0
     synapse_entries: int = 0
-    arrays: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    block: tuple = ()  # synapse cores: (neuron start, stop, axon start, stop) in the stage's weights
+    partial: bool = False
+    span: int = 1
+    payload_bound: int = 0  # largest |graded value| the core sends
     chip: int = -1
     position: tuple = (-1, -1)
-    routes: list = field(default_factory=list)  # [(dest core id, src index array, dest axon array)]
+    positions: list = field(default_factory=list)  # every physical core's (x, y)
+    routes: list = field(default_factory=list)  # [(dest core id, runs (k, 3): src start, dest axon start, length)]
+    table_entries: int = 0
+    table_compressed: bool = False
 
     @property
     def n_axons(self) -> int:
@@ -82,7 +105,8 @@ class Core:
 
     @property
     def n_routes(self) -> int:
-        return sum(len(src) for _, src, _ in self.routes)
+        """Output routes before compression: one per (output, destination core) pair."""
+        return int(sum(runs[:, 2].sum() for _, runs in self.routes))
 
 
 @dataclass
@@ -95,6 +119,9 @@ class Network:
     nodes: dict = field(default_factory=dict)
     cores: list = field(default_factory=list)
     schedule: dict = field(default_factory=dict)
+    rates: dict = field(default_factory=dict)  # stage -> measured spikes per token per input axon
+    rates_tokens: int = 0
+    placement: dict = field(default_factory=dict)  # the placement's figures (method, spike-hops, baseline)
 
     def add_node(self, node: Node) -> Node:
         self.nodes[node.name] = node
@@ -110,3 +137,11 @@ class Network:
 
     def cores_of(self, node: str) -> list:
         return [c for c in self.cores if c.node == node]
+
+    def producers(self, node: str) -> list:
+        """The cores that send a node's outputs (not fan-in tiles that feed reduce cores)."""
+        return [c for c in self.cores_of(node) if not c.partial]
+
+    def consumers(self, node: str) -> list:
+        """The cores with axons of a node's inputs (not its reduce cores)."""
+        return [c for c in self.cores_of(node) if c.type != "reduce"]

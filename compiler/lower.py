@@ -1,7 +1,7 @@
 """Pass 1: model.pt -> operator graph (networkx) of neuron units, spike-driven stages and the host."""
 
-from sdllm.compiler.ir import Network, Node
-from sdllm.models.sdllm import config_of, head_params, stage_weights, unit_params
+from sdllm.compiler.ir import Network, Node, Weights
+from sdllm.models.sdllm import config_of, head_params, stage_shapes, stage_weight, unit_params
 
 STATIC_STAGES = ("qkv", "o", "gate_up", "down")
 
@@ -10,7 +10,8 @@ def lower(net: Network) -> Network:
     blob = net.blob
     cfg = config_of(blob)
     nh, nkv, hd, S = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.max_seq_len
-    weights = stage_weights(blob)
+    shapes = stage_shapes(blob)
+    weights = {name: Weights(shape, lambda name=name: stage_weight(blob, name)) for name, shape in shapes.items()}
 
     host = net.add_node(Node("host", "host", -1))
     host.outputs.add("embed", cfg.dim)

@@ -1,78 +1,113 @@
-"""The core-mapping report: per core, per chip, per layer, and the timestep schedule."""
+"""The core-mapping report: per core, per chip, per layer, placement traffic and the schedule."""
 
 from collections import defaultdict
 
 from sdllm.compiler.ir import Network
 from sdllm.compiler.tile import lower_bound
 
+CORE_TABLE_MAX = 200  # the text report lists every core up to this many (report.json always does)
+
 
 def build_report(net: Network) -> dict:
     lim, hw = net.hw.core, net.hw
+    n_layers = net.blob["config"]["n_layers"]
     cores = []
     for c in net.cores:
         if c.type == "host_io":
             continue
+        k = c.span
         cores.append({
             "id": c.id, "name": c.name, "type": c.type, "layer": c.layer, "chip": c.chip, "position": list(c.position),
+            "positions": [list(p) for p in c.positions], "span": k,
             "neurons": c.n_neurons, "axons_in": c.n_axons, "routes_out": c.n_routes,
+            "table_entries": c.table_entries, "table_compressed": c.table_compressed,
             "synapse_entries": c.synapse_entries, "synapse_bits": c.synapse_bits,
-            "synapse_util": round(c.synapse_bits / lim.synapse_memory_bits, 4),
-            "neuron_util": round(c.n_neurons / lim.max_neurons, 4),
+            "synapse_util": round(c.synapse_bits / (k * lim.synapse_memory_bits), 4),
+            "neuron_util": round(c.n_neurons / (k * lim.max_neurons), 4),
         })
+    bounds = lower_bound(net)
     chips = defaultdict(lambda: {"cores": 0, "synapse_bits": 0, "neurons": 0})
-    layers = defaultdict(lambda: {"cores": 0, "synapse_bits": 0, "neurons": 0})
+    layers = defaultdict(lambda: {"cores": 0, "lower_bound": 0, "synapse_bits": 0, "neurons": 0})
+    key = lambda layer: "head" if layer == n_layers else str(layer)  # noqa: E731
     for c in cores:
-        for bucket in (chips[c["chip"]], layers["head" if c["layer"] == net.blob["config"]["n_layers"] else c["layer"]]):
-            bucket["cores"] += 1
+        for bucket in (chips[c["chip"]], layers[key(c["layer"])]):
+            bucket["cores"] += c["span"]
             bucket["synapse_bits"] += c["synapse_bits"]
             bucket["neurons"] += c["neurons"]
+    for node in net.nodes.values():
+        if node.kind != "host":
+            layers[key(node.layer)]["lower_bound"] += bounds[node.name]
     for k, v in chips.items():
         v["chip"] = k
         v["core_util"] = round(v["cores"] / hw.cores_per_chip, 4)
         v["synapse_util"] = round(v["synapse_bits"] / (hw.cores_per_chip * lim.synapse_memory_bits), 4)
     s = net.schedule
-    bound = sum(lower_bound(net).values())
+    used, bound = sum(c["span"] for c in cores), sum(bounds.values())
+    placement = dict(net.placement)
     return {
         "target": hw.name,
-        "cores_used": len(cores),
+        "system": hw.raw.get("system", {}).get("name", hw.name),
+        "cores_per_chip": hw.cores_per_chip,
+        "mesh": list(hw.mesh),
+        "topology": list(hw.topology),
+        "chips_available": hw.chips,
+        "synthetic": "synthetic" in net.blob,
+        "cores_used": used,
         "cores_lower_bound": bound,
-        "cores_over_bound": round(len(cores) / bound, 4),
+        "cores_over_bound": round(used / bound, 4),
         "cores_available": hw.total_cores,
         "chips_used": len(chips),
+        "reduce_cores": sum(c["type"] == "reduce" for c in cores),
+        "compressed_tables": sum(c["table_compressed"] for c in cores),
         "timesteps_per_spike_train": s["timesteps_per_spike_train"],
         "timesteps_per_token": s["period"],
         "token_latency_us": s["period"] * hw.timestep_us,
+        "placement": {k: v for k, v in placement.items() if k != "chip_traffic"},
+        "chip_traffic": placement.get("chip_traffic", []),
         "cores": cores,
         "chips": [chips[k] for k in sorted(chips)],
-        "layers": [dict(layer=str(k), **layers[k]) for k in sorted(layers, key=lambda k: (isinstance(k, str), k if isinstance(k, int) else 0))],
+        "layers": [dict(layer=k, **layers[k]) for k in sorted(layers, key=lambda k: (k == "head", int(k) if k != "head" else 0))],
         "stages": s["stages"],
     }
 
 
 def format_report(r: dict) -> str:
+    p = r["placement"]
     lines = [
-        f"sdllm core-mapping report — target {r['target']}",
-        f"cores used {r['cores_used']} of {r['cores_available']} on {r['chips_used']} chip(s); lower bound "
-        f"{r['cores_lower_bound']} (resource totals / per-core capacity): {r['cores_over_bound']:.3f} x the bound",
+        f"sdllm core-mapping report — target {r['target']} ({r['system']}){' — synthetic model' if r['synthetic'] else ''}",
+        f"cores used {r['cores_used']:,} of {r['cores_available']:,} on {r['chips_used']} chip(s); lower bound "
+        f"{r['cores_lower_bound']:,} (resource totals / per-core capacity): {r['cores_over_bound']:.3f} x the bound",
+        f"{r['reduce_cores']} reduce cores; {r['compressed_tables']} routing tables compressed to runs",
+        f"placement {p['method']} (spike rates: {p['rates']}): {p['spike_hops_per_token']:,.0f} spike-hops and "
+        f"{p['chip_crossings_per_token']:,.0f} chip crossings per token; greedy baseline {p['greedy_spike_hops_per_token']:,.0f} "
+        f"and {p['greedy_chip_crossings_per_token']:,.0f}: {p['hops_vs_greedy']:.3f} x the baseline's spike-hops",
         f"T = {r['timesteps_per_spike_train']} steps per spike train; {r['timesteps_per_token']} timesteps per token "
         f"(~{r['token_latency_us']:.0f} us at the config's step time)",
         "",
-        f"{'id':>4} {'core':<22} {'type':<12} {'chip':>4} {'xy':>7} {'neurons':>8} {'axons':>6} {'routes':>6} "
-        f"{'syn bits':>10} {'syn%':>6} {'neur%':>6}",
     ]
-    for c in r["cores"]:
-        xy = f"{c['position'][0]},{c['position'][1]}"
-        lines.append(
-            f"{c['id']:>4} {c['name']:<22} {c['type']:<12} {c['chip']:>4} {xy:>7} {c['neurons']:>8} {c['axons_in']:>6} "
-            f"{c['routes_out']:>6} {c['synapse_bits']:>10,} {100 * c['synapse_util']:>5.1f}% {100 * c['neuron_util']:>5.1f}%"
-        )
+    if len(r["cores"]) <= CORE_TABLE_MAX:
+        lines.append(f"{'id':>5} {'core':<24} {'type':<12} {'chip':>4} {'xy':>7} {'neurons':>8} {'axons':>6} {'routes':>7} "
+                     f"{'syn bits':>10} {'syn%':>6} {'neur%':>6}")
+        for c in r["cores"]:
+            xy = f"{c['position'][0]},{c['position'][1]}" + (f"+{c['span'] - 1}" if c["span"] > 1 else "")
+            lines.append(
+                f"{c['id']:>5} {c['name']:<24} {c['type']:<12} {c['chip']:>4} {xy:>7} {c['neurons']:>8} {c['axons_in']:>6} "
+                f"{c['table_entries']:>6}{'*' if c['table_compressed'] else ' '} {c['synapse_bits']:>10,} "
+                f"{100 * c['synapse_util']:>5.1f}% {100 * c['neuron_util']:>5.1f}%"
+            )
+        lines.append("(* routing table compressed to runs)")
+    else:
+        lines.append(f"({len(r['cores']):,} cores: the per-core table is in report.json)")
     lines += ["", "per chip:"]
-    for c in r["chips"]:
+    for c in r["chips"][:CORE_TABLE_MAX]:
         lines.append(f"  chip {c['chip']}: {c['cores']} cores ({100 * c['core_util']:.1f}%), "
                      f"{c['synapse_bits']:,} synapse bits ({100 * c['synapse_util']:.1f}%), {c['neurons']:,} neurons")
+    if len(r["chips"]) > CORE_TABLE_MAX:
+        lines.append(f"  ... {len(r['chips']) - CORE_TABLE_MAX} more chips in report.json")
     lines += ["", "per layer:"]
     for c in r["layers"]:
-        lines.append(f"  layer {c['layer']}: {c['cores']} cores, {c['synapse_bits']:,} synapse bits, {c['neurons']:,} neurons")
+        lines.append(f"  layer {c['layer']}: {c['cores']} cores (lower bound {c['lower_bound']}), "
+                     f"{c['synapse_bits']:,} synapse bits, {c['neurons']:,} neurons")
     lines += ["", "schedule (phases within a token; spikes received first..last):"]
     for name, s in r["stages"].items():
         lines.append(f"  {name:<12} {s['first']:>5} .. {s['last']:<5}")

@@ -1,16 +1,25 @@
 """Pass 2: split every node into neuron cores that fit the per-core limits.
 
-Static stages are cut into a grid of axon (fan-in) x neuron (fan-out) blocks; blocks that share
-neurons send partial sums to the same unit axons, where they add up. KV-cache stages are cut by
-query heads. Units and the host stay whole.
+Static stages are cut into a grid of axon (fan-in) x neuron (fan-out) blocks. When the fan-in is
+cut, the blocks are partial: their sums travel as graded spikes to the stage's reduce cores,
+which add the parts and send the stage's outputs one step later. Each block stores its synapses
+in the cheaper of two encodings: sparse (weight + neuron index per non-zero) or dense (a weight
+for every neuron of the block). KV-cache stages are cut by query heads. A neuron unit spans as
+many cores as its axons and neurons need; the host stays off-chip.
+
+Weights are loaded one stage at a time and dropped: cores keep their block's coordinates and
+sizes; `synapse_arrays` cuts the tables again when the build is written.
 """
 
 import numpy as np
+from tqdm import tqdm
 
 from sdllm.compiler.ir import Core, Network
 from sdllm.errors import SdllmError
+from sdllm.models import fixedpoint as fx
 
-MAX_SPLIT = 64
+MAX_FANIN_SPLIT = 64
+REDUCE_WEIGHT_BITS = 1  # a reduce core's synapses all have weight 1
 
 
 def synapse_table(w: np.ndarray):
@@ -18,56 +27,96 @@ def synapse_table(w: np.ndarray):
     axon, neuron = np.nonzero(w.T)  # row-major over wᵀ: by axon, then neuron
     ptr = np.zeros(w.shape[1] + 1, np.int64)
     ptr[1:] = np.cumsum(np.bincount(axon, minlength=w.shape[1]))
-    return ptr, neuron.astype(np.int64), w[neuron, axon].astype(np.int64)
+    return ptr, neuron.astype(np.int64), w[neuron, axon]
 
 
-def static_bits(nnz_per_axon: np.ndarray, weight_bits: int, lim) -> int:
-    return int(len(nnz_per_axon) * lim.axon_overhead_bits + nnz_per_axon.sum() * (weight_bits + lim.synapse_index_bits))
+def synapse_arrays(core: Core, w: np.ndarray) -> dict:
+    """The synapse table of a static core, cut from its stage's full weight matrix."""
+    n0, n1, a0, a1 = core.block
+    block = w[n0:n1, a0:a1]
+    if core.params["encoding"] == "dense":
+        return {"weight_dense": block}
+    ptr, idx, wts = synapse_table(block)
+    return {"axon_ptr": ptr, "neuron_index": idx, "weight": wts}
 
 
-def _block_bits(nz, a_parts, n_parts, wb, lim) -> np.ndarray:
-    """Synapse bits of every (neuron part, axon part) block, (n_s, a_s)."""
-    per_axon = np.add.reduceat(nz, [n[0] for n in n_parts], axis=0)  # (n_s, axons): entries per axon per neuron part
-    entries = np.add.reduceat(per_axon, [a[0] for a in a_parts], axis=1)
-    return np.array([len(a) for a in a_parts])[None, :] * lim.axon_overhead_bits + entries * (wb + lim.synapse_index_bits)
+def block_bits(n_axons, n_neurons, nnz, weight_bits: int, lim):
+    """(bits, dense?) of blocks: sparse stores weight + neuron index per non-zero, dense a weight
+    for every neuron; both a pointer per axon. Works elementwise on arrays."""
+    sparse = n_axons * lim.axon_overhead_bits + nnz * (weight_bits + lim.synapse_index_bits)
+    dense = n_axons * (lim.axon_overhead_bits + n_neurons * weight_bits)
+    return np.minimum(sparse, dense), dense < sparse
 
 
-def min_static_cores(nnz: int, n_axons: int, weight_bits: int, lim) -> int:
-    """Cores a static stage needs at least: its synapse bits, every axon stored once, over a core's."""
-    bits = n_axons * lim.axon_overhead_bits + nnz * (weight_bits + lim.synapse_index_bits)
-    return max(1, -(-bits // lim.synapse_memory_bits))
+def _parts(n: int, k: int) -> np.ndarray:
+    """Boundaries of n items cut into k near-equal contiguous parts (as np.array_split)."""
+    q, r = divmod(n, k)
+    return np.concatenate([[0], np.cumsum([q + 1] * r + [q] * (k - r))])
 
 
-def _grid(node, lim):
-    """Smallest (axon splits, neuron splits) whose every block fits a core; neuron splits first.
-    The search starts at the stage's lower bound on cores."""
-    w = node.weight
-    nz = (w != 0).astype(np.int64)
-    wb = node.attrs["weight_bits"]
-    start = min_static_cores(int(nz.sum()), w.shape[1], wb, lim)
-    for total in range(start, MAX_SPLIT * MAX_SPLIT + 1):
-        for a_s in range(1, min(total, MAX_SPLIT) + 1):
-            if total % a_s:
-                continue
-            n_s = total // a_s
-            if n_s > MAX_SPLIT or n_s > w.shape[0] or a_s > w.shape[1]:
-                continue
-            a_parts = np.array_split(np.arange(w.shape[1]), a_s)
-            n_parts = np.array_split(np.arange(w.shape[0]), n_s)
-            if len(a_parts[0]) > lim.max_input_axons or len(n_parts[0]) > lim.max_neurons:
-                continue
-            if (_block_bits(nz, a_parts, n_parts, wb, lim) <= lim.synapse_memory_bits).all():
-                return a_parts, n_parts
-    per_axon = static_bits(nz[:, :1].sum(0), wb, lim)
-    raise SdllmError(
-        f"stage {node.name}: does not fit any core: one axon needs {per_axon} synapse bits "
-        f"of {lim.synapse_memory_bits} available and {MAX_SPLIT}x{MAX_SPLIT} blocks do not suffice"
-    )
+def _reduce_cores(n_out: int, a_s: int, lim) -> int:
+    if a_s == 1:
+        return 0
+    per = min(lim.max_input_axons // a_s, lim.max_neurons)
+    return -(-n_out // per)
+
+
+def _block_nnz(nz: np.ndarray, a_b: np.ndarray, n_b: np.ndarray) -> np.ndarray:
+    """Non-zeros of every (neuron part, axon part) block."""
+    rows = np.add.reduceat(nz, n_b[:-1], axis=0, dtype=np.int64)
+    return np.add.reduceat(rows, a_b[:-1], axis=1)
+
+
+def _grid(name: str, w: np.ndarray, wb: int, lim):
+    """Fewest cores (tiles + reduce cores): (axon bounds, neuron bounds, bits, dense?, nnz) of the
+    blocks. A grid whose dense blocks fit needs no non-zero counts to be accepted; the counts
+    (costly on big matrices) are taken only where dense blocks do not fit, and for the result."""
+    n_out, n_in = w.shape
+    nz = (w != 0).view(np.int8)
+    nnz_total = int(np.count_nonzero(nz))
+    start = min_static_cores(nnz_total, n_in, wb, n_out, lim)
+    # sparse blocks can only help where the matrix is not far denser than the break-even density
+    sparse_may_fit = nnz_total * (wb + lim.synapse_index_bits) < 1.25 * n_out * n_in * wb
+    best = None
+    a_min = -(-n_in // lim.max_input_axons)
+    for a_s in range(a_min, min(MAX_FANIN_SPLIT, n_in) + 1):
+        extra = _reduce_cores(n_out, a_s, lim)
+        n_s = max(1, -(-start // a_s), -(-n_out // lim.max_neurons))
+        if best is not None and a_s * n_s + extra >= best[0]:
+            break
+        a_b = _parts(n_in, a_s)
+        while n_s <= n_out:
+            n_b = _parts(n_out, n_s)
+            n_ax, n_ne = np.diff(a_b)[None, :], np.diff(n_b)[:, None]
+            fits = (block_bits(n_ax, n_ne, n_ax * n_ne, wb, lim)[0] <= lim.synapse_memory_bits).all()
+            if not fits and sparse_may_fit:
+                fits = (block_bits(n_ax, n_ne, _block_nnz(nz, a_b, n_b), wb, lim)[0] <= lim.synapse_memory_bits).all()
+            if fits:
+                if best is None or a_s * n_s + extra < best[0]:
+                    best = (a_s * n_s + extra, a_b, n_b)
+                break
+            n_s += max(1, n_s // 64)
+    if best is None:
+        raise SdllmError(
+            f"stage {name}: does not fit any core: one axon with its {n_out} neurons needs "
+            f"{int(block_bits(1, n_out, n_out, wb, lim)[0])} synapse bits of {lim.synapse_memory_bits} available"
+        )
+    _, a_b, n_b = best
+    nnz = _block_nnz(nz, a_b, n_b)
+    bits, dense = block_bits(np.diff(a_b)[None, :], np.diff(n_b)[:, None], nnz, wb, lim)
+    return a_b, n_b, bits, dense, nnz
+
+
+def min_static_cores(nnz: int, n_axons: int, weight_bits: int, n_neurons: int, lim) -> int:
+    """Cores a static stage needs at least: its synapse bits (every axon stored once, the cheaper
+    encoding of the whole matrix) over a core's, and its axons and neurons over a core's."""
+    bits = int(block_bits(n_axons, n_neurons, nnz, weight_bits, lim)[0])
+    return max(1, -(-bits // lim.synapse_memory_bits), -(-n_neurons // lim.max_neurons))
 
 
 def _kv_bits(n_heads: int, n_spike_axons: int, a: dict, lim) -> int:
-    entries = n_heads * a["max_seq_len"] * a["head_dim"]
-    return entries * (a["weight_bits"] + lim.synapse_index_bits) + n_spike_axons * lim.axon_overhead_bits
+    """A KV core's cache is dense (every position of every head): a weight per entry, a pointer per spike axon."""
+    return n_heads * a["max_seq_len"] * a["head_dim"] * a["weight_bits"] + n_spike_axons * lim.axon_overhead_bits
 
 
 def _kv_tiles(node, lim):
@@ -79,41 +128,75 @@ def _kv_tiles(node, lim):
         if nh % n_s:
             continue
         k = nh // n_s
-        if _kv_bits(k, k * per_head_axons, a, lim) <= lim.synapse_memory_bits and k * per_head_out <= lim.max_neurons:
-            tiles = []
-            for h0 in range(0, nh, k):
-                g0, g1 = h0 // group, (h0 + k - 1) // group + 1
-                spikes = np.arange(h0 * per_head_axons, (h0 + k) * per_head_axons)
-                write = nh * per_head_axons + np.arange(g0 * hd, g1 * hd)
-                tiles.append((np.concatenate([spikes, write]), np.arange(h0 * per_head_out, (h0 + k) * per_head_out), h0, k, g0))
+        if _kv_bits(k, k * per_head_axons, a, lim) > lim.synapse_memory_bits or k * per_head_out > lim.max_neurons:
+            continue
+        tiles = []
+        for h0 in range(0, nh, k):
+            g0, g1 = h0 // group, (h0 + k - 1) // group + 1
+            spikes = np.arange(h0 * per_head_axons, (h0 + k) * per_head_axons)
+            write = nh * per_head_axons + np.arange(g0 * hd, g1 * hd)
+            tiles.append((np.concatenate([spikes, write]), np.arange(h0 * per_head_out, (h0 + k) * per_head_out), h0, k, g0))
+        if max(len(t[0]) for t in tiles) <= lim.max_input_axons:
             return tiles
     raise SdllmError(
-        f"stage {node.name}: one head's KV cache needs {_kv_bits(1, per_head_axons, a, lim)} synapse bits, "
-        f"a core holds {lim.synapse_memory_bits}"
+        f"stage {node.name}: one head's KV cache needs {_kv_bits(1, per_head_axons, a, lim)} synapse bits "
+        f"and {per_head_axons + hd} axons, a core holds {lim.synapse_memory_bits} bits and {lim.max_input_axons} axons"
     )
 
 
-def tile(net: Network) -> Network:
+def _static_cores(net: Network, node, lim, q_max: int) -> None:
+    wb = node.attrs["weight_bits"]
+    w = node.weight.load()
+    a_b, n_b, bits, dense, nnz = _grid(node.name, w, wb, lim)
+    node.attrs["nnz"] = int(nnz.sum())
+    abs_rows = np.abs(w.astype(np.int16))
+    a_s, n_s = len(a_b) - 1, len(n_b) - 1
+    for ai in range(a_s):
+        row_sums = abs_rows[:, a_b[ai]:a_b[ai + 1]].sum(1, dtype=np.int64)
+        for ni in range(n_s):
+            suffix = f"[{ni}]" if a_s == 1 else f"[{ni},{ai}]"
+            net.cores.append(Core(
+                len(net.cores), node.name + suffix, "synapse", node.name, node.layer,
+                np.arange(a_b[ai], a_b[ai + 1]), np.arange(n_b[ni], n_b[ni + 1]),
+                synapse_bits=int(bits[ni, ai]),
+                synapse_entries=int(nnz[ni, ai]) if not dense[ni, ai] else int((a_b[ai + 1] - a_b[ai]) * (n_b[ni + 1] - n_b[ni])),
+                params={"weight_bits": wb, "encoding": "dense" if dense[ni, ai] else "sparse", "fan_in_part": ai},
+                block=(int(n_b[ni]), int(n_b[ni + 1]), int(a_b[ai]), int(a_b[ai + 1])),
+                partial=a_s > 1,
+                payload_bound=q_max * int(row_sums[n_b[ni]:n_b[ni + 1]].max(initial=0)),
+            ))
+    if a_s > 1:
+        full = abs_rows.sum(1, dtype=np.int64)
+        per = min(lim.max_input_axons // a_s, lim.max_neurons)
+        for r, r0 in enumerate(range(0, w.shape[0], per)):
+            r1 = min(r0 + per, w.shape[0])
+            n_ax = a_s * (r1 - r0)
+            net.cores.append(Core(
+                len(net.cores), f"{node.name}.reduce[{r}]", "reduce", node.name, node.layer,
+                np.arange(n_ax), np.arange(r0, r1),
+                synapse_bits=n_ax * (lim.axon_overhead_bits + REDUCE_WEIGHT_BITS + lim.synapse_index_bits),
+                synapse_entries=n_ax,
+                params={"weight_bits": REDUCE_WEIGHT_BITS, "fan_in_parts": a_s},
+                payload_bound=q_max * int(full[r0:r1].max(initial=0)),
+            ))
+
+
+def unit_span(n_axons: int, n_neurons: int, lim) -> int:
+    return max(1, -(-n_axons // lim.max_input_axons), -(-n_neurons // lim.max_neurons))
+
+
+def tile(net: Network, progress: bool = False) -> Network:
     lim = net.hw.core
-    for node in net.nodes.values():
+    q_max = fx.qmax(net.blob["quant"]["act_bits"])
+    for node in tqdm(list(net.nodes.values()), desc="tile", unit="stage", disable=None if progress else True, leave=False):
         if node.kind == "synapse":
-            a_parts, n_parts = _grid(node, lim)
-            for ai, axons in enumerate(a_parts):
-                for ni, neurons in enumerate(n_parts):
-                    block = node.weight[np.ix_(neurons, axons)]
-                    ptr, idx, wts = synapse_table(block)
-                    suffix = f"[{ni}]" if len(a_parts) == 1 else f"[{ni},{ai}]"
-                    net.cores.append(Core(
-                        len(net.cores), node.name + suffix, "synapse", node.name, node.layer, axons, neurons,
-                        synapse_bits=static_bits(np.diff(ptr), node.attrs["weight_bits"], lim),
-                        synapse_entries=int(ptr[-1]),
-                        arrays={"axon_ptr": ptr, "neuron_index": idx, "weight": wts},
-                        params={"weight_bits": node.attrs["weight_bits"]},
-                    ))
+            _static_cores(net, node, lim, q_max)
         elif node.kind in ("kv_qk", "kv_pv"):
             a = node.attrs
+            kv_max = fx.qmax(a["weight_bits"])
             for axons, neurons, h0, k, g0 in _kv_tiles(node, lim):
                 n_spike = k * (a["head_dim"] if node.kind == "kv_qk" else a["max_seq_len"])
+                fan_in = a["head_dim"] if node.kind == "kv_qk" else a["max_seq_len"]
                 net.cores.append(Core(
                     len(net.cores), f"{node.name}[h{h0}:{h0 + k}]", node.kind, node.name, node.layer, axons, neurons,
                     synapse_bits=_kv_bits(k, n_spike, a, lim),
@@ -121,31 +204,37 @@ def tile(net: Network) -> Network:
                     params={"n_heads": k, "head_dim": a["head_dim"], "max_seq_len": a["max_seq_len"],
                             "group": a["n_heads"] // a["n_kv_heads"], "kv_head0": g0, "head0": h0,
                             "n_spike_axons": n_spike, "weight_bits": a["weight_bits"]},
+                    payload_bound=q_max * kv_max * fan_in,
                 ))
         else:
             kind = "neuron_unit" if node.kind == "unit" else "host_io"
             net.cores.append(Core(
                 len(net.cores), node.name, kind, node.name, node.layer,
                 np.arange(node.inputs.total), np.arange(node.outputs.total), params=dict(node.attrs.get("params", {})),
+                span=unit_span(node.inputs.total, node.outputs.total, lim) if kind == "neuron_unit" else 0,
             ))
     return net
 
 
 def lower_bound(net: Network) -> dict:
-    """node -> cores it needs at least: its resource totals (synapse bits with every axon stored
-    once, neurons) over one core's capacity. Units and the host count one core each."""
+    """node -> cores it needs at least: its resource totals over one core's capacity (synapse bits
+    with every axon stored once in the cheaper encoding, neurons, axons; for a stage whose fan-in
+    exceeds a core's axons, the reduce cores its partial sums need). The host counts none."""
     lim = net.hw.core
     out = {}
     for node in net.nodes.values():
         if node.kind == "synapse":
-            nz = int(np.count_nonzero(node.weight))
-            bound = max(min_static_cores(nz, node.weight.shape[1], node.attrs["weight_bits"], lim),
-                        -(-node.weight.shape[0] // lim.max_neurons))
+            n_out, n_in = node.weight.shape
+            nnz = node.attrs["nnz"] if "nnz" in node.attrs else int(np.count_nonzero(node.weight.load()))
+            bound = min_static_cores(nnz, n_in, node.attrs["weight_bits"], n_out, lim)
+            bound += _reduce_cores(n_out, -(-n_in // lim.max_input_axons), lim)
         elif node.kind in ("kv_qk", "kv_pv"):
             a = node.attrs
             axons = a["n_heads"] * (a["head_dim"] if node.kind == "kv_qk" else a["max_seq_len"])
             bound = max(1, -(-_kv_bits(a["n_heads"], axons, a, lim) // lim.synapse_memory_bits))
+        elif node.kind == "unit":
+            bound = unit_span(node.inputs.total, node.outputs.total, lim)
         else:
-            bound = 0 if node.kind == "host" else 1
+            bound = 0
         out[node.name] = bound
     return out

@@ -176,11 +176,31 @@ def head_params(blob: dict) -> dict:
     }
 
 
-def stage_weights(blob: dict) -> dict:
-    """name -> int weight matrix (out, in) of every static spike-driven stage, in forward order."""
-    out = {}
-    for i, entry in enumerate(blob["layers"]):
-        for k in ("qkv", "o", "gate_up", "down"):
-            out[f"L{i}.{k}"] = entry[f"{k}.weight"].numpy().astype(np.int64)
-    out["head"] = blob["head"]["weight"].numpy().astype(np.int64)
+def stage_shapes(blob: dict) -> dict:
+    """name -> (n_out, n_in) of every static spike-driven stage, in forward order."""
+    cfg = config_of(blob)
+    qkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+    layer = {"qkv": (qkv, cfg.dim), "o": (cfg.dim, cfg.n_heads * cfg.head_dim),
+             "gate_up": (2 * cfg.ffn_dim, cfg.dim), "down": (cfg.dim, cfg.ffn_dim)}
+    out = {f"L{i}.{k}": layer[k] for i in range(cfg.n_layers) for k in STATIC_STAGES}
+    out["head"] = (cfg.vocab_size, cfg.dim)
     return out
+
+
+def stage_weight(blob: dict, name: str) -> np.ndarray:
+    """One static stage's integer weights (n_out, n_in), int8: read from the model, or drawn
+    for a synthetic one (`sdllm.models.synthetic`)."""
+    if "synthetic" in blob:
+        from sdllm.models.synthetic import synthetic_weight
+
+        shapes = stage_shapes(blob)
+        return synthetic_weight(blob, list(shapes).index(name), shapes[name])
+    if name == "head":
+        return blob["head"]["weight"].numpy()
+    layer, k = name.split(".")
+    return blob["layers"][int(layer[1:])][f"{k}.weight"].numpy()
+
+
+def stage_weights(blob: dict) -> dict:
+    """name -> int64 weight matrix (out, in) of every static spike-driven stage, in forward order."""
+    return {name: stage_weight(blob, name).astype(np.int64) for name in stage_shapes(blob)}

@@ -34,11 +34,15 @@ class SynapseCore(CoreBehaviour):
     def __init__(self, core, build, n_positions):
         super().__init__(core, build, n_positions)
         p = core.params
-        ptr = p["axon_ptr"]
-        self.fanout = np.diff(ptr)
-        self.w = np.zeros((core.n_neurons, core.n_axons), np.int64)
-        axon_of_entry = np.repeat(np.arange(core.n_axons), self.fanout)
-        self.w[p["neuron_index"], axon_of_entry] = p["weight"]
+        if "weight_dense" in p:
+            self.w = p["weight_dense"].reshape(core.n_neurons, core.n_axons)
+            self.fanout = np.count_nonzero(self.w, axis=0)  # SOPs count non-zero synapses in either encoding
+        else:
+            ptr = p["axon_ptr"]
+            self.fanout = np.diff(ptr)
+            self.w = np.zeros((core.n_neurons, core.n_axons), np.int64)
+            axon_of_entry = np.repeat(np.arange(core.n_axons), self.fanout)
+            self.w[p["neuron_index"], axon_of_entry] = p["weight"]
         window = build.schedule["stages"][core.node]
         self.first, self.last = window["first"], window["last"]
         self.acc = np.zeros(core.n_neurons, np.int64)
@@ -53,6 +57,23 @@ class SynapseCore(CoreBehaviour):
                 out, self.acc = self.acc, np.zeros_like(self.acc)
                 return out
         return self.zeros
+
+
+class ReduceCore(CoreBehaviour):
+    """Adds the partial sums of a stage's fan-in tiles (axon a·m + j: part a of output j), the
+    step after they send them, and sends the totals. One SOP per non-zero partial received."""
+
+    def __init__(self, core, build, n_positions):
+        super().__init__(core, build, n_positions)
+        self.at = build.schedule["stages"][core.node]["last"] + 1
+        self.parts = core.params["fan_in_parts"]
+
+    def step(self, t, x):
+        token, phase = self.clock(t)
+        if phase != self.at:
+            return self.zeros
+        self.sops[token] += int(np.count_nonzero(x))
+        return x.reshape(self.parts, -1).sum(0)
 
 
 class KvCore(CoreBehaviour):
@@ -200,6 +221,8 @@ class HostCore(CoreBehaviour):
 def make_behaviour(core, build, n_positions: int, prompt):
     if core.type == "synapse":
         return SynapseCore(core, build, n_positions)
+    if core.type == "reduce":
+        return ReduceCore(core, build, n_positions)
     if core.type in ("kv_qk", "kv_pv"):
         return KvCore(core, build, n_positions)
     if core.type == "neuron_unit":

@@ -3,13 +3,14 @@
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from sdllm.errors import SdllmError
 
 BUILD_FORMAT = "sdllm-build"
-BUILD_FORMAT_VERSION = 1
+BUILD_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -25,6 +26,7 @@ class CoreImage:
     params: dict  # scalars and arrays together
     routes: list  # [(dest id, src index array, dest axon array)]
     position: tuple = (-1, -1)  # on the chip's mesh
+    span: int = 1  # physical cores
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Build:
         counts (Σ_t s_t = q): synapses add W·q at once, SOPs are still |q| x fan-out."""
         from sdllm.compiler.schedule import timestep_schedule
 
-        doc = dict(self.doc, schedule=timestep_schedule(1, self.config["n_layers"]))
+        doc = dict(self.doc, schedule=timestep_schedule(1, self.config["n_layers"], self.schedule["reduced"]))
         return Build(self.path, doc, self.cores, collapsed=True)
 
     @property
@@ -58,15 +60,19 @@ class Build:
             off += n
         return out
 
+    @cached_property
+    def hw(self):
+        from sdllm.compiler.hw import from_raw
+
+        return from_raw(self.doc["hw"], self.path)
+
     def link(self, src: int, dst: int) -> tuple:
-        """(mesh hops, chip crossings) of a route; (0, 0) to or from the off-chip host."""
+        """(NoC hops, chip crossings) of a route in the system-wide mesh; (0, 0) to or from the off-chip host."""
         a, b = self.cores[src], self.cores[dst]
         if a.chip < 0 or b.chip < 0:
             return 0, 0
-        if a.chip != b.chip:
-            return 0, 1  # assumption: a chip-to-chip spike is costed as one crossing, no mesh hops
-        return abs(a.position[0] - b.position[0]) + abs(a.position[1] - b.position[1]), 0
-
+        hops, crossings = self.hw.links([a.chip], [a.position], [b.chip], [b.position])
+        return int(hops[0]), int(crossings[0])
 
 
 def load_build(path: str) -> Build:
@@ -85,16 +91,24 @@ def load_build(path: str) -> Build:
         )
 
     def array(rel):
+        if isinstance(rel, list):  # a range, [start, stop]
+            return np.arange(*rel, dtype=np.int64)
         try:
-            return np.load(os.path.join(path, rel), allow_pickle=False)
+            return np.load(os.path.join(path, rel), allow_pickle=False).astype(np.int64)
         except (OSError, ValueError) as e:
             raise SdllmError(f"{path}: array {rel} unreadable ({e})") from None
+
+    from sdllm.compiler.route import expand
 
     cores = []
     for c in doc["cores"]:
         params = dict(c["params"])
         params.update({k: array(rel) for k, rel in c["arrays"].items()})
-        routes = [(r["dest"], array(r["src"]), array(r["dst"])) for r in c["routes"]]
+        routes = []
+        if c["routes"]:
+            table = array(c["routes"])
+            for dest in np.unique(table[:, 0]):
+                routes.append((int(dest), *expand(table[table[:, 0] == dest][:, 1:])))
         cores.append(CoreImage(c["id"], c["name"], c["type"], c["node"], c["layer"], c["chip"],
-                               c["n_axons"], c["n_neurons"], params, routes, tuple(c["position"])))
+                               c["n_axons"], c["n_neurons"], params, routes, tuple(c["position"]), c["span"]))
     return Build(path, doc, cores)

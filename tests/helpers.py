@@ -23,11 +23,9 @@ def write_hw(tmp_path, name="tight", chip=None, chips=None, **core_overrides):
 
 
 def compile_split(blob, tmp_path, **hw_overrides):
-    """Compile with tiny per-core limits so that stages split into fan-in and fan-out tiles and
-    KV stages by heads. The neuron units exceed these limits, so the design-rule check is left
-    out: this exercises tiling, routing and partial sums, not a real target."""
+    """Compile with tiny per-core limits so that stages split into fan-in tiles with reduce cores
+    and fan-out tiles, KV stages by heads, and neuron units span several cores."""
     from sdllm.compiler import pipeline
-    from sdllm.compiler.drc import check
 
-    hw = write_hw(tmp_path, max_input_axons=20, synapse_memory_bits=8000, **hw_overrides)
-    return pipeline.compile_model(blob, hw, passes=tuple(p for p in pipeline.PASSES if p is not check))
+    hw = write_hw(tmp_path, max_input_axons=24, synapse_memory_bits=8000, **hw_overrides)
+    return pipeline.compile_model(blob, hw)

@@ -8,33 +8,55 @@ import pytest
 from helpers import compile_split, write_hw
 
 from sdllm.compiler.emit import emit
-from sdllm.compiler.pipeline import compile_model
+from sdllm.compiler.pipeline import compile_model, passes
+from sdllm.compiler.route import expand
+from sdllm.compiler.tile import synapse_arrays
 from sdllm.errors import SdllmError
 from sdllm.runtime.build import load_build
 
 
+def _carried(net):
+    """(source core, output index) -> [(destination core, axon)] over every routing table."""
+    out = {}
+    for core in net.cores:
+        for dest, table in core.routes:
+            for s_local, d_local in zip(*expand(table)):
+                out.setdefault((core.id, int(s_local)), []).append((dest, int(d_local)))
+    return out
+
+
 def test_every_operator_graph_edge_is_routed_exactly_once(tiny_blob, tmp_path):
     net = compile_split(tiny_blob, tmp_path)
-    assert any(c.name.endswith(",1]") for c in net.cores), "expected fan-in tiles"
-    carried = {}
-    for core in net.cores:
-        for dest, src, dst in core.routes:
+    assert any(c.type == "reduce" for c in net.cores), "expected fan-in tiles with reduce cores"
+    carried = _carried(net)
+    delivered = {}  # (src node, output, dst node, input) -> [(producer core, consumer core)]
+    for (cid, s_local), dests in carried.items():
+        core = net.cores[cid]
+        for dest, d_local in dests:
             d = net.cores[dest]
-            for s_local, d_local in zip(src, dst):
-                key = (core.node, int(core.neurons[s_local]), d.node, int(d.axons[d_local]))
-                carried.setdefault(key, []).append((core.id, d.id))
+            if core.partial:  # a partial sum: to the reduce core that adds its fan-in part
+                n = int(core.neurons[s_local])
+                r0 = int(d.neurons[0])
+                assert d.type == "reduce" and d.node == core.node
+                assert d_local == core.params["fan_in_part"] * d.n_neurons + n - r0
+                continue
+            key = (core.node, int(core.neurons[s_local]), d.node, int(d.axons[d_local]))
+            delivered.setdefault(key, []).append((core.id, d.id))
     expected = set()
     for src, dst, e in net.graph.edges(data=True):
         s0, _ = net.nodes[src].outputs.range(e["src_seg"])
         d0, _ = net.nodes[dst].inputs.range(e["dst_seg"])
         for k in range(e["size"]):
             expected.add((src, s0 + k, dst, d0 + k))
-    assert set(carried) == expected
-    for (node, s_idx, dst, d_idx), pairs in carried.items():
-        producers = [c.id for c in net.cores_of(node) if s_idx in set(c.neurons.tolist())]
-        consumers = [c.id for c in net.cores_of(dst) if d_idx in set(c.axons.tolist())]
+    assert set(delivered) == expected
+    for (node, s_idx, dst, d_idx), pairs in delivered.items():
+        producers = [c.id for c in net.producers(node) if s_idx in set(c.neurons.tolist())]
+        consumers = [c.id for c in net.consumers(dst) if d_idx in set(c.axons.tolist())]
         # exactly once from each core that produces it to each core with an axon for it
         assert sorted(pairs) == sorted((p, q) for p in producers for q in consumers)
+    for c in net.cores:  # every partial sum reaches exactly one reduce core, once
+        if c.partial:
+            assert all(len(carried.get((c.id, k), [])) == 1 for k in range(c.n_neurons))
 
 
 def test_every_core_is_within_its_limits(default_blob):
@@ -51,12 +73,19 @@ def test_synapse_tiles_hold_exactly_the_stage_weights(tiny_blob, tmp_path):
     for node in net.nodes.values():
         if node.kind != "synapse":
             continue
-        rebuilt = np.zeros_like(node.weight)
+        weight = node.weight.load()
+        rebuilt = np.zeros(weight.shape, np.int64)
         for c in net.cores_of(node.name):
-            ptr, idx, w = c.arrays["axon_ptr"], c.arrays["neuron_index"], c.arrays["weight"]
+            if c.type == "reduce":
+                continue
+            arrays = synapse_arrays(c, weight)
+            if c.params["encoding"] == "dense":
+                rebuilt[np.ix_(c.neurons, c.axons)] += arrays["weight_dense"]
+                continue
+            ptr, idx, w = arrays["axon_ptr"], arrays["neuron_index"], arrays["weight"]
             axon = np.repeat(np.arange(c.n_axons), np.diff(ptr))
             rebuilt[c.neurons[idx], c.axons[axon]] += w
-        assert np.array_equal(rebuilt, node.weight)
+        assert np.array_equal(rebuilt, weight)
 
 
 def test_schedule_matches_the_timestep_contract(tiny_blob):
@@ -64,15 +93,22 @@ def test_schedule_matches_the_timestep_contract(tiny_blob):
     s = net.schedule
     T = s["timesteps_per_spike_train"]
     assert T == 3
-    assert s["period"] == tiny_blob["config"]["n_layers"] * (6 * (T + 1) + 1) + T + 1
+    assert s["period"] == tiny_blob["config"]["n_layers"] * (6 * (T + 1) + 1) + T + 1 and not s["reduced"]
     for name, w in s["stages"].items():
         assert w["last"] - w["first"] == T - 1, name
 
 
+def test_reduce_cores_add_one_step_to_their_stage(tiny_blob, tmp_path):
+    s = compile_split(tiny_blob, tmp_path).schedule
+    T, emits = s["timesteps_per_spike_train"], s["layers"][0]["emit"]
+    assert "L0.gate_up" in s["reduced"] and "L0.qk" not in s["reduced"]
+    assert emits[5] - emits[4] == T + 2 and emits[2] - emits[1] == T + 1  # gate_up reduced, qk not
+
+
 def test_compiling_twice_gives_identical_bytes(default_blob, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    emit(compile_model(default_blob, "loihi2"), str(a))
-    emit(compile_model(default_blob, "loihi2"), str(b))
+    emit(compile_model(default_blob, "loihi2", rate_tokens=16), str(a))
+    emit(compile_model(default_blob, "loihi2", rate_tokens=16), str(b))
     cmp = filecmp.dircmp(a, b)
     assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
     assert not filecmp.dircmp(a / "arrays", b / "arrays").diff_files
@@ -86,13 +122,14 @@ def test_too_small_target_is_rejected_with_one_clear_line(default_model_path, tm
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1
-    assert "out of cores" in p.stderr and "stage " in p.stderr and "target loihi2-tiny has 4" in p.stderr
+    assert "out of cores" in p.stderr and "target loihi2-tiny has 4" in p.stderr
     assert not out.exists()
 
 
 def test_a_kv_cache_too_big_for_any_core_names_stage_and_sizes(default_blob, tmp_path):
-    with pytest.raises(SdllmError, match=r"stage L0\.qk: one head's KV cache needs 87040 synapse bits, a core holds 65536"):
-        compile_model(default_blob, write_hw(tmp_path, synapse_memory_bits=65536))
+    with pytest.raises(SdllmError, match=r"stage L0\.qk: one head's KV cache needs 33792 synapse bits and 64 axons, "
+                                         r"a core holds 32768 bits and 4096 axons"):
+        compile_model(default_blob, write_hw(tmp_path, synapse_memory_bits=32768))
 
 
 def test_a_core_limit_violation_names_stage_limit_and_values(default_blob, tmp_path):
@@ -102,7 +139,7 @@ def test_a_core_limit_violation_names_stage_limit_and_values(default_blob, tmp_p
 
 def test_build_is_self_contained(default_build):
     b = load_build(default_build)
-    assert b.doc["format_version"] == 1 and b.schedule["period"] > 0
+    assert b.doc["format_version"] == 2 and b.schedule["period"] > 0
     assert {c.type for c in b.cores} == {"host_io", "neuron_unit", "synapse", "kv_qk", "kv_pv"}
 
 
@@ -128,3 +165,44 @@ def test_report_states_the_lower_bound(default_blob, tiny_blob, tmp_path):
     r = build_report(compile_split(tiny_blob, tmp_path))
     assert len(r["layers"]) < r["cores_lower_bound"] <= r["cores_used"]
     assert r["cores_over_bound"] == round(r["cores_used"] / r["cores_lower_bound"], 4)
+    assert sum(layer["lower_bound"] for layer in r["layers"]) == r["cores_lower_bound"]
+
+
+def test_routing_tables_are_compressed_to_runs_when_they_do_not_fit(default_blob, tmp_path):
+    net = compile_model(default_blob, write_hw(tmp_path, max_output_routes=300))
+    unit = net.cores_of("L0.unit")[0]
+    assert unit.table_compressed and unit.n_routes > 300 >= unit.table_entries == sum(len(t) for _, t in unit.routes)
+    assert not net.cores_of("L0.o")[0].table_compressed
+    with pytest.raises(SdllmError, match=r"stage L0\.unit: core L0\.unit: routing-table entries \d+ exceed the 4 available"):
+        compile_model(default_blob, write_hw(tmp_path, max_output_routes=4))
+
+
+def test_traffic_aware_placement_beats_the_greedy_baseline(tiny_blob, tmp_path):
+    hw = write_hw(tmp_path, max_input_axons=24, synapse_memory_bits=8000, chip={"cores_per_chip": 64, "mesh": [8, 8]}, chips=4)
+    greedy = compile_model(tiny_blob, hw, passes=passes("greedy"))
+    traffic = compile_model(tiny_blob, hw, passes=passes("traffic"))
+    assert greedy.placement["spike_hops_per_token"] == traffic.placement["greedy_spike_hops_per_token"]
+    assert traffic.placement["spike_hops_per_token"] < 0.7 * greedy.placement["spike_hops_per_token"]
+    assert traffic.placement["chip_crossings_per_token"] <= greedy.placement["chip_crossings_per_token"]
+    for net in (greedy, traffic):  # every physical core on its own position
+        slots = [(c.chip, p) for c in net.cores if c.type != "host_io" for p in c.positions]
+        assert len(slots) == len(set(slots)) == sum(c.span for c in net.cores if c.type != "host_io")
+
+
+def test_neuron_units_wider_than_a_core_span_several(default_blob, tmp_path):
+    net = compile_model(default_blob, write_hw(tmp_path, max_input_axons=512))
+    unit = net.cores_of("L0.unit")[0]
+    assert unit.span == -(-unit.n_axons // 512) > 1 and len(set(unit.positions)) == unit.span
+
+
+def test_synthetic_models_compile_from_a_shape_file(tmp_path):
+    shape = tmp_path / "shape.yaml"
+    shape.write_text("vocab_size: 300\ndim: 64\nn_layers: 2\nn_heads: 4\nn_kv_heads: 2\nffn_dim: 96\nmax_seq_len: 32\n")
+    out = tmp_path / "b"
+    p = subprocess.run([sys.executable, "-m", "sdllm.compiler.cli", "--synthetic", str(shape), "--target", "loihi2", "-o", str(out), "-q"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    b = load_build(str(out))
+    assert b.doc["model"]["synthetic"] and b.config["dim"] == 64 and (out / "report.html").is_file()
+    p = subprocess.run([sys.executable, "-m", "sdllm.compiler.cli", "--synthetic", "llama9", "-o", str(out)], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not a known shape" in p.stderr
