@@ -169,6 +169,25 @@ def traffic_aware(net: Network, edges, progress: bool = False) -> dict:
     return placed
 
 
+def link_loads(hw, chip_traffic: dict) -> dict:
+    """(chip, neighbouring chip) -> packets per token over that chip-to-chip link, each chip
+    pair's traffic sent dimension-ordered (x, then y, then z) through the chip mesh."""
+    loads = defaultdict(float)
+    for (a, b), x in chip_traffic.items():
+        here, goal = hw.chip_xyz(a)[0].tolist(), hw.chip_xyz(b)[0].tolist()
+        for axis in range(3):
+            while here[axis] != goal[axis]:
+                nxt = list(here)
+                nxt[axis] += 1 if goal[axis] > here[axis] else -1
+                loads[_chip_at(hw, here), _chip_at(hw, nxt)] += x
+                here = nxt
+    return loads
+
+
+def _chip_at(hw, xyz) -> int:
+    return int(xyz[0] + xyz[1] * hw.topology[0] + xyz[2] * hw.topology[0] * hw.topology[1])
+
+
 def place(net: Network, method: str = "traffic", progress: bool = False) -> Network:
     if method not in METHODS:
         raise SdllmError(f"--placement: one of {', '.join(METHODS)}, got {method!r}")
@@ -201,4 +220,7 @@ def place(net: Network, method: str = "traffic", progress: bool = False) -> Netw
         "hops_vs_greedy": round(figures[method]["spike_hops_per_token"] / g, 4) if g else 1.0,
         "chip_traffic": [[a, b, round(x, 3)] for (a, b), x in sorted(between.items())],
     }
+    loads = link_loads(net.hw, between)
+    net.placement["link_loads"] = [[a, b, round(x, 3)] for (a, b), x in sorted(loads.items())]
+    net.placement["max_link_load"] = round(max(loads.values(), default=0.0), 3)
     return net

@@ -62,8 +62,9 @@ def build_report(net: Network) -> dict:
         "timesteps_per_spike_train": s["timesteps_per_spike_train"],
         "timesteps_per_token": s["period"],
         "token_latency_us": s["period"] * hw.timestep_us,
-        "placement": {k: v for k, v in placement.items() if k != "chip_traffic"},
+        "placement": {k: v for k, v in placement.items() if k not in ("chip_traffic", "link_loads")},
         "chip_traffic": placement.get("chip_traffic", []),
+        "link_loads": placement.get("link_loads", []),
         "cores": cores,
         "chips": [chips[k] for k in sorted(chips)],
         "layers": [dict(layer=k, **layers[k]) for k in sorted(layers, key=lambda k: (k == "head", int(k) if k != "head" else 0))],
@@ -81,6 +82,8 @@ def format_report(r: dict) -> str:
         f"placement {p['method']} (spike rates: {p['rates']}): {p['spike_hops_per_token']:,.0f} spike-hops and "
         f"{p['chip_crossings_per_token']:,.0f} chip crossings per token; greedy baseline {p['greedy_spike_hops_per_token']:,.0f} "
         f"and {p['greedy_chip_crossings_per_token']:,.0f}: {p['hops_vs_greedy']:.3f} x the baseline's spike-hops",
+        f"chip-to-chip links: {len(r['link_loads'])} carry traffic, the busiest {p['max_link_load']:,.0f} packets per token"
+        + "".join(f"; {a}->{b}: {x:,.0f}" for a, b, x in sorted(r["link_loads"], key=lambda e: -e[2])[:3]),
         f"T = {r['timesteps_per_spike_train']} steps per spike train; {r['timesteps_per_token']} timesteps per token "
         f"(~{r['token_latency_us']:.0f} us at the config's step time)",
         "",
@@ -97,7 +100,7 @@ def format_report(r: dict) -> str:
             )
         lines.append("(* routing table compressed to runs)")
     else:
-        lines.append(f"({len(r['cores']):,} cores: the per-core table is in report.json)")
+        lines.append(f"({len(r['cores']):,} logical cores: the per-core table is in report.json)")
     lines += ["", "per chip:"]
     for c in r["chips"][:CORE_TABLE_MAX]:
         lines.append(f"  chip {c['chip']}: {c['cores']} cores ({100 * c['core_util']:.1f}%), "

@@ -176,12 +176,13 @@ def _fidelity(t: Tally, prepared, row, spikes, trace, logits):
 def build_perplexity(build_dir: str, rows: np.ndarray, progress: bool = True) -> float:
     """Perplexity of the compiled network (the fast backend, teacher-forced on each window)."""
     from sdllm.runtime.build import load_build
-    from sdllm.runtime.lockstep import run_fast
+    from sdllm.runtime.fast import FoldedBuild, run_fast
 
     build = load_build(build_dir)
+    folded = FoldedBuild(build)
     total = 0.0
     for row in _progress(rows, "compiled network", progress):
-        logits = np.asarray(run_fast(build, [int(t) for t in row[:-1]], 1).logits)
+        logits = np.asarray(run_fast(build, [int(t) for t in row[:-1]], 1, folded).logits)
         total += float(nll(logits, row[1:]).sum())
     return math.exp(total / (rows.shape[0] * (rows.shape[1] - 1)))
 

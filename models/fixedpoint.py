@@ -14,6 +14,7 @@ Fixed-point formats (value = integer / 2**bits):
 Every intermediate is bounded below 2**62 (checked in `round_div`).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -46,10 +47,25 @@ def quantile_index(n: int, gamma: float) -> int:
 def round_div(n, d):
     """n / d rounded half away from zero; d > 0. Raises OverflowError past 2**62."""
     n = np.asarray(n, dtype=np.int64)
-    d = np.asarray(d, dtype=np.int64)
-    if n.size and int(np.abs(n).max()) >= _LIMIT:
-        raise OverflowError(f"fixed-point intermediate exceeds 2**62 (max |value| {int(np.abs(n).max())})")
-    return np.sign(n) * ((np.abs(n) * 2 + d) // (2 * d))
+    mag = np.abs(n)
+    if n.size and int(mag.max()) >= _LIMIT:
+        raise OverflowError(f"fixed-point intermediate exceeds 2**62 (max |value| {int(mag.max())})")
+    if np.ndim(d) == 0 and int(d) & (int(d) - 1) == 0:  # a power of two: the same integers by shifts
+        mag += int(d) >> 1
+        mag >>= int(d).bit_length() - 1
+    else:
+        d = np.asarray(d, dtype=np.int64)
+        if np.broadcast_shapes(mag.shape, d.shape) != mag.shape:
+            mag = np.broadcast_to(mag, np.broadcast_shapes(mag.shape, d.shape)).copy()
+        mag *= 2
+        mag += d
+        mag //= 2 * d
+    s = n >> 63  # -1 where n < 0, else 0: (mag ^ s) - s negates exactly there, without branches
+    if s.shape != mag.shape:
+        s = np.broadcast_to(s, mag.shape)
+    mag ^= s
+    mag -= s
+    return mag
 
 
 def isqrt(n):
@@ -166,11 +182,23 @@ def score_values(acc, q_scale, k_scale, q_max: int, kv_max: int):
     return round_div(t * np.asarray(k_scale, np.int64), kv_max << FRAC)
 
 
+@functools.lru_cache(maxsize=8)
+def _sylvester(block: int) -> np.ndarray:
+    """The block × block Hadamard matrix in Sylvester order (symmetric), float64."""
+    h = np.ones((1, 1))
+    while len(h) < block:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
 def hadamard(x, block: int, shift: int):
     """Blockwise Walsh–Hadamard transform of the last axis (Sylvester order, ±1 entries: additions
     only, log2(block) rounds of butterflies), then a rounded shift right by `shift`."""
     y = np.asarray(x, np.int64)
     lead, n = y.shape[:-1], y.shape[-1]
+    if y.size and int(np.abs(y).max()) * block < 1 << 53:  # the same sums, exact in float64, as one product
+        blocks = y.reshape(*lead, n // block, block).astype(np.float64) @ _sylvester(block)
+        return round_div(blocks.astype(np.int64).reshape(*lead, n), 1 << shift)
     h = 1
     while h < block:
         y = y.reshape(*lead, n // (2 * h), 2, h)

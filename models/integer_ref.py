@@ -30,21 +30,33 @@ class IntegerSDLLM:
     def __init__(self, blob: dict, float_ops=()):
         """float_ops: nonlinearities to run in float instead (`sdllm.models.float_ops`), to measure their cost."""
         self.blob = blob
+        self._setup(config_of(blob), spec_of(blob), stage_weights(blob), blob["embed_fx"].numpy(), head_params(blob),
+                    [unit_params(blob, i) for i in range(blob["config"]["n_layers"])], float_ops)
+
+    @classmethod
+    def from_parts(cls, cfg, spec, weights: dict, embed, head: dict, layer_params: list) -> "IntegerSDLLM":
+        """The same forward over weights, unit parameters and head parameters from elsewhere
+        (the runtime's fast executor: from a build directory)."""
+        self = cls.__new__(cls)
+        self.blob = None
+        self._setup(cfg, spec, weights, embed, head, layer_params, ())
+        return self
+
+    def _setup(self, cfg, spec, weights, embed, head, layer_params, float_ops):
         self.ops = FloatNonlinearities(float_ops) if float_ops else fx
-        self.cfg = config_of(blob)
-        self.spec = spec_of(blob)
+        self.cfg, self.spec = cfg, spec
         q_max, kv_max = fx.qmax(self.spec.act_bits), fx.qmax(self.spec.kv_bits)
         self.weights_t, self.fanout = {}, {}
-        for name, w in stage_weights(blob).items():
+        for name, w in weights.items():
             ftype = exact_float_type(int(np.abs(w).max(initial=0)) * q_max * w.shape[1])
             self.weights_t[name] = np.ascontiguousarray(w.T, dtype=ftype)
             self.fanout[name] = (w != 0).sum(0)
         c = self.cfg
         self.qk_type = exact_float_type(q_max * kv_max * c.head_dim)
         self.pv_type = exact_float_type(q_max * kv_max * c.max_seq_len)
-        self.embed = blob["embed_fx"].numpy().astype(np.int64)
-        self.head = head_params(blob)
-        self.layer_params = [unit_params(blob, i) for i in range(c.n_layers)]
+        self.embed = np.asarray(embed, np.int64)
+        self.head = head
+        self.layer_params = layer_params
         if "rope" in getattr(self.ops, "names", ()):
             cos, sin = rope_tables(c, c.max_seq_len)
             for params in self.layer_params:

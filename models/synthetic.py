@@ -24,9 +24,10 @@ from sdllm.models.sdllm import LAYER_GAMMA_POINTS, QuantSpec
 # (the KV cache the SDLLM is compiled for), not the model's trained one.
 SHAPES = {
     "smollm2-135m": dict(vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3, ffn_dim=1536),
-    "tinyllama-1.1b": dict(vocab_size=32000, dim=2048, n_layers=22, n_heads=32, n_kv_heads=4, ffn_dim=5632),
-    "llama2-3b": dict(vocab_size=32000, dim=3200, n_layers=26, n_heads=32, n_kv_heads=32, ffn_dim=8640),  # open_llama_3b
-    "llama2-7b": dict(vocab_size=32000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=11008),
+    "tinyllama-1.1b": dict(vocab_size=32000, dim=2048, n_layers=22, n_heads=32, n_kv_heads=4, ffn_dim=5632, tie_embeddings=False),
+    "llama2-3b": dict(vocab_size=32000, dim=3200, n_layers=26, n_heads=32, n_kv_heads=32, ffn_dim=8640,
+                      tie_embeddings=False),  # open_llama_3b
+    "llama2-7b": dict(vocab_size=32000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=11008, tie_embeddings=False),
 }
 DEFAULT_SEQ_LEN = 256
 DEFAULT_SPEC = QuantSpec(rotate=False, gptq=False)

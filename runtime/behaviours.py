@@ -14,7 +14,6 @@ from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
 class CoreBehaviour:
     def __init__(self, core, build, n_positions: int):
         self.core = core
-        self.collapsed = build.collapsed
         self.period = build.schedule["period"]
         self.sops = np.zeros(n_positions, np.int64)
         self.zeros = np.zeros(core.n_neurons, np.int64)
@@ -23,8 +22,8 @@ class CoreBehaviour:
         return divmod(t, self.period)
 
 
-def _check_ternary(core, x, collapsed: bool):
-    if not collapsed and x.size and np.abs(x).max() > 1:
+def _check_ternary(core, x):
+    if x.size and np.abs(x).max() > 1:
         raise SdllmError(f"core {core.name}: received a value of {int(np.abs(x).max())} on a spike axon (spikes are -1, 0, +1)")
 
 
@@ -50,7 +49,7 @@ class SynapseCore(CoreBehaviour):
     def step(self, t, x):
         token, phase = self.clock(t)
         if self.first <= phase <= self.last:
-            _check_ternary(self.core, x, self.collapsed)
+            _check_ternary(self.core, x)
             self.acc += self.w @ x
             self.sops[token] += int(np.abs(x) @ self.fanout)
             if phase == self.last:
@@ -104,7 +103,7 @@ class KvCore(CoreBehaviour):
             self.cache[:, token] = x[self.n_spike :].reshape(-1, self.hd)
         if self.first <= phase <= self.last:
             s = x[: self.n_spike]
-            _check_ternary(self.core, s, self.collapsed)
+            _check_ternary(self.core, s)
             mem = self.cache[self.kv_of_head]  # (heads, S, hd)
             if self.qk:
                 self.acc += np.einsum("hd,htd->ht", s.reshape(self.h, self.hd), mem).reshape(-1)
@@ -176,7 +175,7 @@ class NeuronUnitCore(CoreBehaviour):
                 self._put(y, "ratio", [ratio])
                 self._start("head", q)
         if self.remaining is not None:
-            s = self.remaining.copy() if self.collapsed else np.sign(self.remaining)
+            s = np.sign(self.remaining)
             self.remaining -= s
             a, b = self.outs[self.train_seg]
             y[a:b] = s

@@ -34,15 +34,6 @@ class Build:
     path: str
     doc: dict
     cores: list
-    collapsed: bool = False  # spike trains delivered as their counts in one step (the fast backend)
-
-    def with_collapsed_windows(self) -> "Build":
-        """The same network with every spike train collapsed to one step carrying its spike
-        counts (Σ_t s_t = q): synapses add W·q at once, SOPs are still |q| x fan-out."""
-        from sdllm.compiler.schedule import timestep_schedule
-
-        doc = dict(self.doc, schedule=timestep_schedule(1, self.config["n_layers"], self.schedule["reduced"]))
-        return Build(self.path, doc, self.cores, collapsed=True)
 
     @property
     def schedule(self) -> dict:

@@ -18,9 +18,13 @@ def run(build, prompt_tokens, n_new: int, backend: str, granularity: str = "auto
         from sdllm.runtime.lava_backend import run_lava
 
         return run_lava(build, prompt_tokens, n_new, granularity, progress=True)
-    from sdllm.runtime.lockstep import run_fast, run_lockstep
+    if backend == "fast":
+        from sdllm.runtime.fast import run_fast
 
-    return (run_fast if backend == "fast" else run_lockstep)(build, prompt_tokens, n_new)
+        return run_fast(build, prompt_tokens, n_new)
+    from sdllm.runtime.lockstep import run_lockstep
+
+    return run_lockstep(build, prompt_tokens, n_new)
 
 
 def check_request(build, prompt_tokens, n_new: int) -> None:
@@ -64,7 +68,7 @@ def main(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--backend", choices=BACKENDS, default="lava",
                     help="lava: Lava processes on Loihi2SimCfg('fixed_pt'); lockstep: the same cores in one process; "
-                         "fast: lockstep with spike trains collapsed to their counts")
+                         "fast: without stepping, a window at once, through the build's tables folded per stage")
     ap.add_argument("--granularity", choices=("auto", "core", "chip"), default="auto",
                     help="lava: one process per core or per chip (auto: per core up to 32 cores)")
     args = ap.parse_args(argv)

@@ -184,6 +184,11 @@ def test_traffic_aware_placement_beats_the_greedy_baseline(tiny_blob, tmp_path):
     assert greedy.placement["spike_hops_per_token"] == traffic.placement["greedy_spike_hops_per_token"]
     assert traffic.placement["spike_hops_per_token"] < 0.7 * greedy.placement["spike_hops_per_token"]
     assert traffic.placement["chip_crossings_per_token"] <= greedy.placement["chip_crossings_per_token"]
+    for net in (greedy, traffic):  # link loads: every chip pair's traffic over each link of its path
+        p, hw = net.placement, net.hw
+        assert p["chip_traffic"] and all(hw.chip_hops(a, b) == 1 for a, b, _ in p["link_loads"])
+        assert sum(x for *_, x in p["link_loads"]) == pytest.approx(sum(x * hw.chip_hops(a, b) for a, b, x in p["chip_traffic"]))
+        assert p["chip_crossings_per_token"] == pytest.approx(sum(x for *_, x in p["link_loads"]))
     for net in (greedy, traffic):  # every physical core on its own position
         slots = [(c.chip, p) for c in net.cores if c.type != "host_io" for p in c.positions]
         assert len(slots) == len(set(slots)) == sum(c.span for c in net.cores if c.type != "host_io")

@@ -12,6 +12,19 @@ def test_round_div_rounds_half_away_from_zero():
     assert fx.round_div(n, 4).tolist() == [1, -1, 1, -1, 2, -2, 0]
 
 
+def test_round_div_by_shifts_and_by_division_agree_with_exact_rationals():
+    from fractions import Fraction
+
+    rng = np.random.default_rng(3)
+    n = np.concatenate([rng.integers(-2**40, 2**40, 3000), np.arange(-70, 70)])
+    for d in (1, 2, 8, 1 << 24, 3, 7, 1000):
+        expected = [int(math.copysign(math.floor(abs(Fraction(int(v), d)) + Fraction(1, 2)), v)) for v in n]
+        assert fx.round_div(n, d).tolist() == expected, d
+    d = rng.integers(1, 5000, len(n))  # per-element divisors
+    assert fx.round_div(n, d).tolist() == [int(math.copysign(math.floor(abs(Fraction(int(a), int(b))) + Fraction(1, 2)), a))
+                                           for a, b in zip(n, d)]
+
+
 def test_isqrt_is_exact():
     rng = np.random.default_rng(0)
     n = np.concatenate([rng.integers(0, 2**52, 2000), np.arange(200), np.array([k * k for k in range(1, 200)]) - 1])

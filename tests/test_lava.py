@@ -9,8 +9,9 @@ from helpers import compile_split
 from sdllm.compiler.emit import emit
 from sdllm.models.integer_ref import IntegerSDLLM
 from sdllm.runtime.build import load_build
+from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
-from sdllm.runtime.lockstep import run_fast, run_lockstep
+from sdllm.runtime.lockstep import run_lockstep
 
 
 def _weights(c):
@@ -119,4 +120,11 @@ def test_fast_backend_equals_lava_and_reference(default_blob, default_build, tin
     assert fast.traffic is None
     emit(compile_split(tiny_blob, tmp_path), str(tmp_path / "b"))
     split = load_build(str(tmp_path / "b"))
-    check_equal(split, tiny_blob, list(b"ab"), 5, run_fast(split, list(b"ab"), 5))
+    assert any(c.type == "reduce" for c in split.cores)
+    result = run_fast(split, list(b"ab"), 5)
+    check_equal(split, tiny_blob, list(b"ab"), 5, result)
+    # the fast executor runs the build's own tables: a misrouted partial sum changes its logits
+    core = next(c for c in split.cores if c.type == "synapse" and any(split.cores[d].type == "reduce" for d, _, _ in c.routes))
+    dest, src, dst = core.routes[0]
+    core.routes[0] = (dest, src, np.roll(dst, 1))
+    assert not np.array_equal(run_fast(split, list(b"ab"), 5).logits, result.logits)

@@ -1,0 +1,200 @@
+"""The fast executor: a build directory run without Lava, a window of tokens at once.
+
+Each static stage's cores are folded into one integer matrix from unit outputs to unit inputs:
+for every synapse core, the routes that feed its axons, its synapse table, and the routes that
+carry its sums on (to the unit, or through a reduce core), composed and summed over the stage.
+Integer sums are associative, so that matrix times the spike counts equals what the cores
+deliver to the unit, bit for bit — and a wrong route or synapse changes it. KV stages and the
+unit programs run as the KV and neuron-unit cores do (`models.units`), on whole windows, through
+`IntegerSDLLM`'s window forward with these matrices. Per-core SOPs come from each core's own
+axons (as its routes feed them) and non-zero fan-out; a reduce core's from the partial sums it
+receives. `timesteps` is what the compiled schedule takes on hardware.
+"""
+
+import ctypes
+from collections import defaultdict
+
+import numpy as np
+
+from sdllm.errors import SdllmError
+from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.llama import LlamaConfig
+from sdllm.models.sdllm import QuantSpec
+from sdllm.runtime.result import RunResult
+
+UNIT_KEYS_HEAD = ("q_max", "theta", "eps_fx")
+
+
+def keep_large_allocations() -> None:
+    """glibc returns every large block (numpy's window-sized temporaries) to the OS and faults
+    it back in, zeroed, page by page on the next one: a third of the executor's time. Serve
+    them from the heap instead (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD). No effect elsewhere."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)
+        libc.mallopt(-1, 1 << 31)
+    except (OSError, AttributeError):
+        pass
+
+
+def _dense(core) -> np.ndarray:
+    p = core.params
+    if "weight_dense" in p:
+        return p["weight_dense"].reshape(core.n_neurons, core.n_axons)
+    w = np.zeros((core.n_neurons, core.n_axons), np.int64)
+    w[p["neuron_index"], np.repeat(np.arange(core.n_axons), np.diff(p["axon_ptr"]))] = p["weight"]
+    return w
+
+
+class FoldedBuild:
+    """A build's static stages as (unit-input × unit-output) integer matrices, and per core the
+    unit outputs that feed its axons."""
+
+    def __init__(self, build):
+        keep_large_allocations()
+        self.build = build
+        cores = build.cores
+        incoming = defaultdict(list)  # core id -> [(src core, src index, dst axon)]
+        for c in cores:
+            for dest, src, dst in c.routes:
+                incoming[dest].append((c.id, src, dst))
+        self.feed = {}  # core id -> unit output index per spike axon (-1: not fed by a unit)
+        for c in cores:
+            if c.type in ("synapse", "kv_qk", "kv_pv"):
+                feed = np.full(c.n_axons, -1, np.int64)
+                for s, src, dst in incoming[c.id]:
+                    if cores[s].type == "neuron_unit":
+                        feed[dst] = src
+                self.feed[c.id] = feed
+        self.stages = defaultdict(list)
+        for c in cores:
+            if c.type in ("synapse", "reduce", "kv_qk", "kv_pv"):
+                self.stages[c.node].append(c)
+        self.weights, self.windows = {}, {}
+        self.fanout = {}  # stage -> (its synapse cores, (stage inputs x cores) non-zero fan-out)
+        self.partial_w = {}  # partial tiles keep their weights, for their reduce cores' SOPs
+        for name, members in self.stages.items():
+            if members[0].type in ("synapse", "reduce"):
+                self.weights[name] = self._fold(name, members)
+                lo_in = self.windows[name][1]
+                syn = [c for c in members if c.type == "synapse"]
+                fan = np.zeros((self.weights[name].shape[1], len(syn)), np.float64)
+                reduced = len(syn) < len(members)
+                for k, c in enumerate(syn):
+                    w = _dense(c)
+                    np.add.at(fan, (self.feed[c.id] - lo_in, k), np.count_nonzero(w, axis=0))
+                    if reduced:
+                        self.partial_w[c.id] = w
+                self.fanout[name] = (syn, fan)
+
+    def _fold(self, name: str, members: list) -> np.ndarray:
+        cores = self.build.cores
+        to_unit = {}  # reduce core id -> (reduce output j, unit input axon)
+        for r in (c for c in members if c.type == "reduce"):
+            (dest, src, dst), = r.routes
+            to_unit[r.id] = (r.params["fan_in_parts"], src, dst)
+        paths, ins, outs = [], set(), set()
+        for c in (c for c in members if c.type == "synapse"):
+            w, feed = _dense(c), self.feed[c.id]
+            for dest, src, dst in c.routes:
+                if cores[dest].type == "reduce":
+                    parts, r_src, r_dst = to_unit[dest]
+                    m = cores[dest].n_neurons
+                    j = dst % m  # the reduce core's output this partial sum adds into
+                    order = np.argsort(r_src)
+                    d = r_dst[order][np.searchsorted(r_src[order], j)]
+                else:
+                    d = dst
+                paths.append((w[src], feed, d))
+                ins.update(feed.tolist())
+                outs.update(d.tolist())
+        if -1 in ins:
+            raise SdllmError(f"build: stage {name} has axons no neuron unit feeds")
+        lo_in, lo_out = min(ins), min(outs)
+        folded = np.zeros((max(outs) - lo_out + 1, max(ins) - lo_in + 1), np.int64)
+        for w, feed, d in paths:
+            if len(np.unique(d)) == len(d) and len(np.unique(feed)) == len(feed):
+                folded[np.ix_(d - lo_out, feed - lo_in)] += w
+            else:
+                np.add.at(folded, (d[:, None] - lo_out, feed[None, :] - lo_in), w)
+        self.windows[name] = (lo_out, lo_in)
+        return folded
+
+    def executor(self) -> IntegerSDLLM:
+        """The window forward over the folded stages (made once, reset for every run)."""
+        if getattr(self, "_executor", None) is None:
+            self._executor = self._make_executor()
+        self._executor.reset()
+        return self._executor
+
+    def _make_executor(self) -> IntegerSDLLM:
+        b = self.build
+        cfg, spec = LlamaConfig(**b.config), QuantSpec(**b.doc["model"]["quant"])
+        units = sorted((c for c in b.cores if c.type == "neuron_unit"), key=lambda c: c.layer)
+        host = next(c for c in b.cores if c.type == "host_io")
+        last = units[-1].params
+        head = {k: int(last[k]) for k in UNIT_KEYS_HEAD}
+        head.update(k_head=int(last["k_head"]), scale_head=host.params["scale_head"])
+        layer_params = [{k: v for k, v in u.params.items() if k not in ("axons", "neurons")} for u in units]
+        return IntegerSDLLM.from_parts(cfg, spec, self.weights, host.params["embed"], head, layer_params)
+
+    def core_sops(self, spikes: dict, pos: np.ndarray) -> dict:
+        """core name -> SOPs per token, from the spike counts per stage (tokens, n)."""
+        out = {}
+        hd = self.build.config["dim"] // self.build.config["n_heads"]
+        for name, members in self.stages.items():
+            q = np.abs(spikes[name])
+            lo_in = self.windows[name][1] if name in self.windows else 0
+            partial = []
+            if name in self.fanout:  # exact: counts x fan-outs stay far below 2**53
+                syn, fan = self.fanout[name]
+                per_core = np.rint(q.astype(np.float64) @ fan).astype(np.int64)
+                for k, c in enumerate(syn):
+                    out[c.name] = per_core[:, k]
+                    if c.id in self.partial_w:
+                        partial.append((c, spikes[name][:, self.feed[c.id] - lo_in] @ self.partial_w[c.id].T))
+            for c in (c for c in members if c.type in ("kv_qk", "kv_pv")):
+                spike_axons = self.feed[c.id][: c.params["n_spike_axons"]] - self._kv_offset(c)
+                s = q[:, spike_axons].sum(1)
+                out[c.name] = s * ((pos + 1) if c.type == "kv_qk" else hd)
+            for r in (c for c in members if c.type == "reduce"):
+                count = np.zeros(len(pos), np.int64)
+                for c, sums in partial:
+                    for dest, src, _ in c.routes:
+                        if dest == r.id:
+                            count += np.count_nonzero(sums[:, src], axis=1)
+                out[r.name] = count
+        for c in self.build.cores:
+            if c.type == "neuron_unit":
+                out[c.name] = np.zeros(len(pos), np.int64)
+        return {c.name: np.asarray(out[c.name], np.int64) for c in self.build.cores if c.type != "host_io"}
+
+    def _kv_offset(self, core) -> int:
+        """Unit output index of the first spike axon of a KV stage (its segment's start)."""
+        seg = "qk" if core.type == "kv_qk" else "pv"
+        return self.build.segments(f"L{core.layer}.unit", "outputs")[seg][0]
+
+
+def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None) -> RunResult:
+    """Tokens, logits and per-core SOPs of the compiled network: the prompt in one window, then
+    one token at a time (greedy). Pass `folded` to reuse one folding over many runs."""
+    folded = folded or FoldedBuild(build)
+    ref = folded.executor()
+    tokens = [int(t) for t in prompt]
+    out, sp = ref.forward(tokens, 0)
+    logits, spikes = [out], [sp]
+    pos = len(tokens)
+    tokens.append(int(np.argmax(logits[-1][-1])))
+    for _ in range(n_new - 1):
+        out, sp = ref.forward([tokens[-1]], pos)
+        logits.append(out)
+        spikes.append(sp)
+        pos += 1
+        tokens.append(int(np.argmax(out[-1])))
+    all_logits = np.concatenate(logits)
+    all_spikes = {k: np.concatenate([s[k].reshape(len(s[k]), -1) for s in spikes]) for k in spikes[0]}
+    positions = np.arange(len(all_logits))
+    n_positions = len(prompt) + n_new - 1
+    return RunResult(tokens=tokens[: n_positions + 1], logits=all_logits[:n_positions],
+                     core_sops={k: v[:n_positions] for k, v in folded.core_sops(all_spikes, positions).items()},
+                     timesteps=n_positions * build.schedule["period"], traffic=None)
