@@ -19,21 +19,37 @@ class CoreGroup:
         offsets = np.cumsum([0] + [c.n_axons for c in self.cores])
         self.axon_slices = [slice(offsets[k], offsets[k + 1]) for k in range(len(self.cores))]
         self.n_axons = int(offsets[-1])
-        self.internal = []  # (src member, dst member, src index, dst axon)
-        external = {}  # destination group -> [(src member, src index, dst group-axon index)]
+        out_offsets = np.cumsum([0] + [c.n_neurons for c in self.cores])
+        self.out_slices = [slice(out_offsets[k], out_offsets[k + 1]) for k in range(len(self.cores))]
+        self.n_outputs = int(out_offsets[-1])
+        # routes inside the group, flattened: output position (all members' outputs concatenated)
+        # -> group axon; routes to other groups kept per destination group
+        internal_src, internal_dst = [], []
+        external = {}  # destination group -> [(src member, src index, dst axon, dest core id)]
         for k, c in enumerate(self.cores):
             for dest, src, dst in c.routes:
                 if dest in local:
-                    self.internal.append((k, local[dest], src, dst))
+                    internal_src.append(out_offsets[k] + src)
+                    internal_dst.append(offsets[local[dest]] + dst)
                 else:
                     external.setdefault(group_of[dest], []).append((k, src, dst, dest))
+        self.internal_src = np.concatenate(internal_src).astype(np.int64) if internal_src else np.zeros(0, np.int64)
+        self.internal_dst = np.concatenate(internal_dst).astype(np.int64) if internal_dst else np.zeros(0, np.int64)
         self.external = external
         # NoC traffic per position: [packets, packet-hops, chip crossings]; a packet is one
         # non-zero value (a spike or a graded payload) sent on one route.
         self.period = build.schedule["period"]
         self.traffic = np.zeros((n_positions, 3), np.int64)
-        self.route_costs = [(k, src, *build.link(c.id, dest)) for k, c in enumerate(self.cores)
-                            for dest, src, _ in c.routes if build.cores[dest].type != "host_io" and c.type != "host_io"]
+        cost_src, cost_hops, cost_cross = [], [], []
+        for k, c in enumerate(self.cores):
+            for dest, src, _ in c.routes:
+                if build.cores[dest].type != "host_io" and c.type != "host_io":
+                    hops, crossing = build.link(c.id, dest)
+                    cost_src.append(out_offsets[k] + src)
+                    cost_hops.append(np.full(len(src), hops))
+                    cost_cross.append(np.full(len(src), crossing))
+        self.cost_src = np.concatenate(cost_src).astype(np.int64) if cost_src else np.zeros(0, np.int64)
+        self.cost = np.stack([np.concatenate(cost_hops), np.concatenate(cost_cross)]) if cost_src else np.zeros((2, 0), np.int64)
         self.outputs = [b.zeros for b in self.behaviours]
         for k, (c, b) in enumerate(zip(self.cores, self.behaviours)):
             if c.type == "host_io":
@@ -60,15 +76,24 @@ class CoreGroup:
 
     def step(self, t: int, x) -> None:
         """Receive x (this group's axons, from other groups) and what members sent each other."""
-        inbox = [np.array(x[s], dtype=np.int64) for s in self.axon_slices]
-        for k, d, src, dst in self.internal:
-            inbox[d][dst] += self.outputs[k][src]
-        self.outputs = [b.step(t, v) for b, v in zip(self.behaviours, inbox)]
-        row = self.traffic[t // self.period]
-        for k, src, hops, crossing in self.route_costs:
-            n = np.count_nonzero(self.outputs[k][src])
+        inbox = np.array(x, dtype=np.int64)
+        if len(self.internal_src):
+            sent = self.flat_outputs()[self.internal_src]
+            nz = np.flatnonzero(sent)
+            np.add.at(inbox, self.internal_dst[nz], sent[nz])
+        self.outputs = [b.step(t, inbox[s]) for b, s in zip(self.behaviours, self.axon_slices)]
+        self._flat = None
+        if len(self.cost_src):
+            sent = self.flat_outputs()[self.cost_src] != 0
+            n = int(np.count_nonzero(sent))
             if n:
-                row += (n, n * hops, n * crossing)
+                self.traffic[t // self.period] += (n, *self.cost[:, sent].sum(1))
+
+    def flat_outputs(self) -> np.ndarray:
+        """This step's outputs of every member, concatenated (made once per step)."""
+        if getattr(self, "_flat", None) is None:
+            self._flat = np.concatenate(self.outputs) if self.outputs else np.zeros(0, np.int64)
+        return self._flat
 
     def sops(self) -> dict:
         return {c.name: b.sops for c, b in zip(self.cores, self.behaviours) if c.type != "host_io"}
@@ -78,7 +103,8 @@ class CoreGroup:
 
 
 def partition(build, granularity: str) -> list:
-    """Core ids per group: 'core' (one each), 'chip' (one per chip; the off-chip host alone) or 'all'."""
+    """Core ids per group: 'core' (one each), 'chip' (one per chip; the off-chip host simulated
+    in the first chip's process, which saves a process and its barrier) or 'all'."""
     if granularity == "all":
         return [[c.id for c in build.cores]]
     if granularity == "core":
@@ -86,6 +112,9 @@ def partition(build, granularity: str) -> list:
     chips = {}
     for c in build.cores:
         chips.setdefault(c.chip, []).append(c.id)
+    if -1 in chips and len(chips) > 1:
+        host = chips.pop(-1)
+        chips[min(chips)] = host + chips[min(chips)]
     return [chips[k] for k in sorted(chips)]
 
 
