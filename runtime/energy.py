@@ -28,7 +28,8 @@ def estimate(build, result) -> dict:
     """Per position: SOP energy + neuron-update energy + NoC energy, and latency from the step time.
 
     Neuron updates: every neuron of a synapse or KV core updates once per step of its stage's
-    spike window (T steps per token); units and the host are not counted. NoC: every packet
+    spike window (T steps per token), a reduce core's once per token; units and the host are
+    not counted. NoC: every packet
     (spike or graded payload) costs the in-tile spike energy, plus the per-hop energy per mesh
     hop, plus the chip-crossing energy when it leaves its chip; host I/O is not counted.
     """
@@ -36,7 +37,7 @@ def estimate(build, result) -> dict:
     T = build.schedule["timesteps_per_spike_train"]
     neurons = sum(c.n_neurons for c in build.cores if c.type in ("synapse", "kv_qk", "kv_pv"))
     sops = result.sops_per_token().astype(float)
-    neuron_updates = neurons * T
+    neuron_updates = neurons * T + sum(c.n_neurons for c in build.cores if c.type == "reduce")
     sop_nj = sops.mean() * e["sop_pj"] / 1e3
     neuron_nj = neuron_updates * e["neuron_update_pj"] / 1e3
     noc_nj = 0.0

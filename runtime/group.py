@@ -33,8 +33,11 @@ class CoreGroup:
                     internal_dst.append(offsets[local[dest]] + dst)
                 else:
                     external.setdefault(group_of[dest], []).append((k, src, dst, dest))
-        self.internal_src = np.concatenate(internal_src).astype(np.int64) if internal_src else np.zeros(0, np.int64)
-        self.internal_dst = np.concatenate(internal_dst).astype(np.int64) if internal_dst else np.zeros(0, np.int64)
+        src = np.concatenate(internal_src).astype(np.int64) if internal_src else np.zeros(0, np.int64)
+        dst = np.concatenate(internal_dst).astype(np.int64) if internal_dst else np.zeros(0, np.int64)
+        order = np.argsort(src, kind="stable")  # by output position: a step touches only the non-zero ones
+        self.internal_dst = dst[order]
+        self.internal_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=self.n_outputs))])
         self.external = external
         # NoC traffic per position: [packets, packet-hops, chip crossings]; a packet is one
         # non-zero value (a spike or a graded payload) sent on one route.
@@ -48,12 +51,17 @@ class CoreGroup:
                     cost_src.append(out_offsets[k] + src)
                     cost_hops.append(np.full(len(src), hops))
                     cost_cross.append(np.full(len(src), crossing))
-        self.cost_src = np.concatenate(cost_src).astype(np.int64) if cost_src else np.zeros(0, np.int64)
-        self.cost = np.stack([np.concatenate(cost_hops), np.concatenate(cost_cross)]) if cost_src else np.zeros((2, 0), np.int64)
+        # per output position: (routes leaving it, their hops, their chip crossings)
+        self.cost = np.zeros((3, self.n_outputs), np.int64)
+        if cost_src:
+            at = np.concatenate(cost_src)
+            for row, values in enumerate((np.ones(len(at), np.int64), np.concatenate(cost_hops), np.concatenate(cost_cross))):
+                np.add.at(self.cost[row], at, values)
         self.outputs = [b.zeros for b in self.behaviours]
         for k, (c, b) in enumerate(zip(self.cores, self.behaviours)):
             if c.type == "host_io":
                 self.outputs[k] = b.first_output()
+        self.sent = self._nonzero_outputs()
 
     def resolve_external(self, axon_offset: dict) -> None:
         """Fix the destination axon indices once every group's layout is known: self.ports is
@@ -77,23 +85,29 @@ class CoreGroup:
     def step(self, t: int, x) -> None:
         """Receive x (this group's axons, from other groups) and what members sent each other."""
         inbox = np.array(x, dtype=np.int64)
-        if len(self.internal_src):
-            sent = self.flat_outputs()[self.internal_src]
-            nz = np.flatnonzero(sent)
-            np.add.at(inbox, self.internal_dst[nz], sent[nz])
+        nz, values = self.sent
+        if len(nz):
+            first, count = self.internal_ptr[nz], self.internal_ptr[nz + 1] - self.internal_ptr[nz]
+            entries = np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+            np.add.at(inbox, self.internal_dst[entries], np.repeat(values, count))
         self.outputs = [b.step(t, inbox[s]) for b, s in zip(self.behaviours, self.axon_slices)]
-        self._flat = None
-        if len(self.cost_src):
-            sent = self.flat_outputs()[self.cost_src] != 0
-            n = int(np.count_nonzero(sent))
-            if n:
-                self.traffic[t // self.period] += (n, *self.cost[:, sent].sum(1))
+        self.sent = self._nonzero_outputs()
+        if len(self.sent[0]):
+            self.traffic[t // self.period] += self.cost[:, self.sent[0]].sum(1)
 
-    def flat_outputs(self) -> np.ndarray:
-        """This step's outputs of every member, concatenated (made once per step)."""
-        if getattr(self, "_flat", None) is None:
-            self._flat = np.concatenate(self.outputs) if self.outputs else np.zeros(0, np.int64)
-        return self._flat
+    def _nonzero_outputs(self):
+        """(output positions, values) of this step's non-zero outputs; idle cores are skipped."""
+        pos, values = [], []
+        for k, (out, b) in enumerate(zip(self.outputs, self.behaviours)):
+            if out is b.zeros:
+                continue
+            nz = np.flatnonzero(out)
+            if len(nz):
+                pos.append(nz + self.out_slices[k].start)
+                values.append(out[nz])
+        if not pos:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(pos), np.concatenate(values)
 
     def sops(self) -> dict:
         return {c.name: b.sops for c, b in zip(self.cores, self.behaviours) if c.type != "host_io"}
