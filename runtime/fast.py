@@ -198,3 +198,4 @@ def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None) -> Ru
     return RunResult(tokens=tokens[: n_positions + 1], logits=all_logits[:n_positions],
                      core_sops={k: v[:n_positions] for k, v in folded.core_sops(all_spikes, positions).items()},
                      timesteps=n_positions * build.schedule["period"], traffic=None)
+
