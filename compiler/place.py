@@ -69,6 +69,8 @@ def greedy(net: Network) -> dict:
     for c in net.cores:
         if c.type == "host_io":
             continue
+        if c.span > hw.cores_per_chip:
+            raise SdllmError(f"stage {c.node}: core {c.name} spans {c.span} cores, a chip of {hw.name} holds {hw.cores_per_chip}")
         if slot % hw.cores_per_chip + c.span > hw.cores_per_chip:
             slot += hw.cores_per_chip - slot % hw.cores_per_chip
         chip, local = divmod(slot, hw.cores_per_chip)
@@ -93,9 +95,7 @@ def _chunks(seq: list, spans: np.ndarray, cut: np.ndarray, cap: int, per_chunk: 
             lo += 1
         while window and window[0] < lo:
             window.popleft()
-        if not window:
-            raise SdllmError(f"placement: core {seq[p - 1].name} spans {int(spans[p - 1])} cores, a chip holds {cap}")
-        q = window[0]
+        q = window[0]  # never empty: greedy() has checked that every core fits a chip
         f[p], back[p] = f[q] + cut[p] + per_chunk, q
         while window and f[window[-1]] >= f[p]:
             window.pop()
@@ -119,8 +119,6 @@ def traffic_aware(net: Network, edges, progress: bool = False) -> dict:
     np.add.at(diff, np.maximum(a, b) + 1, -w)
     cut = np.cumsum(diff)[: len(seq) + 1]
     cut[len(seq)] = 0.0
-    if spans.sum() > hw.total_cores:
-        raise _out_of_cores(net, int(spans.sum()))
     for per_chunk in (0.0, *(float(w.sum() + 1) * 10.0**k for k in range(-4, 7))):  # fewer chips, as needed
         chunks = _chunks(seq, spans, cut, hw.cores_per_chip, per_chunk)
         if len(chunks) <= hw.chips:

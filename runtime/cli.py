@@ -45,7 +45,8 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) ->
     print(f"prompt:    {decode(build.doc['tokenizer'], prompt_tokens)!r}", file=out)
     print(f"generated: {text!r}", file=out)
     print(f"timesteps: {result.timesteps} ({build.schedule['period']} per token x {n_pos} positions), "
-          f"wall {wall_s:.1f} s ({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)", file=out)
+          f"wall {wall_s:.1f} s " + (f"({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)" if result.stepped
+                                     else "(fast executor: computed, not stepped)"), file=out)
     per = result.sops_per_token()
     print(f"SOPs per token: mean {est['sops_per_token']:,.0f} (min {int(per.min()):,}, max {int(per.max()):,})", file=out)
     if result.traffic is not None:

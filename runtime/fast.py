@@ -74,44 +74,43 @@ class FoldedBuild:
         self.fanout = {}  # stage -> (its synapse cores, (stage inputs x cores) non-zero fan-out)
         self.partial_w = {}  # partial tiles keep their weights, for their reduce cores' SOPs
         for name, members in self.stages.items():
-            if members[0].type in ("synapse", "reduce"):
-                self.weights[name] = self._fold(name, members)
-                lo_in = self.windows[name][1]
-                syn = [c for c in members if c.type == "synapse"]
-                fan = np.zeros((self.weights[name].shape[1], len(syn)), np.float64)
-                reduced = len(syn) < len(members)
-                for k, c in enumerate(syn):
-                    w = _dense(c)
-                    np.add.at(fan, (self.feed[c.id] - lo_in, k), np.count_nonzero(w, axis=0))
-                    if reduced:
-                        self.partial_w[c.id] = w
-                self.fanout[name] = (syn, fan)
+            if members[0].type not in ("synapse", "reduce"):
+                continue
+            syn = [c for c in members if c.type == "synapse"]
+            dense = {c.id: _dense(c) for c in syn}
+            self.weights[name] = self._fold(name, members, dense)
+            lo_in = self.windows[name][1]
+            fan = np.zeros((self.weights[name].shape[1], len(syn)), np.float64)
+            for k, c in enumerate(syn):
+                np.add.at(fan, (self.feed[c.id] - lo_in, k), np.count_nonzero(dense[c.id], axis=0))
+                if len(syn) < len(members):
+                    self.partial_w[c.id] = dense[c.id]
+            self.fanout[name] = (syn, fan)
 
-    def _fold(self, name: str, members: list) -> np.ndarray:
+    def _fold(self, name: str, members: list, dense: dict) -> np.ndarray:
+        """The stage's (unit inputs x unit outputs) matrix: Σ over its synapse cores of
+        (routes on, via a reduce core where there is one) · synapses · (routes in)."""
         cores = self.build.cores
-        to_unit = {}  # reduce core id -> (reduce output j, unit input axon)
+        onward = {}  # reduce core id -> (its outputs sorted, the unit axon each is routed to)
         for r in (c for c in members if c.type == "reduce"):
-            (dest, src, dst), = r.routes
-            to_unit[r.id] = (r.params["fan_in_parts"], src, dst)
-        paths, ins, outs = [], set(), set()
+            ((_, src, dst),) = r.routes
+            order = np.argsort(src)
+            onward[r.id] = (src[order], dst[order])
+        paths = []
         for c in (c for c in members if c.type == "synapse"):
-            w, feed = _dense(c), self.feed[c.id]
+            feed = self.feed[c.id]
+            if (feed < 0).any():
+                raise SdllmError(f"build: stage {name}: core {c.name} has axons no neuron unit feeds")
             for dest, src, dst in c.routes:
-                if cores[dest].type == "reduce":
-                    parts, r_src, r_dst = to_unit[dest]
-                    m = cores[dest].n_neurons
-                    j = dst % m  # the reduce core's output this partial sum adds into
-                    order = np.argsort(r_src)
-                    d = r_dst[order][np.searchsorted(r_src[order], j)]
+                if dest in onward:
+                    r_src, r_dst = onward[dest]
+                    d = r_dst[np.searchsorted(r_src, dst % cores[dest].n_neurons)]  # axon a·m + j adds into output j
                 else:
                     d = dst
-                paths.append((w[src], feed, d))
-                ins.update(feed.tolist())
-                outs.update(d.tolist())
-        if -1 in ins:
-            raise SdllmError(f"build: stage {name} has axons no neuron unit feeds")
-        lo_in, lo_out = min(ins), min(outs)
-        folded = np.zeros((max(outs) - lo_out + 1, max(ins) - lo_in + 1), np.int64)
+                paths.append((dense[c.id][src], feed, d))
+        lo_out, hi_out = min(int(d.min()) for *_, d in paths), max(int(d.max()) for *_, d in paths)
+        lo_in, hi_in = min(int(f.min()) for _, f, _ in paths), max(int(f.max()) for _, f, _ in paths)
+        folded = np.zeros((hi_out - lo_out + 1, hi_in - lo_in + 1), np.int64)
         for w, feed, d in paths:
             if len(np.unique(d)) == len(d) and len(np.unique(feed)) == len(feed):
                 folded[np.ix_(d - lo_out, feed - lo_in)] += w
@@ -197,5 +196,5 @@ def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None) -> Ru
     n_positions = len(prompt) + n_new - 1
     return RunResult(tokens=tokens[: n_positions + 1], logits=all_logits[:n_positions],
                      core_sops={k: v[:n_positions] for k, v in folded.core_sops(all_spikes, positions).items()},
-                     timesteps=n_positions * build.schedule["period"], traffic=None)
+                     timesteps=n_positions * build.schedule["period"], traffic=None, stepped=False)
 

@@ -12,6 +12,7 @@ class RunResult:
     core_sops: dict  # core name -> SOPs per position
     timesteps: int
     traffic: np.ndarray | None  # (positions, 3): NoC packets, packet-hops, chip crossings (None: not counted)
+    stepped: bool = True  # False: the fast executor, which computes the timesteps without simulating them
 
     def sops_per_token(self) -> np.ndarray:
         return np.sum(list(self.core_sops.values()), axis=0)
