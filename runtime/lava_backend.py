@@ -85,15 +85,19 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
         period = build.schedule["period"]
         with tqdm(total=n_positions, desc="Lava", unit="token", disable=None if progress else True, leave=False) as bar:
             for i in range(n_positions):  # one token per run call, for the progress bar
-                # The first call starts Lava's worker processes: they must not see Ctrl-C themselves
-                # (they would die mid-step and leave the others at the barrier); this process
-                # handles it and stops them.
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if i == 0 else None
+                # The first call starts Lava's worker processes (forked): they must not act on Ctrl-C
+                # themselves (they would die mid-step and leave the others at the barrier). While
+                # they start, a Ctrl-C is only noted — the workers inherit that handler, so for them
+                # it does nothing — and this process acts on it once the start is over: it stops them.
+                interrupted = []
+                previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1)) if i == 0 else None
                 try:
                     anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
                 finally:
                     if previous is not None:
                         signal.signal(signal.SIGINT, previous)
+                if interrupted:
+                    raise KeyboardInterrupt
                 anchor.wait()
                 bar.update()
         logits = anchor.logits.get().astype(np.int64)
