@@ -45,8 +45,11 @@ def _session_processes(sid):
 
 
 def test_ctrl_c_stops_lava_and_leaves_no_process(default_build):
+    # a foreground process of a terminal has Ctrl-C's default action, however pytest was started
+    # (a shell's background job would pass SIGINT on ignored)
     p = subprocess.Popen([os.path.join(BIN, "sdllm-run"), default_build, "--prompt", "The if", "--max-new-tokens", "100"],
-                         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while len(_session_processes(p.pid)) < 5 and time.time() < deadline:  # Lava has started its processes
         time.sleep(0.5)
