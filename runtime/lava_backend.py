@@ -83,13 +83,13 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     try:
         period = build.schedule["period"]
+        interrupted = []  # Ctrl-C while the workers start
         with tqdm(total=n_positions, desc="Lava", unit="token", disable=None if progress else True, leave=False) as bar:
             for i in range(n_positions):  # one token per run call, for the progress bar
                 # The first call starts Lava's worker processes (forked): they must not act on Ctrl-C
                 # themselves (they would die mid-step and leave the others at the barrier). While
                 # they start, a Ctrl-C is only noted — the workers inherit that handler, so for them
                 # it does nothing — and this process acts on it once the start is over: it stops them.
-                interrupted = []
                 previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1)) if i == 0 else None
                 try:
                     anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
