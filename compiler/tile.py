@@ -14,6 +14,7 @@ sizes; `synapse_arrays` cuts the tables again when the build is written.
 import numpy as np
 from tqdm import tqdm
 
+from sdllm import nibbles
 from sdllm.compiler.ir import Core, Network
 from sdllm.errors import SdllmError
 from sdllm.models import fixedpoint as fx
@@ -31,11 +32,12 @@ def synapse_table(w: np.ndarray):
 
 
 def synapse_arrays(core: Core, w: np.ndarray) -> dict:
-    """The synapse table of a static core, cut from its stage's full weight matrix."""
+    """The synapse table of a static core, cut from its stage's full weight matrix; dense blocks
+    of weights up to 4 bits two per byte (`sdllm.nibbles`)."""
     n0, n1, a0, a1 = core.block
     block = w[n0:n1, a0:a1]
     if core.params["encoding"] == "dense":
-        return {"weight_dense": block}
+        return {"weight_nibbles": nibbles.pack(block)} if core.params["weight_bits"] <= 4 else {"weight_dense": block}
     ptr, idx, wts = synapse_table(block)
     return {"axon_ptr": ptr, "neuron_index": idx, "weight": wts}
 

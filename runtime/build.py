@@ -7,6 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
+from sdllm import nibbles
 from sdllm.errors import SdllmError
 
 BUILD_FORMAT = "sdllm-build"
@@ -95,6 +96,8 @@ def load_build(path: str) -> Build:
     for c in doc["cores"]:
         params = dict(c["params"])
         params.update({k: array(rel) for k, rel in c["arrays"].items()})
+        if "weight_nibbles" in params:
+            params["weight_dense"] = nibbles.unpack(params.pop("weight_nibbles"), c["n_neurons"] * c["n_axons"])
         routes = []
         if c["routes"]:
             table = array(c["routes"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from helpers import compile_split, write_hw
 
+from sdllm import nibbles
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model, passes
 from sdllm.compiler.route import expand
@@ -80,7 +81,8 @@ def test_synapse_tiles_hold_exactly_the_stage_weights(tiny_blob, tmp_path):
                 continue
             arrays = synapse_arrays(c, weight)
             if c.params["encoding"] == "dense":
-                rebuilt[np.ix_(c.neurons, c.axons)] += arrays["weight_dense"]
+                dense = nibbles.unpack(arrays["weight_nibbles"], c.n_neurons * c.n_axons).reshape(c.n_neurons, c.n_axons)
+                rebuilt[np.ix_(c.neurons, c.axons)] += dense
                 continue
             ptr, idx, w = arrays["axon_ptr"], arrays["neuron_index"], arrays["weight"]
             axon = np.repeat(np.arange(c.n_axons), np.diff(ptr))
@@ -211,3 +213,15 @@ def test_synthetic_models_compile_from_a_shape_file(tmp_path):
     assert b.doc["model"]["synthetic"] and b.config["dim"] == 64 and (out / "report.html").is_file()
     p = subprocess.run([sys.executable, "-m", "sdllm.compiler.cli", "--synthetic", "llama9", "-o", str(out)], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "not a known shape" in p.stderr
+
+
+def test_dense_4bit_blocks_are_stored_two_weights_per_byte():
+    values = np.array([-8, -7, -1, 0, 1, 7, 3])  # every sign, both extremes, an odd count
+    packed = nibbles.pack(values)
+    assert packed.dtype == np.int8 and len(packed) == 4
+    assert nibbles.unpack(packed, len(values)).tolist() == values.tolist()
+    grid = np.arange(-8, 8)[:, None] * np.ones(16, np.int64)  # every pair of nibbles
+    pairs = np.stack([grid.reshape(-1), grid.T.reshape(-1)], 1).reshape(-1)
+    assert np.array_equal(nibbles.unpack(nibbles.pack(pairs), len(pairs)), pairs)
+    with pytest.raises(ValueError, match="nibbles hold -8..7, got -9..0"):
+        nibbles.pack(np.array([-9, 0]))

@@ -1,0 +1,21 @@
+"""Signed 4-bit integers stored two per byte (how a build keeps dense 4-bit synapse blocks)."""
+
+import numpy as np
+
+
+def pack(values: np.ndarray) -> np.ndarray:
+    """Flattened values in [-8, 7] -> int8 bytes, low nibble first (odd counts padded with 0)."""
+    v = np.asarray(values).reshape(-1)
+    if v.size and (v.min() < -8 or v.max() > 7):
+        raise ValueError(f"nibbles hold -8..7, got {int(v.min())}..{int(v.max())}")
+    if v.size % 2:
+        v = np.concatenate([v, [0]])
+    nib = (v.astype(np.int64) & 0xF).astype(np.uint8)
+    return (nib[0::2] | (nib[1::2] << 4)).view(np.int8)
+
+
+def unpack(packed: np.ndarray, n: int) -> np.ndarray:
+    """The first n values of `pack`'s bytes, int64."""
+    b = np.asarray(packed).astype(np.int64) & 0xFF
+    v = np.stack([b & 0xF, b >> 4], 1).reshape(-1)[:n]
+    return np.where(v >= 8, v - 16, v)
