@@ -104,6 +104,16 @@ class Core:
         return len(self.neurons)
 
     @property
+    def sends_node_outputs(self) -> bool:
+        """False for a fan-in tile: its partial sums go to its stage's reduce cores."""
+        return not self.partial
+
+    @property
+    def has_node_inputs(self) -> bool:
+        """False for a reduce core: its axons carry partial sums, not the node's inputs."""
+        return self.type != "reduce"
+
+    @property
     def n_routes(self) -> int:
         """Output routes before compression: one per (output, destination core) pair."""
         return int(sum(runs[:, 2].sum() for _, runs in self.routes))
@@ -140,8 +150,8 @@ class Network:
 
     def producers(self, node: str) -> list:
         """The cores that send a node's outputs (not fan-in tiles that feed reduce cores)."""
-        return [c for c in self.cores_of(node) if not c.partial]
+        return [c for c in self.cores_of(node) if c.sends_node_outputs]
 
     def consumers(self, node: str) -> list:
         """The cores with axons of a node's inputs (not its reduce cores)."""
-        return [c for c in self.cores_of(node) if c.type != "reduce"]
+        return [c for c in self.cores_of(node) if c.has_node_inputs]

@@ -43,8 +43,8 @@ def _edge_pairs(net: Network, src: str, dst: str, data: dict, by_node: dict, pen
     s0, _ = net.nodes[src].outputs.range(data["src_seg"])
     d0, _ = net.nodes[dst].inputs.range(data["dst_seg"])
     size = data["size"]
-    sources = [(c, *_span(c.neurons, s0, size)) for c in by_node[src] if not c.partial]
-    sinks = [(c, *_span(c.axons, d0, size)) for c in by_node[dst] if c.type != "reduce"]
+    sources = [(c, *_span(c.neurons, s0, size)) for c in by_node[src] if c.sends_node_outputs]
+    sinks = [(c, *_span(c.axons, d0, size)) for c in by_node[dst] if c.has_node_inputs]
     sources = [(c, loc, off) for c, loc, off in sources if len(loc)]
     sinks = [(c, loc, off, off.min(), off.max()) for c, loc, off in sinks if len(loc)]
     for s_core, s_local, s_off in sources:
