@@ -32,16 +32,8 @@ class SynapseCore(CoreBehaviour):
 
     def __init__(self, core, build, n_positions):
         super().__init__(core, build, n_positions)
-        p = core.params
-        if "weight_dense" in p:
-            self.w = p["weight_dense"].reshape(core.n_neurons, core.n_axons)
-            self.fanout = np.count_nonzero(self.w, axis=0)  # SOPs count non-zero synapses in either encoding
-        else:
-            ptr = p["axon_ptr"]
-            self.fanout = np.diff(ptr)
-            self.w = np.zeros((core.n_neurons, core.n_axons), np.int64)
-            axon_of_entry = np.repeat(np.arange(core.n_axons), self.fanout)
-            self.w[p["neuron_index"], axon_of_entry] = p["weight"]
+        self.w = core.weights()
+        self.fanout = np.count_nonzero(self.w, axis=0)  # SOPs count non-zero synapses in either encoding
         window = build.schedule["stages"][core.node]
         self.first, self.last = window["first"], window["last"]
         self.acc = np.zeros(core.n_neurons, np.int64)

@@ -29,6 +29,15 @@ class CoreImage:
     position: tuple = (-1, -1)  # on the chip's mesh
     span: int = 1  # physical cores
 
+    def weights(self) -> np.ndarray:
+        """A synapse core's (neurons, axons) weights, from either encoding of its table."""
+        p = self.params
+        if "weight_dense" in p:
+            return p["weight_dense"].reshape(self.n_neurons, self.n_axons)
+        w = np.zeros((self.n_neurons, self.n_axons), np.int64)
+        w[p["neuron_index"], np.repeat(np.arange(self.n_axons), np.diff(p["axon_ptr"]))] = p["weight"]
+        return w
+
 
 @dataclass
 class Build:

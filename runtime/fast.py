@@ -37,15 +37,6 @@ def keep_large_allocations() -> None:
         pass
 
 
-def _dense(core) -> np.ndarray:
-    p = core.params
-    if "weight_dense" in p:
-        return p["weight_dense"].reshape(core.n_neurons, core.n_axons)
-    w = np.zeros((core.n_neurons, core.n_axons), np.int64)
-    w[p["neuron_index"], np.repeat(np.arange(core.n_axons), np.diff(p["axon_ptr"]))] = p["weight"]
-    return w
-
-
 class FoldedBuild:
     """A build's static stages as (unit-input × unit-output) integer matrices, and per core the
     unit outputs that feed its axons."""
@@ -77,7 +68,7 @@ class FoldedBuild:
             if members[0].type not in ("synapse", "reduce"):
                 continue
             syn = [c for c in members if c.type == "synapse"]
-            dense = {c.id: _dense(c) for c in syn}
+            dense = {c.id: c.weights() for c in syn}
             self.weights[name] = self._fold(name, members, dense)
             lo_in = self.windows[name][1]
             fan = np.zeros((self.weights[name].shape[1], len(syn)), np.float64)

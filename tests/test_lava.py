@@ -14,14 +14,6 @@ from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep
 
 
-def _weights(c):
-    if "weight_dense" in c.params:
-        return c.params["weight_dense"].reshape(c.n_neurons, c.n_axons)
-    w = np.zeros((c.n_neurons, c.n_axons), np.int64)
-    w[c.params["neuron_index"], np.repeat(np.arange(c.n_axons), np.diff(c.params["axon_ptr"]))] = c.params["weight"]
-    return w
-
-
 def analytic_core_sops(build, spikes, pos):
     """Σ over each core's input spikes of the axon's non-zero fan-out, from the reference's spike
     counts; for a reduce core, the non-zero partial sums its stage's fan-in tiles send it."""
@@ -34,7 +26,7 @@ def analytic_core_sops(build, spikes, pos):
             continue
         q = np.asarray(spikes[c.node]).reshape(-1)
         if c.type == "synapse":
-            w, x = _weights(c), q[c.params["axons"]]
+            w, x = c.weights(), q[c.params["axons"]]
             out[c.name] = int(np.abs(x) @ np.count_nonzero(w, axis=0))
             partial_sums[c.node].append((c.params["neurons"], w @ x))
         else:
