@@ -48,11 +48,11 @@ def _is_range(a: np.ndarray) -> bool:
 
 def network_document(net: Network, save, progress: bool = False) -> dict:
     """The JSON description of the network; `save(name, array)` stores an array, returns its path."""
-    synapses = {}
+    synapses, by_node = {}, net.cores_by_node()
     for node in tqdm([n for n in net.nodes.values() if n.kind == "synapse"], desc="emit", unit="stage",
                      disable=None if progress else True, leave=False):
         w = node.weight.load()
-        for c in net.cores_of(node.name):
+        for c in by_node[node.name]:
             if c.type == "synapse":
                 synapses[c.id] = {k: save(f"c{c.id:05d}.{k}", v) for k, v in synapse_arrays(c, w).items()}
     cores = []

@@ -148,6 +148,13 @@ class Network:
     def cores_of(self, node: str) -> list:
         return [c for c in self.cores if c.node == node]
 
+    def cores_by_node(self) -> dict:
+        """node -> its cores, in core order (one pass; for passes that visit every node)."""
+        out = {name: [] for name in self.nodes}
+        for c in self.cores:
+            out[c.node].append(c)
+        return out
+
     def producers(self, node: str) -> list:
         """The cores that send a node's outputs (not fan-in tiles that feed reduce cores)."""
         return [c for c in self.cores_of(node) if c.sends_node_outputs]

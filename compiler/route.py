@@ -71,9 +71,7 @@ def _reduce_pairs(cores: list, pending: dict) -> None:
 
 
 def route(net: Network, progress: bool = False) -> Network:
-    by_node = defaultdict(list)
-    for c in net.cores:
-        by_node[c.node].append(c)
+    by_node = net.cores_by_node()
     pending = defaultdict(list)
     for src, dst, data in tqdm(list(net.graph.edges(data=True)), desc="route", unit="edge", disable=None if progress else True, leave=False):
         _edge_pairs(net, src, dst, data, by_node, pending)
