@@ -30,8 +30,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sdllm.models.sdllm import stage_shapes  # noqa: E402
-from sdllm.models.synthetic import shape_of, synthetic_blob  # noqa: E402
+from sdllm.models.synthetic import shape_of  # noqa: E402
+from sdllm.stages import static_shapes  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 TARGETS = {"smollm2_s": 60, "smollm2_gb": 4, "bound": 1.15, "hops": 0.7, "7b_s": 15 * 60, "7b_gb": 12}
@@ -71,10 +71,9 @@ def smollm2_model(out_dir: str) -> str:
 
 
 def n_params(config: str) -> int:
-    blob = synthetic_blob(shape_of(config))
-    shapes = stage_shapes(blob)
-    embed = 0 if blob["config"]["tie_embeddings"] else blob["config"]["vocab_size"] * blob["config"]["dim"]
-    return sum(a * b for a, b in shapes.values()) + embed
+    cfg = shape_of(config)
+    embed = 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim
+    return sum(a * b for a, b in static_shapes(cfg).values()) + embed
 
 
 def ok(flag: bool) -> str:

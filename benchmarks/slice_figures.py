@@ -10,10 +10,12 @@ import time
 
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model
-from sdllm.models.convert import DEFAULT_FLOAT, calibration_tokens, load_float
+from sdllm.formats.build import read as load_build
+from sdllm.formats.model import QuantSpec
+from sdllm.models.conversion import convert
+from sdllm.models.corpus import calibration_tokens
 from sdllm.models.evaluate import evaluate
-from sdllm.models.sdllm import QuantSpec, convert
-from sdllm.runtime.build import load_build
+from sdllm.models.importers import BYTES, default_float, load_float
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep
 
@@ -24,16 +26,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-speed", action="store_true", help="perplexity table only (speed needs an idle machine)")
     args = ap.parse_args()
-    model = load_float(DEFAULT_FLOAT)
-    calib = calibration_tokens(model.cfg.max_seq_len, 16)
+    model = load_float(default_float())
+    calib = calibration_tokens(BYTES, model.cfg.max_seq_len, 16)
     print("held-out perplexity per byte, 8 windows of 128 bytes from the last 10% of pydoc topics")
     print(f"{'setting':<14} {'T':>4} {'float':>7} {'weight-only':>12} {'fake-quant':>11} {'integer':>8} {'int/float':>10} "
           f"{'spikes/tok':>11} {'SOPs/tok':>11}")
     blobs = {}
     for wb, ab in ((8, 8), (4, 8), (4, 6), (4, 4)):
         spec = QuantSpec(weight_bits=wb, act_bits=ab)
-        blob = blobs[(wb, ab)] = convert(model, spec, calib)
-        r = evaluate(blob, model, n_windows=8, progress=False)
+        sdllm_model = blobs[(wb, ab)] = convert(model, spec, calib, BYTES)
+        r = evaluate(sdllm_model, model, n_windows=8, progress=False)
         print(f"W{wb}A{ab} KV8     {spec.timesteps:>4} {r['float']:>7.3f} {r['weight_only']:>12.3f} {r['fake_quant']:>11.3f} {r['integer']:>8.3f} "
               f"{r['integer'] / r['float']:>10.3f} {r['spikes_per_token']:>11.0f} {r['sops_per_token']:>11,.0f}")
 

@@ -32,15 +32,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from sdllm import tokenizer  # noqa: E402
 from sdllm.compiler.emit import emit  # noqa: E402
 from sdllm.compiler.pipeline import compile_model  # noqa: E402
-from sdllm.models import checkpoint  # noqa: E402
-from sdllm.models.convert import DEFAULT_FLOAT, calibration_tokens, load_float, load_source  # noqa: E402
-from sdllm.models.corpus import held_out_windows  # noqa: E402
+from sdllm.formats import model as modelformat  # noqa: E402
+from sdllm.formats.build import read as load_build  # noqa: E402
+from sdllm.formats.model import QuantSpec  # noqa: E402
+from sdllm.models.conversion import convert  # noqa: E402
+from sdllm.models.corpus import (
+    calibration_tokens,  # noqa: E402
+    held_out_windows,  # noqa: E402
+)
+from sdllm.models.importers import BYTES, default_float, load_float, load_source  # noqa: E402
 from sdllm.models.integer_ref import IntegerSDLLM  # noqa: E402
-from sdllm.models.sdllm import QuantSpec, convert  # noqa: E402
-from sdllm.runtime import energy, tokenizer  # noqa: E402
-from sdllm.runtime.build import load_build  # noqa: E402
+from sdllm.runtime import energy  # noqa: E402
 from sdllm.runtime.fast import FoldedBuild, run_fast  # noqa: E402
 from sdllm.runtime.lava_backend import run_lava  # noqa: E402
 
@@ -53,7 +58,7 @@ def ok(flag: bool) -> str:
 
 
 def granularity(out_dir: str, repeats: int) -> float:
-    blob = convert(load_float(DEFAULT_FLOAT), QuantSpec(), calibration_tokens(128, 4))
+    blob = convert(load_float(default_float()), QuantSpec(), calibration_tokens(BYTES, 128, 4), BYTES)
     path = os.path.join(out_dir, "demo_build")
     emit(compile_model(blob, "loihi2"), path)
     build = load_build(path)
@@ -96,12 +101,12 @@ def main():
     granularity(args.out, args.repeats)
 
     gguf, model_path, build = smollm2(args.out)
-    prompt = tokenizer.encode(build.doc["tokenizer"], "The if")
+    prompt = tokenizer.encode(build.tokenizer, "The if")
     t0 = time.time()
     lava = run_lava(build, prompt, 1, "chip", progress=True)
     wall = time.time() - t0
     fast = run_fast(build, prompt, 1)
-    blob = checkpoint.load(model_path)
+    blob = modelformat.load(model_path)
     tokens, logits, _ = IntegerSDLLM(blob).generate(prompt, 1)
     same_fast = lava.tokens == fast.tokens and np.array_equal(lava.logits, fast.logits) and \
         {k: v.tolist() for k, v in lava.core_sops.items()} == {k: v.tolist() for k, v in fast.core_sops.items()}
@@ -109,7 +114,7 @@ def main():
     print(f"\n2. SmolLM2-135M W4A4 on Lava, Kapoho Point ({sum(c.span for c in build.cores if c.type != 'host_io')} cores, 8 chip Processes): prompt "
           f"{len(prompt)} tokens + 1 generated = {lava.timesteps:,} timesteps in {wall:.0f} s "
           f"({1e3 * wall / lava.timesteps:.1f} ms per timestep); target <= 300 s: {ok(wall <= 300)}")
-    print(f"   generated {tokenizer.decode(build.doc['tokenizer'], lava.tokens[len(prompt):])!r}; equal to the fast executor "
+    print(f"   generated {tokenizer.decode(build.tokenizer, lava.tokens[len(prompt):])!r}; equal to the fast executor "
           f"(tokens, logits, per-core SOPs): {same_fast}; to the integer reference (tokens, logits): {same_ref}")
 
     est = energy.estimate(build, lava)
@@ -123,7 +128,7 @@ def main():
     print(f"   45 nm estimate: SDLLM {est['sdllm_45nm_uj']:.0f} uJ ({est['sops_per_token']:,.0f} SOPs x 0.9 pJ) vs dense "
           f"{est['dense_macs_per_token']:,.0f} MACs: FP32 {est['dense_fp32_45nm_uj']:.0f} uJ, FP16 {est['dense_fp16_45nm_uj']:.0f} uJ")
 
-    rows = held_out_windows(build.doc["tokenizer"], SEQ, args.windows)
+    rows = held_out_windows(build.tokenizer, SEQ, args.windows)
     folded = FoldedBuild(build)
     folded.executor()  # folding and the executor's tables: made once, not timed
     float_model, _ = load_source(gguf, SEQ)
@@ -144,9 +149,9 @@ def main():
     ref = IntegerSDLLM(blob)
     _, spikes = ref.forward(rows[0][:-1])
     T = build.schedule["timesteps_per_spike_train"]
-    layers = build.config["n_layers"]
+    layers = build.config.n_layers
     n = len(rows[0]) - 1
-    causal = np.arange(build.config["max_seq_len"]) < np.arange(1, n + 1)[:, None]  # P·V inputs of keys so far
+    causal = np.arange(build.config.max_seq_len) < np.arange(1, n + 1)[:, None]  # P·V inputs of keys so far
     per_stage = {k: np.abs(v).transpose(1, 0, 2)[:, causal].reshape(-1) if k.endswith(".pv") else np.abs(v).reshape(-1)
                  for k, v in spikes.items()}
     rates = [np.mean(np.concatenate([per_stage[f"L{i}.{k}"] for k in ("qkv", "qk", "pv", "o", "gate_up", "down")])) / T

@@ -20,19 +20,13 @@ import time
 
 import torch
 
-from sdllm.models.convert import load_source
+from sdllm.cli.eval import ablation_lines, code_lines, layer_lines, plot_histogram
+from sdllm.formats.model import QuantSpec
+from sdllm.models.conversion import convert
 from sdllm.models.corpus import calibration_windows, held_out_windows
-from sdllm.models.evaluate import (
-    ablation,
-    evaluate,
-    nonlinearity_costs,
-    plot_histogram,
-    print_ablation,
-    print_codes,
-    print_layers,
-)
+from sdllm.models.evaluate import ablation, evaluate, nonlinearity_costs
+from sdllm.models.importers import load_source
 from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.sdllm import QuantSpec, convert
 
 SEQ = 256
 TARGETS = {(8, 8): 1.05, (4, 8): 1.5}
@@ -68,8 +62,7 @@ def main():
     for wb, ab in settings:
         spec = QuantSpec(weight_bits=wb, act_bits=ab)
         t0 = time.time()
-        blob = convert(model, spec, calib, progress=True)
-        blob["tokenizer"] = tokenizer
+        blob = convert(model, spec, calib, tokenizer, progress=True)
         t_conv = time.time() - t0
         conversion_peak = conversion_peak or peak_rss_gb()  # the first conversion: import + calibration + GPTQ
         blobs[(wb, ab)] = blob
@@ -81,8 +74,8 @@ def main():
 
     w4a4 = results[(4, 4)]
     print("\n== W4A4 (the paper's setting) in detail")
-    print_layers(w4a4, 7)
-    print_codes(w4a4, 4)
+    print("\n".join(layer_lines(w4a4, 7)))
+    print("\n".join(code_lines(w4a4, 4)))
     plot = os.path.join(os.path.dirname(args.markdown) or ".", "smollm2_w4a4_spikes.png")
     plot_histogram(w4a4["histogram"], 7, plot)
     print(f"plot: {plot}")
@@ -114,7 +107,7 @@ def main():
     abl = None
     if not args.quick:
         abl = ablation(blobs[(4, 4)], model, rows, calib)
-        print_ablation(w4a4, abl, blobs[(4, 4)]["quant"])
+        print("\n".join(ablation_lines(w4a4, abl, blobs[(4, 4)].quant)))
 
     print("\n== targets")
     for (wb, ab), limit in TARGETS.items():

@@ -8,17 +8,20 @@ from sdllm.errors import SdllmError
 
 
 def check(net: Network) -> Network:
+    """Adds `checked`."""
+    net.need("drc", "cores", "routes", "placement")
     lim = net.hw.core
-    payload_max = (1 << (lim.graded_payload_bits - 1)) - 1
+    payload_max = lim.payload_max
     for core in net.cores:
-        if core.type == "host_io":
+        if not core.on_chip:
             continue
         k = core.span
+        table = net.routes[core.id]
         where = f"stage {core.node}: core {core.name}"
         checks = [
             ("neurons", core.n_neurons, k * lim.max_neurons),
             ("input axons", core.n_axons, k * lim.max_input_axons),
-            ("routing-table entries", core.table_entries, k * lim.max_output_routes),
+            ("routing-table entries", table.entries, k * lim.max_output_routes),
             ("synapse memory bits", core.synapse_bits, k * lim.synapse_memory_bits),
             ("weight bits", core.params.get("weight_bits", 0), lim.max_weight_bits),
             ("graded-spike payload", core.payload_bound, payload_max),
@@ -26,6 +29,6 @@ def check(net: Network) -> Network:
         for what, used, available in checks:
             if used > available:
                 raise SdllmError(f"{where}: {what} {used:,} exceed the {available:,} available on {net.hw.name}")
-        if core.chip < 0 or len(core.positions) != k:
+        if net.chip(core.id) < 0 or len(net.positions(core.id)) != k:
             raise SdllmError(f"{where}: not placed on {k} core(s) of a chip")
-    return net
+    return net.add("drc", checked=True)

@@ -1,27 +1,42 @@
-"""The compiler's IR: operator graph -> cores -> placed, routed, scheduled network.
+"""The compiler's IR: what each pass reads and what it adds, as typed fields of one immutable
+`Network` (a pass returns a new Network with its field filled; it never changes its input).
 
-Index spaces. Every node of the operator graph (a neuron unit, a spike-driven stage, the host)
-has named input and output *segments*: contiguous ranges of its axons and of its outputs.
-An operator-graph edge connects one output segment to one input segment of equal size.
-Tiling splits a stage into cores, each owning an axon range and a neuron range of the stage;
-routing then maps every (source core, output index) to (destination core, axon index).
+    lower     graph       operator graph: nodes (units, stages, host) with named segments, edges
+    tile      cores       logical cores, each an axon range and a neuron range of its node
+              bounds      per node, the fewest cores its resources need (the report's lower bound)
+    route     routes      per core, its routing table (run-length) and table size
+    rates     rates       (optional) measured spikes per token on every stage input
+    place     placement   per core, its chip and mesh positions; the placement's traffic figures
+    schedule  schedule    the timestep schedule
+    drc       checked     every core within its limits
+
+Index spaces. Every node has named input and output *segments*: contiguous ranges of its axons
+and of its outputs. An edge connects one output segment to one input segment of equal size.
+A core owns an axon range and a neuron range of its node; routing maps every (source core,
+output index) to (destination core, axon index).
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 import numpy as np
 
+from sdllm.errors import SdllmError
+from sdllm.formats.hw import HwConfig
+from sdllm.formats.model import ModelFile
+from sdllm.stages import CoreType, NodeKind
 
-@dataclass
+
+@dataclass(frozen=True)
 class Segments:
     """Named contiguous ranges, in declaration order."""
 
-    sizes: dict = field(default_factory=dict)
+    sizes: dict
 
-    def add(self, name: str, size: int) -> None:
-        self.sizes[name] = int(size)
+    @classmethod
+    def of(cls, pairs) -> "Segments":
+        return cls({name: int(n) for name, n in pairs})
 
     def offset(self, name: str) -> int:
         off = 0
@@ -52,20 +67,24 @@ class Weights:
     load: Callable[[], np.ndarray]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Node:
-    """An operator-graph node: kind is 'unit', 'synapse' (static weights), 'kv_qk', 'kv_pv' or 'host'."""
-
     name: str
-    kind: str
+    kind: NodeKind
     layer: int
-    inputs: Segments = field(default_factory=Segments)
-    outputs: Segments = field(default_factory=Segments)
+    inputs: Segments
+    outputs: Segments
     weight: Weights | None = None  # static synapse stages
     attrs: dict = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Graph:
+    nodes: dict  # name -> Node, in lowering order
+    edges: nx.MultiDiGraph  # node names; edge data: src_seg, dst_seg, size
+
+
+@dataclass(frozen=True)
 class Core:
     """A logical core. `span` physical cores when one core's limits cannot hold it (a neuron unit
     whose axons exceed one core's), placed together on one chip.
@@ -76,7 +95,7 @@ class Core:
 
     id: int
     name: str
-    type: str  # 'synapse', 'reduce', 'kv_qk', 'kv_pv', 'neuron_unit', 'host_io'
+    type: CoreType
     node: str
     layer: int
     axons: np.ndarray  # indices into the node's input space, in axon order (reduce: its own axons)
@@ -88,12 +107,6 @@ class Core:
     partial: bool = False
     span: int = 1
     payload_bound: int = 0  # largest |graded value| the core sends
-    chip: int = -1
-    position: tuple = (-1, -1)
-    positions: list = field(default_factory=list)  # every physical core's (x, y)
-    routes: list = field(default_factory=list)  # [(dest core id, runs (k, 3): src start, dest axon start, length)]
-    table_entries: int = 0
-    table_compressed: bool = False
 
     @property
     def n_axons(self) -> int:
@@ -111,7 +124,21 @@ class Core:
     @property
     def has_node_inputs(self) -> bool:
         """False for a reduce core: its axons carry partial sums, not the node's inputs."""
-        return self.type != "reduce"
+        return self.type != CoreType.REDUCE
+
+    @property
+    def on_chip(self) -> bool:
+        return self.type != CoreType.HOST
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """A core's routing table: [(destination core id, runs (k, 3): source output start,
+    destination axon start, length)], and its size in entries (compressed to runs or not)."""
+
+    routes: tuple
+    entries: int
+    compressed: bool
 
     @property
     def n_routes(self) -> int:
@@ -119,31 +146,47 @@ class Core:
         return int(sum(runs[:, 2].sum() for _, runs in self.routes))
 
 
-@dataclass
+@dataclass(frozen=True)
+class Placement:
+    where: dict  # core id -> (chip, [(x, y) of each physical core])
+    figures: dict  # method, spike-hops, chip crossings, the greedy baseline's, chip traffic, link loads
+
+
+@dataclass(frozen=True)
+class Rates:
+    per_axon: dict  # stage node -> mean spikes per token on each of its input axons
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Network:
-    """What flows through the passes; each pass fills in more of it."""
+    model: ModelFile
+    hw: HwConfig
+    graph: Graph | None = None
+    cores: tuple | None = None
+    bounds: dict | None = None
+    routes: dict | None = None
+    rates: Rates | None = None
+    placement: Placement | None = None
+    schedule: dict | None = None
+    checked: bool = False
 
-    blob: dict
-    hw: object
-    graph: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
-    nodes: dict = field(default_factory=dict)
-    cores: list = field(default_factory=list)
-    schedule: dict = field(default_factory=dict)
-    rates: dict = field(default_factory=dict)  # stage -> measured spikes per token per input axon
-    rates_tokens: int = 0
-    placement: dict = field(default_factory=dict)  # the placement's figures (method, spike-hops, baseline)
+    def need(self, by: str, *names: str) -> None:
+        """A pass states what it reads: every field must have been filled by an earlier pass."""
+        missing = [n for n in names if getattr(self, n) is None]
+        if missing:
+            raise SdllmError(f"compiler: pass {by} needs {', '.join(missing)} from an earlier pass (the pass list is out of order)")
 
-    def add_node(self, node: Node) -> Node:
-        self.nodes[node.name] = node
-        self.graph.add_node(node.name, kind=node.kind)
-        return node
+    def add(self, by: str, **fields) -> "Network":
+        """A new Network with the fields a pass adds; a field already filled is not overwritten."""
+        filled = [n for n in fields if getattr(self, n) not in (None, False)]
+        if filled:
+            raise SdllmError(f"compiler: pass {by} would overwrite {', '.join(filled)} (run the pipeline on a fresh Network)")
+        return replace(self, **fields)
 
-    def connect(self, src: str, src_seg: str, dst: str, dst_seg: str) -> None:
-        n_src = self.nodes[src].outputs.sizes[src_seg]
-        n_dst = self.nodes[dst].inputs.sizes[dst_seg]
-        if n_src != n_dst:
-            raise ValueError(f"edge {src}.{src_seg} ({n_src}) -> {dst}.{dst_seg} ({n_dst}): sizes differ")
-        self.graph.add_edge(src, dst, src_seg=src_seg, dst_seg=dst_seg, size=n_src)
+    @property
+    def nodes(self) -> dict:
+        return self.graph.nodes
 
     def cores_of(self, node: str) -> list:
         return [c for c in self.cores if c.node == node]
@@ -162,3 +205,10 @@ class Network:
     def consumers(self, node: str) -> list:
         """The cores with axons of a node's inputs (not its reduce cores)."""
         return [c for c in self.cores_of(node) if c.has_node_inputs]
+
+    def chip(self, core_id: int) -> int:
+        """A placed core's chip; -1 for the off-chip host."""
+        return self.placement.where[core_id][0] if core_id in self.placement.where else -1
+
+    def positions(self, core_id: int) -> list:
+        return self.placement.where[core_id][1] if core_id in self.placement.where else []

@@ -1,74 +1,73 @@
-"""Pass 1: model.pt -> operator graph (networkx) of neuron units, spike-driven stages and the host."""
+"""Pass lower: the SDLLM -> operator graph (networkx) of neuron units, spike-driven stages and the
+host, one unit and the stage table's stages per layer (`sdllm.stages`). Adds `graph`."""
 
-from sdllm.compiler.ir import Network, Node, Weights
-from sdllm.models.sdllm import config_of, head_params, stage_shapes, stage_weight, unit_params
+import networkx as nx
 
-STATIC_STAGES = ("qkv", "o", "gate_up", "down")
+from sdllm import stages
+from sdllm.compiler.ir import Graph, Network, Node, Segments, Weights
+from sdllm.models.units import head_params, order_key, scale_key, unit_params
+from sdllm.stages import NodeKind
+
+
+class _Builder:
+    def __init__(self):
+        self.nodes, self.edges = {}, nx.MultiDiGraph()
+
+    def add(self, node: Node) -> Node:
+        self.nodes[node.name] = node
+        self.edges.add_node(node.name, kind=node.kind.value)
+        return node
+
+    def connect(self, src: str, src_seg: str, dst: str, dst_seg: str) -> None:
+        n_src = self.nodes[src].outputs.sizes[src_seg]
+        n_dst = self.nodes[dst].inputs.sizes[dst_seg]
+        if n_src != n_dst:
+            raise ValueError(f"edge {src}.{src_seg} ({n_src}) -> {dst}.{dst_seg} ({n_dst}): sizes differ")
+        self.edges.add_edge(src, dst, src_seg=src_seg, dst_seg=dst_seg, size=n_src)
+
+
+def _static(g: _Builder, model, name: str, layer: int) -> Node:
+    cfg = model.config
+    stage = stages.stage_of(name)
+    weight = Weights((stage.n_out(cfg), stage.n_in(cfg)), lambda: model.weight(name))
+    return g.add(Node(name, NodeKind.STATIC, layer, Segments.of([("in", weight.shape[1])]),
+                      Segments.of([("out", weight.shape[0])]), weight=weight, attrs={"weight_bits": model.quant.weight_bits}))
 
 
 def lower(net: Network) -> Network:
-    blob = net.blob
-    cfg = config_of(blob)
-    nh, nkv, hd, S = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.max_seq_len
-    shapes = stage_shapes(blob)
-    weights = {name: Weights(shape, lambda name=name: stage_weight(blob, name)) for name, shape in shapes.items()}
-
-    host = net.add_node(Node("host", "host", -1))
-    host.outputs.add("embed", cfg.dim)
-    host.inputs.add("logits", cfg.vocab_size)
-    host.inputs.add("ratio", 1)
-    head = head_params(blob)
-    host.attrs["params"] = {"embed": blob["embed_fx"].numpy(), "scale_head": head["scale_head"], "q_max": head["q_max"]}
-
+    model = net.model
+    cfg = model.config
+    g = _Builder()
+    head = head_params(model)
+    host_params = {"embed": model.embed_fx, scale_key(stages.HEAD): head[scale_key(stages.HEAD)], "q_max": head["q_max"]}
+    g.add(Node("host", NodeKind.HOST, -1, Segments.of([("logits", cfg.vocab_size), ("ratio", 1)]),
+               Segments.of([("embed", cfg.dim)]), attrs={"params": host_params}))
+    kv_attrs = {"n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
+                "max_seq_len": cfg.max_seq_len, "weight_bits": model.quant.kv_bits}
     prev = ("host", "embed")
     for i in range(cfg.n_layers):
-        unit = net.add_node(Node(f"L{i}.unit", "unit", i))
-        for seg, n in (("resid_in", cfg.dim), ("qkv", (nh + 2 * nkv) * hd), ("qk", nh * S), ("pv", nh * hd),
-                       ("o", cfg.dim), ("gate_up", 2 * cfg.ffn_dim), ("down", cfg.dim)):
-            unit.inputs.add(seg, n)
-        for seg, n in (("qkv", cfg.dim), ("k_write", nkv * hd), ("v_write", nkv * hd), ("qk", nh * hd),
-                       ("pv", nh * S), ("o", nh * hd), ("gate_up", cfg.dim), ("down", cfg.ffn_dim)):
-            unit.outputs.add(seg, n)
-        params = unit_params(blob, i)
         last = i == cfg.n_layers - 1
+        ins, outs = stages.unit_segments(cfg, last)
+        params = unit_params(model, i)
         if last:
-            unit.outputs.add("head", cfg.dim)
-            unit.outputs.add("ratio", 1)
-            params["k_head"] = head["k_head"]
-        else:
-            unit.outputs.add("resid_out", cfg.dim)
-        unit.attrs["params"] = params
-        net.connect(*prev, unit.name, "resid_in")
-
-        for k in STATIC_STAGES:
-            w = weights[f"L{i}.{k}"]
-            stage = net.add_node(Node(f"L{i}.{k}", "synapse", i, weight=w, attrs={"weight_bits": blob["quant"]["weight_bits"]}))
-            stage.inputs.add("in", w.shape[1])
-            stage.outputs.add("out", w.shape[0])
-            net.connect(unit.name, k, stage.name, "in")
-            net.connect(stage.name, "out", unit.name, k)
-
-        kv_attrs = {"n_heads": nh, "n_kv_heads": nkv, "head_dim": hd, "max_seq_len": S, "weight_bits": blob["quant"]["kv_bits"]}
-        qk = net.add_node(Node(f"L{i}.qk", "kv_qk", i, attrs=dict(kv_attrs)))
-        qk.inputs.add("spikes", nh * hd)
-        qk.inputs.add("write", nkv * hd)
-        qk.outputs.add("out", nh * S)
-        pv = net.add_node(Node(f"L{i}.pv", "kv_pv", i, attrs=dict(kv_attrs)))
-        pv.inputs.add("spikes", nh * S)
-        pv.inputs.add("write", nkv * hd)
-        pv.outputs.add("out", nh * hd)
-        for stage, seg in ((qk, "qk"), (pv, "pv")):
-            net.connect(unit.name, seg, stage.name, "spikes")
-            net.connect(unit.name, "k_write" if seg == "qk" else "v_write", stage.name, "write")
-            net.connect(stage.name, "out", unit.name, seg)
+            params[order_key(stages.HEAD_IN)] = head[order_key(stages.HEAD_IN)]
+        unit = g.add(Node(f"L{i}.unit", NodeKind.UNIT, i, Segments.of(ins), Segments.of(outs), attrs={"params": params}))
+        g.connect(*prev, unit.name, "resid_in")
+        for s in stages.LAYER_STATIC:
+            node = _static(g, model, s.node(i), i)
+            g.connect(unit.name, s.name, node.name, "in")
+            g.connect(node.name, "out", unit.name, s.name)
+        kv = [s for s in stages.LAYER if s.kind in stages.KV_KINDS]
+        for s in kv:
+            g.add(Node(s.node(i), s.kind, i, Segments.of([("spikes", s.n_in(cfg)), ("write", stages.cache_width(cfg))]),
+                       Segments.of([("out", s.n_out(cfg))]), attrs=dict(kv_attrs)))
+        for s in kv:
+            g.connect(unit.name, s.name, s.node(i), "spikes")
+            g.connect(unit.name, stages.write_segment(s), s.node(i), "write")
+            g.connect(s.node(i), "out", unit.name, s.name)
         prev = (unit.name, "resid_out")
-
-    w = weights["head"]
-    stage = net.add_node(Node("head", "synapse", cfg.n_layers, weight=w, attrs={"weight_bits": blob["quant"]["weight_bits"]}))
-    stage.inputs.add("in", w.shape[1])
-    stage.outputs.add("out", w.shape[0])
-    last_unit = f"L{cfg.n_layers - 1}.unit"
-    net.connect(last_unit, "head", "head", "in")
-    net.connect("head", "out", "host", "logits")
-    net.connect(last_unit, "ratio", "host", "ratio")
-    return net
+    node = _static(g, model, stages.HEAD.name, cfg.n_layers)
+    g.connect(f"L{cfg.n_layers - 1}.unit", stages.HEAD.name, node.name, "in")
+    g.connect(node.name, "out", "host", "logits")
+    g.connect(f"L{cfg.n_layers - 1}.unit", "ratio", "host", "ratio")
+    return net.add("lower", graph=Graph(g.nodes, g.edges))

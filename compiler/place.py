@@ -12,6 +12,7 @@ else one per routed value. Cost = Σ packets x NoC hops in the system-wide mesh 
   nearest (traffic-weighted) to its placed partners, on this chip or earlier ones.
 
 A neuron unit spanning several cores takes that many positions on one chip. The host is off-chip.
+Adds `placement` (per core its chip and positions; the traffic figures of both methods).
 """
 
 from collections import defaultdict, deque
@@ -19,10 +20,11 @@ from collections import defaultdict, deque
 import numpy as np
 from tqdm import tqdm
 
-from sdllm.compiler.ir import Network
+from sdllm.compiler.ir import Network, Placement
 from sdllm.compiler.rates import output_rates
-from sdllm.compiler.route import expand
 from sdllm.errors import SdllmError
+from sdllm.formats.build import expand
+from sdllm.stages import NodeKind
 
 METHODS = ("traffic", "greedy")
 
@@ -33,13 +35,13 @@ def mesh_position(index: int, mesh: tuple) -> tuple:
 
 def traffic(net: Network):
     """(src core, dst core, packets per token) arrays over on-chip routes (the host excluded)."""
-    rates = {name: output_rates(net, node) for name, node in net.nodes.items() if node.kind == "unit"}
+    rates = {name: output_rates(net, node) for name, node in net.nodes.items() if node.kind is NodeKind.UNIT}
     src, dst, w = [], [], []
     for c in net.cores:
-        if c.type == "host_io":
+        if not c.on_chip:
             continue
-        for d, table in c.routes:
-            if net.cores[d].type == "host_io":
+        for d, table in net.routes[c.id].routes:
+            if not net.cores[d].on_chip:
                 continue
             n = float(table[:, 2].sum())
             if c.node in rates and not c.partial:
@@ -67,7 +69,7 @@ def greedy(net: Network) -> dict:
     """core id -> (chip, [positions]): fill chips in index order, each in row-major order."""
     hw, out, slot = net.hw, {}, 0
     for c in net.cores:
-        if c.type == "host_io":
+        if not c.on_chip:
             continue
         if c.span > hw.cores_per_chip:
             raise SdllmError(f"stage {c.node}: core {c.name} spans {c.span} cores, a chip of {hw.name} holds {hw.cores_per_chip}")
@@ -109,7 +111,7 @@ def _chunks(seq: list, spans: np.ndarray, cut: np.ndarray, cap: int, per_chunk: 
 
 def traffic_aware(net: Network, edges, progress: bool = False) -> dict:
     hw = net.hw
-    seq = [c for c in net.cores if c.type != "host_io"]
+    seq = [c for c in net.cores if c.on_chip]
     order = {c.id: k for k, c in enumerate(seq)}
     spans = np.array([c.span for c in seq])
     src, dst, w = edges
@@ -187,16 +189,17 @@ def _chip_at(hw, xyz) -> int:
 
 
 def place(net: Network, method: str = "traffic", progress: bool = False) -> Network:
+    net.need("place", "cores", "routes")
     if method not in METHODS:
         raise SdllmError(f"--placement: one of {', '.join(METHODS)}, got {method!r}")
     edges = traffic(net)
     baseline = greedy(net)
     chosen = baseline if method == "greedy" else traffic_aware(net, edges, progress)
     figures = {}
-    for name, placement in (("greedy", baseline), (method, chosen)):
+    for name, where in (("greedy", baseline), (method, chosen)):
         chips = np.full(len(net.cores), -1)
         positions = np.zeros((len(net.cores), 2), np.int64)
-        for cid, (chip, pos) in placement.items():
+        for cid, (chip, pos) in where.items():
             chips[cid], positions[cid] = chip, pos[0]
         figures[name] = cost(net, edges, chips, positions)
     src, dst, w = edges
@@ -204,14 +207,10 @@ def place(net: Network, method: str = "traffic", progress: bool = False) -> Netw
     for a, b, x in zip(chips[src].tolist(), chips[dst].tolist(), w.tolist()):
         if a != b:
             between[a, b] += x
-    for c in net.cores:
-        if c.id in chosen:
-            c.chip, c.positions = chosen[c.id][0], chosen[c.id][1]
-            c.position = c.positions[0]
     g = figures["greedy"]["spike_hops_per_token"]
-    net.placement = {
+    summary = {
         "method": method,
-        "rates": f"measured on {net.rates_tokens} tokens of calibration text" if net.rates else "fan-out (one packet per routed value)",
+        "rates": f"measured on {net.rates.tokens} tokens of calibration text" if net.rates else "fan-out (one packet per routed value)",
         **figures[method],
         "greedy_spike_hops_per_token": g,
         "greedy_chip_crossings_per_token": figures["greedy"]["chip_crossings_per_token"],
@@ -219,6 +218,7 @@ def place(net: Network, method: str = "traffic", progress: bool = False) -> Netw
         "chip_traffic": [[a, b, round(x, 3)] for (a, b), x in sorted(between.items())],
     }
     loads = link_loads(net.hw, between)
-    net.placement["link_loads"] = [[a, b, round(x, 3)] for (a, b), x in sorted(loads.items())]
-    net.placement["max_link_load"] = round(max(loads.values(), default=0.0), 3)
-    return net
+    summary["link_loads"] = [[a, b, round(x, 3)] for (a, b), x in sorted(loads.items())]
+    summary["max_link_load"] = round(max(loads.values(), default=0.0), 3)
+    where = {cid: (chip, [tuple(p) for p in pos]) for cid, (chip, pos) in sorted(chosen.items())}
+    return net.add("place", placement=Placement(where, summary))

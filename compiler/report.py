@@ -2,40 +2,45 @@
 
 from collections import defaultdict
 
+from sdllm import stages
 from sdllm.compiler.ir import Network
-from sdllm.compiler.tile import lower_bound
+from sdllm.stages import NodeKind
 
 CORE_TABLE_MAX = 200  # the text report lists every core up to this many (report.json always does)
 
 
 def build_report(net: Network) -> dict:
+    """The report as data (report.json), from what the passes produced."""
+    net.need("report", "cores", "bounds", "routes", "placement", "schedule")
     lim, hw = net.hw.core, net.hw
-    n_layers = net.blob["config"]["n_layers"]
+    n_layers = net.model.config.n_layers
     cores = []
     for c in net.cores:
-        if c.type == "host_io":
+        if not c.on_chip:
             continue
         k = c.span
+        table, positions = net.routes[c.id], net.positions(c.id)
         cores.append({
-            "id": c.id, "name": c.name, "type": c.type, "layer": c.layer, "chip": c.chip, "position": list(c.position),
-            "positions": [list(p) for p in c.positions], "span": k,
-            "neurons": c.n_neurons, "axons_in": c.n_axons, "routes_out": c.n_routes,
-            "table_entries": c.table_entries, "table_compressed": c.table_compressed,
+            "id": c.id, "name": c.name, "type": c.type.value, "layer": c.layer, "chip": net.chip(c.id),
+            "position": list(positions[0]), "positions": [list(p) for p in positions], "span": k,
+            "neurons": c.n_neurons, "axons_in": c.n_axons, "routes_out": table.n_routes,
+            "table_entries": table.entries, "table_compressed": table.compressed,
             "synapse_entries": c.synapse_entries, "synapse_bits": c.synapse_bits,
             "synapse_util": round(c.synapse_bits / (k * lim.synapse_memory_bits), 4),
             "neuron_util": round(c.n_neurons / (k * lim.max_neurons), 4),
         })
-    bounds = lower_bound(net)
+    bounds = net.bounds
     chips = defaultdict(lambda: {"cores": 0, "synapse_bits": 0, "neurons": 0})
     layers = defaultdict(lambda: {"cores": 0, "lower_bound": 0, "synapse_bits": 0, "neurons": 0})
-    key = lambda layer: "head" if layer == n_layers else str(layer)  # noqa: E731
+    head = stages.HEAD.name
+    key = lambda layer: head if layer == n_layers else str(layer)  # noqa: E731
     for c in cores:
         for bucket in (chips[c["chip"]], layers[key(c["layer"])]):
             bucket["cores"] += c["span"]
             bucket["synapse_bits"] += c["synapse_bits"]
             bucket["neurons"] += c["neurons"]
     for node in net.nodes.values():
-        if node.kind != "host":
+        if node.kind is not NodeKind.HOST:
             layers[key(node.layer)]["lower_bound"] += bounds[node.name]
     for k, v in chips.items():
         v["chip"] = k
@@ -43,7 +48,7 @@ def build_report(net: Network) -> dict:
         v["synapse_util"] = round(v["synapse_bits"] / (hw.cores_per_chip * lim.synapse_memory_bits), 4)
     s = net.schedule
     used, bound = sum(c["span"] for c in cores), sum(bounds.values())
-    placement = dict(net.placement)
+    placement = dict(net.placement.figures)
     return {
         "target": hw.name,
         "system": hw.raw.get("system", {}).get("name", hw.name),
@@ -51,7 +56,7 @@ def build_report(net: Network) -> dict:
         "mesh": list(hw.mesh),
         "topology": list(hw.topology),
         "chips_available": hw.chips,
-        "synthetic": "synthetic" in net.blob,
+        "synthetic": net.model.synthetic,
         "cores_used": used,
         "cores_lower_bound": bound,
         "cores_over_bound": round(used / bound, 4),
@@ -67,7 +72,7 @@ def build_report(net: Network) -> dict:
         "link_loads": placement.get("link_loads", []),
         "cores": cores,
         "chips": [chips[k] for k in sorted(chips)],
-        "layers": [dict(layer=k, **layers[k]) for k in sorted(layers, key=lambda k: (k == "head", int(k) if k != "head" else 0))],
+        "layers": [dict(layer=k, **layers[k]) for k in sorted(layers, key=lambda k: (k == head, int(k) if k != head else 0))],
         "stages": s["stages"],
     }
 

@@ -6,6 +6,7 @@ every partial sum from its tile to the reduce core that adds it.
 A route is a run: (source output start, destination axon start, length) — consecutive outputs
 to consecutive axons of one destination core. A core's table holds one entry per (output,
 destination) pair when that fits its output-route limit, else one entry per run (compressed).
+Adds `routes` (core id -> RouteTable).
 """
 
 from collections import defaultdict
@@ -13,24 +14,9 @@ from collections import defaultdict
 import numpy as np
 from tqdm import tqdm
 
-from sdllm.compiler.ir import Network
-
-
-def runs(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """(k, 3) runs of sorted (src, dst) pairs: start of src, start of dst, length."""
-    if not len(src):
-        return np.zeros((0, 3), np.int64)
-    brk = np.nonzero((np.diff(src) != 1) | (np.diff(dst) != 1))[0] + 1
-    starts = np.concatenate([[0], brk])
-    lengths = np.diff(np.concatenate([starts, [len(src)]]))
-    return np.stack([src[starts], dst[starts], lengths], 1).astype(np.int64)
-
-
-def expand(table: np.ndarray):
-    """(src index array, dst axon array) of a (k, 3) run table."""
-    n = table[:, 2]
-    offs = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    return np.repeat(table[:, 0], n) + offs, np.repeat(table[:, 1], n) + offs
+from sdllm.compiler.ir import Network, RouteTable
+from sdllm.formats.build import runs
+from sdllm.stages import CoreType
 
 
 def _span(indices: np.ndarray, start: int, size: int):
@@ -60,7 +46,7 @@ def _edge_pairs(net: Network, src: str, dst: str, data: dict, by_node: dict, pen
 def _reduce_pairs(cores: list, pending: dict) -> None:
     """Partial tile (fan-in part a) neuron n -> reduce core axon a·m + (n - r0)."""
     tiles = [c for c in cores if c.partial]
-    for r in (c for c in cores if c.type == "reduce"):
+    for r in (c for c in cores if c.type == CoreType.REDUCE):
         r0, r1 = int(r.neurons[0]), int(r.neurons[-1]) + 1
         for t in tiles:
             n0, n1, _, _ = t.block
@@ -71,19 +57,23 @@ def _reduce_pairs(cores: list, pending: dict) -> None:
 
 
 def route(net: Network, progress: bool = False) -> Network:
+    net.need("route", "graph", "cores")
     by_node = net.cores_by_node()
     pending = defaultdict(list)
-    for src, dst, data in tqdm(list(net.graph.edges(data=True)), desc="route", unit="edge", disable=None if progress else True, leave=False):
+    for src, dst, data in tqdm(list(net.graph.edges.edges(data=True)), desc="route", unit="edge",
+                               disable=None if progress else True, leave=False):
         _edge_pairs(net, src, dst, data, by_node, pending)
     for cores in by_node.values():
         _reduce_pairs(cores, pending)
     lim = net.hw.core
+    routes = {c.id: [] for c in net.cores}
     for (s_id, d_id), parts in sorted(pending.items()):
         pairs = np.concatenate(parts)
         pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-        net.cores[s_id].routes.append((d_id, runs(pairs[:, 0], pairs[:, 1])))
-    for c in net.cores:
-        n = c.n_routes
-        c.table_compressed = n > lim.max_output_routes
-        c.table_entries = sum(len(t) for _, t in c.routes) if c.table_compressed else n
-    return net
+        routes[s_id].append((d_id, runs(pairs[:, 0], pairs[:, 1])))
+    tables = {}
+    for cid, r in routes.items():
+        n = int(sum(t[:, 2].sum() for _, t in r))
+        compressed = n > lim.max_output_routes
+        tables[cid] = RouteTable(tuple(r), sum(len(t) for _, t in r) if compressed else n, compressed)
+    return net.add("route", routes=tables)

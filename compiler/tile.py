@@ -8,46 +8,22 @@ for every neuron of the block). KV-cache stages are cut by query heads. A neuron
 many cores as its axons and neurons need; the host stays off-chip.
 
 Weights are loaded one stage at a time and dropped: cores keep their block's coordinates and
-sizes; `synapse_arrays` cuts the tables again when the build is written.
+sizes; `sdllm.compiler.synapses` cuts the tables again when the build is written. Adds `cores`
+and `bounds` (per node, the fewest cores its resources need: the report's lower bound).
 """
 
 import numpy as np
 from tqdm import tqdm
 
-from sdllm import nibbles
+from sdllm import stages
 from sdllm.compiler.ir import Core, Network
+from sdllm.compiler.synapses import block_bits
 from sdllm.errors import SdllmError
 from sdllm.models import fixedpoint as fx
+from sdllm.stages import CoreType, NodeKind
 
 MAX_FANIN_SPLIT = 64
 REDUCE_WEIGHT_BITS = 1  # a reduce core's synapses all have weight 1
-
-
-def synapse_table(w: np.ndarray):
-    """CSR by axon of a (neurons, axons) block: (axon_ptr, neuron_index, weight), zeros not stored."""
-    axon, neuron = np.nonzero(w.T)  # row-major over wᵀ: by axon, then neuron
-    ptr = np.zeros(w.shape[1] + 1, np.int64)
-    ptr[1:] = np.cumsum(np.bincount(axon, minlength=w.shape[1]))
-    return ptr, neuron.astype(np.int64), w[neuron, axon]
-
-
-def synapse_arrays(core: Core, w: np.ndarray) -> dict:
-    """The synapse table of a static core, cut from its stage's full weight matrix; dense blocks
-    of weights up to 4 bits two per byte (`sdllm.nibbles`)."""
-    n0, n1, a0, a1 = core.block
-    block = w[n0:n1, a0:a1]
-    if core.params["encoding"] == "dense":
-        return {"weight_nibbles": nibbles.pack(block)} if core.params["weight_bits"] <= 4 else {"weight_dense": block}
-    ptr, idx, wts = synapse_table(block)
-    return {"axon_ptr": ptr, "neuron_index": idx, "weight": wts}
-
-
-def block_bits(n_axons, n_neurons, nnz, weight_bits: int, lim):
-    """(bits, dense?) of blocks: sparse stores weight + neuron index per non-zero, dense a weight
-    for every neuron; both a pointer per axon. Works elementwise on arrays."""
-    sparse = n_axons * lim.axon_overhead_bits + nnz * (weight_bits + lim.synapse_index_bits)
-    dense = n_axons * (lim.axon_overhead_bits + n_neurons * weight_bits)
-    return np.minimum(sparse, dense), dense < sparse
 
 
 def _parts(n: int, k: int) -> np.ndarray:
@@ -124,8 +100,8 @@ def _kv_bits(n_heads: int, n_spike_axons: int, a: dict, lim) -> int:
 def _kv_tiles(node, lim):
     a = node.attrs
     nh, hd, S, group = a["n_heads"], a["head_dim"], a["max_seq_len"], a["n_heads"] // a["n_kv_heads"]
-    per_head_axons = hd if node.kind == "kv_qk" else S
-    per_head_out = S if node.kind == "kv_qk" else hd
+    per_head_axons = hd if node.kind is NodeKind.KV_QK else S
+    per_head_out = S if node.kind is NodeKind.KV_QK else hd
     for n_s in range(1, nh + 1):
         if nh % n_s:
             continue
@@ -146,19 +122,22 @@ def _kv_tiles(node, lim):
     )
 
 
-def _static_cores(net: Network, node, lim, q_max: int) -> None:
+def _static_cores(node, lim, q_max: int, first_id: int):
+    """(cores, lower bound) of a static stage: its fan-in x fan-out tiles, then its reduce cores."""
     wb = node.attrs["weight_bits"]
     w = node.weight.load()
     a_b, n_b, bits, dense, nnz = _grid(node.name, w, wb, lim)
-    node.attrs["nnz"] = int(nnz.sum())
+    n_out, n_in = w.shape
+    bound = min_static_cores(int(nnz.sum()), n_in, wb, n_out, lim) + _reduce_cores(n_out, -(-n_in // lim.max_input_axons), lim)
     abs_rows = np.abs(w.astype(np.int16))
     a_s, n_s = len(a_b) - 1, len(n_b) - 1
+    cores = []
     for ai in range(a_s):
         row_sums = abs_rows[:, a_b[ai]:a_b[ai + 1]].sum(1, dtype=np.int64)
         for ni in range(n_s):
             suffix = f"[{ni}]" if a_s == 1 else f"[{ni},{ai}]"
-            net.cores.append(Core(
-                len(net.cores), node.name + suffix, "synapse", node.name, node.layer,
+            cores.append(Core(
+                first_id + len(cores), node.name + suffix, CoreType.SYNAPSE, node.name, node.layer,
                 np.arange(a_b[ai], a_b[ai + 1]), np.arange(n_b[ni], n_b[ni + 1]),
                 synapse_bits=int(bits[ni, ai]),
                 synapse_entries=int(nnz[ni, ai]) if not dense[ni, ai] else int((a_b[ai + 1] - a_b[ai]) * (n_b[ni + 1] - n_b[ni])),
@@ -170,17 +149,39 @@ def _static_cores(net: Network, node, lim, q_max: int) -> None:
     if a_s > 1:
         full = abs_rows.sum(1, dtype=np.int64)
         per = min(lim.max_input_axons // a_s, lim.max_neurons)
-        for r, r0 in enumerate(range(0, w.shape[0], per)):
-            r1 = min(r0 + per, w.shape[0])
+        for r, r0 in enumerate(range(0, n_out, per)):
+            r1 = min(r0 + per, n_out)
             n_ax = a_s * (r1 - r0)
-            net.cores.append(Core(
-                len(net.cores), f"{node.name}.reduce[{r}]", "reduce", node.name, node.layer,
+            cores.append(Core(
+                first_id + len(cores), f"{node.name}.reduce[{r}]", CoreType.REDUCE, node.name, node.layer,
                 np.arange(n_ax), np.arange(r0, r1),
                 synapse_bits=n_ax * (lim.axon_overhead_bits + REDUCE_WEIGHT_BITS + lim.synapse_index_bits),
                 synapse_entries=n_ax,
                 params={"weight_bits": REDUCE_WEIGHT_BITS, "fan_in_parts": a_s},
                 payload_bound=q_max * int(full[r0:r1].max(initial=0)),
             ))
+    return cores, bound
+
+
+def _kv_cores(node, lim, q_max: int, first_id: int):
+    """(cores, lower bound) of a KV stage: its head groups."""
+    a = node.attrs
+    kv_max = fx.qmax(a["weight_bits"])
+    per_head = a["head_dim"] if node.kind is NodeKind.KV_QK else a["max_seq_len"]
+    cores = []
+    for axons, neurons, h0, k, g0 in _kv_tiles(node, lim):
+        cores.append(Core(
+            first_id + len(cores), f"{node.name}[h{h0}:{h0 + k}]", stages.CORE_TYPE[node.kind], node.name, node.layer,
+            axons, neurons,
+            synapse_bits=_kv_bits(k, k * per_head, a, lim),
+            synapse_entries=k * a["max_seq_len"] * a["head_dim"],
+            params={"n_heads": k, "head_dim": a["head_dim"], "max_seq_len": a["max_seq_len"],
+                    "group": a["n_heads"] // a["n_kv_heads"], "kv_head0": g0, "head0": h0,
+                    "n_spike_axons": k * per_head, "weight_bits": a["weight_bits"]},
+            payload_bound=q_max * kv_max * per_head,
+        ))
+    bound = max(1, -(-_kv_bits(a["n_heads"], a["n_heads"] * per_head, a, lim) // lim.synapse_memory_bits))
+    return cores, bound
 
 
 def unit_span(n_axons: int, n_neurons: int, lim) -> int:
@@ -188,55 +189,21 @@ def unit_span(n_axons: int, n_neurons: int, lim) -> int:
 
 
 def tile(net: Network, progress: bool = False) -> Network:
+    net.need("tile", "graph")
     lim = net.hw.core
-    q_max = fx.qmax(net.blob["quant"]["act_bits"])
+    q_max = fx.qmax(net.model.quant.act_bits)
+    cores, bounds = [], {}
     for node in tqdm(list(net.nodes.values()), desc="tile", unit="stage", disable=None if progress else True, leave=False):
-        if node.kind == "synapse":
-            _static_cores(net, node, lim, q_max)
-        elif node.kind in ("kv_qk", "kv_pv"):
-            a = node.attrs
-            kv_max = fx.qmax(a["weight_bits"])
-            for axons, neurons, h0, k, g0 in _kv_tiles(node, lim):
-                n_spike = k * (a["head_dim"] if node.kind == "kv_qk" else a["max_seq_len"])
-                fan_in = a["head_dim"] if node.kind == "kv_qk" else a["max_seq_len"]
-                net.cores.append(Core(
-                    len(net.cores), f"{node.name}[h{h0}:{h0 + k}]", node.kind, node.name, node.layer, axons, neurons,
-                    synapse_bits=_kv_bits(k, n_spike, a, lim),
-                    synapse_entries=k * a["max_seq_len"] * a["head_dim"],
-                    params={"n_heads": k, "head_dim": a["head_dim"], "max_seq_len": a["max_seq_len"],
-                            "group": a["n_heads"] // a["n_kv_heads"], "kv_head0": g0, "head0": h0,
-                            "n_spike_axons": n_spike, "weight_bits": a["weight_bits"]},
-                    payload_bound=q_max * kv_max * fan_in,
-                ))
+        if node.kind is NodeKind.STATIC:
+            made, bounds[node.name] = _static_cores(node, lim, q_max, len(cores))
+        elif node.kind in stages.KV_KINDS:
+            made, bounds[node.name] = _kv_cores(node, lim, q_max, len(cores))
         else:
-            kind = "neuron_unit" if node.kind == "unit" else "host_io"
-            net.cores.append(Core(
-                len(net.cores), node.name, kind, node.name, node.layer,
-                np.arange(node.inputs.total), np.arange(node.outputs.total), params=dict(node.attrs.get("params", {})),
-                span=unit_span(node.inputs.total, node.outputs.total, lim) if kind == "neuron_unit" else 0,
-            ))
-    return net
-
-
-def lower_bound(net: Network) -> dict:
-    """node -> cores it needs at least: its resource totals over one core's capacity (synapse bits
-    with every axon stored once in the cheaper encoding, neurons, axons; for a stage whose fan-in
-    exceeds a core's axons, the reduce cores its partial sums need). The host counts none."""
-    lim = net.hw.core
-    out = {}
-    for node in net.nodes.values():
-        if node.kind == "synapse":
-            n_out, n_in = node.weight.shape
-            nnz = node.attrs["nnz"] if "nnz" in node.attrs else int(np.count_nonzero(node.weight.load()))
-            bound = min_static_cores(nnz, n_in, node.attrs["weight_bits"], n_out, lim)
-            bound += _reduce_cores(n_out, -(-n_in // lim.max_input_axons), lim)
-        elif node.kind in ("kv_qk", "kv_pv"):
-            a = node.attrs
-            axons = a["n_heads"] * (a["head_dim"] if node.kind == "kv_qk" else a["max_seq_len"])
-            bound = max(1, -(-_kv_bits(a["n_heads"], axons, a, lim) // lim.synapse_memory_bits))
-        elif node.kind == "unit":
-            bound = unit_span(node.inputs.total, node.outputs.total, lim)
-        else:
-            bound = 0
-        out[node.name] = bound
-    return out
+            unit = node.kind is NodeKind.UNIT
+            span = unit_span(node.inputs.total, node.outputs.total, lim) if unit else 0
+            made = [Core(len(cores), node.name, stages.CORE_TYPE[node.kind], node.name, node.layer,
+                         np.arange(node.inputs.total), np.arange(node.outputs.total),
+                         params=dict(node.attrs.get("params", {})), span=span)]
+            bounds[node.name] = span
+        cores += made
+    return net.add("tile", cores=tuple(cores), bounds=bounds)

@@ -7,15 +7,17 @@ Nothing is kept per token, so memory does not grow with the amount of calibratio
 import numpy as np
 import torch
 
+from sdllm import stages
 from sdllm.models import fixedpoint as fx
 from sdllm.models.llama import Llama
 
 GAMMA_GRID = (1.0, 0.9995, 0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8)
-GAMMA_POINTS = ("qkv", "q", "o", "gate_up", "down", "head")
-HESSIAN_POINTS = ("qkv", "o", "gate_up", "down", "head")
+GAMMA_POINTS = {p.name for p in stages.POINTS.values() if p.gamma}
+HESSIAN_POINTS = {s.input.name for s in stages.STAGES.values() if s.static}
 
 
 def kind(name: str) -> str:
+    """The quantisation point of a tap name ('L3.q' -> 'q')."""
     return name.rsplit(".", 1)[-1]
 
 
@@ -53,7 +55,7 @@ class CalibrationStats:
     @torch.no_grad()
     def tap(self, name, x):
         k = kind(name)
-        if k == "v":  # (batch, kv heads, tokens, head_dim)
+        if k == stages.VALUE.name:  # (batch, kv heads, tokens, head_dim)
             top = x.detach().abs().amax(dim=(0, 2)).double()
             self.v_range[name] = torch.maximum(self.v_range.get(name, top), top)
         if self.gammas and k in GAMMA_POINTS:

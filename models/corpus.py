@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 from sdllm.errors import SdllmError
-from sdllm.runtime.tokenizer import encode, kind
+from sdllm.tokenizer import encode, kind
 
 HELD_OUT_FRACTION = 0.1
 PRETRAINED_HELD_OUT_FRACTION = 0.4
@@ -74,3 +74,10 @@ def held_out_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
     """n evenly spaced windows of seq_len tokens from the held-out text."""
     _, held_out = split(token_ids(tokenizer), held_out_fraction(tokenizer))
     return _spread(held_out, seq_len, n, "held-out")
+
+
+def calibration_tokens(tokenizer: dict, seq_len: int, n_windows: int):
+    """Calibration windows as a torch tensor (n, seq_len)."""
+    import torch
+
+    return torch.from_numpy(calibration_windows(tokenizer, seq_len, n_windows))

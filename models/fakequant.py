@@ -7,14 +7,14 @@ with a straight-through gradient, so this forward also serves calibration and fi
 Its gap to the integer reference is the cost of the integer-only nonlinearities.
 """
 
-import math
-
 import torch
 
+from sdllm import stages
+from sdllm.formats.model import ModelFile
 from sdllm.models import fixedpoint as fx
+from sdllm.models.conversion import part_divisors, projections
 from sdllm.models.llama import Llama
 from sdllm.models.rotation import prepare
-from sdllm.models.sdllm import config_of, spec_of
 
 
 def _ste(x, x_hat):
@@ -39,57 +39,51 @@ def fq_unsigned_max(x, q_max: int, theta: int):
     return _ste(x, q * m / q_max)
 
 
-def _dequantized(entry_weight, scale_fx):
-    return entry_weight.double() * (scale_fx.double() / (1 << fx.SCALE_FRAC))[:, None]
+def _dequantized(weight, scale_fx):
+    return torch.from_numpy(weight).double() * torch.from_numpy(scale_fx / (1 << fx.SCALE_FRAC)).double()[:, None]
 
 
 class FakeQuantSDLLM(torch.nn.Module):
     """quantize_activations=False gives the weight-only quantised model (float activations)."""
 
-    def __init__(self, float_model: Llama, blob: dict, quantize_activations: bool = True):
+    def __init__(self, float_model: Llama, model: ModelFile, quantize_activations: bool = True):
         super().__init__()
-        self.cfg, self.spec = config_of(blob), spec_of(blob)
+        self.cfg, self.spec = model.config, model.quant
         self.model = prepare(float_model, self.spec.rotate, self.spec.seed)
-        self._load_weights(blob)
+        self._load_weights(model)
         self.model.eval()
         self.quantize_activations = quantize_activations
         c, s = self.cfg, self.spec
         self.q_max, self.kv_max = fx.qmax(s.act_bits), fx.qmax(s.kv_bits)
         self.k = {}
-        for i, entry in enumerate(blob["layers"]):
-            n = {"qkv": c.dim, "q": c.head_dim, "o": c.n_heads * c.head_dim, "gate_up": c.dim, "down": c.ffn_dim}
-            for point, g in entry["gamma"].items():
-                self.k[f"L{i}.{point}"] = fx.quantile_index(n[point], g)
-            self.register_buffer(f"v_range{i}", entry["v_range_fx"].float()[None, :, None, :] / (1 << fx.FRAC))
-        self.k["head"] = fx.quantile_index(c.dim, blob["head"]["gamma"])
+        for i in range(c.n_layers):
+            for p in stages.LAYER_POINTS:
+                if p.gamma:
+                    self.k[p.tap(i)] = fx.quantile_index(p.width(c), model.gamma[p.tap(i)])
+            v_range = torch.from_numpy(model.v_range_fx[i]).float()[None, :, None, :] / (1 << fx.FRAC)
+            self.register_buffer(f"v_range{i}", v_range)
+        self.k[stages.HEAD_IN.tap(None)] = fx.quantile_index(stages.HEAD_IN.width(c), model.gamma[stages.HEAD_IN.tap(None)])
 
     @torch.no_grad()
-    def _load_weights(self, blob):
-        c = self.cfg
-        hd, nh, nkv = c.head_dim, c.n_heads, c.n_kv_heads
-        for layer, entry in zip(self.model.layers, blob["layers"]):
-            a, m = layer.attn, layer.mlp
-            qkv = _dequantized(entry["qkv.weight"], entry["qkv.scale_fx"])
-            a.q_proj.weight.copy_(qkv[: nh * hd] * math.sqrt(hd))
-            a.k_proj.weight.copy_(qkv[nh * hd : (nh + nkv) * hd])
-            a.v_proj.weight.copy_(qkv[(nh + nkv) * hd :])
-            a.o_proj.weight.copy_(_dequantized(entry["o.weight"], entry["o.scale_fx"]))
-            gu = _dequantized(entry["gate_up.weight"], entry["gate_up.scale_fx"])
-            m.gate_proj.weight.copy_(gu[: c.ffn_dim])
-            m.up_proj.weight.copy_(gu[c.ffn_dim :])
-            m.down_proj.weight.copy_(_dequantized(entry["down.weight"], entry["down.scale_fx"]))
-        self.model.lm_head.weight.copy_(_dequantized(blob["head"]["weight"], blob["head"]["scale_fx"]))
+    def _load_weights(self, model: ModelFile):
+        """Each static stage's integer weights times their scales, split back into the float
+        model's projections (undoing the 1/sqrt(head_dim) folded into the queries)."""
+        for name, stage, i in stages.static_stages(self.cfg):
+            w = _dequantized(model.weight(name), model.scales_fx[name])
+            for target, d in zip(projections(self.model, stage, i), part_divisors(self.cfg, stage)):
+                part, w = w[: target.shape[0]], w[target.shape[0]:]
+                target.copy_(part * d if d != 1 else part)
 
     def tap(self, name: str, x):
         if not self.quantize_activations:
             return x
-        point = name.rsplit(".", 1)[-1]
+        point = stages.POINTS[name.rsplit(".", 1)[-1]]
         theta = self.spec.theta
-        if point == "k":
+        if point.scale is stages.Scale.HEAD_MAX:
             return fq_quantile(x, x.shape[-1] - 1, self.kv_max, 0)
-        if point == "v":
+        if point.scale is stages.Scale.CHANNEL_STATIC:
             return fq_static(x, getattr(self, f"v_range{name.split('.')[0][1:]}"), self.kv_max)
-        if point == "p":
+        if point.scale is stages.Scale.HEAD_MAX_UNSIGNED:
             return fq_unsigned_max(x, self.q_max, theta)
         return fq_quantile(x, self.k[name], self.q_max, theta)
 

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from sdllm.formats.model import qmax  # noqa: F401 — the integer range of a bit width, here with the arithmetic
+
 FRAC = 12
 SCALE_FRAC = 24
 RATIO_FRAC = 16
@@ -32,11 +34,6 @@ _EXP_A = round(0.3585 * (1 << FRAC))
 _EXP_B = round(1.353 * (1 << FRAC))
 _EXP_C = round(0.344 * (1 << EXP_FRAC))
 _EXP_MAX_SHIFT = EXP_FRAC + 2
-
-
-def qmax(bits: int) -> int:
-    """Largest magnitude of a symmetric signed integer of `bits` bits: 2**(bits-1) - 1."""
-    return (1 << (bits - 1)) - 1
 
 
 def quantile_index(n: int, gamma: float) -> int:

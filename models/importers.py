@@ -7,11 +7,14 @@ Two layouts:
   its interleaved RoPE: `unpermute_qk` restores the half-split layout this model (and Hugging
   Face) uses; qwen2 GGUFs are not permuted. Quantised tensors (e.g. Q4_1) are dequantised to
   float with the `gguf` package; the tokenizer is rebuilt from the GGUF metadata by transformers.
-A tokenizer comes back as the spec `sdllm.runtime.tokenizer` reads ({"type": "hf-tokenizers", ...}).
+A tokenizer comes back as the spec `sdllm.tokenizer` reads ({"type": "hf-tokenizers", ...}).
+`load_source` takes any of these or our own float checkpoint (the embedded default model's format).
 """
 
+import dataclasses
 import json
 import os
+from importlib import resources
 
 import numpy as np
 import torch
@@ -20,6 +23,8 @@ from sdllm.errors import SdllmError
 from sdllm.models.llama import Llama, LlamaConfig
 
 DEFAULT_SEQ_LEN = 256
+FLOAT_FORMAT = "sdllm-float-llama"
+BYTES = {"type": "bytes"}
 HF_MODEL_TYPES = ("llama", "qwen2")
 HF_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 HF_NAMES = {
@@ -256,3 +261,46 @@ def _gguf_tokenizer(path: str):
         return AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path))
     except Exception as e:  # transformers raises many kinds for metadata it cannot map
         raise SdllmError(f"{path}: no usable tokenizer in the GGUF metadata ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def default_float() -> str:
+    """The embedded default model's float checkpoint (shipped inside the package)."""
+    with resources.as_file(resources.files("sdllm.models.default") / "float.pt") as path:
+        return str(path)
+
+
+def load_float(path: str) -> Llama:
+    """Our own float checkpoint (`Llama.float_state`), read with weights_only=True."""
+    from sdllm.formats.model import load_blob
+
+    blob = load_blob(path, FLOAT_FORMAT)
+    if blob.get("format_version") != 1:
+        raise SdllmError(f"{path}: float checkpoint format_version {blob.get('format_version')!r} is not supported (reads 1)")
+    return Llama.from_float_state(blob)
+
+
+def load_source(path: str | None, max_seq_len: int | None = None):
+    """(float Llama, tokenizer spec) from our float .pt (default: the embedded model), a Hugging
+    Face directory or a .gguf. max_seq_len: the SDLLM's context (the KV cache the chip holds)."""
+    from sdllm.tokenizer import vocab_size
+
+    path = path or default_float()
+    if max_seq_len is not None and max_seq_len < 2:
+        raise SdllmError(f"--max-seq-len: must be at least 2, got {max_seq_len}")
+    if os.path.isdir(path) or path.endswith(".gguf"):
+        if not os.path.exists(path):
+            raise SdllmError(f"{path}: no such file or directory")
+        model = load_pretrained(path, max_seq_len)
+        tokenizer = load_tokenizer(path)
+        if vocab_size(tokenizer) > model.cfg.vocab_size:
+            raise SdllmError(f"{path}: the tokenizer has {vocab_size(tokenizer)} tokens, more than the model's "
+                             f"vocabulary of {model.cfg.vocab_size}")
+        return model, tokenizer
+    model = load_float(path)
+    if max_seq_len is not None and max_seq_len != model.cfg.max_seq_len:
+        if max_seq_len > model.cfg.max_seq_len:
+            raise SdllmError(f"--max-seq-len: at most the model's context of {model.cfg.max_seq_len}, got {max_seq_len}")
+        shorter = Llama(dataclasses.replace(model.cfg, max_seq_len=max_seq_len))
+        shorter.load_state_dict(model.state_dict())
+        model = shorter
+    return model, BYTES

@@ -7,35 +7,13 @@ fake-quant forward, a recorder for calibration.
 """
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class LlamaConfig:
-    vocab_size: int = 256
-    dim: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    n_kv_heads: int = 2
-    ffn_dim: int = 256
-    max_seq_len: int = 128
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-    tie_embeddings: bool = True
-    attn_bias: bool = False  # q/k/v projection biases (Qwen2)
-    down_hadamard: int = 0  # block size of the online Hadamard before down_proj (0: none)
-    qk_hadamard: bool = False  # online Hadamard on each head's query and key after RoPE
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from sdllm.formats.model import LlamaConfig
+from sdllm.stages import ATTN_IN, ATTN_OUT, HEAD_IN, KEY, MLP_ACT, MLP_IN, PROBS, QUERY, VALUE
 
 
 class RMSNorm(nn.Module):
@@ -107,14 +85,14 @@ class Attention(nn.Module):
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            q, k, v = tap(name + ".q", q), tap(name + ".k", k), tap(name + ".v", v)
+            q, k, v = tap(f"{name}.{QUERY.name}", q), tap(f"{name}.{KEY.name}", k), tap(f"{name}.{VALUE.name}", v)
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(c.head_dim)
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            probs = tap(name + ".p", torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
+            probs = tap(f"{name}.{PROBS.name}", torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1))
             y = probs @ v
         y = y.transpose(1, 2).reshape(b, t, -1)
-        return self.o_proj(tap(name + ".o", y) if tap else y)
+        return self.o_proj(tap(f"{name}.{ATTN_OUT.name}", y) if tap else y)
 
 
 class MLP(nn.Module):
@@ -132,7 +110,7 @@ class MLP(nn.Module):
         if hasattr(self, "hadamard"):
             b = self.hadamard.shape[0]
             h = (h.unflatten(-1, (-1, b)) @ self.hadamard.to(h.dtype)).flatten(-2)
-        return self.down_proj(tap(name + ".down", h) if tap else h)
+        return self.down_proj(tap(f"{name}.{MLP_ACT.name}", h) if tap else h)
 
 
 class Block(nn.Module):
@@ -144,8 +122,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x, cos, sin, tap=None, name=""):
-        x = x + self.attn(self.attn_norm(x, tap, name + ".qkv"), cos, sin, tap, name)
-        return x + self.mlp(self.mlp_norm(x, tap, name + ".gate_up"), tap, name)
+        x = x + self.attn(self.attn_norm(x, tap, f"{name}.{ATTN_IN.name}"), cos, sin, tap, name)
+        return x + self.mlp(self.mlp_norm(x, tap, f"{name}.{MLP_IN.name}"), tap, name)
 
 
 class Llama(nn.Module):
@@ -176,7 +154,7 @@ class Llama(nn.Module):
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, tap, f"L{i}")
-        return self.lm_head(self.norm(x, tap, "head"))
+        return self.lm_head(self.norm(x, tap, HEAD_IN.name))
 
     def float_state(self) -> dict:
         """Plain tensors (no tied duplicates) plus the config: what `torch.save` stores."""

@@ -1,24 +1,23 @@
 """Synthetic SDLLMs of any LLaMA shape: random int weights generated on demand, for measuring
 the compiler at scale without downloading a model. Their outputs mean nothing.
 
-A synthetic model.pt-like dict has every small array a real one has (scales, γ, RoPE tables,
-embedding) and, instead of the weight matrices, `"synthetic": {"seed": s}`: each stage's
-matrix is drawn from a generator seeded by (seed, stage index) whenever it is asked for, so
-the whole model is never in memory and the same seed gives the same weights.
+A synthetic model has every small array a real one has (scales, γ, RoPE tables, embedding) and,
+instead of the weight matrices, a seed: each stage's matrix is drawn from a generator seeded by
+(seed, stage index) whenever it is asked for (`ModelFile.weight`), so the whole model is never
+in memory and the same seed gives the same weights.
 """
 
 import os
-from dataclasses import asdict
 
 import numpy as np
-import torch
 import yaml
 
+from sdllm import stages
 from sdllm.errors import SdllmError
-from sdllm.models import checkpoint
+from sdllm.formats.fields import Doc
+from sdllm.formats.model import LlamaConfig, ModelFile, QuantSpec, read_config
 from sdllm.models import fixedpoint as fx
-from sdllm.models.llama import LlamaConfig, rope_tables
-from sdllm.models.sdllm import LAYER_GAMMA_POINTS, QuantSpec
+from sdllm.models.llama import rope_tables
 
 # Shapes from the models' published config.json files; max_seq_len is sdllm's default context
 # (the KV cache the SDLLM is compiled for), not the model's trained one.
@@ -31,65 +30,55 @@ SHAPES = {
 }
 DEFAULT_SEQ_LEN = 256
 DEFAULT_SPEC = QuantSpec(rotate=False, gptq=False)
+MAX_SHAPE_BYTES = 1 << 16
 
 
 def shape_of(config: str) -> LlamaConfig:
-    """A SHAPES name, or a YAML/JSON file of LlamaConfig fields."""
+    """A SHAPES name, or a YAML/JSON file of LlamaConfig fields (every one checked)."""
+    where = f"--synthetic {config}"
     if config in SHAPES:
         fields = dict(SHAPES[config])
     elif os.path.isfile(config):
-        with open(config) as f:
+        if os.path.getsize(config) > MAX_SHAPE_BYTES:
+            raise SdllmError(f"{where}: {os.path.getsize(config):,} bytes; a shape file of at most {MAX_SHAPE_BYTES:,} is read")
+        with open(config, "rb") as f:
             try:
                 fields = yaml.safe_load(f)
             except yaml.YAMLError as e:
-                raise SdllmError(f"--synthetic {config}: not YAML or JSON ({e})") from None
+                raise SdllmError(f"{where}: not YAML or JSON ({' '.join(str(e).split())})") from None
         if not isinstance(fields, dict):
-            raise SdllmError(f"--synthetic {config}: expected a mapping of LlamaConfig fields")
+            raise SdllmError(f"{where}: expected a mapping of LlamaConfig fields")
     else:
         raise SdllmError(f"--synthetic {config!r}: not a known shape ({', '.join(SHAPES)}) or a config file")
     fields.setdefault("max_seq_len", DEFAULT_SEQ_LEN)
     known = set(LlamaConfig.__dataclass_fields__)
-    unknown = sorted(set(fields) - known)
+    unknown = sorted(set(fields) - known, key=str)
     if unknown:
-        raise SdllmError(f"--synthetic {config}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    cfg = LlamaConfig(**fields)
-    if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
-        raise SdllmError(f"--synthetic {config}: dim {cfg.dim} must divide by n_heads {cfg.n_heads}, "
-                         f"and n_heads by n_kv_heads {cfg.n_kv_heads}")
-    return cfg
+        raise SdllmError(f"{where}: unknown field(s) {', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})")
+    defaults = LlamaConfig().to_dict()
+    return read_config(Doc({**defaults, **fields}, where))
 
 
-def synthetic_blob(cfg: LlamaConfig, spec: QuantSpec = DEFAULT_SPEC, seed: int = 0) -> dict:
+def synthetic_model(cfg: LlamaConfig, spec: QuantSpec = DEFAULT_SPEC, seed: int = 0) -> ModelFile:
+    """Every small array a real SDLLM has (scales, γ, RoPE tables, embedding); the weight
+    matrices are drawn on demand (`ModelFile.weight`)."""
     rng = np.random.default_rng([seed, 1 << 20])
-    scale = lambda n: torch.full((n,), fx.to_fixed(0.02, fx.SCALE_FRAC), dtype=torch.int64)  # noqa: E731
-    qkv_out = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
-    layers = [{
-        "qkv.scale_fx": scale(qkv_out), "o.scale_fx": scale(cfg.dim),
-        "gate_up.scale_fx": scale(2 * cfg.ffn_dim), "down.scale_fx": scale(cfg.dim),
-        "qkv.bias_fx": torch.zeros(qkv_out, dtype=torch.int64),
-        "v_range_fx": torch.full((cfg.n_kv_heads * cfg.head_dim,), fx.to_fixed(4.0), dtype=torch.int64),
-        "gamma": {p: 0.99 for p in LAYER_GAMMA_POINTS},
-    } for _ in range(cfg.n_layers)]
+    scale = lambda n: np.full((n,), fx.to_fixed(0.02, fx.SCALE_FRAC), dtype=np.int64)  # noqa: E731
     cos, sin = rope_tables(cfg, cfg.max_seq_len)
     embed = rng.normal(0, 1, (cfg.vocab_size, cfg.dim)).astype(np.float32)
-    return {
-        "format": checkpoint.FORMAT,
-        "format_version": checkpoint.FORMAT_VERSION,
-        "config": cfg.to_dict(),
-        "quant": asdict(spec),
-        "tokenizer": {"type": "bytes"} if cfg.vocab_size >= 256 else {"type": "none"},
-        "synthetic": {"seed": seed},
-        "embed_fx": torch.from_numpy(fx.to_fixed(embed).astype(np.int32)),
-        "rope_cos_fx": torch.from_numpy(fx.to_fixed(cos.numpy(), fx.TRIG_FRAC)),
-        "rope_sin_fx": torch.from_numpy(fx.to_fixed(sin.numpy(), fx.TRIG_FRAC)),
-        "eps_fx": int(round(cfg.norm_eps * (1 << (2 * fx.FRAC)))),
-        "layers": layers,
-        "head": {"scale_fx": scale(cfg.vocab_size), "gamma": 0.99},
-    }
+    points = [(p, i) for i in range(cfg.n_layers) for p in stages.LAYER_POINTS if p.gamma] + [(stages.HEAD_IN, None)]
+    return ModelFile(
+        config=cfg,
+        quant=spec,
+        tokenizer={"type": "bytes"} if cfg.vocab_size >= 256 else {"type": "none"},
+        embed_fx=fx.to_fixed(embed).astype(np.int32),
+        rope_cos_fx=fx.to_fixed(cos.numpy(), fx.TRIG_FRAC),
+        rope_sin_fx=fx.to_fixed(sin.numpy(), fx.TRIG_FRAC),
+        eps_fx=int(round(cfg.norm_eps * (1 << (2 * fx.FRAC)))),
+        scales_fx={name: scale(n_out) for name, (n_out, _) in stages.static_shapes(cfg).items()},
+        gamma={p.tap(i): 0.99 for p, i in points},
+        bias_fx=[np.zeros(stages.ENTRY_STAGE.n_out(cfg), np.int64) for _ in range(cfg.n_layers)],
+        v_range_fx=[np.full((cfg.n_kv_heads, cfg.head_dim), fx.to_fixed(4.0), dtype=np.int64) for _ in range(cfg.n_layers)],
+        synthetic_seed=seed,
+    )
 
-
-def synthetic_weight(blob: dict, index: int, shape: tuple) -> np.ndarray:
-    """Stage `index`'s weights: uniform symmetric ints of the model's weight bits."""
-    q = fx.qmax(blob["quant"]["weight_bits"])
-    rng = np.random.default_rng([blob["synthetic"]["seed"], index])
-    return rng.integers(-q, q + 1, size=shape, dtype=np.int8)

@@ -1,11 +1,10 @@
-"""Train the embedded default model on the stdlib's pydoc topics (deterministic, CPU).
+"""Training of the embedded default model on the stdlib's pydoc topics (deterministic, CPU).
 
-    python -m sdllm.models.train_default -o models/default/float.pt
+    python -m sdllm.cli.train_default -o models/default/float.pt
 
-The result is committed as models/default/float.pt; rerunning this script reproduces it.
+The result is committed as models/default/float.pt; rerunning the command reproduces it.
 """
 
-import argparse
 import math
 
 import numpy as np
@@ -13,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from sdllm.formats.model import LlamaConfig
 from sdllm.models.corpus import pydoc_bytes, split, windows
-from sdllm.models.llama import Llama, LlamaConfig
+from sdllm.models.llama import Llama
 
 
 def batches(train: np.ndarray, seq_len: int, batch: int, steps: int, seed: int):
@@ -53,24 +53,9 @@ def train(steps: int, batch: int, lr: float, seed: int) -> Llama:
         sched.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    print(f"held-out perplexity (per byte): {perplexity(model, held_out, cfg.max_seq_len):.3f}")
-    return model
+    return model.eval()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-o", "--output", default="models/default/float.pt")
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(2)
-    model = train(args.steps, args.batch, args.lr, args.seed)
-    torch.save(model.float_state(), args.output)
-    print(f"wrote {args.output}")
-
-
-if __name__ == "__main__":
-    main()
+def held_out_perplexity(model: Llama) -> float:
+    _, held_out = split(pydoc_bytes())
+    return perplexity(model, held_out, model.cfg.max_seq_len)

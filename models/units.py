@@ -1,24 +1,79 @@
 """Neuron-unit programs: what runs between the spike-driven stages of one decoder layer.
 
 A unit holds the layer's residual stream and the per-token scales that live next to the
-neurons (post-synaptic scales); the synapse cores hold the weights and the KV cache.
-Each method consumes the accumulators of one spike-driven stage and returns the integer
-activations (spike counts) of the next. Inputs may carry leading token axes (the integer
-reference runs a whole window at once, with `pos` an array of positions); every operation is
-row-wise, so a batched call equals the same tokens one at a time, bit for bit. The integer reference and the runtime's neuron-unit
-cores both drive these objects, in the same order, with the same integers.
+neurons (post-synaptic scales); the synapse cores hold the weights and the KV cache. Each
+program consumes the accumulators of one spike-driven stage and returns the integer
+activations (spike counts) of the points that stage's table entry says it produces
+(`sdllm.stages.LAYER`). Inputs may carry leading token axes (the integer reference runs a whole
+window at once, with `pos` an array of positions); every operation is row-wise, so a batched
+call equals the same tokens one at a time, bit for bit. The integer reference and the runtime's
+neuron-unit cores both drive these objects, in the same order, with the same integers.
 
-`params` is a flat dict of numpy arrays and ints (see `sdllm.models.sdllm.unit_params`).
+`params` is a flat dict of numpy arrays and ints (`unit_params`), as a build stores it.
 """
 
 import numpy as np
 
+from sdllm import stages
+from sdllm.formats.model import ModelFile
 from sdllm.models import fixedpoint as fx
+from sdllm.models.llama import hadamard_shift
+
+
+def order_key(point: stages.Point) -> str:
+    """The unit parameter holding a γ point's order statistic (the index of its clipping value)."""
+    return f"k_{point.name}"
+
+
+def scale_key(stage: stages.Stage) -> str:
+    """The unit (or host) parameter holding a static stage's per-output-channel weight scales."""
+    return f"scale_{stage.name}"
+
+
+BIAS_KEY = f"bias_{stages.ENTRY_STAGE.name}"
 
 
 def causal(n_keys: int, pos):
     """Which of n_keys cached positions each query at `pos` (int or array) attends to: (..., 1, n_keys)."""
     return np.arange(n_keys) <= np.asarray(pos)[..., None, None]
+
+
+def unit_params(model: ModelFile, layer: int) -> dict:
+    """Everything a decoder-layer neuron unit needs, as numpy arrays and ints."""
+    cfg, spec = model.config, model.quant
+    params = {
+        "n_heads": cfg.n_heads,
+        "n_kv_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "q_max": fx.qmax(spec.act_bits),
+        "kv_max": fx.qmax(spec.kv_bits),
+        "theta": spec.theta,
+        "eps_fx": int(model.eps_fx),
+        "down_block": cfg.down_hadamard,
+        "down_shift": hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
+        "qk_shift": hadamard_shift(cfg.head_dim) if cfg.qk_hadamard else -1,
+        BIAS_KEY: model.bias_fx[layer],
+        "v_range": model.v_range_fx[layer],
+        "rope_cos": model.rope_cos_fx,
+        "rope_sin": model.rope_sin_fx,
+    }
+    for p in stages.LAYER_POINTS:
+        if p.gamma:
+            params[order_key(p)] = fx.quantile_index(p.width(cfg), model.gamma[p.tap(layer)])
+    for s in stages.LAYER_STATIC:
+        params[scale_key(s)] = model.scales_fx[s.node(layer)]
+    return params
+
+
+def head_params(model: ModelFile) -> dict:
+    """What the LM head's side needs: the last unit's final norm and quantisation, the host's scales."""
+    return {
+        "q_max": fx.qmax(model.quant.act_bits),
+        "theta": model.quant.theta,
+        "eps_fx": int(model.eps_fx),
+        order_key(stages.HEAD_IN): fx.quantile_index(stages.HEAD_IN.width(model.config), model.gamma[stages.HEAD_IN.tap(None)]),
+        scale_key(stages.HEAD): model.scales_fx[stages.HEAD.name],
+    }
 
 
 class DecoderLayerUnit:
@@ -29,18 +84,33 @@ class DecoderLayerUnit:
         self.k_scale = np.zeros((n_kv, max_seq_len), np.int64)
         self.group = int(params["n_heads"]) // n_kv
 
-    # stage inputs ---------------------------------------------------------------
-    def attn_in(self, h):
+    def run(self, stage: stages.Stage, acc, pos):
+        """The program that takes `stage`'s accumulators: a tuple of its produced points' integers,
+        or the residual stream after the layer's last stage."""
+        return getattr(self, stage.program)(stage, acc, pos)
+
+    def _quantize(self, point: stages.Point, x):
         p = self.p
-        self.h = np.asarray(h, np.int64)
-        q, self.ratio = self.ops.norm_quantize(self.h, p["k_qkv"], p["q_max"], p["theta"], p["eps_fx"])
+        return fx.quantize(x, p[order_key(point)], p["q_max"], p["theta"])
+
+    def _norm_quantize(self, point: stages.Point):
+        p = self.p
+        q, self.ratio = self.ops.norm_quantize(self.h, p[order_key(point)], p["q_max"], p["theta"], p["eps_fx"])
         return q
 
-    def after_qkv(self, acc, pos):
-        """Returns (query spikes (heads*hd,), key (kv*hd,), value (kv*hd,)) — the last two are cache writes."""
+    # the programs, in the order a layer runs them -----------------------------------------------
+    def attention_input(self, h):
+        """The residual arriving at the layer -> the first stage's spike counts (RMSNorm, γ-quantile)."""
+        self.h = np.asarray(h, np.int64)
+        return self._norm_quantize(stages.LAYER_INPUT[1][0])
+
+    def rope_query_key_value(self, stage, acc, pos):
+        """q/k/v accumulators -> (query spike counts (heads*hd,), key (kv*hd,), value (kv*hd,));
+        the last two are written into the KV stages' synapses."""
         p = self.p
+        query, _, _ = stage.produces
         nh, nkv, hd = int(p["n_heads"]), int(p["n_kv_heads"]), int(p["head_dim"])
-        y = fx.dequant_normed(acc, p["scale_qkv"], self.ratio, p["q_max"]) + p["bias_qkv"]
+        y = fx.dequant_normed(acc, p[scale_key(stage)], self.ratio, p["q_max"]) + p[BIAS_KEY]
         lead = y.shape[:-1]
         q = y[..., : nh * hd].reshape(*lead, nh, hd)
         k = y[..., nh * hd : (nh + nkv) * hd].reshape(*lead, nkv, hd)
@@ -49,57 +119,62 @@ class DecoderLayerUnit:
         q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)
         if p["qk_shift"] >= 0:
             q, k = fx.hadamard(q, hd, int(p["qk_shift"])), fx.hadamard(k, hd, int(p["qk_shift"]))
-        q_int, self.q_scale = fx.quantize(q, p["k_q"], p["q_max"], p["theta"])
+        q_int, self.q_scale = self._quantize(query, q)
         k_int, k_scale = fx.quantize(k, hd - 1, p["kv_max"], 0)
         self.k_scale[:, pos] = np.moveaxis(k_scale, -1, 0)
         v_int = fx.quantize_static(v, p["v_range"], p["kv_max"])
         return q_int.reshape(*lead, -1), k_int.reshape(*lead, -1), v_int.reshape(*lead, -1)
 
-    def after_qk(self, acc, pos):
-        """acc (heads, max_seq_len) -> P·V spike counts (heads, max_seq_len), zero past pos."""
+    def softmax(self, stage, acc, pos):
+        """Q·Kᵀ accumulators (heads, max_seq_len) -> P·V spike counts (heads, max_seq_len), zero past pos."""
         p = self.p
         acc = np.asarray(acc, np.int64)
         k_scale = np.repeat(self.k_scale, self.group, axis=0)
         scores = fx.score_values(acc, self.q_scale, k_scale, p["q_max"], p["kv_max"])
         probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, p["q_max"], p["theta"], causal(acc.shape[-1], pos))
-        return probs
+        return (probs,)
 
-    def after_pv(self, acc):
+    def attention_output(self, stage, acc, pos):
+        """P·V accumulators -> the attention output's spike counts."""
         p = self.p
         acc = np.asarray(acc)
         acc = acc.reshape(*acc.shape[:-1], int(p["n_heads"]), -1)
         v_range = np.repeat(p["v_range"], self.group, axis=0)
         attn = fx.attention_output(acc, v_range, self.p_top, self.p_total, p["q_max"], p["kv_max"])
-        q, self.m_o = fx.quantize(attn.reshape(*attn.shape[:-2], -1), p["k_o"], p["q_max"], p["theta"])
-        return q
+        (out,) = stage.produces
+        q, self.m_in = self._quantize(out, attn.reshape(*attn.shape[:-2], -1))
+        return (q,)
 
-    def after_o(self, acc):
+    def add_attention(self, stage, acc, pos):
+        """Output-projection accumulators -> residual += attention; RMSNorm'd MLP input's spike counts."""
         p = self.p
-        self.h = self.h + fx.dequant(acc, p["scale_o"], self.m_o, p["q_max"])
-        q, self.ratio = self.ops.norm_quantize(self.h, p["k_gate_up"], p["q_max"], p["theta"], p["eps_fx"])
-        return q
+        self.h = self.h + fx.dequant(acc, p[scale_key(stage)], self.m_in, p["q_max"])
+        (out,) = stage.produces
+        return (self._norm_quantize(out),)
 
-    def after_gate_up(self, acc):
+    def swiglu(self, stage, acc, pos):
+        """gate/up accumulators -> SiLU(gate)·up, online Hadamard, spike counts of the down input."""
         p = self.p
-        y = fx.dequant_normed(acc, p["scale_gate_up"], self.ratio, p["q_max"])
+        y = fx.dequant_normed(acc, p[scale_key(stage)], self.ratio, p["q_max"])
         ffn = y.shape[-1] // 2
         x = self.ops.silu_mul(y[..., :ffn], y[..., ffn:])
         if p["down_block"]:
             x = fx.hadamard(x, int(p["down_block"]), int(p["down_shift"]))
-        q, self.m_down = fx.quantize(x, p["k_down"], p["q_max"], p["theta"])
-        return q
+        (out,) = stage.produces
+        q, self.m_in = self._quantize(out, x)
+        return (q,)
 
-    def after_down(self, acc):
-        """Returns the layer's residual output (FRAC)."""
-        self.h = self.h + fx.dequant(acc, self.p["scale_down"], self.m_down, self.p["q_max"])
+    def add_mlp(self, stage, acc, pos):
+        """down accumulators -> the layer's residual output (FRAC)."""
+        self.h = self.h + fx.dequant(acc, self.p[scale_key(stage)], self.m_in, self.p["q_max"])
         return self.h
 
 
 def head_in(h, params: dict, ops=fx):
     """Final RMSNorm + quantisation: returns (spike counts for the LM head, ratio)."""
-    return ops.norm_quantize(h, params["k_head"], params["q_max"], params["theta"], params["eps_fx"])
+    return ops.norm_quantize(h, params[order_key(stages.HEAD_IN)], params["q_max"], params["theta"], params["eps_fx"])
 
 
 def logits_out(acc, ratio, params: dict):
     """LM-head accumulators -> logits (FRAC): the host boundary."""
-    return fx.dequant_normed(acc, params["scale_head"], ratio, params["q_max"])
+    return fx.dequant_normed(acc, params[scale_key(stages.HEAD)], ratio, params["q_max"])

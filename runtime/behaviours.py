@@ -7,8 +7,10 @@ step, which the destination cores receive in step t+1. Per-token SOP counters li
 
 import numpy as np
 
+from sdllm import stages
 from sdllm.errors import SdllmError
 from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
+from sdllm.stages import CoreType, NodeKind
 
 
 class CoreBehaviour:
@@ -84,11 +86,12 @@ class KvCore(CoreBehaviour):
         n_kv = (core.n_axons - self.n_spike) // self.hd
         self.cache = np.zeros((n_kv, self.S, self.hd), np.int64)
         self.kv_of_head = (p["head0"] + np.arange(self.h)) // p["group"] - p["kv_head0"]
-        layer = core.node.split(".")[0]
-        self.write_at = build.schedule["stages"][f"{layer}.qk"]["first"]
+        stage = stages.stage_of(core.node)
+        # the unit sends the cache writes with the accumulators' program of the stage that produces them
+        self.write_at = build.schedule["layers"][core.layer]["emit"][stages.producer_index(stage.cache) + 1] + 1
         window = build.schedule["stages"][core.node]
         self.first, self.last = window["first"], window["last"]
-        self.qk = core.type == "kv_qk"
+        self.qk = stage.kind is NodeKind.KV_QK
         self.acc = np.zeros(core.n_neurons, np.int64)
 
     def step(self, t, x):
@@ -112,20 +115,18 @@ class KvCore(CoreBehaviour):
 
 
 class NeuronUnitCore(CoreBehaviour):
-    """One decoder layer's programmable neurons: the between-stage integer program
-    (`sdllm.models.units`) plus the integrate-and-fire encoders that turn each integer
-    activation q into |q| spikes of sign(q)."""
-
-    STAGES = ("qkv", "qk", "pv", "o", "gate_up", "down")
+    """One decoder layer's programmable neurons: the between-stage integer programs
+    (`sdllm.models.units`), run as the schedule's phases come, plus the integrate-and-fire
+    encoders that turn each integer activation q into |q| spikes of sign(q)."""
 
     def __init__(self, core, build, n_positions):
         super().__init__(core, build, n_positions)
-        self.unit = DecoderLayerUnit(core.params, build.config["max_seq_len"])
+        self.unit = DecoderLayerUnit(core.params, build.config.max_seq_len)
         self.params = core.params
         self.ins = build.segments(core.node, "inputs")
         self.outs = build.segments(core.node, "outputs")
         self.emit = build.schedule["layers"][core.layer]["emit"]
-        self.payload_max = (1 << (build.doc["hw"]["core"]["graded_payload_bits"] - 1)) - 1
+        self.payload_max = build.hw.core.payload_max
         self.remaining = None  # the encoder's membrane: spikes still to send
         self.train_seg = None
 
@@ -140,34 +141,37 @@ class NeuronUnitCore(CoreBehaviour):
         a, b = self.outs[seg]
         y[a:b] = value
 
+    def _send(self, y, point, value):
+        """A produced point: written into a KV stage's synapses (graded), or a spike train to its stage."""
+        cache = stages.cache_of(point)
+        if cache is not None:
+            self._put(y, stages.write_segment(cache), value)
+        else:
+            self._start(stages.consumer(point).name, value)
+
     def step(self, t, x):
         token, phase = self.clock(t)
         y = np.zeros(self.core.n_neurons, np.int64)
         seg = lambda name: x[slice(*self.ins[name])]  # noqa: E731
         u, e = self.unit, self.emit
         if phase == e[0]:
-            self._start("qkv", u.attn_in(seg("resid_in")))
-        elif phase == e[1]:
-            q, k, v = u.after_qkv(seg("qkv"), token)
-            self._put(y, "k_write", k)
-            self._put(y, "v_write", v)
-            self._start("qk", q)
-        elif phase == e[2]:
-            self._start("pv", u.after_qk(seg("qk").reshape(int(self.params["n_heads"]), -1), token))
-        elif phase == e[3]:
-            self._start("o", u.after_pv(seg("pv")))
-        elif phase == e[4]:
-            self._start("gate_up", u.after_o(seg("o")))
-        elif phase == e[5]:
-            self._start("down", u.after_gate_up(seg("gate_up")))
-        elif phase == e[6]:
-            h = u.after_down(seg("down"))
-            if "resid_out" in self.outs:
-                self._put(y, "resid_out", h)
-            else:
-                q, ratio = head_in(h, self.params)
-                self._put(y, "ratio", [ratio])
-                self._start("head", q)
+            program, (point,) = stages.LAYER_INPUT
+            self._send(y, point, getattr(u, program)(seg("resid_in")))
+        elif phase in e[1:]:
+            stage = stages.LAYER[e.index(phase, 1) - 1]
+            acc = seg(stage.name)
+            if stage.kind is NodeKind.KV_QK:
+                acc = acc.reshape(int(self.params["n_heads"]), -1)
+            out = u.run(stage, acc, token)
+            for point, value in zip(stage.produces, out if stage.produces else ()):
+                self._send(y, point, value)
+            if not stage.produces:
+                if "resid_out" in self.outs:
+                    self._put(y, "resid_out", out)
+                else:
+                    q, ratio = head_in(out, self.params)
+                    self._put(y, "ratio", [ratio])
+                    self._start(stages.HEAD.name, q)
         if self.remaining is not None:
             s = np.sign(self.remaining)
             self.remaining -= s
@@ -191,7 +195,7 @@ class HostCore(CoreBehaviour):
         self.tokens = np.zeros(n_positions + 1, np.int64)
         self.tokens[: len(prompt)] = prompt
         self.n_prompt = len(prompt)
-        self.logits = np.zeros((n_positions, build.config["vocab_size"]), np.int64)
+        self.logits = np.zeros((n_positions, build.config.vocab_size), np.int64)
         self.ratio = 0
 
     def first_output(self):
@@ -211,15 +215,11 @@ class HostCore(CoreBehaviour):
         return self.zeros
 
 
+BEHAVIOURS = {CoreType.SYNAPSE: SynapseCore, CoreType.REDUCE: ReduceCore, CoreType.KV_QK: KvCore,
+              CoreType.KV_PV: KvCore, CoreType.NEURON_UNIT: NeuronUnitCore}
+
+
 def make_behaviour(core, build, n_positions: int, prompt):
-    if core.type == "synapse":
-        return SynapseCore(core, build, n_positions)
-    if core.type == "reduce":
-        return ReduceCore(core, build, n_positions)
-    if core.type in ("kv_qk", "kv_pv"):
-        return KvCore(core, build, n_positions)
-    if core.type == "neuron_unit":
-        return NeuronUnitCore(core, build, n_positions)
-    if core.type == "host_io":
+    if core.type == CoreType.HOST:
         return HostCore(core, build, n_positions, prompt)
-    raise SdllmError(f"core {core.name}: unknown core type {core.type!r}")
+    return BEHAVIOURS[CoreType(core.type)](core, build, n_positions)

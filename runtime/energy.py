@@ -8,6 +8,9 @@ E_MAC that SDLLM and earlier spiking-LLM papers use); 16-bit float add 0.4 pJ, m
 
 import numpy as np
 
+from sdllm import stages
+from sdllm.stages import CoreType
+
 E_AC_45NM_PJ = 0.9
 E_MAC_45NM_PJ = 0.9 + 3.7
 E_MAC_FP16_45NM_PJ = 0.4 + 1.1
@@ -16,11 +19,9 @@ E_MAC_FP16_45NM_PJ = 0.4 + 1.1
 def dense_macs(build, n_positions: int) -> np.ndarray:
     """Multiply-accumulates per position of the same model run densely (an ANN): every weight of
     every static stage once, plus Q·Kᵀ and P·V over the keys so far."""
-    nodes = build.doc["nodes"]
-    static = sum(sum(n for _, n in node["inputs"]) * sum(n for _, n in node["outputs"])
-                 for node in nodes.values() if node["kind"] == "synapse")
     c = build.config
-    attention = 2 * c["n_layers"] * c["n_heads"] * (c["dim"] // c["n_heads"])
+    static = sum(n_out * n_in for n_out, n_in in stages.static_shapes(c).values())
+    attention = 2 * c.n_layers * c.n_heads * c.head_dim
     return static + attention * (np.arange(n_positions) + 1)
 
 
@@ -33,11 +34,11 @@ def estimate(build, result) -> dict:
     (spike or graded payload) costs the in-tile spike energy, plus the per-hop energy per mesh
     hop, plus the chip-crossing energy when it leaves its chip; host I/O is not counted.
     """
-    e = build.doc["hw"]["energy"]
+    e = build.hw.energy
     T = build.schedule["timesteps_per_spike_train"]
-    neurons = sum(c.n_neurons for c in build.cores if c.type in ("synapse", "kv_qk", "kv_pv"))
+    neurons = sum(c.n_neurons for c in build.cores if c.type in stages.SYNAPTIC_CORES)
     sops = result.sops_per_token().astype(float)
-    neuron_updates = neurons * T + sum(c.n_neurons for c in build.cores if c.type == "reduce")
+    neuron_updates = neurons * T + sum(c.n_neurons for c in build.cores if c.type == CoreType.REDUCE)
     sop_nj = sops.mean() * e["sop_pj"] / 1e3
     neuron_nj = neuron_updates * e["neuron_update_pj"] / 1e3
     noc_nj = 0.0
@@ -55,7 +56,7 @@ def estimate(build, result) -> dict:
         "sop_energy_nj": sop_nj,
         "neuron_energy_nj": neuron_nj,
         "energy_per_token_uj": (sop_nj + neuron_nj + noc_nj) / 1e3,
-        "latency_per_token_ms": build.schedule["period"] * float(build.doc["hw"]["timing"]["timestep_us"]) / 1e3,
+        "latency_per_token_ms": build.schedule["period"] * build.hw.timestep_us / 1e3,
         **paper_estimate(float(sops.mean()), float(dense_macs(build, len(sops)).mean())),
     }
 

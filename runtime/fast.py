@@ -12,17 +12,21 @@ receives. `timesteps` is what the compiled schedule takes on hardware.
 """
 
 import ctypes
+import math
 from collections import defaultdict
 
 import numpy as np
 
+from sdllm import stages
 from sdllm.errors import SdllmError
 from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.llama import LlamaConfig
-from sdllm.models.sdllm import QuantSpec
+from sdllm.models.units import order_key, scale_key
 from sdllm.runtime.result import RunResult
+from sdllm.stages import CoreType
 
 UNIT_KEYS_HEAD = ("q_max", "theta", "eps_fx")
+STAGE_CORES = (CoreType.SYNAPSE, CoreType.REDUCE, CoreType.KV_QK, CoreType.KV_PV)
+KV_CORES = (CoreType.KV_QK, CoreType.KV_PV)
 
 
 def keep_large_allocations() -> None:
@@ -51,23 +55,23 @@ class FoldedBuild:
                 incoming[dest].append((c.id, src, dst))
         self.feed = {}  # core id -> unit output index per spike axon (-1: not fed by a unit)
         for c in cores:
-            if c.type in ("synapse", "kv_qk", "kv_pv"):
+            if c.type in stages.SYNAPTIC_CORES:
                 feed = np.full(c.n_axons, -1, np.int64)
                 for s, src, dst in incoming[c.id]:
-                    if cores[s].type == "neuron_unit":
+                    if cores[s].type == CoreType.NEURON_UNIT:
                         feed[dst] = src
                 self.feed[c.id] = feed
         self.stages = defaultdict(list)
         for c in cores:
-            if c.type in ("synapse", "reduce", "kv_qk", "kv_pv"):
+            if c.type in STAGE_CORES:
                 self.stages[c.node].append(c)
         self.weights, self.windows = {}, {}
         self.fanout = {}  # stage -> (its synapse cores, (stage inputs x cores) non-zero fan-out)
         self.partial_w = {}  # partial tiles keep their weights, for their reduce cores' SOPs
         for name, members in self.stages.items():
-            if members[0].type not in ("synapse", "reduce"):
+            if members[0].type in KV_CORES:
                 continue
-            syn = [c for c in members if c.type == "synapse"]
+            syn = [c for c in members if c.type == CoreType.SYNAPSE]
             dense = {c.id: c.weights() for c in syn}
             self.weights[name] = self._fold(name, members, dense)
             lo_in = self.windows[name][1]
@@ -83,12 +87,12 @@ class FoldedBuild:
         (routes on, via a reduce core where there is one) · synapses · (routes in)."""
         cores = self.build.cores
         onward = {}  # reduce core id -> (its outputs sorted, the unit axon each is routed to)
-        for r in (c for c in members if c.type == "reduce"):
+        for r in (c for c in members if c.type == CoreType.REDUCE):
             ((_, src, dst),) = r.routes
             order = np.argsort(src)
             onward[r.id] = (src[order], dst[order])
         paths = []
-        for c in (c for c in members if c.type == "synapse"):
+        for c in (c for c in members if c.type == CoreType.SYNAPSE):
             feed = self.feed[c.id]
             if (feed < 0).any():
                 raise SdllmError(f"build: stage {name}: core {c.name} has axons no neuron unit feeds")
@@ -119,19 +123,18 @@ class FoldedBuild:
 
     def _make_executor(self) -> IntegerSDLLM:
         b = self.build
-        cfg, spec = LlamaConfig(**b.config), QuantSpec(**b.doc["model"]["quant"])
-        units = sorted((c for c in b.cores if c.type == "neuron_unit"), key=lambda c: c.layer)
-        host = next(c for c in b.cores if c.type == "host_io")
+        units = sorted((c for c in b.cores if c.type == CoreType.NEURON_UNIT), key=lambda c: c.layer)
         last = units[-1].params
         head = {k: int(last[k]) for k in UNIT_KEYS_HEAD}
-        head.update(k_head=int(last["k_head"]), scale_head=host.params["scale_head"])
+        k_head, s_head = order_key(stages.HEAD_IN), scale_key(stages.HEAD)
+        head.update({k_head: int(last[k_head]), s_head: b.host.params[s_head]})
         layer_params = [{k: v for k, v in u.params.items() if k not in ("axons", "neurons")} for u in units]
-        return IntegerSDLLM.from_parts(cfg, spec, self.weights, host.params["embed"], head, layer_params)
+        return IntegerSDLLM.from_parts(b.config, b.quant, self.weights, b.host.params["embed"], head, layer_params)
 
     def core_sops(self, spikes: dict, pos: np.ndarray) -> dict:
         """core name -> SOPs per token, from the spike counts per stage (tokens, n)."""
         out = {}
-        hd = self.build.config["dim"] // self.build.config["n_heads"]
+        cfg = self.build.config
         for name, members in self.stages.items():
             q = np.abs(spikes[name])
             lo_in = self.windows[name][1] if name in self.windows else 0
@@ -143,11 +146,11 @@ class FoldedBuild:
                     out[c.name] = per_core[:, k]
                     if c.id in self.partial_w:
                         partial.append((c, spikes[name][:, self.feed[c.id] - lo_in] @ self.partial_w[c.id].T))
-            for c in (c for c in members if c.type in ("kv_qk", "kv_pv")):
+            for c in (c for c in members if c.type in KV_CORES):
                 spike_axons = self.feed[c.id][: c.params["n_spike_axons"]] - self._kv_offset(c)
                 s = q[:, spike_axons].sum(1)
-                out[c.name] = s * ((pos + 1) if c.type == "kv_qk" else hd)
-            for r in (c for c in members if c.type == "reduce"):
+                out[c.name] = s * stages.stage_of(name).fanout(cfg, pos=pos)
+            for r in (c for c in members if c.type == CoreType.REDUCE):
                 count = np.zeros(len(pos), np.int64)
                 for c, sums in partial:
                     for dest, src, _ in c.routes:
@@ -155,14 +158,13 @@ class FoldedBuild:
                             count += np.count_nonzero(sums[:, src], axis=1)
                 out[r.name] = count
         for c in self.build.cores:
-            if c.type == "neuron_unit":
+            if c.type == CoreType.NEURON_UNIT:
                 out[c.name] = np.zeros(len(pos), np.int64)
-        return {c.name: np.asarray(out[c.name], np.int64) for c in self.build.cores if c.type != "host_io"}
+        return {c.name: np.asarray(out[c.name], np.int64) for c in self.build.cores if c.type != CoreType.HOST}
 
     def _kv_offset(self, core) -> int:
         """Unit output index of the first spike axon of a KV stage (its segment's start)."""
-        seg = "qk" if core.type == "kv_qk" else "pv"
-        return self.build.segments(f"L{core.layer}.unit", "outputs")[seg][0]
+        return self.build.segments(f"L{core.layer}.unit", "outputs")[stages.stage_of(core.node).name][0]
 
 
 def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None) -> RunResult:
@@ -189,3 +191,17 @@ def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None) -> Ru
                      core_sops={k: v[:n_positions] for k, v in folded.core_sops(all_spikes, positions).items()},
                      timesteps=n_positions * build.schedule["period"], traffic=None, stepped=False)
 
+
+
+def build_perplexity(build, rows: np.ndarray, progress: bool = True) -> float:
+    """Perplexity of the compiled network (teacher-forced on each window of `rows`)."""
+    from tqdm import tqdm
+
+    from sdllm.models.evaluate import nll
+
+    folded = FoldedBuild(build)
+    total = 0.0
+    for row in tqdm(rows, desc="compiled network", disable=None if progress else True, leave=False):
+        logits = np.asarray(run_fast(build, [int(t) for t in row[:-1]], 1, folded).logits)
+        total += float(nll(logits, row[1:]).sum())
+    return math.exp(total / (rows.shape[0] * (rows.shape[1] - 1)))

@@ -9,6 +9,7 @@ destination group, to be sent over Lava ports in step t+1. Either way DESIGN §3
 import numpy as np
 
 from sdllm.runtime.behaviours import make_behaviour
+from sdllm.stages import CoreType
 
 
 class CoreGroup:
@@ -46,7 +47,7 @@ class CoreGroup:
         cost_src, cost_hops, cost_cross = [], [], []
         for k, c in enumerate(self.cores):
             for dest, src, _ in c.routes:
-                if build.cores[dest].type != "host_io" and c.type != "host_io":
+                if build.cores[dest].type != CoreType.HOST and c.type != CoreType.HOST:
                     hops, crossing = build.link(c.id, dest)
                     cost_src.append(out_offsets[k] + src)
                     cost_hops.append(np.full(len(src), hops))
@@ -59,7 +60,7 @@ class CoreGroup:
                 np.add.at(self.cost[row], at, values)
         self.outputs = [b.zeros for b in self.behaviours]
         for k, (c, b) in enumerate(zip(self.cores, self.behaviours)):
-            if c.type == "host_io":
+            if c.type == CoreType.HOST:
                 self.outputs[k] = b.first_output()
         self.sent = self._nonzero_outputs()
 
@@ -110,10 +111,10 @@ class CoreGroup:
         return np.concatenate(pos), np.concatenate(values)
 
     def sops(self) -> dict:
-        return {c.name: b.sops for c, b in zip(self.cores, self.behaviours) if c.type != "host_io"}
+        return {c.name: b.sops for c, b in zip(self.cores, self.behaviours) if c.type != CoreType.HOST}
 
     def host(self):
-        return next((b for c, b in zip(self.cores, self.behaviours) if c.type == "host_io"), None)
+        return next((b for c, b in zip(self.cores, self.behaviours) if c.type == CoreType.HOST), None)
 
 
 def partition(build, granularity: str) -> list:

@@ -17,6 +17,7 @@ from sdllm.errors import SdllmError
 from sdllm.runtime.group import make_groups
 from sdllm.runtime.lava_procs.cores import group_classes
 from sdllm.runtime.result import RunResult
+from sdllm.stages import CoreType
 
 GRANULARITIES = ("auto", "core", "chip")
 AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip
@@ -42,9 +43,9 @@ def build_processes(build, prompt, n_positions: int, granularity: str, error_dir
                       n_positions=n_positions, group=group, error_dir=error_dir,
                       name="+".join(c.name for c in group.cores)[:200])
         if host:
-            kwargs["vocab_size"] = build.config["vocab_size"]
+            kwargs["vocab_size"] = build.config.vocab_size
         procs.append(proc_cls(**kwargs))
-        models[proc_cls] = model_cls
+        models[procs[-1]] = model_cls  # keyed by the Process itself: Lava then needs no model discovery
     for group, proc in zip(groups, procs):
         for k, (dest, _) in enumerate(group.ports):
             getattr(proc, f"out_{k}").connect(procs[dest].a_in)
@@ -106,7 +107,7 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
         for group, proc in zip(groups, procs):
             traffic = traffic + proc.traffic.get().astype(np.int64)
             counts = proc.sops.get().astype(np.int64)
-            sops.update({c.name: counts[k] for k, c in enumerate(group.cores) if c.type != "host_io"})
+            sops.update({c.name: counts[k] for k, c in enumerate(group.cores) if c.type != CoreType.HOST})
     finally:
         stop(anchor)
     return RunResult(tokens=[int(t) for t in tokens[: n_positions + 1]], logits=logits, core_sops=sops, timesteps=steps,

@@ -7,7 +7,7 @@ def write_hw(tmp_path, name="tight", chip=None, chips=None, **core_overrides):
     """A copy of loihi2.yaml with some core limits changed (a test target, not a real chip)."""
     import yaml
 
-    from sdllm.compiler.hw import resolve
+    from sdllm.formats.hw import resolve
 
     with open(resolve("loihi2")) as f:
         raw = yaml.safe_load(f)
@@ -22,10 +22,10 @@ def write_hw(tmp_path, name="tight", chip=None, chips=None, **core_overrides):
     return path
 
 
-def compile_split(blob, tmp_path, **hw_overrides):
+def compile_split(model, tmp_path, **hw_overrides):
     """Compile with tiny per-core limits so that stages split into fan-in tiles with reduce cores
     and fan-out tiles, KV stages by heads, and neuron units span several cores."""
     from sdllm.compiler import pipeline
 
     hw = write_hw(tmp_path, max_input_axons=24, synapse_memory_bits=8000, **hw_overrides)
-    return pipeline.compile_model(blob, hw)
+    return pipeline.compile_model(model, hw)

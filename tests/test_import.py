@@ -131,7 +131,7 @@ def test_gguf_tokenizer_is_rebuilt_from_its_metadata(tmp_path):
 
     from sdllm.models.corpus import pydoc_text
     from sdllm.models.importers import load_tokenizer
-    from sdllm.runtime.tokenizer import decode, encode
+    from sdllm.tokenizer import decode, encode
 
     text = pydoc_text()
     ref = _byte_bpe(text[:20000], 400)
@@ -167,23 +167,23 @@ def test_convert_a_hugging_face_directory_with_its_tokenizer(tmp_path):
     import subprocess
     import sys
 
-    from sdllm.models import checkpoint
+    from sdllm.formats import model as modelformat
     from sdllm.models.corpus import pydoc_text
-    from sdllm.runtime.tokenizer import decode, encode
+    from sdllm.tokenizer import decode, encode
 
     words = sorted(set(pydoc_text().split()))[:96]  # 97 tokens with [UNK], the test model's vocabulary
     _word_tokenizer(words).save(str(tmp_path / "tokenizer.json"))
     _hf_model(tie=True).save_pretrained(tmp_path, safe_serialization=True)
     out = tmp_path / "model.pt"
-    p = subprocess.run([sys.executable, "-m", "sdllm.models.convert", str(tmp_path), "-o", str(out), "--max-seq-len", "16",
+    p = subprocess.run([sys.executable, "-m", "sdllm.cli.convert", str(tmp_path), "-o", str(out), "--max-seq-len", "16",
                         "--calib-windows", "2"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    blob = checkpoint.load(str(out))
-    assert blob["tokenizer"]["type"] == "hf-tokenizers" and blob["config"]["max_seq_len"] == 16
-    assert blob["tokenizer"]["bos_id"] == 1 and blob["tokenizer"]["eos_id"] == 2  # from config.json
-    ids = encode(blob["tokenizer"], f"{words[3]} {words[7]} zzzunknown")
+    model = modelformat.load(str(out))
+    assert model.tokenizer["type"] == "hf-tokenizers" and model.config.max_seq_len == 16
+    assert model.tokenizer["bos_id"] == 1 and model.tokenizer["eos_id"] == 2  # from config.json
+    ids = encode(model.tokenizer, f"{words[3]} {words[7]} zzzunknown")
     assert ids == [4, 8, 0]
-    assert decode(blob["tokenizer"], ids[:2]) == f"{words[3]} {words[7]}"
+    assert decode(model.tokenizer, ids[:2]) == f"{words[3]} {words[7]}"
 
 
 @pytest.mark.parametrize("make", ["missing", "not_gguf", "qwen3_gguf", "no_tokenizer", "gemma", "big_tokenizer",
@@ -219,7 +219,7 @@ def test_convert_refuses_bad_sources_in_one_line(tmp_path, make):
             _word_tokenizer(["a", "b"]).save(str(src / "tokenizer.json"))
             args = ["--max-seq-len", "64"]  # the model has 32 positions
     out = tmp_path / "model.pt"
-    p = subprocess.run([sys.executable, "-m", "sdllm.models.convert", str(src), "-o", str(out), *args],
+    p = subprocess.run([sys.executable, "-m", "sdllm.cli.convert", str(src), "-o", str(out), *args],
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and str(src) in p.stderr, p.stderr
@@ -229,7 +229,7 @@ def test_convert_refuses_bad_sources_in_one_line(tmp_path, make):
 
 def test_max_seq_len_of_our_checkpoint():
     from sdllm.errors import SdllmError
-    from sdllm.models.convert import load_source
+    from sdllm.models.importers import load_source
 
     model, tokenizer = load_source(None, 64)
     assert model.cfg.max_seq_len == 64 and tokenizer == {"type": "bytes"}

@@ -7,8 +7,8 @@ import pytest
 from helpers import compile_split
 
 from sdllm.compiler.emit import emit
+from sdllm.formats.build import read as load_build
 from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.runtime.build import load_build
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep
@@ -39,8 +39,8 @@ def analytic_core_sops(build, spikes, pos):
     return out
 
 
-def check_equal(build, blob, prompt, n_new, result):
-    ref = IntegerSDLLM(blob)
+def check_equal(build, model, prompt, n_new, result):
+    ref = IntegerSDLLM(model)
     tokens, logits, spikes = ref.generate(prompt, n_new)
     assert result.tokens == tokens
     assert np.array_equal(result.logits, logits)
@@ -54,18 +54,18 @@ def check_equal(build, blob, prompt, n_new, result):
 
 
 @pytest.mark.parametrize("prompt", ["The if statement", "def f(x):", "import "])
-def test_lava_equals_integer_reference(default_blob, default_build, prompt):
+def test_lava_equals_integer_reference(default_model, default_build, prompt):
     build = load_build(default_build)
     p = list(prompt.encode())
-    check_equal(build, default_blob, p, 4, run_lava(build, p, 4))
+    check_equal(build, default_model, p, 4, run_lava(build, p, 4))
 
 
-def test_multi_tile_build_on_lava_equals_reference(tiny_blob, tmp_path):
-    emit(compile_split(tiny_blob, tmp_path), str(tmp_path / "b"))
+def test_multi_tile_build_on_lava_equals_reference(tiny_model, tmp_path):
+    emit(compile_split(tiny_model, tmp_path), str(tmp_path / "b"))
     build = load_build(str(tmp_path / "b"))
     assert any(c.type == "kv_qk" and c.params["n_heads"] < 4 for c in build.cores), "expected KV cores split by heads"
     p = list(b"ab")
-    check_equal(build, tiny_blob, p, 5, run_lava(build, p, 5))
+    check_equal(build, tiny_model, p, 5, run_lava(build, p, 5))
 
 
 def test_lockstep_equals_lava(default_build):
@@ -89,32 +89,32 @@ def test_per_core_and_per_chip_lava_graphs_are_bit_identical(default_build):
     _same(run_lava(build, p, 3, granularity="core"), run_lava(build, p, 3, granularity="chip"))
 
 
-def test_multi_chip_build_per_chip_equals_reference(tiny_blob, tmp_path):
+def test_multi_chip_build_per_chip_equals_reference(tiny_model, tmp_path):
     """Cores spread over several chips: on-chip spikes stay inside a chip's process, the rest
     crosses Lava ports between chip processes."""
-    emit(compile_split(tiny_blob, tmp_path, chip={"cores_per_chip": 16, "mesh": [4, 4]}, chips=16), str(tmp_path / "b"))
+    emit(compile_split(tiny_model, tmp_path, chip={"cores_per_chip": 16, "mesh": [4, 4]}, chips=16), str(tmp_path / "b"))
     build = load_build(str(tmp_path / "b"))
     assert len({c.chip for c in build.cores if c.chip >= 0}) > 2
     p = list(b"xy")
     result = run_lava(build, p, 4, granularity="chip")
-    check_equal(build, tiny_blob, p, 4, result)
+    check_equal(build, tiny_model, p, 4, result)
     _same(result, run_lava(build, p, 4, granularity="core"))
     _same(result, run_lockstep(build, p, 4))
     assert (result.traffic[:, 2] > 0).all() and (result.traffic[:, 1] > 0).all()  # packets cross chips and hop
 
 
-def test_fast_backend_equals_lava_and_reference(default_blob, default_build, tiny_blob, tmp_path):
+def test_fast_backend_equals_lava_and_reference(default_model, default_build, tiny_model, tmp_path):
     build = load_build(default_build)
     p = list(b"The if")
     fast = run_fast(build, p, 4)
-    check_equal(build, default_blob, p, 4, fast)
+    check_equal(build, default_model, p, 4, fast)
     _same(fast, run_lava(build, p, 4, granularity="chip"))
     assert fast.traffic is None
-    emit(compile_split(tiny_blob, tmp_path), str(tmp_path / "b"))
+    emit(compile_split(tiny_model, tmp_path), str(tmp_path / "b"))
     split = load_build(str(tmp_path / "b"))
     assert any(c.type == "reduce" for c in split.cores)
     result = run_fast(split, list(b"ab"), 5)
-    check_equal(split, tiny_blob, list(b"ab"), 5, result)
+    check_equal(split, tiny_model, list(b"ab"), 5, result)
     # the fast executor runs the build's own tables: a misrouted partial sum changes its logits
     core = next(c for c in split.cores if c.type == "synapse" and any(split.cores[d].type == "reduce" for d, _, _ in c.routes))
     dest, src, dst = core.routes[0]

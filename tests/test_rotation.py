@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from sdllm.formats.model import LlamaConfig
 from sdllm.models import fixedpoint as fx
-from sdllm.models.convert import DEFAULT_FLOAT, load_float
+from sdllm.models.importers import default_float, load_float
 from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.llama import Llama, LlamaConfig, hadamard
+from sdllm.models.llama import Llama, hadamard
 from sdllm.models.rotation import (
     add_down_hadamard,
     add_qk_hadamard,
@@ -32,7 +33,7 @@ def _random_model(cfg):
 
 @pytest.mark.parametrize("which", ["default", "odd_dim"])
 def test_rotated_model_gives_the_same_logits(which):
-    model = load_float(DEFAULT_FLOAT) if which == "default" else _random_model(ODD)
+    model = load_float(default_float()) if which == "default" else _random_model(ODD)
     tokens = torch.randint(0, model.cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(tokens)
@@ -66,8 +67,8 @@ def test_integer_hadamard_is_the_matrix_product_rounded(bits):
     assert np.array_equal(fx.hadamard(x, 32, 3), fx.round_div(exact, 8))
 
 
-def test_integer_forward_on_a_window_equals_token_by_token(default_blob):
-    ref = IntegerSDLLM(default_blob)
+def test_integer_forward_on_a_window_equals_token_by_token(default_model):
+    ref = IntegerSDLLM(default_model)
     tokens = list(b"The if statement is used for conditional execution")
     block_logits, block_spikes = ref.forward(tokens)
     block_sops = ref.stage_sops(block_spikes, np.arange(len(tokens)))

@@ -5,7 +5,7 @@ import pytest
 
 from sdllm.errors import SdllmError
 from sdllm.models import corpus
-from sdllm.runtime.tokenizer import decode, encode, vocab_size
+from sdllm.tokenizer import decode, encode, vocab_size
 
 BYTES = {"type": "bytes"}
 
@@ -42,7 +42,7 @@ def test_decoding_partial_characters_and_foreign_ids_does_not_fail(spec, bpe):
 
 
 def test_unknown_tokenizer_is_one_line_naming_it():
-    with pytest.raises(SdllmError, match=r"^tokenizer 'sentencepiece' is not supported \(supported: bytes, hf-tokenizers\)$"):
+    with pytest.raises(SdllmError, match=r"^tokenizer 'sentencepiece' is not supported \(supported: none, bytes, hf-tokenizers\)$"):
         encode({"type": "sentencepiece"}, "x")
     with pytest.raises(SdllmError, match="'sentencepiece'"):
         corpus.calibration_windows({"type": "sentencepiece"}, 16, 2)

@@ -4,8 +4,13 @@ One Process simulates one group of cores (`sdllm.runtime.group.CoreGroup`): a si
 all cores of a chip. It has one InPort `a_in` (its cores' axons, concatenated; Lava adds up
 what several groups send to it, which is how partial sums of fan-in tiles meet) and one
 OutPort per destination group, `out_0 .. out_{k-1}`, each shaped like that group's axons.
-Lava needs the ports declared on both classes, so a Process/ProcessModel pair is made for
-each number of destinations.
+
+The classes are declared below; only the OutPorts are added per build. Lava's builder requires a
+ProcessModel to declare exactly the ports its Process has (a `LavaPyType` each;
+`PyProcessBuilder.check_all_vars_and_ports_set`), and how many destination groups a group has
+depends on the build — so `group_classes` derives one subclass pair per number of destinations
+(cached). The run config maps each Process instance to its model, so Lava's model discovery
+(which would need such classes in a module's namespace) is never consulted.
 
 Every model sends first and receives second in each step (as Lava's own Dense does), so a
 value computed in step t reaches its destination in step t+1 and cycles cannot deadlock.
@@ -80,7 +85,23 @@ class GroupModelBase(PyLoihiProcessModel):
         self.pending = self.group.outgoing(self.dest_axons)
 
 
-class HostModelMixin:
+class GroupModel(GroupModelBase):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, PORT_TYPE, precision=24)
+
+
+class HostGroupProcess(GroupProcess):
+    """A group that also simulates the off-chip host: the logits and tokens it produces."""
+
+    def __init__(self, *, n_positions: int, vocab_size: int, **kwargs):
+        super().__init__(n_positions=n_positions, **kwargs)
+        self.logits = Var(shape=(n_positions, vocab_size), init=0)
+        self.tokens = Var(shape=(n_positions + 1,), init=0)
+
+
+class HostGroupModel(GroupModel):
+    logits: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
+    tokens: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
+
     def _bind(self):
         super()._bind()
         host = self.group.host()
@@ -92,29 +113,13 @@ _CLASSES = {}
 
 
 def group_classes(n_dest: int, host: bool = False):
-    """(Process class, ProcessModel class) for a group with n_dest destination groups."""
+    """(Process class, ProcessModel class) for a group with n_dest destination groups: the
+    declared pair, with the model's OutPorts out_0 .. out_{n_dest-1} added."""
     key = (n_dest, host)
-    if key in _CLASSES:
-        return _CLASSES[key]
-    name = f"{'Host' if host else 'Group'}{n_dest}"
-
-    def proc_init(self, *, n_axons, dest_axons, n_cores, n_positions, vocab_size=0, **kwargs):
-        GroupProcess.__init__(self, n_axons=n_axons, dest_axons=dest_axons, n_cores=n_cores, n_positions=n_positions, **kwargs)
-        if host:
-            self.logits = Var(shape=(n_positions, vocab_size), init=0)
-            self.tokens = Var(shape=(n_positions + 1,), init=0)
-
-    proc = type(name + "Process", (GroupProcess,), {"__init__": proc_init, "__module__": __name__})
-    ns = {"__module__": __name__, "a_in": LavaPyType(PyInPort.VEC_DENSE, PORT_TYPE, precision=24)}
-    for k in range(n_dest):
-        ns[f"out_{k}"] = LavaPyType(PyOutPort.VEC_DENSE, PORT_TYPE, precision=24)
-    bases = (GroupModelBase,)
-    if host:
-        ns["logits"] = LavaPyType(np.ndarray, np.int64, precision=64)
-        ns["tokens"] = LavaPyType(np.ndarray, np.int64, precision=64)
-        bases = (HostModelMixin, GroupModelBase)
-    model = type(name + "Model", bases, ns)
-    model = tag("fixed_pt")(requires(CPU)(implements(proc=proc, protocol=LoihiProtocol)(model)))
-    globals()[proc.__name__], globals()[model.__name__] = proc, model  # Lava looks models up in this module
-    _CLASSES[key] = (proc, model)
-    return proc, model
+    if key not in _CLASSES:
+        proc_base, model_base = (HostGroupProcess, HostGroupModel) if host else (GroupProcess, GroupModel)
+        proc = type(f"{proc_base.__name__}{n_dest}", (proc_base,), {"__module__": __name__})
+        ports = {f"out_{k}": LavaPyType(PyOutPort.VEC_DENSE, PORT_TYPE, precision=24) for k in range(n_dest)}
+        model = type(f"{model_base.__name__}{n_dest}", (model_base,), {"__module__": __name__, **ports})
+        _CLASSES[key] = (proc, tag("fixed_pt")(requires(CPU)(implements(proc=proc, protocol=LoihiProtocol)(model))))
+    return _CLASSES[key]

@@ -12,6 +12,8 @@ import time
 
 import numpy as np
 
+from sdllm.cli import guarded
+
 
 def plot_sops(result, path: str) -> None:
     import matplotlib
@@ -32,8 +34,6 @@ def plot_sops(result, path: str) -> None:
 
 
 def main(argv=None):
-    from sdllm.cli import guarded
-
     ap = argparse.ArgumentParser(prog="sdllm-demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out", help="working directory for model.pt and the build")
     ap.add_argument("--prompt", default="The if statement")
@@ -44,44 +44,44 @@ def main(argv=None):
 
 
 def _demo(args) -> int:
+    from sdllm.cli.convert import main as convert_main
+    from sdllm.cli.run import print_result
     from sdllm.compiler.emit import emit
-    from sdllm.compiler.pipeline import compile_file
+    from sdllm.compiler.pipeline import compile_model
     from sdllm.compiler.report import format_report
-    from sdllm.models import checkpoint
-    from sdllm.models.convert import DEFAULT_FLOAT, load_float
-    from sdllm.models.convert import main as convert_main
+    from sdllm.formats import build as buildformat
+    from sdllm.formats import model as modelformat
     from sdllm.models.evaluate import evaluate
+    from sdllm.models.importers import default_float, load_float
     from sdllm.models.integer_ref import IntegerSDLLM
-    from sdllm.runtime.build import load_build
-    from sdllm.runtime.cli import print_result
     from sdllm.runtime.lava_backend import run_lava
-    from sdllm.runtime.tokenizer import encode
+    from sdllm.tokenizer import encode
 
     os.makedirs(args.out, exist_ok=True)
     model_path, build_dir = os.path.join(args.out, "model.pt"), os.path.join(args.out, "build")
     print("== 1. convert the embedded default model to an SDLLM")
-    if convert_main([DEFAULT_FLOAT, "-o", model_path, "--act-bits", str(args.act_bits)]) != 0:
+    if convert_main([default_float(), "-o", model_path, "--act-bits", str(args.act_bits)]) != 0:
         return 2
-    blob = checkpoint.load(model_path)
+    model = modelformat.load(model_path)
 
     print("\n== 2. compile for Loihi 2")
-    report = emit(compile_file(model_path, "loihi2"), build_dir)
+    report = emit(compile_model(model, "loihi2"), build_dir)
     print(format_report(report), end="")
 
     print("\n== 3. held-out perplexity per byte (last 10% of pydoc topics)")
-    r = evaluate(blob, load_float(DEFAULT_FLOAT), n_windows=8)
+    r = evaluate(model, load_float(default_float()), n_windows=8)
     print(f"  float {r['float']:.3f} | fake-quant SDLLM {r['fake_quant']:.3f} | integer SDLLM {r['integer']:.3f} "
           f"({r['tokens']} tokens; {r['spikes_per_token']:.0f} spikes and {r['sops_per_token']:,.0f} SOPs per token)")
 
     print("\n== 4. generate on Lava (Loihi2SimCfg fixed_pt), one Lava process per core")
-    build = load_build(build_dir)
-    prompt = encode(build.doc["tokenizer"], args.prompt)
+    build = buildformat.read(build_dir)
+    prompt = encode(build.tokenizer, args.prompt)
     t0 = time.time()
     result = run_lava(build, prompt, args.max_new_tokens, progress=True)
     print_result(build, prompt, result, time.time() - t0)
 
     print("\n== 5. check against the integer reference")
-    ref = IntegerSDLLM(blob)
+    ref = IntegerSDLLM(model)
     tokens, logits, spikes = ref.generate(prompt, args.max_new_tokens)
     analytic = np.array([sum(ref.stage_sops(s, pos).values()) for pos, s in enumerate(spikes)])
     same_tokens = tokens == result.tokens

@@ -1,5 +1,6 @@
 """Tokenizers a model or build can name (a plain-dict spec stored in model.pt and network.json):
 
+  {"type": "none"}                                    no tokenizer (a synthetic model): token ids only
   {"type": "bytes"}                                   token = UTF-8 byte (the embedded default model)
   {"type": "hf-tokenizers", "json": tokenizer.json}  a Hugging Face `tokenizers` tokenizer (BPE of
                                                       pretrained models), carried whole; optional
@@ -13,7 +14,7 @@ from functools import lru_cache
 
 from sdllm.errors import SdllmError
 
-TYPES = ("bytes", "hf-tokenizers")
+TYPES = ("none", "bytes", "hf-tokenizers")
 
 
 def kind(spec: dict) -> str:
@@ -31,13 +32,20 @@ def _hf(json_text: str):
     return Tokenizer.from_str(json_text)
 
 
+def _no_tokenizer(spec: dict) -> None:
+    if kind(spec) == "none":
+        raise SdllmError("this model has no tokenizer (a synthetic model): it takes token ids, not text")
+
+
 def encode(spec: dict, text: str) -> list:
+    _no_tokenizer(spec)
     if kind(spec) == "bytes":
         return list(text.encode("utf-8"))
     return _hf(spec["json"]).encode(text, add_special_tokens=False).ids
 
 
 def decode(spec: dict, tokens) -> str:
+    _no_tokenizer(spec)
     n = vocab_size(spec)
     ids = [int(t) for t in tokens if 0 <= int(t) < n]
     if spec["type"] == "bytes":
@@ -46,4 +54,5 @@ def decode(spec: dict, tokens) -> str:
 
 
 def vocab_size(spec: dict) -> int:
+    _no_tokenizer(spec)
     return 256 if kind(spec) == "bytes" else _hf(spec["json"]).get_vocab_size(with_added_tokens=True)

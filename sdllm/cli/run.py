@@ -5,44 +5,17 @@ import sys
 import time
 
 from sdllm.cli import guarded
-from sdllm.errors import SdllmError
-from sdllm.runtime import energy
-from sdllm.runtime.build import load_build
-from sdllm.runtime.tokenizer import decode, encode
-
-BACKENDS = ("lava", "lockstep", "fast")
-
-
-def run(build, prompt_tokens, n_new: int, backend: str, granularity: str = "auto"):
-    if backend == "lava":
-        from sdllm.runtime.lava_backend import run_lava
-
-        return run_lava(build, prompt_tokens, n_new, granularity, progress=True)
-    if backend == "fast":
-        from sdllm.runtime.fast import run_fast
-
-        return run_fast(build, prompt_tokens, n_new)
-    from sdllm.runtime.lockstep import run_lockstep
-
-    return run_lockstep(build, prompt_tokens, n_new)
-
-
-def check_request(build, prompt_tokens, n_new: int) -> None:
-    ctx = build.config["max_seq_len"]
-    if not prompt_tokens:
-        raise SdllmError("--prompt: must not be empty")
-    if n_new < 1:
-        raise SdllmError(f"--max-new-tokens: must be at least 1, got {n_new}")
-    if len(prompt_tokens) + n_new - 1 > ctx:
-        raise SdllmError(f"--prompt + --max-new-tokens: {len(prompt_tokens)} + {n_new} tokens need "
-                         f"{len(prompt_tokens) + n_new - 1} positions, the context holds {ctx}")
+from sdllm.formats import build as buildformat
+from sdllm.tokenizer import decode, encode
 
 
 def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) -> None:
-    text = decode(build.doc["tokenizer"], result.tokens[len(prompt_tokens):])
+    from sdllm.runtime import energy
+
+    text = decode(build.tokenizer, result.tokens[len(prompt_tokens):])
     est = energy.estimate(build, result)
     n_pos = len(result.logits)
-    print(f"prompt:    {decode(build.doc['tokenizer'], prompt_tokens)!r}", file=out)
+    print(f"prompt:    {decode(build.tokenizer, prompt_tokens)!r}", file=out)
     print(f"generated: {text!r}", file=out)
     print(f"timesteps: {result.timesteps} ({build.schedule['period']} per token x {n_pos} positions), "
           f"wall {wall_s:.1f} s " + (f"({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)" if result.stepped
@@ -63,6 +36,8 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) ->
 
 
 def main(argv=None):
+    from sdllm.runtime.backends import BACKENDS
+
     ap = argparse.ArgumentParser(prog="sdllm-run", description="Run a compiled SDLLM build directory.")
     ap.add_argument("build", help="build directory written by sdllm-compile")
     ap.add_argument("--prompt", required=True)
@@ -75,11 +50,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     def body():
-        build = load_build(args.build)
-        prompt_tokens = encode(build.doc["tokenizer"], args.prompt)
-        check_request(build, prompt_tokens, args.max_new_tokens)
+        from sdllm.runtime.backends import run
+
+        build = buildformat.read(args.build)
+        prompt_tokens = encode(build.tokenizer, args.prompt)
         t0 = time.time()
-        result = run(build, prompt_tokens, args.max_new_tokens, args.backend, args.granularity)
+        result = run(build, prompt_tokens, args.max_new_tokens, args.backend, args.granularity, progress=True)
         print_result(build, prompt_tokens, result, time.time() - t0)
 
     return guarded("sdllm-run", body)

@@ -1,4 +1,6 @@
-"""What every sdllm command does with a user-facing error or Ctrl-C: one line, no traceback."""
+"""The command-line layer: the only code that parses arguments or prints reports (one module per
+command). `guarded` is what every command does with a user-facing error or Ctrl-C: one line,
+no traceback."""
 
 import sys
 

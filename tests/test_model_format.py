@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sdllm.errors import SdllmError
-from sdllm.models import checkpoint
+from sdllm.formats import model as modelformat
 
 
 def _equal(a, b):
@@ -20,26 +20,26 @@ def _equal(a, b):
     return a == b
 
 
-def test_model_pt_round_trips(tiny_blob, tmp_path):
+def test_model_pt_round_trips(tiny_model, tmp_path):
     path = tmp_path / "model.pt"
-    checkpoint.save(tiny_blob, str(path))
-    assert _equal(checkpoint.load(str(path)), tiny_blob)
+    modelformat.save(tiny_model, str(path))
+    assert _equal(modelformat.load(str(path)).to_blob(), tiny_model.to_blob())
 
 
-def test_truncated_file_is_a_clear_error(tiny_blob, tmp_path):
+def test_truncated_file_is_a_clear_error(tiny_model, tmp_path):
     path = tmp_path / "model.pt"
-    checkpoint.save(tiny_blob, str(path))
+    modelformat.save(tiny_model, str(path))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SdllmError, match="truncated or corrupt"):
-        checkpoint.load(str(path))
+        modelformat.load(str(path))
 
 
-def test_wrong_format_version_is_a_clear_error(tiny_blob, tmp_path):
+def test_wrong_format_version_is_a_clear_error(tiny_model, tmp_path):
     path = tmp_path / "model.pt"
-    checkpoint.save({**tiny_blob, "format_version": 99}, str(path))
+    modelformat.save_blob({**tiny_model.to_blob(), "format_version": 99}, str(path))
     with pytest.raises(SdllmError, match="format_version 99 is not supported"):
-        checkpoint.load(str(path))
+        modelformat.load(str(path))
 
 
 class _Payload:
@@ -55,14 +55,14 @@ def test_pickle_with_code_is_refused_and_not_executed(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "sdllm", "format_version": 1, "x": _Payload(str(marker))}, str(path))
     with pytest.raises(SdllmError, match="refused to load"):
-        checkpoint.load(str(path))
+        modelformat.load(str(path))
     assert not marker.exists()
 
 
 def test_cli_reports_bad_checkpoint_in_one_line(tmp_path):
     path = tmp_path / "bad.pt"
     path.write_bytes(pickle.dumps({"format": "sdllm"})[:5])
-    p = subprocess.run([sys.executable, "-m", "sdllm.compiler.cli", str(path), "-o", str(tmp_path / "b")],
+    p = subprocess.run([sys.executable, "-m", "sdllm.cli.compile", str(path), "-o", str(tmp_path / "b")],
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr and "bad.pt" in p.stderr

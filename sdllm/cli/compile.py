@@ -4,12 +4,9 @@ import argparse
 import sys
 
 from sdllm.cli import guarded
-from sdllm.compiler.emit import emit
-from sdllm.compiler.pipeline import compile_model, passes
-from sdllm.compiler.place import METHODS
-from sdllm.compiler.report import format_report
 from sdllm.errors import SdllmError
 
+PLACEMENTS = ("traffic", "greedy")
 RATE_TOKENS = 128
 
 
@@ -21,7 +18,7 @@ def main(argv=None):
                          "llama2-7b, tinyllama-1.1b, smollm2-135m, or a YAML file of LlamaConfig fields)")
     ap.add_argument("--target", default="loihi2", help="hardware config name (hw_configs/NAME.yaml) or a YAML path")
     ap.add_argument("-o", "--output", required=True, help="build directory to write")
-    ap.add_argument("--placement", choices=METHODS, default="traffic",
+    ap.add_argument("--placement", choices=PLACEMENTS, default="traffic",
                     help="traffic-aware placement (default) or the greedy sequential baseline")
     ap.add_argument("--rate-tokens", type=int, default=RATE_TOKENS,
                     help=f"measure spike rates for placement on this many tokens of calibration text "
@@ -33,24 +30,26 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     def body():
+        from sdllm.compiler.emit import emit
+        from sdllm.compiler.pipeline import compile_model, passes
+        from sdllm.compiler.report import format_report
+        from sdllm.formats import model as modelformat
+
         if (args.model is None) == (args.synthetic is None):
             raise SdllmError("sdllm-compile: give a model.pt or --synthetic CONFIG (one of them)")
         if args.rate_tokens < 0:
             raise SdllmError(f"--rate-tokens: must be >= 0, got {args.rate_tokens}")
         if args.synthetic:
-            from sdllm.models.sdllm import QuantSpec
-            from sdllm.models.synthetic import shape_of, synthetic_blob
+            from sdllm.models.synthetic import shape_of, synthetic_model
 
             for flag, bits in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits)):
                 if not 2 <= bits <= 8:
                     raise SdllmError(f"{flag}: 2..8 bits, got {bits}")
-            spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, rotate=False, gptq=False)
-            blob = synthetic_blob(shape_of(args.synthetic), spec, args.seed)
+            spec = modelformat.QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, rotate=False, gptq=False)
+            model = synthetic_model(shape_of(args.synthetic), spec, args.seed)
         else:
-            from sdllm.models import checkpoint
-
-            blob = checkpoint.load(args.model)
-        net = compile_model(blob, args.target, passes(args.placement, progress=True), rate_tokens=args.rate_tokens)
+            model = modelformat.load(args.model)
+        net = compile_model(model, args.target, passes(args.placement, args.rate_tokens, progress=True))
         report = emit(net, args.output, progress=True)
         if not args.quiet:
             print(format_report(report), end="")

@@ -1,0 +1,106 @@
+"""Float LLaMA -> SDLLM: γ-SQP step 1 (the rotation of `sdllm.models.rotation`, then γ-quantile
+per-token scales calibrated on text) and per-output-channel symmetric integer weights (GPTQ or
+round-to-nearest, `sdllm.models.gptq`).
+
+Step 2 (integer -> bidirectional ternary spike train, T = 2**(b-1) - 1 timesteps) is what the
+compiled network does with the integers this module fixes; other codes are compared in
+`sdllm.models.encodings`. The quantisation points and stages are `sdllm.stages`'; the result is
+a `sdllm.formats.model.ModelFile` (what model.pt holds).
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from sdllm import stages
+from sdllm.errors import SdllmError
+from sdllm.formats.model import ModelFile, QuantSpec
+from sdllm.models import fixedpoint as fx
+from sdllm.models import gptq
+from sdllm.models.calibration import CalibrationStats
+from sdllm.models.llama import Llama, rope_tables
+from sdllm.models.rotation import prepare
+
+
+def stage_matrices(model: Llama):
+    """(node name, tap name of its input, float64 matrix) of every static spike-driven stage of a
+    prepared (gain-folded) model, 1/sqrt(d_head) folded into the queries — one at a time, so they
+    never all sit in memory."""
+    for name, stage, i in stages.static_stages(model.cfg):
+        parts = [w / d for w, d in zip(projections(model, stage, i), part_divisors(model.cfg, stage))]
+        yield name, stage.input.tap(i), torch.cat(parts).detach().double()
+
+
+def projections(model: Llama, stage: stages.Stage, layer: int | None) -> list:
+    """The float weight parameters a static stage stacks, in its output order."""
+    if layer is None:
+        return [model.lm_head.weight]
+    a, m = model.layers[layer].attn, model.layers[layer].mlp
+    return {
+        stages.ATTN_IN: lambda: [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight],
+        stages.ATTN_OUT: lambda: [a.o_proj.weight],
+        stages.MLP_IN: lambda: [m.gate_proj.weight, m.up_proj.weight],
+        stages.MLP_ACT: lambda: [m.down_proj.weight],
+    }[stage.input]()
+
+
+def part_divisors(cfg, stage: stages.Stage) -> list:
+    """What each projection is divided by in the stage's matrix: the queries carry 1/sqrt(head_dim)."""
+    if stage.input is stages.ATTN_IN:
+        return [math.sqrt(cfg.head_dim), 1, 1]
+    return [1, 1] if stage.input is stages.MLP_IN else [1]
+
+
+def entry_bias(model: Llama, layer: int):
+    """The bias added after the layer's entry stage (Qwen2's q/k/v biases), zeros without one."""
+    a = model.layers[layer].attn
+    if a.q_proj.bias is None:
+        return torch.zeros(a.q_proj.out_features + 2 * a.k_proj.out_features, dtype=torch.float64)
+    return torch.cat([a.q_proj.bias / math.sqrt(model.cfg.head_dim), a.k_proj.bias, a.v_proj.bias]).detach().double()
+
+
+def quantize_weight(w, bits: int, hessian=None):
+    """Per-output-channel symmetric integer weights: GPTQ given the input Hessian, else
+    round-to-nearest with max scaling. Returns (int8 weights, SCALE_FRAC scales) as numpy."""
+    w_int, scale = gptq.rtn(w, bits) if hessian is None else gptq.gptq(w, hessian, bits)
+    return w_int.numpy(), fx.to_fixed(scale.double().numpy(), fx.SCALE_FRAC)
+
+
+def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progress: bool = False) -> ModelFile:
+    """Float model + calibration text -> the SDLLM."""
+    from tqdm import tqdm
+
+    cfg = model.cfg
+    if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
+        raise SdllmError(f"model config: dim {cfg.dim} must divide by n_heads {cfg.n_heads}, "
+                         f"and n_heads by n_kv_heads {cfg.n_kv_heads}")
+    prepared = prepare(model.eval(), spec.rotate, spec.seed)
+    cfg = prepared.cfg
+    # an input channel's quantisation error costs the squared column norm of the weights reading it
+    channel_weight = {tap: (w**2).sum(0).float() for _, tap, w in stage_matrices(prepared)}
+    stats = CalibrationStats(fx.qmax(spec.act_bits), spec.theta, channel_weight, spec.calibrate_gamma, spec.gptq)
+    stats.run(prepared, tqdm(calib_tokens, desc="calibration", disable=not progress, leave=False))
+
+    weights, scales = {}, {}
+    n_static = len(stages.static_shapes(cfg))
+    for name, tap, w in tqdm(stage_matrices(prepared), total=n_static, desc="GPTQ" if spec.gptq else "RTN",
+                             disable=not progress, leave=False):
+        weights[name], scales[name] = quantize_weight(w, spec.weight_bits, stats.hessian(tap) if spec.gptq else None)
+    points = [(p, i) for i in range(cfg.n_layers) for p in stages.LAYER_POINTS if p.gamma] + [(stages.HEAD_IN, None)]
+    gamma = {p.tap(i): stats.gamma(p.tap(i)) for p, i in points}
+    cos, sin = rope_tables(cfg, cfg.max_seq_len)
+    return ModelFile(
+        config=cfg,
+        quant=spec,
+        tokenizer=dict(tokenizer),
+        embed_fx=fx.to_fixed(prepared.embed.weight.detach().double().numpy()),
+        rope_cos_fx=fx.to_fixed(cos.numpy(), fx.TRIG_FRAC),
+        rope_sin_fx=fx.to_fixed(sin.numpy(), fx.TRIG_FRAC),
+        eps_fx=int(round(cfg.norm_eps * (1 << (2 * fx.FRAC)))),
+        scales_fx=scales,
+        gamma=gamma,
+        bias_fx=[fx.to_fixed(entry_bias(prepared, i).numpy()) for i in range(cfg.n_layers)],
+        v_range_fx=[np.maximum(fx.to_fixed(stats.v_range[stages.VALUE.tap(i)].numpy()), 1) for i in range(cfg.n_layers)],
+        weights=weights,
+    )

@@ -1,0 +1,35 @@
+"""Running a build: the backends side by side, and what a run request must satisfy."""
+
+from sdllm.errors import SdllmError
+from sdllm.formats.build import Build
+
+BACKENDS = ("lava", "lockstep", "fast")
+
+
+def check_request(build: Build, prompt_tokens, n_new: int) -> None:
+    ctx = build.config.max_seq_len
+    if not prompt_tokens:
+        raise SdllmError("--prompt: must not be empty")
+    if n_new < 1:
+        raise SdllmError(f"--max-new-tokens: must be at least 1, got {n_new}")
+    if len(prompt_tokens) + n_new - 1 > ctx:
+        raise SdllmError(f"--prompt + --max-new-tokens: {len(prompt_tokens)} + {n_new} tokens need "
+                         f"{len(prompt_tokens) + n_new - 1} positions, the context holds {ctx}")
+
+
+def run(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granularity: str = "auto", progress: bool = False):
+    """Greedy generation: a `RunResult` (tokens, logits, per-core SOPs, timesteps, traffic)."""
+    check_request(build, prompt_tokens, n_new)
+    if backend == "lava":
+        from sdllm.runtime.lava_backend import run_lava
+
+        return run_lava(build, prompt_tokens, n_new, granularity, progress=progress)
+    if backend == "fast":
+        from sdllm.runtime.fast import run_fast
+
+        return run_fast(build, prompt_tokens, n_new)
+    if backend == "lockstep":
+        from sdllm.runtime.lockstep import run_lockstep
+
+        return run_lockstep(build, prompt_tokens, n_new)
+    raise SdllmError(f"--backend: one of {', '.join(BACKENDS)}, got {backend!r}")

@@ -1,0 +1,321 @@
+"""model.pt: the SDLLM as conversion writes it and the compiler reads it — defined, written and
+read (with validation) here and nowhere else.
+
+On disk a plain dict of tensors and primitive values (`torch.save`, read back with
+`torch.load(weights_only=True)` only, so a model.pt can never run code):
+
+    format "sdllm", format_version 1
+    config        LlamaConfig fields (the model's shape)
+    quant         QuantSpec fields (bits, dead zone, conversion options)
+    tokenizer     a tokenizer spec (`sdllm.tokenizer`)
+    embed_fx      (vocab, dim) integers: the embedding, FRAC fixed point (the host's table)
+    rope_cos_fx, rope_sin_fx   (max_seq_len, head_dim/2): RoPE tables, TRIG_FRAC
+    eps_fx        RMSNorm's ε, 2·FRAC fixed point
+    layers        one dict per layer: '{stage}.weight' int8 (n_out, n_in) and '{stage}.scale_fx'
+                  (n_out,) per static stage, '{entry stage}.bias_fx' (its n_out,), 'v_range_fx'
+                  (kv heads, head_dim), 'gamma' {point: γ} for the γ-calibrated points
+    head          'weight', 'scale_fx', 'gamma' of the LM head
+    synthetic     (optional) {'seed': s}: no weight matrices; each static stage's is drawn on
+                  demand from a generator seeded by (s, the stage's index in forward order)
+
+In memory a `ModelFile`: the same contents, typed, weights and scales keyed by node name
+('L3.o', 'head') and γ by point ('L3.q', 'head').
+"""
+
+import io
+import os
+import pickle
+import re
+import secrets
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from sdllm import stages
+from sdllm.errors import SdllmError
+from sdllm.formats.fields import Doc, FormatError
+
+FORMAT = "sdllm"
+FORMAT_VERSION = 1
+
+# Sane upper bounds on a model's shape: far above any LLaMA-family model we target, far below what
+# would exhaust a machine before anything is checked (a KV cache of max_seq_len positions is allocated).
+LIMITS = {"vocab_size": 1 << 20, "dim": 1 << 16, "n_layers": 1 << 10, "n_heads": 1 << 10, "n_kv_heads": 1 << 10,
+          "ffn_dim": 1 << 18, "max_seq_len": 1 << 15}
+BIT_RANGE = (2, 8)
+FIXED_LIMIT = 1 << 40  # |stored fixed-point values|: keeps every intermediate of the integer programs below 2**62
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """The shape of a LLaMA-family decoder (and of the SDLLM converted from it)."""
+
+    vocab_size: int = 256
+    dim: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    ffn_dim: int = 256
+    max_seq_len: int = 128
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    attn_bias: bool = False  # q/k/v projection biases (Qwen2)
+    down_hadamard: int = 0  # block size of the online Hadamard before down_proj (0: none)
+    qk_hadamard: bool = False  # online Hadamard on each head's query and key after RoPE
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    weight_bits: int = 4
+    act_bits: int = 4
+    kv_bits: int = 8
+    theta: int = 0  # dead zone: |q| <= theta sends no spike
+    rotate: bool = True  # randomised Hadamard on the residual stream + online Hadamards
+    gptq: bool = True  # GPTQ weights (else round-to-nearest with max scaling)
+    calibrate_gamma: bool = True  # γ per quantisation point calibrated (else γ = 1: max scaling)
+    seed: int = 0  # of the random rotation
+
+    @property
+    def timesteps(self) -> int:
+        """Bidirectional ternary code: T = Q = 2**(b-1) - 1 steps for a b-bit activation."""
+        return qmax(self.act_bits)
+
+    def bits(self, point: stages.Point) -> int:
+        return getattr(self, point.bits)
+
+
+def qmax(bits: int) -> int:
+    """Largest magnitude of a symmetric signed integer of `bits` bits: 2**(bits-1) - 1."""
+    return (1 << (bits - 1)) - 1
+
+
+def read_config(d: Doc) -> LlamaConfig:
+    ints = {k: d.int(k, 1, hi) for k, hi in LIMITS.items()}
+    cfg = LlamaConfig(**ints, rope_theta=d.float("rope_theta", 0.0, 1e12, lo_open=True),
+                      norm_eps=d.float("norm_eps", 0.0, 1.0), tie_embeddings=d.bool("tie_embeddings"),
+                      attn_bias=d.bool("attn_bias"), down_hadamard=d.int("down_hadamard", 0, LIMITS["ffn_dim"]),
+                      qk_hadamard=d.bool("qk_hadamard"))
+    if cfg.dim % cfg.n_heads:
+        d.fail("dim", f"a multiple of n_heads {cfg.n_heads}", cfg.dim)
+    if cfg.n_heads % cfg.n_kv_heads:
+        d.fail("n_heads", f"a multiple of n_kv_heads {cfg.n_kv_heads}", cfg.n_heads)
+    if cfg.head_dim % 2:
+        d.fail("dim", "an even head_dim (dim / n_heads) for RoPE's halves", f"head_dim {cfg.head_dim}")
+    b = cfg.down_hadamard
+    if b and (b & (b - 1) or cfg.ffn_dim % b):
+        d.fail("down_hadamard", f"0 or a power of two dividing ffn_dim {cfg.ffn_dim}", b)
+    if cfg.qk_hadamard and cfg.head_dim & (cfg.head_dim - 1):
+        d.fail("qk_hadamard", "false unless head_dim is a power of two", f"true with head_dim {cfg.head_dim}")
+    return cfg
+
+
+def read_quant(d: Doc) -> QuantSpec:
+    lo, hi = BIT_RANGE
+    spec = QuantSpec(weight_bits=d.int("weight_bits", lo, hi), act_bits=d.int("act_bits", lo, hi),
+                     kv_bits=d.int("kv_bits", lo, hi), theta=d.int("theta", 0, qmax(hi)),
+                     rotate=d.bool("rotate"), gptq=d.bool("gptq"), calibrate_gamma=d.bool("calibrate_gamma"),
+                     seed=d.int("seed", -(1 << 63), (1 << 63) - 1))
+    if spec.theta >= qmax(spec.act_bits):
+        d.fail("theta", f"a dead zone below {qmax(spec.act_bits)} for {spec.act_bits}-bit spikes", spec.theta)
+    return spec
+
+
+def read_tokenizer(d: Doc) -> dict:
+    from sdllm.tokenizer import TYPES
+
+    kind = d.str("type", TYPES)
+    spec = {"type": kind}
+    if kind == "hf-tokenizers":
+        spec["json"] = d.str("json", max_length=1 << 28)
+        for key in ("bos_id", "eos_id"):
+            if d.has(key):
+                spec[key] = d.int(key, 0, (1 << 31) - 1)
+    return spec
+
+
+@dataclass
+class ModelFile:
+    config: LlamaConfig
+    quant: QuantSpec
+    tokenizer: dict
+    embed_fx: np.ndarray  # (vocab, dim)
+    rope_cos_fx: np.ndarray  # (max_seq_len, head_dim / 2)
+    rope_sin_fx: np.ndarray
+    eps_fx: int
+    scales_fx: dict  # node -> (n_out,) per-output-channel weight scales, SCALE_FRAC
+    gamma: dict  # 'L{i}.{point}' or 'head' -> γ
+    bias_fx: list  # per layer: (entry stage's n_out,) added after it, FRAC
+    v_range_fx: list  # per layer: (kv heads, head_dim) static range of the cached values, FRAC
+    weights: dict = field(default_factory=dict)  # node -> (n_out, n_in) int8; empty for a synthetic model
+    synthetic_seed: int | None = None
+
+    def weight(self, node: str) -> np.ndarray:
+        """A static stage's integer weights (n_out, n_in), int8: stored, or drawn for a synthetic model."""
+        if self.synthetic_seed is None:
+            return np.asarray(self.weights[node])
+        shapes = stages.static_shapes(self.config)
+        q = qmax(self.quant.weight_bits)
+        rng = np.random.default_rng([self.synthetic_seed, list(shapes).index(node)])
+        return rng.integers(-q, q + 1, size=shapes[node], dtype=np.int8)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.synthetic_seed is not None
+
+    # the dict on disk ---------------------------------------------------------------------------
+    def to_blob(self) -> dict:
+        import torch
+
+        cfg = self.config
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+        layers = []
+        for i in range(cfg.n_layers):
+            entry = {}
+            for s in stages.LAYER_STATIC:
+                if not self.synthetic:
+                    entry[f"{s.name}.weight"] = t(self.weights[s.node(i)])
+                entry[f"{s.name}.scale_fx"] = t(self.scales_fx[s.node(i)])
+            entry[f"{stages.ENTRY_STAGE.name}.bias_fx"] = t(self.bias_fx[i])
+            entry["v_range_fx"] = t(self.v_range_fx[i])
+            entry["gamma"] = {p.name: self.gamma[p.tap(i)] for p in stages.LAYER_POINTS if p.gamma}
+            layers.append(entry)
+        head = {"scale_fx": t(self.scales_fx[stages.HEAD.name]), "gamma": self.gamma[stages.HEAD_IN.tap(None)]}
+        if not self.synthetic:
+            head["weight"] = t(self.weights[stages.HEAD.name])
+        blob = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "config": cfg.to_dict(), "quant": asdict(self.quant), "tokenizer": dict(self.tokenizer),
+            "embed_fx": t(self.embed_fx), "rope_cos_fx": t(self.rope_cos_fx), "rope_sin_fx": t(self.rope_sin_fx),
+            "eps_fx": int(self.eps_fx), "layers": layers, "head": head,
+        }
+        if self.synthetic:
+            blob["synthetic"] = {"seed": self.synthetic_seed}
+        return blob
+
+    @classmethod
+    def from_blob(cls, blob, where: str = "model.pt") -> "ModelFile":
+        """Validate every field of a model.pt dict: one FormatError line for the first violation."""
+        d = Doc(blob, where)
+        d.str("format", (FORMAT,))
+        version = d.raw("format_version")
+        if version != FORMAT_VERSION:
+            raise SdllmError(f"{where}: format_version {version!r} is not supported (this sdllm reads {FORMAT_VERSION})")
+        cfg = read_config(d.doc("config"))
+        spec = read_quant(d.doc("quant"))
+        synthetic_seed = d.doc("synthetic").int("seed", -(1 << 63), (1 << 63) - 1) if d.has("synthetic") else None
+        hd, lim = cfg.head_dim, FIXED_LIMIT
+        q_w = qmax(spec.weight_bits)
+        weights, scales, gamma, bias, v_range = {}, {}, {}, [], []
+
+        def static(doc: Doc, s: stages.Stage, node: str, prefix: str):
+            if synthetic_seed is None:
+                weights[node] = doc.array(f"{prefix}weight", (s.n_out(cfg), s.n_in(cfg)), lo=-q_w, hi=q_w,
+                                          dtypes=("int8",))
+            scales[node] = doc.array(f"{prefix}scale_fx", (s.n_out(cfg),), lo=0, hi=lim)
+
+        for i, layer in enumerate(d.items("layers", length=cfg.n_layers)):
+            for s in stages.LAYER_STATIC:
+                static(layer, s, s.node(i), f"{s.name}.")
+            e = stages.ENTRY_STAGE
+            bias.append(layer.array(f"{e.name}.bias_fx", (e.n_out(cfg),), lo=-lim, hi=lim))
+            v_range.append(layer.array("v_range_fx", (cfg.n_kv_heads, cfg.head_dim), lo=1, hi=lim))
+            g = layer.doc("gamma")
+            for p in stages.LAYER_POINTS:
+                if p.gamma:
+                    gamma[p.tap(i)] = g.float(p.name, 0.0, 1.0, lo_open=True)
+        head = d.doc("head")
+        static(head, stages.HEAD, stages.HEAD.name, "")
+        gamma[stages.HEAD_IN.tap(None)] = head.float("gamma", 0.0, 1.0, lo_open=True)
+        embed = d.array("embed_fx", (cfg.vocab_size, cfg.dim), lo=-lim, hi=lim)
+        rope = [d.array(k, (cfg.max_seq_len, hd // 2), lo=-lim, hi=lim) for k in ("rope_cos_fx", "rope_sin_fx")]
+        as_np = lambda a: a.numpy() if hasattr(a, "numpy") else np.asarray(a)  # noqa: E731
+        return cls(config=cfg, quant=spec, tokenizer=read_tokenizer(d.doc("tokenizer")), embed_fx=as_np(embed),
+                   rope_cos_fx=as_np(rope[0]), rope_sin_fx=as_np(rope[1]), eps_fx=d.int("eps_fx", 0, lim),
+                   scales_fx={k: as_np(v) for k, v in scales.items()}, gamma=gamma,
+                   bias_fx=[as_np(b) for b in bias], v_range_fx=[as_np(v) for v in v_range],
+                   weights={k: as_np(v) for k, v in weights.items()}, synthetic_seed=synthetic_seed)
+
+    def with_(self, **changes) -> "ModelFile":
+        return ModelFile(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
+
+
+# files ------------------------------------------------------------------------------------------
+
+def write_bytes(data: bytes, path: str) -> None:
+    """Atomically: a temporary file beside `path` (created with the umask's mode), then one
+    rename; an error or a signal never leaves a half-written file at `path` nor the temporary."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SdllmError(f"{path}: cannot write: directory {directory} does not exist")
+    fd, tmp = None, None
+    try:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            fd = None
+            f.write(data)
+        os.replace(tmp, path)
+        tmp = None
+    except PermissionError:
+        raise SdllmError(f"{path}: cannot write: permission denied in {directory}") from None
+    except IsADirectoryError:
+        raise SdllmError(f"{path}: cannot write: it is a directory") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_blob(blob: dict, path: str) -> None:
+    """torch.save into memory (so the archive's entry names do not carry a temporary file's name:
+    the same contents give the same bytes), then an atomic write."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    write_bytes(buf.getvalue(), path)
+
+
+def load_blob(path: str, expected_format: str) -> dict:
+    """torch.load(weights_only=True) with every failure turned into one clear line."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise SdllmError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        code = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if code:
+            raise SdllmError(f"{path}: refused to load: it references code ({code.group(1)}); only tensors and plain values are read") from None
+        raise SdllmError(f"{path}: not a readable checkpoint (truncated or corrupt: not a tensor archive)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, MemoryError) as e:
+        raise SdllmError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != expected_format:
+        got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise SdllmError(f"{path}: expected format '{expected_format}', found {got!r}")
+    return blob
+
+
+def save(model: ModelFile, path: str) -> None:
+    save_blob(model.to_blob(), path)
+
+
+def load(path: str) -> ModelFile:
+    return ModelFile.from_blob(load_blob(path, FORMAT), path)
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "FormatError", "LlamaConfig", "ModelFile", "QuantSpec", "load", "save"]

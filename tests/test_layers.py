@@ -1,0 +1,82 @@
+"""The package layers (DESIGN §8), checked on the source: every import of every module, and where
+the stage names are spelled."""
+
+import ast
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = {"sdllm": "sdllm", "models": "sdllm.models", "compiler": "sdllm.compiler", "runtime": "sdllm.runtime",
+            "hw_configs": "sdllm.hw_configs"}
+TOP = ("sdllm.cli", "sdllm.api")  # the command-line layer and the public API: may import anything
+ALLOWED = {  # layer -> the layers its modules may import
+    "base": {"base"},
+    "models": {"base", "models"},
+    "compiler": {"base", "models", "compiler"},
+    "runtime": {"base", "models", "runtime"},
+    "top": {"base", "models", "compiler", "runtime", "top"},
+}
+
+
+def modules() -> dict:
+    """module name -> source path, for every module that installs as sdllm.*."""
+    out = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join([package, *parts])] = path
+    return out
+
+
+def layer(module: str) -> str:
+    if module == "sdllm" or module.startswith(TOP):
+        return "top"
+    for name in ("models", "compiler", "runtime"):
+        if module == f"sdllm.{name}" or module.startswith(f"sdllm.{name}."):
+            return name
+    return "base"
+
+
+def imports(path: pathlib.Path, known: set) -> set:
+    """Every sdllm module a file imports, at the top or inside functions."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "sdllm"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sdllm":
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if sub in known else node.module)
+    return out
+
+
+def test_every_import_follows_the_layers():
+    mods = modules()
+    assert {"sdllm.stages", "sdllm.formats.model", "sdllm.models.units", "sdllm.compiler.tile", "sdllm.runtime.fast",
+            "sdllm.cli.run"} <= set(mods)
+    against = []
+    for module, path in mods.items():
+        for target in imports(path, set(mods)):
+            if layer(target) not in ALLOWED[layer(module)]:
+                against.append(f"{module} ({layer(module)}) imports {target} ({layer(target)})")
+    assert not against, "\n".join(against)
+
+
+def test_the_layer_check_catches_an_edge_against_the_direction(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from sdllm.compiler.route import route\n")
+    assert imports(bad, set(modules())) == {"sdllm.compiler.route"}
+    assert layer("sdllm.compiler.route") not in ALLOWED[layer("sdllm.runtime.fast")]
+    assert layer("sdllm.models.units") not in ALLOWED[layer("sdllm.formats.build")]
+
+
+def test_stage_names_are_spelled_only_in_the_stage_table():
+    spelled = {}
+    for module, path in modules().items():
+        text = path.read_text()
+        for name in ("gate_up", "qkv", '"qk"', '"pv"', "'qk'", "'pv'"):
+            if re.search(re.escape(name), text):
+                spelled.setdefault(name, []).append(module)
+    assert spelled == {"gate_up": ["sdllm.stages"], "qkv": ["sdllm.stages"], '"qk"': ["sdllm.stages"], '"pv"': ["sdllm.stages"]}
