@@ -5,8 +5,6 @@ plain ranges are written as [start, stop] in the JSON. Synapse tables are cut fr
 weights at a time. The mapping report (text, JSON, HTML) is written beside the network.
 """
 
-from dataclasses import asdict
-
 import numpy as np
 from tqdm import tqdm
 
@@ -67,7 +65,7 @@ def network_document(net: Network, save, progress: bool = False) -> dict:
     return {
         "format": build.FORMAT,
         "format_version": build.FORMAT_VERSION,
-        "model": {"config": model.config.to_dict(), "quant": asdict(model.quant), "synthetic": model.synthetic},
+        "model": {"config": model.config.to_dict(), "quant": model.quant.to_dict(), "synthetic": model.synthetic},
         "tokenizer": model.tokenizer,
         "hw": net.hw.raw,
         "schedule": net.schedule,

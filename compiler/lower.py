@@ -5,7 +5,7 @@ import networkx as nx
 
 from sdllm import stages
 from sdllm.compiler.ir import Graph, Network, Node, Segments, Weights
-from sdllm.models.units import head_params, order_key, scale_key, unit_params
+from sdllm.models.units import head_params, order_key, qmax_key, scale_key, theta_key, unit_params
 from sdllm.stages import NodeKind
 
 
@@ -39,7 +39,8 @@ def lower(net: Network) -> Network:
     cfg = model.config
     g = _Builder()
     head = head_params(model)
-    host_params = {"embed": model.embed_fx, scale_key(stages.HEAD): head[scale_key(stages.HEAD)], "q_max": head["q_max"]}
+    host_params = {"embed": model.embed_fx, scale_key(stages.HEAD): head[scale_key(stages.HEAD)],
+                   qmax_key(stages.HEAD.input): head[qmax_key(stages.HEAD.input)]}
     g.add(Node("host", NodeKind.HOST, -1, Segments.of([("logits", cfg.vocab_size), ("ratio", 1)]),
                Segments.of([("embed", cfg.dim)]), attrs={"params": host_params}))
     kv_attrs = {"n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
@@ -50,7 +51,8 @@ def lower(net: Network) -> Network:
         ins, outs = stages.unit_segments(cfg, last)
         params = unit_params(model, i)
         if last:
-            params[order_key(stages.HEAD_IN)] = head[order_key(stages.HEAD_IN)]
+            for key in (order_key, qmax_key, theta_key):
+                params[key(stages.HEAD_IN)] = head[key(stages.HEAD_IN)]
         unit = g.add(Node(f"L{i}.unit", NodeKind.UNIT, i, Segments.of(ins), Segments.of(outs), attrs={"params": params}))
         g.connect(*prev, unit.name, "resid_in")
         for s in stages.LAYER_STATIC:

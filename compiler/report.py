@@ -65,6 +65,7 @@ def build_report(net: Network) -> dict:
         "reduce_cores": sum(c["type"] == "reduce" for c in cores),
         "compressed_tables": sum(c["table_compressed"] for c in cores),
         "timesteps_per_spike_train": s["timesteps_per_spike_train"],
+        "precision": net.model.quant.precision(),
         "timesteps_per_token": s["period"],
         "token_latency_us": s["period"] * hw.timestep_us,
         "placement": {k: v for k, v in placement.items() if k not in ("chip_traffic", "link_loads")},
@@ -89,7 +90,7 @@ def format_report(r: dict) -> str:
         f"and {p['greedy_chip_crossings_per_token']:,.0f}: {p['hops_vs_greedy']:.3f} x the baseline's spike-hops",
         f"chip-to-chip links: {len(r['link_loads'])} carry traffic, the busiest {p['max_link_load']:,.0f} packets per token"
         + "".join(f"; {a}->{b}: {x:,.0f}" for a, b, x in sorted(r["link_loads"], key=lambda e: -e[2])[:3]),
-        f"T = {r['timesteps_per_spike_train']} steps per spike train; {r['timesteps_per_token']} timesteps per token "
+        f"spike trains of up to {r['timesteps_per_spike_train']} steps ({r.get('precision', '')}); {r['timesteps_per_token']} timesteps per token "
         f"(~{r['token_latency_us']:.0f} us at the config's step time)",
         "",
     ]
@@ -116,7 +117,7 @@ def format_report(r: dict) -> str:
     for c in r["layers"]:
         lines.append(f"  layer {c['layer']}: {c['cores']} cores (lower bound {c['lower_bound']}), "
                      f"{c['synapse_bits']:,} synapse bits, {c['neurons']:,} neurons")
-    lines += ["", "schedule (phases within a token; spikes received first..last):"]
+    lines += ["", "schedule (phases within a token; spikes received first..last, in the input's code):"]
     for name, s in r["stages"].items():
-        lines.append(f"  {name:<12} {s['first']:>5} .. {s['last']:<5}")
+        lines.append(f"  {name:<12} {s['first']:>5} .. {s['last']:<5} {s.get('code', '')}")
     return "\n".join(lines) + "\n"

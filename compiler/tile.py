@@ -123,6 +123,7 @@ def _kv_tiles(node, lim):
 
 
 def _static_cores(node, lim, q_max: int, first_id: int):
+    """q_max: the largest spike count of the stage's input (its sums are bounded by q_max · Σ|w|)."""
     """(cores, lower bound) of a static stage: its fan-in x fan-out tiles, then its reduce cores."""
     wb = node.attrs["weight_bits"]
     w = node.weight.load()
@@ -166,7 +167,7 @@ def _static_cores(node, lim, q_max: int, first_id: int):
 def _kv_cores(node, lim, q_max: int, first_id: int):
     """(cores, lower bound) of a KV stage: its head groups."""
     a = node.attrs
-    kv_max = fx.qmax(a["weight_bits"])
+    kv_max = fx.qmax(a["weight_bits"])  # the cached keys or values are its weights
     per_head = a["head_dim"] if node.kind is NodeKind.KV_QK else a["max_seq_len"]
     cores = []
     for axons, neurons, h0, k, g0 in _kv_tiles(node, lim):
@@ -191,13 +192,13 @@ def unit_span(n_axons: int, n_neurons: int, lim) -> int:
 def tile(net: Network, progress: bool = False) -> Network:
     net.need("tile", "graph")
     lim = net.hw.core
-    q_max = fx.qmax(net.model.quant.act_bits)
+    spec = net.model.quant
     cores, bounds = [], {}
     for node in tqdm(list(net.nodes.values()), desc="tile", unit="stage", disable=None if progress else True, leave=False):
         if node.kind is NodeKind.STATIC:
-            made, bounds[node.name] = _static_cores(node, lim, q_max, len(cores))
+            made, bounds[node.name] = _static_cores(node, lim, spec.q_max(stages.stage_of(node.name).input), len(cores))
         elif node.kind in stages.KV_KINDS:
-            made, bounds[node.name] = _kv_cores(node, lim, q_max, len(cores))
+            made, bounds[node.name] = _kv_cores(node, lim, spec.q_max(stages.stage_of(node.name).input), len(cores))
         else:
             unit = node.kind is NodeKind.UNIT
             span = unit_span(node.inputs.total, node.outputs.total, lim) if unit else 0

@@ -43,11 +43,12 @@ def gamma_errors(x, q_max: int, theta: int, weight=None) -> np.ndarray:
 
 
 class CalibrationStats:
-    """`tap` for `Llama.forward`. channel_weight: point name -> per-input-channel weight of the
-    γ error (how much an error in that channel costs the consuming weights); absent: uniform."""
+    """`tap` for `Llama.forward`. spec: each point's integer range and dead zone; channel_weight:
+    tap name -> per-input-channel weight of the γ error (how much an error in that channel costs
+    the consuming weights); absent: uniform."""
 
-    def __init__(self, q_max: int, theta: int, channel_weight: dict, gammas: bool = True, hessians: bool = True):
-        self.q_max, self.theta = q_max, theta
+    def __init__(self, spec, channel_weight: dict, gammas: bool = True, hessians: bool = True):
+        self.spec = spec
         self.channel_weight = channel_weight
         self.gammas, self.hessians = gammas, hessians
         self.errors, self.xtx, self.rows, self.v_range = {}, {}, {}, {}
@@ -60,7 +61,8 @@ class CalibrationStats:
             self.v_range[name] = torch.maximum(self.v_range.get(name, top), top)
         if self.gammas and k in GAMMA_POINTS:
             r = rows_of(x).reshape(-1, x.shape[-1]).float()
-            err = gamma_errors(r, self.q_max, self.theta, self.channel_weight.get(name))
+            point = stages.POINTS[k]
+            err = gamma_errors(r, self.spec.q_max(point), self.spec.theta_of(point), self.channel_weight.get(name))
             self.errors[name] = self.errors.get(name, 0) + err
         if self.hessians and k in HESSIAN_POINTS:
             r = rows_of(x).double()

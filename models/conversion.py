@@ -79,7 +79,7 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
     cfg = prepared.cfg
     # an input channel's quantisation error costs the squared column norm of the weights reading it
     channel_weight = {tap: (w**2).sum(0).float() for _, tap, w in stage_matrices(prepared)}
-    stats = CalibrationStats(fx.qmax(spec.act_bits), spec.theta, channel_weight, spec.calibrate_gamma, spec.gptq)
+    stats = CalibrationStats(spec, channel_weight, spec.calibrate_gamma, spec.gptq)
     stats.run(prepared, tqdm(calib_tokens, desc="calibration", disable=not progress, leave=False))
 
     weights, scales = {}, {}

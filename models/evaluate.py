@@ -5,7 +5,7 @@ For an SDLLM and the float model it came from, on held-out windows of the stdlib
 fake-quant forward and the integer reference (what the chip runs); per stage, the cosine
 similarity between every float activation and the spike counts that replace it, and per layer
 the KL divergence of the attention distributions; firing rates, the spike-count histogram, SOPs
-per token; the cost of each spike code (`sdllm.models.encodings`); the ablation of γ-SQP's parts
+per token; the cost of each spike code (`sdllm.codes`); the ablation of γ-SQP's parts
 with the round-to-nearest ANN baseline; the cost of each integer-only nonlinearity against its
 float version.
 """
@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sdllm import stages
+from sdllm import codes, stages
 from sdllm.formats.model import ModelFile, QuantSpec
-from sdllm.models import encodings
 from sdllm.models import fixedpoint as fx
 from sdllm.models.calibration import record_activations
 from sdllm.models.conversion import convert
@@ -69,10 +68,11 @@ class Tally:
     """Sums over held-out tokens: NLL, spikes, SOPs per code, the spike-count histogram and
     the float-vs-spike fidelity figures."""
 
-    def __init__(self):
+    def __init__(self, windows: dict):
+        self.windows = windows  # stage -> timesteps of its input's train
         self.tokens = 0
         self.nll = 0.0
-        self.spikes, self.sops, self.histogram = {}, {}, {}
+        self.spikes, self.sops, self.histogram, self.neurons = {}, {}, {}, {}
         self.code_spikes, self.code_sops = {}, {}
         self.cos, self.attn_kl, self.logit_kl = {}, {}, 0.0
 
@@ -80,11 +80,13 @@ class Tally:
     def add(d, key, value):
         d[key] = d.get(key, 0) + value
 
-    def as_dict(self, q_max: int) -> dict:
+    def add_code(self, code: str, stage: str, spikes: int, sops: int) -> None:
+        self.add(self.code_spikes.setdefault(code, {}), stage, spikes)
+        self.add(self.code_sops.setdefault(code, {}), stage, sops)
+
+    def as_dict(self) -> dict:
         n = self.tokens
-        firing = {}
-        for stage, counts in self.histogram.items():
-            firing[stage] = float((counts * np.arange(len(counts))).sum() / (counts.sum() * q_max))
+        firing = {stage: self.spikes[stage] / (self.neurons[stage] * self.windows[stage]) for stage in self.spikes}
         return {
             "tokens": n,
             "integer": math.exp(self.nll / n),
@@ -92,9 +94,11 @@ class Tally:
             "sops_per_token": sum(self.sops.values()) / n,
             "sops_per_stage": {k: v / n for k, v in self.sops.items()},
             "firing": firing,
+            "windows": self.windows,
             "histogram": self.histogram,
-            "codes": {c: {"spikes_per_token": self.code_spikes[c] / n, "sops_per_token": self.code_sops[c] / n}
-                      for c in self.code_spikes},
+            "codes": {c: {"spikes_per_token": sum(self.code_spikes[c].values()) / n,
+                          "sops_per_token": sum(self.code_sops[c].values()) / n,
+                          "sops_per_stage": {k: v / n for k, v in self.code_sops[c].items()}} for c in self.code_spikes},
             "cosine": {k: v / n for k, v in self.cos.items()},
             "attention_kl": {k: v / n for k, v in self.attn_kl.items()},
             "logits_kl": self.logit_kl / n if self.cos else None,
@@ -113,8 +117,8 @@ def integer_scores(model: ModelFile, rows: np.ndarray, prepared=None, float_ops=
     """Teacher-forced integer reference on each window: perplexity, spikes, SOPs (per spike code),
     the histogram, and — given the prepared float model — cosine and KL against it."""
     ref = IntegerSDLLM(model, float_ops)
-    q_max, bits = ref.spec.timesteps, ref.spec.act_bits
-    t = Tally()
+    spec = ref.spec
+    t = Tally({name: spec.window(stages.stage_of(name).input) for name in stage_names(ref.cfg)})
     for row in _progress(rows, "integer reference", progress):
         ref.reset()
         trace = {}
@@ -125,22 +129,28 @@ def integer_scores(model: ModelFile, rows: np.ndarray, prepared=None, float_ops=
         mask = causal(ref.cfg.max_seq_len, pos)
         for stage, q in spikes.items():
             a = np.abs(q)
-            unsigned = not stages.stage_of(stage).input.signed
-            live = a[np.broadcast_to(mask, a.shape)] if unsigned else a.reshape(-1)
-            t.add(t.histogram, stage, np.bincount(live, minlength=q_max + 1))
-            t.add(t.spikes, stage, int(a.sum()))
+            point = stages.stage_of(stage).input
+            bits = spec.bits(point)
+            live = np.broadcast_to(mask, a.shape) if not point.signed else np.ones(a.shape, bool)
+            t.add(t.histogram, stage, np.bincount(a[live], minlength=spec.q_max(point) + 1))
+            t.add(t.spikes, stage, int(ref.spike_events(stage, q).sum()))
+            t.add(t.neurons, stage, int(live.sum()))
             fan = _fanouts(ref, stage, pos)
             flat = q.reshape(len(pos), -1)
-            for name, code in encodings.CODES.items():
-                # P·V's probabilities are unsigned: every code sends them as a plain count
-                n = np.abs(flat) if unsigned else code.spikes(flat, bits)
-                t.add(t.code_spikes, name, int(n.sum()))
-                t.add(t.code_sops, name, int((n * fan).sum()))
+            for name, code in codes.CODES.items():
+                # unsigned values (the probabilities) have no offset to pay: the unsigned code is the plain count
+                n = np.abs(flat) if not point.signed and name == "unsigned" else code.spikes(flat, bits)
+                t.add_code(name, stage, int(n.sum()), int((n * fan).sum()))
         for stage, s in ref.stage_sops(spikes, pos).items():
             t.add(t.sops, stage, int(s.sum()))
         if prepared is not None:
             _fidelity(t, prepared, row, spikes, trace, logits)
-    return t.as_dict(q_max)
+    return t.as_dict()
+
+
+def stage_names(cfg) -> list:
+    """Every stage node of a model, in forward order."""
+    return [s.node(i) for i in range(cfg.n_layers) for s in stages.LAYER] + [stages.HEAD.name]
 
 
 @torch.no_grad()
@@ -186,36 +196,50 @@ def evaluate(model: ModelFile, float_model, n_windows: int, progress: bool = Tru
 
 
 def ablation_specs(spec: QuantSpec) -> list:
-    """(label, spec, what is measured, spike code) rows: each part of γ-SQP taken away, one at a time."""
+    """(label, spec, what is measured, code of the linear layers' inputs or None for the spec's own)
+    rows: each part of γ-SQP taken away, one at a time."""
     rows = [
-        ("no rotation", dataclasses.replace(spec, rotate=False), "integer", "ternary"),
-        ("γ = 1 (max scaling)", dataclasses.replace(spec, calibrate_gamma=False), "integer", "ternary"),
-        ("RTN weights (no GPTQ)", dataclasses.replace(spec, gptq=False), "integer", "ternary"),
+        ("no rotation", dataclasses.replace(spec, rotate=False), "integer", None),
+        ("γ = 1 (max scaling)", dataclasses.replace(spec, calibrate_gamma=False), "integer", None),
+        ("RTN weights (no GPTQ)", dataclasses.replace(spec, gptq=False), "integer", None),
     ]
-    if spec.act_bits > 2:
-        rows.append((f"unsigned count code within T = {spec.timesteps} ({spec.act_bits - 1}-bit values)",
+    if spec.attn_bits != spec.act_bits:
+        rows.append((f"queries and probabilities at {spec.act_bits} bits (attn bits = act bits)",
+                     dataclasses.replace(spec, attn_bits=spec.act_bits), "integer", None))
+    window = spec.window(stages.ATTN_IN)
+    if spec.act_bits > 2 and spec.code_of(stages.ATTN_IN) == "ternary":
+        rows.append((f"unsigned count code within T = {window} ({spec.act_bits - 1}-bit values)",
                      dataclasses.replace(spec, act_bits=spec.act_bits - 1), "integer", "unsigned"))
-    rows.append(("no dead zone (θ = 0)", dataclasses.replace(spec, theta=0), "integer", "ternary") if spec.theta
-                else ("dead zone θ = 1", dataclasses.replace(spec, theta=1), "integer", "ternary"))
-    ann = dataclasses.replace(spec, rotate=False, gptq=False, calibrate_gamma=False, theta=0)
-    rows.append((f"W{spec.weight_bits}A{spec.act_bits} round-to-nearest ANN (no rotation, max scaling)", ann, "fake_quant", None))
+    rows.append(("no dead zone (θ = 0)", dataclasses.replace(spec, theta=0, thetas=()), "integer", None)
+                if spec.theta or spec.thetas else ("dead zone θ = 1", dataclasses.replace(spec, theta=1), "integer", None))
+    ann = dataclasses.replace(spec, rotate=False, gptq=False, calibrate_gamma=False, theta=0, thetas=())
+    rows.append((f"{spec.describe()} round-to-nearest ANN (no rotation, max scaling)", ann, "fake_quant", None))
     return rows
+
+
+def linear_inputs(name: str) -> bool:
+    """The stage consumes a linear layer's input (the points `act_bits` sets)."""
+    return stages.stage_of(name).input.bits == "act_bits"
 
 
 def ablation(model: ModelFile, float_model, rows: np.ndarray, calib, progress: bool = True) -> list:
     """[(label, T, perplexity, SOPs per token or None)] for the ablation rows, on `rows`; T and
-    SOPs are those of the row's spike code."""
+    SOPs are those of the row's codes (the linear layers' inputs in the row's code if it names one)."""
     out = []
     for label, variant, measure, code in _progress(ablation_specs(model.quant), "ablation", progress):
-        if variant.theta >= variant.timesteps:
+        if any(variant.theta_of(p) >= variant.q_max(p) for p in stages.POINTS.values() if p.spiked):
             continue
         vmodel = convert(float_model, variant, calib, model.tokenizer)
         if measure == "fake_quant":
             out.append((label, None, torch_perplexity(FakeQuantSDLLM(float_model, vmodel), rows), None))
+            continue
+        r = integer_scores(vmodel, rows, progress=progress)
+        if code is None:
+            steps, sops = variant.window(stages.ATTN_IN), r["sops_per_token"]
         else:
-            r = integer_scores(vmodel, rows, progress=progress)
-            steps = encodings.CODES[code].timesteps(variant.act_bits)
-            out.append((label, steps, r["integer"], r["codes"][code]["sops_per_token"]))
+            steps = codes.CODES[code].timesteps(variant.bits(stages.ATTN_IN))
+            sops = sum(v if not linear_inputs(k) else r["codes"][code]["sops_per_stage"][k] for k, v in r["sops_per_stage"].items())
+        out.append((label, steps, r["integer"], sops))
     return out
 
 

@@ -53,8 +53,7 @@ class FakeQuantSDLLM(torch.nn.Module):
         self._load_weights(model)
         self.model.eval()
         self.quantize_activations = quantize_activations
-        c, s = self.cfg, self.spec
-        self.q_max, self.kv_max = fx.qmax(s.act_bits), fx.qmax(s.kv_bits)
+        c = self.cfg
         self.k = {}
         for i in range(c.n_layers):
             for p in stages.LAYER_POINTS:
@@ -78,14 +77,14 @@ class FakeQuantSDLLM(torch.nn.Module):
         if not self.quantize_activations:
             return x
         point = stages.POINTS[name.rsplit(".", 1)[-1]]
-        theta = self.spec.theta
+        q_max, theta = self.spec.q_max(point), self.spec.theta_of(point)
         if point.scale is stages.Scale.HEAD_MAX:
-            return fq_quantile(x, x.shape[-1] - 1, self.kv_max, 0)
+            return fq_quantile(x, x.shape[-1] - 1, q_max, 0)
         if point.scale is stages.Scale.CHANNEL_STATIC:
-            return fq_static(x, getattr(self, f"v_range{name.split('.')[0][1:]}"), self.kv_max)
+            return fq_static(x, getattr(self, f"v_range{name.split('.')[0][1:]}"), q_max)
         if point.scale is stages.Scale.HEAD_MAX_UNSIGNED:
-            return fq_unsigned_max(x, self.q_max, theta)
-        return fq_quantile(x, self.k[name], self.q_max, theta)
+            return fq_unsigned_max(x, q_max, theta)
+        return fq_quantile(x, self.k[name], q_max, theta)
 
     def forward(self, tokens):
         return self.model(tokens, tap=self.tap)

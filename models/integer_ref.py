@@ -11,7 +11,7 @@ in float BLAS only where every partial sum is an integer below 2**24 (float32) o
 
 import numpy as np
 
-from sdllm import stages
+from sdllm import codes, stages
 from sdllm.formats.model import ModelFile
 from sdllm.models import fixedpoint as fx
 from sdllm.models.float_ops import FloatNonlinearities
@@ -49,14 +49,14 @@ class IntegerSDLLM:
     def _setup(self, cfg, spec, weights, embed, head, layer_params, float_ops):
         self.ops = FloatNonlinearities(float_ops) if float_ops else fx
         self.cfg, self.spec = cfg, spec
-        q_max, kv_max = fx.qmax(self.spec.act_bits), fx.qmax(self.spec.kv_bits)
         self.weights_t, self.fanout = {}, {}
         for name, w in weights.items():
-            ftype = exact_float_type(int(np.abs(w).max(initial=0)) * q_max * w.shape[1])
+            ftype = exact_float_type(int(np.abs(w).max(initial=0)) * spec.q_max(stages.stage_of(name).input) * w.shape[1])
             self.weights_t[name] = np.ascontiguousarray(w.T, dtype=ftype)
             self.fanout[name] = (w != 0).sum(0)
-        self.kv_type = {stages.NodeKind.KV_QK: exact_float_type(q_max * kv_max * cfg.head_dim),
-                        stages.NodeKind.KV_PV: exact_float_type(q_max * kv_max * cfg.max_seq_len)}
+        # a KV accumulator sums one head's inputs: head_dim for Q·Kᵀ, max_seq_len for P·V
+        self.kv_type = {s.kind: exact_float_type(spec.q_max(s.input) * spec.q_max(s.cache) * (s.n_in(cfg) // cfg.n_heads))
+                        for s in stages.LAYER if s.cache}
         self.embed = np.asarray(embed, np.int64)
         self.head = head
         self.layer_params = layer_params
@@ -144,13 +144,19 @@ class IntegerSDLLM:
                 tokens.append(int(np.argmax(out)))
         return tokens, np.stack(logits), spikes
 
+    def spike_events(self, name: str, q) -> np.ndarray:
+        """Spikes each input of a stage carries in its window, in its point's code (ternary: |q|,
+        bit planes: popcount |q|)."""
+        point = stages.stage_of(name).input
+        return codes.CODES[self.spec.code_of(point)].spikes(np.asarray(q), self.spec.bits(point))
+
     def stage_sops(self, spikes: dict, pos) -> dict:
         """Analytic synaptic operations per stage: Σ over spikes of the axon's fan-out (the stage
         table's SOP rule). spikes per stage (..., n) with pos matching the leading axes."""
         pos = np.asarray(pos)
         sops = {}
         for name, q in spikes.items():
-            n = np.abs(np.asarray(q))
+            n = self.spike_events(name, q)
             stage = stages.stage_of(name)
             fan = stage.fanout(self.cfg, self.fanout.get(name), pos)
             sops[name] = n @ fan if stage.static else n.reshape(*n.shape[: pos.ndim], -1).sum(-1) * fan

@@ -25,6 +25,25 @@ def order_key(point: stages.Point) -> str:
     return f"k_{point.name}"
 
 
+def qmax_key(point: stages.Point) -> str:
+    """The parameter holding a point's integer range Q (its integers are in [-Q, Q])."""
+    return f"qmax_{point.name}"
+
+
+def theta_key(point: stages.Point) -> str:
+    """The parameter holding a spike point's dead zone θ (|q| <= θ sends nothing)."""
+    return f"theta_{point.name}"
+
+
+def point_params(spec, points) -> dict:
+    """Each point's integer range and dead zone, as unit and host parameters."""
+    out = {}
+    for p in points:
+        out[qmax_key(p)] = spec.q_max(p)
+        out[theta_key(p)] = spec.theta_of(p)
+    return out
+
+
 def scale_key(stage: stages.Stage) -> str:
     """The unit (or host) parameter holding a static stage's per-output-channel weight scales."""
     return f"scale_{stage.name}"
@@ -45,10 +64,8 @@ def unit_params(model: ModelFile, layer: int) -> dict:
         "n_heads": cfg.n_heads,
         "n_kv_heads": cfg.n_kv_heads,
         "head_dim": cfg.head_dim,
-        "q_max": fx.qmax(spec.act_bits),
-        "kv_max": fx.qmax(spec.kv_bits),
-        "theta": spec.theta,
         "eps_fx": int(model.eps_fx),
+        **point_params(spec, stages.LAYER_POINTS),
         "down_block": cfg.down_hadamard,
         "down_shift": hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
         "qk_shift": hadamard_shift(cfg.head_dim) if cfg.qk_hadamard else -1,
@@ -68,8 +85,7 @@ def unit_params(model: ModelFile, layer: int) -> dict:
 def head_params(model: ModelFile) -> dict:
     """What the LM head's side needs: the last unit's final norm and quantisation, the host's scales."""
     return {
-        "q_max": fx.qmax(model.quant.act_bits),
-        "theta": model.quant.theta,
+        **point_params(model.quant, (stages.HEAD_IN,)),
         "eps_fx": int(model.eps_fx),
         order_key(stages.HEAD_IN): fx.quantile_index(stages.HEAD_IN.width(model.config), model.gamma[stages.HEAD_IN.tap(None)]),
         scale_key(stages.HEAD): model.scales_fx[stages.HEAD.name],
@@ -89,13 +105,18 @@ class DecoderLayerUnit:
         or the residual stream after the layer's last stage."""
         return getattr(self, stage.program)(stage, acc, pos)
 
+    def Q(self, point: stages.Point) -> int:
+        return int(self.p[qmax_key(point)])
+
+    def theta(self, point: stages.Point) -> int:
+        return int(self.p[theta_key(point)])
+
     def _quantize(self, point: stages.Point, x):
-        p = self.p
-        return fx.quantize(x, p[order_key(point)], p["q_max"], p["theta"])
+        return fx.quantize(x, self.p[order_key(point)], self.Q(point), self.theta(point))
 
     def _norm_quantize(self, point: stages.Point):
         p = self.p
-        q, self.ratio = self.ops.norm_quantize(self.h, p[order_key(point)], p["q_max"], p["theta"], p["eps_fx"])
+        q, self.ratio = self.ops.norm_quantize(self.h, p[order_key(point)], self.Q(point), self.theta(point), p["eps_fx"])
         return q
 
     # the programs, in the order a layer runs them -----------------------------------------------
@@ -108,9 +129,9 @@ class DecoderLayerUnit:
         """q/k/v accumulators -> (query spike counts (heads*hd,), key (kv*hd,), value (kv*hd,));
         the last two are written into the KV stages' synapses."""
         p = self.p
-        query, _, _ = stage.produces
+        query, key, value = stage.produces
         nh, nkv, hd = int(p["n_heads"]), int(p["n_kv_heads"]), int(p["head_dim"])
-        y = fx.dequant_normed(acc, p[scale_key(stage)], self.ratio, p["q_max"]) + p[BIAS_KEY]
+        y = fx.dequant_normed(acc, p[scale_key(stage)], self.ratio, self.Q(stage.input)) + p[BIAS_KEY]
         lead = y.shape[:-1]
         q = y[..., : nh * hd].reshape(*lead, nh, hd)
         k = y[..., nh * hd : (nh + nkv) * hd].reshape(*lead, nkv, hd)
@@ -120,18 +141,18 @@ class DecoderLayerUnit:
         if p["qk_shift"] >= 0:
             q, k = fx.hadamard(q, hd, int(p["qk_shift"])), fx.hadamard(k, hd, int(p["qk_shift"]))
         q_int, self.q_scale = self._quantize(query, q)
-        k_int, k_scale = fx.quantize(k, hd - 1, p["kv_max"], 0)
+        k_int, k_scale = fx.quantize(k, hd - 1, self.Q(key), 0)
         self.k_scale[:, pos] = np.moveaxis(k_scale, -1, 0)
-        v_int = fx.quantize_static(v, p["v_range"], p["kv_max"])
+        v_int = fx.quantize_static(v, p["v_range"], self.Q(value))
         return q_int.reshape(*lead, -1), k_int.reshape(*lead, -1), v_int.reshape(*lead, -1)
 
     def softmax(self, stage, acc, pos):
         """Q·Kᵀ accumulators (heads, max_seq_len) -> P·V spike counts (heads, max_seq_len), zero past pos."""
-        p = self.p
         acc = np.asarray(acc, np.int64)
         k_scale = np.repeat(self.k_scale, self.group, axis=0)
-        scores = fx.score_values(acc, self.q_scale, k_scale, p["q_max"], p["kv_max"])
-        probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, p["q_max"], p["theta"], causal(acc.shape[-1], pos))
+        scores = fx.score_values(acc, self.q_scale, k_scale, self.Q(stage.input), self.Q(stage.cache))
+        (out,) = stage.produces
+        probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, self.Q(out), self.theta(out), causal(acc.shape[-1], pos))
         return (probs,)
 
     def attention_output(self, stage, acc, pos):
@@ -140,22 +161,21 @@ class DecoderLayerUnit:
         acc = np.asarray(acc)
         acc = acc.reshape(*acc.shape[:-1], int(p["n_heads"]), -1)
         v_range = np.repeat(p["v_range"], self.group, axis=0)
-        attn = fx.attention_output(acc, v_range, self.p_top, self.p_total, p["q_max"], p["kv_max"])
+        attn = fx.attention_output(acc, v_range, self.p_top, self.p_total, self.Q(stage.input), self.Q(stage.cache))
         (out,) = stage.produces
         q, self.m_in = self._quantize(out, attn.reshape(*attn.shape[:-2], -1))
         return (q,)
 
     def add_attention(self, stage, acc, pos):
         """Output-projection accumulators -> residual += attention; RMSNorm'd MLP input's spike counts."""
-        p = self.p
-        self.h = self.h + fx.dequant(acc, p[scale_key(stage)], self.m_in, p["q_max"])
+        self.h = self.h + fx.dequant(acc, self.p[scale_key(stage)], self.m_in, self.Q(stage.input))
         (out,) = stage.produces
         return (self._norm_quantize(out),)
 
     def swiglu(self, stage, acc, pos):
         """gate/up accumulators -> SiLU(gate)·up, online Hadamard, spike counts of the down input."""
         p = self.p
-        y = fx.dequant_normed(acc, p[scale_key(stage)], self.ratio, p["q_max"])
+        y = fx.dequant_normed(acc, p[scale_key(stage)], self.ratio, self.Q(stage.input))
         ffn = y.shape[-1] // 2
         x = self.ops.silu_mul(y[..., :ffn], y[..., ffn:])
         if p["down_block"]:
@@ -166,15 +186,16 @@ class DecoderLayerUnit:
 
     def add_mlp(self, stage, acc, pos):
         """down accumulators -> the layer's residual output (FRAC)."""
-        self.h = self.h + fx.dequant(acc, self.p[scale_key(stage)], self.m_in, self.p["q_max"])
+        self.h = self.h + fx.dequant(acc, self.p[scale_key(stage)], self.m_in, self.Q(stage.input))
         return self.h
 
 
 def head_in(h, params: dict, ops=fx):
     """Final RMSNorm + quantisation: returns (spike counts for the LM head, ratio)."""
-    return ops.norm_quantize(h, params[order_key(stages.HEAD_IN)], params["q_max"], params["theta"], params["eps_fx"])
+    point = stages.HEAD_IN
+    return ops.norm_quantize(h, params[order_key(point)], params[qmax_key(point)], params[theta_key(point)], params["eps_fx"])
 
 
 def logits_out(acc, ratio, params: dict):
     """LM-head accumulators -> logits (FRAC): the host boundary."""
-    return fx.dequant_normed(acc, params[scale_key(stages.HEAD)], ratio, params["q_max"])
+    return fx.dequant_normed(acc, params[scale_key(stages.HEAD)], ratio, params[qmax_key(stages.HEAD.input)])

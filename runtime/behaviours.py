@@ -3,11 +3,13 @@
 `step(t, x)` takes the step number and the vector that arrived on the core's axons this step
 and returns the core's output vector (its node-space outputs, local order) computed this
 step, which the destination cores receive in step t+1. Per-token SOP counters live inside.
+A stage's spikes come in its input's code (`sdllm.codes`): the cores that integrate them
+multiply their accumulators by the code's radix before each step's sum (2 for bit planes).
 """
 
 import numpy as np
 
-from sdllm import stages
+from sdllm import codes, stages
 from sdllm.errors import SdllmError
 from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
 from sdllm.stages import CoreType, NodeKind
@@ -29,15 +31,23 @@ def _check_ternary(core, x):
         raise SdllmError(f"core {core.name}: received a value of {int(np.abs(x).max())} on a spike axon (spikes are -1, 0, +1)")
 
 
-class SynapseCore(CoreBehaviour):
+class StageWindow:
+    """The phases a stage's spikes arrive in and the radix its cores accumulate them with."""
+
+    def __init__(self, core, build):
+        window = build.schedule["stages"][core.node]
+        self.first, self.last = window["first"], window["last"]
+        self.radix = codes.CODES[window["code"]].radix
+
+
+class SynapseCore(CoreBehaviour, StageWindow):
     """Static synapses: accumulate W·s over the stage's window, send the sums as graded spikes."""
 
     def __init__(self, core, build, n_positions):
-        super().__init__(core, build, n_positions)
+        CoreBehaviour.__init__(self, core, build, n_positions)
+        StageWindow.__init__(self, core, build)
         self.w = core.weights()
         self.fanout = np.count_nonzero(self.w, axis=0)  # SOPs count non-zero synapses in either encoding
-        window = build.schedule["stages"][core.node]
-        self.first, self.last = window["first"], window["last"]
         self.acc = np.zeros(core.n_neurons, np.int64)
         if int(np.abs(self.w).sum(1).max(initial=0)) < 1 << 24:  # one step's sums exact in float32: use BLAS
             self.w = self.w.astype(np.float32)
@@ -46,6 +56,8 @@ class SynapseCore(CoreBehaviour):
         token, phase = self.clock(t)
         if self.first <= phase <= self.last:
             _check_ternary(self.core, x)
+            if self.radix != 1:
+                self.acc *= self.radix
             self.acc += (self.w @ x.astype(self.w.dtype)).astype(np.int64)
             self.sops[token] += int(np.abs(x) @ self.fanout)
             if phase == self.last:
@@ -71,7 +83,7 @@ class ReduceCore(CoreBehaviour):
         return x.reshape(self.parts, -1).sum(0)
 
 
-class KvCore(CoreBehaviour):
+class KvCore(CoreBehaviour, StageWindow):
     """Dynamic synapses holding the KV cache of some query heads.
 
     kv_qk: spikes of q (heads x head_dim) against cached keys -> scores (heads x max_seq).
@@ -80,7 +92,8 @@ class KvCore(CoreBehaviour):
     """
 
     def __init__(self, core, build, n_positions):
-        super().__init__(core, build, n_positions)
+        CoreBehaviour.__init__(self, core, build, n_positions)
+        StageWindow.__init__(self, core, build)
         p = core.params
         self.h, self.hd, self.S, self.n_spike = p["n_heads"], p["head_dim"], p["max_seq_len"], p["n_spike_axons"]
         n_kv = (core.n_axons - self.n_spike) // self.hd
@@ -89,8 +102,6 @@ class KvCore(CoreBehaviour):
         stage = stages.stage_of(core.node)
         # the unit sends the cache writes with the accumulators' program of the stage that produces them
         self.write_at = build.schedule["layers"][core.layer]["emit"][stages.producer_index(stage.cache) + 1] + 1
-        window = build.schedule["stages"][core.node]
-        self.first, self.last = window["first"], window["last"]
         self.qk = stage.kind is NodeKind.KV_QK
         self.acc = np.zeros(core.n_neurons, np.int64)
 
@@ -102,6 +113,8 @@ class KvCore(CoreBehaviour):
             s = x[: self.n_spike]
             _check_ternary(self.core, s)
             mem = self.cache[self.kv_of_head]  # (heads, S, hd)
+            if self.radix != 1:
+                self.acc *= self.radix
             if self.qk:
                 self.acc += np.einsum("hd,htd->ht", s.reshape(self.h, self.hd), mem).reshape(-1)
                 self.sops[token] += int(np.abs(s).sum()) * (token + 1)
@@ -116,8 +129,9 @@ class KvCore(CoreBehaviour):
 
 class NeuronUnitCore(CoreBehaviour):
     """One decoder layer's programmable neurons: the between-stage integer programs
-    (`sdllm.models.units`), run as the schedule's phases come, plus the integrate-and-fire
-    encoders that turn each integer activation q into |q| spikes of sign(q)."""
+    (`sdllm.models.units`), run as the schedule's phases come, plus the encoders that send each
+    integer activation as its point's spike train (ternary: |q| spikes of sign(q); bit planes:
+    the bits of |q|, most significant first, with sign(q))."""
 
     def __init__(self, core, build, n_positions):
         super().__init__(core, build, n_positions)
@@ -127,11 +141,13 @@ class NeuronUnitCore(CoreBehaviour):
         self.outs = build.segments(core.node, "outputs")
         self.emit = build.schedule["layers"][core.layer]["emit"]
         self.payload_max = build.hw.core.payload_max
-        self.remaining = None  # the encoder's membrane: spikes still to send
-        self.train_seg = None
+        self.quant = build.quant
+        self.train = None  # the spike train being sent: (segment, steps still to send)
 
-    def _start(self, seg, q):
-        self.train_seg, self.remaining = seg, np.asarray(q, np.int64).reshape(-1).copy()
+    def _start(self, stage, q):
+        point = stage.input
+        code = codes.CODES[self.quant.code_of(point)]
+        self.train = (stage.name, iter(code.encode(np.asarray(q, np.int64).reshape(-1), self.quant.bits(point))))
 
     def _put(self, y, seg, value):
         value = np.asarray(value, np.int64).reshape(-1)
@@ -147,7 +163,7 @@ class NeuronUnitCore(CoreBehaviour):
         if cache is not None:
             self._put(y, stages.write_segment(cache), value)
         else:
-            self._start(stages.consumer(point).name, value)
+            self._start(stages.consumer(point), value)
 
     def step(self, t, x):
         token, phase = self.clock(t)
@@ -171,14 +187,15 @@ class NeuronUnitCore(CoreBehaviour):
                 else:
                     q, ratio = head_in(out, self.params)
                     self._put(y, "ratio", [ratio])
-                    self._start(stages.HEAD.name, q)
-        if self.remaining is not None:
-            s = np.sign(self.remaining)
-            self.remaining -= s
-            a, b = self.outs[self.train_seg]
-            y[a:b] = s
-            if not self.remaining.any():
-                self.remaining = None
+                    self._start(stages.HEAD, q)
+        if self.train is not None:
+            seg, steps = self.train
+            s = next(steps, None)
+            if s is None:
+                self.train = None
+            else:
+                a, b = self.outs[seg]
+                y[a:b] = s
         return y
 
 

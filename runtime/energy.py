@@ -29,16 +29,18 @@ def estimate(build, result) -> dict:
     """Per position: SOP energy + neuron-update energy + NoC energy, and latency from the step time.
 
     Neuron updates: every neuron of a synapse or KV core updates once per step of its stage's
-    spike window (T steps per token), a reduce core's once per token; units and the host are
+    spike window (its input's train: T steps per token; for bit planes the update also doubles
+    the accumulator), a reduce core's once per token; units and the host are
     not counted. NoC: every packet
     (spike or graded payload) costs the in-tile spike energy, plus the per-hop energy per mesh
     hop, plus the chip-crossing energy when it leaves its chip; host I/O is not counted.
     """
     e = build.hw.energy
-    T = build.schedule["timesteps_per_spike_train"]
-    neurons = sum(c.n_neurons for c in build.cores if c.type in stages.SYNAPTIC_CORES)
+    windows = build.schedule["stages"]
     sops = result.sops_per_token().astype(float)
-    neuron_updates = neurons * T + sum(c.n_neurons for c in build.cores if c.type == CoreType.REDUCE)
+    neuron_updates = sum(c.n_neurons * (windows[c.node]["last"] - windows[c.node]["first"] + 1)
+                         for c in build.cores if c.type in stages.SYNAPTIC_CORES)
+    neuron_updates += sum(c.n_neurons for c in build.cores if c.type == CoreType.REDUCE)
     sop_nj = sops.mean() * e["sop_pj"] / 1e3
     neuron_nj = neuron_updates * e["neuron_update_pj"] / 1e3
     noc_nj = 0.0

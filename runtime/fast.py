@@ -17,14 +17,13 @@ from collections import defaultdict
 
 import numpy as np
 
-from sdllm import stages
+from sdllm import codes, stages
 from sdllm.errors import SdllmError
 from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.units import order_key, scale_key
+from sdllm.models.units import order_key, qmax_key, scale_key, theta_key
 from sdllm.runtime.result import RunResult
 from sdllm.stages import CoreType
 
-UNIT_KEYS_HEAD = ("q_max", "theta", "eps_fx")
 STAGE_CORES = (CoreType.SYNAPSE, CoreType.REDUCE, CoreType.KV_QK, CoreType.KV_PV)
 KV_CORES = (CoreType.KV_QK, CoreType.KV_PV)
 
@@ -124,10 +123,9 @@ class FoldedBuild:
     def _make_executor(self) -> IntegerSDLLM:
         b = self.build
         units = sorted((c for c in b.cores if c.type == CoreType.NEURON_UNIT), key=lambda c: c.layer)
-        last = units[-1].params
-        head = {k: int(last[k]) for k in UNIT_KEYS_HEAD}
-        k_head, s_head = order_key(stages.HEAD_IN), scale_key(stages.HEAD)
-        head.update({k_head: int(last[k_head]), s_head: b.host.params[s_head]})
+        last = units[-1].params  # the last unit holds the final norm and quantisation, the host the head's scales
+        head = {key: int(last[key]) for key in ("eps_fx", *(f(stages.HEAD_IN) for f in (order_key, qmax_key, theta_key)))}
+        head[scale_key(stages.HEAD)] = b.host.params[scale_key(stages.HEAD)]
         layer_params = [{k: v for k, v in u.params.items() if k not in ("axons", "neurons")} for u in units]
         return IntegerSDLLM.from_parts(b.config, b.quant, self.weights, b.host.params["embed"], head, layer_params)
 
@@ -135,8 +133,10 @@ class FoldedBuild:
         """core name -> SOPs per token, from the spike counts per stage (tokens, n)."""
         out = {}
         cfg = self.build.config
+        spec = self.build.quant
         for name, members in self.stages.items():
-            q = np.abs(spikes[name])
+            point = stages.stage_of(name).input
+            q = codes.CODES[spec.code_of(point)].spikes(np.asarray(spikes[name]), spec.bits(point))  # spikes per input
             lo_in = self.windows[name][1] if name in self.windows else 0
             partial = []
             if name in self.fanout:  # exact: counts x fan-outs stay far below 2**53

@@ -64,7 +64,7 @@ class Point:
     name: str
     what: str
     scale: Scale
-    bits: str  # the QuantSpec field that sets its bits
+    bits: str  # the QuantSpec field that sets its bits (unless overridden per point)
     width: Callable  # config -> values per row (the γ-quantile's order statistic is taken over these)
 
     def tap(self, layer: int | None) -> str:
@@ -80,12 +80,17 @@ class Point:
     def signed(self) -> bool:
         return self.scale is not Scale.HEAD_MAX_UNSIGNED
 
+    @property
+    def spiked(self) -> bool:
+        """Sent as a spike train (else written into dynamic synapses as graded values)."""
+        return self.scale not in (Scale.HEAD_MAX, Scale.CHANNEL_STATIC)
+
 
 ATTN_IN = Point("qkv", "RMSNorm'd residual, input of q/k/v", Scale.TOKEN_QUANTILE, "act_bits", lambda c: c.dim)
-QUERY = Point("q", "query after RoPE", Scale.HEAD_QUANTILE, "act_bits", lambda c: c.head_dim)
+QUERY = Point("q", "query after RoPE", Scale.HEAD_QUANTILE, "attn_bits", lambda c: c.head_dim)
 KEY = Point("k", "key after RoPE, written into synapses", Scale.HEAD_MAX, "kv_bits", lambda c: c.head_dim)
 VALUE = Point("v", "value, written into synapses", Scale.CHANNEL_STATIC, "kv_bits", lambda c: c.head_dim)
-PROBS = Point("p", "softmax probabilities", Scale.HEAD_MAX_UNSIGNED, "act_bits", lambda c: c.max_seq_len)
+PROBS = Point("p", "softmax probabilities", Scale.HEAD_MAX_UNSIGNED, "attn_bits", lambda c: c.max_seq_len)
 ATTN_OUT = Point("o", "attention output, input of o", Scale.TOKEN_QUANTILE, "act_bits", lambda c: c.n_heads * c.head_dim)
 MLP_IN = Point("gate_up", "RMSNorm'd residual, input of gate/up", Scale.TOKEN_QUANTILE, "act_bits", lambda c: c.dim)
 MLP_ACT = Point("down", "SiLU(gate)·up (online Hadamard'd), input of down", Scale.TOKEN_QUANTILE, "act_bits",

@@ -96,8 +96,10 @@ def test_eval_reports_perplexities_firing_and_the_compiled_network(default_model
             "--ablation", "--nonlinearities")
     assert p.returncode == 0, p.stderr
     for needle in ("float ", "weight-only ", "fake-quant ", "integer ", "fast backend: equal to the integer reference",
-                   "logits KL", "L1.down      cos", "attention KL", "ternary       7", "unsigned     14", "bitplane      3",
-                   "float softmax", "no rotation", "γ = 1", "RTN weights", "unsigned count code within T = 7 (3-bit values)", "dead zone θ = 1",
-                   "W4A4 round-to-nearest ANN"):
+                   "logits KL", "L1.down      cos", "attention KL", "carries qkv, o, gate_up, down, head 4-bit ternary; q, p 8-bit bitplane",
+                   "ternary                            7, 127", "unsigned                          14, 254",
+                   "bitplane                             3, 7", "float softmax", "no rotation", "γ = 1", "RTN weights",
+                   "queries and probabilities at 4 bits", "unsigned count code within T = 7 (3-bit values)", "dead zone θ = 1",
+                   "W4A4 P8 KV8 round-to-nearest ANN"):
         assert needle in p.stdout, p.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")

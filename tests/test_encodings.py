@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from sdllm.models.encodings import CODES, decode, sops, timesteps_table
+from sdllm.codes import CODES, decode, sops, timesteps_table
 
 BITS = (2, 3, 4, 6, 8)
 
@@ -47,7 +47,7 @@ def test_what_each_code_sends(bits):
     assert np.array_equal(CODES["unsigned"].spikes(q, bits), q + q_max)
     assert CODES["bitplane"].spikes(q, bits).tolist() == [bin(abs(int(v))).count("1") for v in q]
     assert np.array_equal(CODES["graded"].spikes(q, bits), (q != 0).astype(int))
-    assert np.array_equal(CODES["bitplane"].step_scale(bits), 2 ** np.arange(bits - 1))
+    assert np.array_equal(CODES["bitplane"].step_scale(bits), 2 ** np.arange(bits - 2, -1, -1))
     assert [c.offset(bits) for c in CODES.values()] == [0, q_max, 0, 0]
 
 
@@ -83,3 +83,25 @@ def test_out_of_range_values_are_refused(name):
         code.encode(np.array([0]), 17)
     with pytest.raises(TypeError, match="integer"):
         code.encode(np.array([0.5]), 4)
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("name", ["ternary", "bitplane"])
+def test_a_core_accumulating_with_the_codes_radix_gets_w_times_q(name, bits):
+    """What synapse cores do step by step: acc = radix · acc + W·s_t (bit planes most significant
+    first: Horner's scheme), and the window leaves exactly W·q."""
+    code = CODES[name]
+    q_max = qmax(bits)
+    rng = np.random.default_rng(bits)
+    q = rng.integers(-q_max, q_max + 1, (7, 30))
+    w = rng.integers(-7, 8, (30, 5))
+    acc = np.zeros((7, 5), np.int64)
+    for s in code.encode(q, bits):
+        acc = code.radix * acc + s @ w
+    assert np.array_equal(acc, q @ w)
+    unsigned = rng.integers(0, q_max + 1, (7, 30))
+    acc = np.zeros((7, 5), np.int64)
+    for s in code.encode(unsigned, bits):
+        assert s.min() >= 0
+        acc = code.radix * acc + s @ w
+    assert np.array_equal(acc, unsigned @ w)

@@ -14,6 +14,15 @@ from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep
 
 
+def spike_events(build, node, q):
+    """Spikes per input in the stage input's code: |q| for ternary trains, the set bits of |q| for bit planes."""
+    code = build.schedule["stages"][node]["code"]
+    if code == "ternary":
+        return np.abs(q)
+    assert code == "bitplane"
+    return np.array([bin(abs(int(v))).count("1") for v in q.reshape(-1)]).reshape(q.shape)
+
+
 def analytic_core_sops(build, spikes, pos):
     """Σ over each core's input spikes of the axon's non-zero fan-out, from the reference's spike
     counts; for a reduce core, the non-zero partial sums its stage's fan-in tiles send it."""
@@ -27,10 +36,10 @@ def analytic_core_sops(build, spikes, pos):
         q = np.asarray(spikes[c.node]).reshape(-1)
         if c.type == "synapse":
             w, x = c.weights(), q[c.params["axons"]]
-            out[c.name] = int(np.abs(x) @ np.count_nonzero(w, axis=0))
+            out[c.name] = int(spike_events(build, c.node, x) @ np.count_nonzero(w, axis=0))
             partial_sums[c.node].append((c.params["neurons"], w @ x))
         else:
-            s = np.abs(q[c.params["axons"][: c.params["n_spike_axons"]]]).sum()
+            s = spike_events(build, c.node, q[c.params["axons"][: c.params["n_spike_axons"]]]).sum()
             out[c.name] = int(s) * ((pos + 1) if c.type == "kv_qk" else c.params["head_dim"])
     for c in build.cores:
         if c.type == "reduce":

@@ -1,6 +1,7 @@
 """sdllm-convert: a float LLaMA-family checkpoint -> an SDLLM model.pt.
 
-    sdllm-convert [SRC] -o model.pt [--weight-bits 4] [--act-bits 4] [--kv-bits 8] [--theta 0]
+    sdllm-convert [SRC] -o model.pt [--weight-bits 4] [--act-bits 4] [--attn-bits 8] [--kv-bits 8]
+                  [--point-bits POINT=BITS ...] [--code auto|ternary] [--theta 0]
                   [--max-seq-len N] [--no-rotate] [--rtn] [--gamma-one] [--seed 0]
 
 SRC is a float checkpoint written by `sdllm.models.train_default` (default: the embedded default
@@ -12,21 +13,38 @@ GGUF file. γ and GPTQ are calibrated on pydoc topics text before the held-out p
 import argparse
 import sys
 
+from sdllm import stages
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
-from sdllm.formats.model import BIT_RANGE, QuantSpec, qmax
+from sdllm.formats.model import BIT_RANGE, QuantSpec
 
 DEFAULT_SEQ_LEN = 256
 
 
+def point_bits(pairs: list) -> tuple:
+    """--point-bits down=8 ... -> (("down", 8), ...)."""
+    out = {}
+    for pair in pairs:
+        name, _, bits = pair.partition("=")
+        if name not in stages.POINTS or not bits.isdigit():
+            raise SdllmError(f"--point-bits: expected POINT=BITS with POINT one of {', '.join(stages.POINTS)}, got {pair!r}")
+        out[name] = int(bits)
+    return tuple(sorted(out.items()))
+
+
 def check_spec(spec: QuantSpec) -> None:
     lo, hi = BIT_RANGE
-    for field in ("weight_bits", "act_bits", "kv_bits"):
+    for field in ("weight_bits", "act_bits", "attn_bits", "kv_bits"):
         value = getattr(spec, field)
         if not lo <= value <= hi:
             raise SdllmError(f"--{field.replace('_', '-')}: must be within {lo}..{hi}, got {value}")
-    if not 0 <= spec.theta < qmax(spec.act_bits):
-        raise SdllmError(f"--theta: must be within 0..{qmax(spec.act_bits) - 1} for {spec.act_bits}-bit spikes, got {spec.theta}")
+    for name, value in spec.point_bits:
+        if not lo <= value <= hi:
+            raise SdllmError(f"--point-bits {name}: must be within {lo}..{hi}, got {value}")
+    for point in stages.POINTS.values():
+        if point.spiked and spec.theta_of(point) >= spec.q_max(point):
+            raise SdllmError(f"--theta: must be within 0..{spec.q_max(point) - 1} for the {spec.bits(point)}-bit point "
+                             f"{point.name}, got {spec.theta_of(point)}")
 
 
 def main(argv=None):
@@ -34,8 +52,15 @@ def main(argv=None):
     ap.add_argument("src", nargs="?", help="our float .pt (default: the embedded default model), a Hugging Face directory or a .gguf")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--weight-bits", type=int, default=4)
-    ap.add_argument("--act-bits", type=int, default=4, help="activation bits b; spike trains take T = 2**(b-1)-1 steps")
-    ap.add_argument("--kv-bits", type=int, default=8)
+    ap.add_argument("--act-bits", type=int, default=4, help="bits of every linear layer's input (ternary trains of "
+                    "T = 2**(b-1)-1 steps up to 4 bits, bit planes of b-1 steps above)")
+    ap.add_argument("--attn-bits", type=int, default=8, help="bits of the queries and attention probabilities "
+                    "(--attn-bits 4: the paper's 4-bit trains there too)")
+    ap.add_argument("--kv-bits", type=int, default=8, help="bits of the keys and values written into the KV synapses")
+    ap.add_argument("--point-bits", nargs="+", default=[], metavar="POINT=BITS",
+                    help=f"mixed precision: bits of single quantisation points ({', '.join(stages.POINTS)}), e.g. down=8")
+    ap.add_argument("--code", choices=("auto", "ternary"), default="auto",
+                    help="spike code: auto (ternary up to 4 bits, bit planes above) or ternary trains everywhere")
     ap.add_argument("--theta", type=int, default=0, help="membrane dead zone: |q| <= theta sends no spike")
     ap.add_argument("--max-seq-len", type=int, help=f"context (KV cache) of the SDLLM (default: {DEFAULT_SEQ_LEN} for "
                     "pretrained models or their positions if fewer, the checkpoint's own for ours)")
@@ -52,8 +77,9 @@ def main(argv=None):
         from sdllm.models.corpus import calibration_tokens
         from sdllm.models.importers import load_source
 
-        spec = QuantSpec(args.weight_bits, args.act_bits, args.kv_bits, args.theta, rotate=not args.no_rotate,
-                         gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
+        spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, attn_bits=args.attn_bits,
+                         kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits), code=args.code,
+                         rotate=not args.no_rotate, gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
         check_spec(spec)
         if args.calib_windows < 1:
             raise SdllmError(f"--calib-windows: must be at least 1, got {args.calib_windows}")
@@ -61,8 +87,9 @@ def main(argv=None):
         calib = calibration_tokens(tokenizer, model.cfg.max_seq_len, args.calib_windows)
         sdllm_model = convert(model, spec, calib, tokenizer, progress=True)
         modelformat.save(sdllm_model, args.output)
-        print(f"wrote {args.output}: W{spec.weight_bits}A{spec.act_bits} (KV {spec.kv_bits} bits), "
-              f"T = {spec.timesteps} timesteps per spike train, context {model.cfg.max_seq_len} tokens")
+        print(f"wrote {args.output}: {spec.describe()}, spike trains of {spec.window(stages.ATTN_IN)} steps "
+              f"(linear inputs, {spec.code_of(stages.ATTN_IN)}) and {spec.window(stages.PROBS)} "
+              f"(attention, {spec.code_of(stages.PROBS)}), context {model.cfg.max_seq_len} tokens")
 
     return guarded("sdllm-convert", body)
 

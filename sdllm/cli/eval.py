@@ -17,7 +17,6 @@ import numpy as np
 from sdllm import stages
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
-from sdllm.formats.model import qmax
 
 
 def main(argv=None):
@@ -54,8 +53,7 @@ def report(args) -> None:
 
         r["compiled"] = build_perplexity(build, rows)
     q = model.quant
-    T = qmax(q.act_bits)
-    print(f"held-out perplexity ({r['tokens']} tokens), W{q.weight_bits}A{q.act_bits} KV{q.kv_bits} θ={q.theta}, "
+    print(f"held-out perplexity ({r['tokens']} tokens), {q.describe()} θ={q.theta}, "
           f"rotation {'on' if q.rotate else 'off'}, {'GPTQ' if q.gptq else 'RTN'} weights, "
           f"γ {'calibrated' if q.calibrate_gamma else '= 1'}:")
     print(f"  float        {r['float']:.3f}")
@@ -67,10 +65,10 @@ def report(args) -> None:
         print(f"  compiled     {r['compiled']:.3f}   ({args.build}, fast backend: {same})")
     print(f"  logits KL(float || integer) {r['logits_kl']:.4f} nats per token")
     print(f"spikes per token {r['spikes_per_token']:,.0f}, SOPs per token {r['sops_per_token']:,.0f}")
-    print("\n".join(layer_lines(r, T)))
-    print("\n".join(code_lines(r, q.act_bits)))
+    print("\n".join(layer_lines(r)))
+    print("\n".join(code_lines(r, q)))
     plot = args.plot or os.path.splitext(args.model)[0] + ".spikes.png"
-    plot_histogram(r["histogram"], T, plot)
+    plot_histogram(r["histogram"], plot)
     print(f"plot: {plot}")
     if args.nonlinearities:
         print("integer-only nonlinearities: perplexity with each replaced by its float version")
@@ -82,35 +80,38 @@ def report(args) -> None:
         print("\n".join(ablation_lines(r, ablation(model, float_model, rows, calib), q)))
 
 
-def layer_lines(r: dict, T: int) -> list:
-    lines = [f"per stage: cosine(float activation, spike counts), firing rate (spikes per neuron per step of T = {T}), silent share"]
+def layer_lines(r: dict) -> list:
+    lines = ["per stage: cosine(float activation, spike counts), firing rate (spikes per neuron per step of its "
+             "window of T steps), silent share"]
     for stage, cos in r["cosine"].items() if r["cosine"] else ((s, None) for s in r["firing"]):
         counts = r["histogram"][stage]
         c = f"{cos:6.3f}" if cos is not None else "     -"
         kl = r["attention_kl"].get(stage.split(".")[0]) if stages.stage_of(stage).kind is stages.NodeKind.KV_PV else None
         extra = f"   attention KL(integer || float) {kl:.4f}" if kl is not None else ""
-        lines.append(f"  {stage:<12} cos {c}   rate {r['firing'][stage]:.3f}   silent {counts[0] / counts.sum():6.1%}{extra}")
+        lines.append(f"  {stage:<12} cos {c}   T {r['windows'][stage]:>3}   rate {r['firing'][stage]:.3f}   "
+                     f"silent {counts[0] / counts.sum():6.1%}{extra}")
     return lines
 
 
-def code_lines(r: dict, bits: int) -> list:
-    from sdllm.models import encodings
+def code_lines(r: dict, spec) -> list:
+    from sdllm import codes
 
-    lines = [f"spike codes for these {bits}-bit activations (same integers, so the same perplexity; P·V's unsigned "
-             "probabilities go as counts in every code):",
-             f"  {'code':<10} {'T':>4} {'spikes/token':>14} {'SOPs/token':>14}  synapse op"]
-    for name, code in encodings.CODES.items():
+    lines = [f"spike codes for the same integers (every spike point in one code; so the same perplexity); this model "
+             f"carries {spec.precision()} ({r['sops_per_token']:,.0f} SOPs per token):",
+             f"  {'code':<10} {'T (linear inputs, attention)':>30} {'spikes/token':>14} {'SOPs/token':>14}  synapse op"]
+    for name, code in codes.CODES.items():
         c = r["codes"][name]
         op = "add" if code.adds_only else "multiply-accumulate"
-        lines.append(f"  {name:<10} {code.timesteps(bits):>4} {c['spikes_per_token']:>14,.0f} {c['sops_per_token']:>14,.0f}  {op}")
+        t = f"{code.timesteps(spec.bits(stages.ATTN_IN))}, {code.timesteps(spec.bits(stages.PROBS))}"
+        lines.append(f"  {name:<10} {t:>30} {c['spikes_per_token']:>14,.0f} {c['sops_per_token']:>14,.0f}  {op}")
     return lines
 
 
 def ablation_lines(r: dict, rows: list, q) -> list:
-    lines = [f"ablation (W{q.weight_bits}A{q.act_bits}, same held-out windows):",
+    lines = [f"ablation ({q.describe()}, same held-out windows; T of the linear layers' inputs):",
              f"  {'model':<62} {'T':>4} {'perplexity':>11} {'x float':>8} {'SOPs/token':>13}"]
     base = [("float", None, r["float"], None), (f"weight-only W{q.weight_bits} (float activations)", None, r["weight_only"], None),
-            ("SDLLM (this model, integer reference)", qmax(q.act_bits), r["integer"], r["sops_per_token"])]
+            ("SDLLM (this model, integer reference)", q.window(stages.ATTN_IN), r["integer"], r["sops_per_token"])]
     for label, T, ppl, sops in base + rows:
         t = f"{T:>4}" if T else "   -"
         s = f"{sops:>13,.0f}" if sops else "            -"
@@ -118,8 +119,8 @@ def ablation_lines(r: dict, rows: list, q) -> list:
     return lines
 
 
-def plot_histogram(histogram: dict, T: int, path: str) -> None:
-    """Spike-count histogram (how many of T steps each input neuron fires), one line per stage kind."""
+def plot_histogram(histogram: dict, path: str) -> None:
+    """Histogram of the integers each stage's inputs carry (|q|), one line per stage kind."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,7 +134,7 @@ def plot_histogram(histogram: dict, T: int, path: str) -> None:
     for kind, counts in kinds.items():
         ax.plot(np.arange(len(counts)), counts / counts.sum(), marker="o", label=kind)
     ax.set_yscale("log")
-    ax.set_xlabel(f"spikes per neuron per token (of T = {T} steps)")
+    ax.set_xlabel("|q| per input neuron per token (ternary: its spikes)")
     ax.set_ylabel("share of input neurons")
     ax.set_title("spike-count histogram per stage kind (integer reference, held-out text)")
     ax.legend(fontsize=8)

@@ -1,7 +1,8 @@
 """The build directory (DESIGN §5): defined, written and read (with validation) here and nowhere else.
 
     build/
-      network.json   format "sdllm-build", format_version 2: the model's config and quant spec,
+      network.json   format "sdllm-build", format_version 3: the model's config and quant spec
+                     (bits, spike code and dead zone of every point),
                      the tokenizer, the merged hw config, the schedule, the operator graph's nodes
                      (kind, layer, named input and output segments) and edges, and per core: id,
                      name, type, node, layer, chip, mesh position(s) and span, sizes, scalar
@@ -32,10 +33,11 @@ from sdllm import nibbles, stages
 from sdllm.errors import SdllmError
 from sdllm.formats import hw as hwformat
 from sdllm.formats.fields import Doc, FormatError, check_array
+from sdllm.formats.model import FORMAT_VERSION as MODEL_VERSION
 from sdllm.formats.model import LlamaConfig, QuantSpec, qmax, read_config, read_quant, read_tokenizer
 
 FORMAT = "sdllm-build"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
 MAX_JSON_BYTES = 1 << 30
 MAX_ARRAY_BYTES = 1 << 31
@@ -226,7 +228,7 @@ class _Reader:
             raise SdllmError(f"{self.path}: build format {self.raw.get('format')!r} version {self.raw.get('format_version')!r} "
                              f"is not supported (this sdllm reads {FORMAT} version {FORMAT_VERSION})")
         model = d.doc("model")
-        cfg, quant = read_config(model.doc("config")), read_quant(model.doc("quant"))
+        cfg, quant = read_config(model.doc("config")), read_quant(model.doc("quant"), MODEL_VERSION)
         model.bool("synthetic")
         read_tokenizer(d.doc("tokenizer"))
         hw = hwformat.from_raw(d.raw("hw"), f"{self.doc_path}: hw")
@@ -246,9 +248,7 @@ class _Reader:
 
     def _schedule(self, s: Doc) -> None:
         period = s.int("period", 1, 1 << 24)
-        t = s.int("timesteps_per_spike_train", 1, period)
-        if t != qmax(self.quant.act_bits):
-            s.fail("timesteps_per_spike_train", f"{qmax(self.quant.act_bits)} for {self.quant.act_bits}-bit spikes", t)
+        s.int("timesteps_per_spike_train", 1, period)
         phase = lambda doc, key: doc.int(key, 0, period - 1)  # noqa: E731
         layers = s.items("layers", length=self.cfg.n_layers)
         for layer in layers:
@@ -257,10 +257,13 @@ class _Reader:
             if values != sorted(values):
                 layer.fail("emit", "non-decreasing phases", values)
         st = s.doc("stages")
-        for name in [stg.node(i) for i in range(self.cfg.n_layers) for stg in stages.LAYER] + [stages.HEAD.name]:
-            w = st.doc(name)
-            if phase(w, "first") > phase(w, "last"):
-                w.fail("first", f"at most last ({w.value['last']})", w.value["first"])
+        layer_stages = [(stg, i) for i in range(self.cfg.n_layers) for stg in stages.LAYER]
+        for stg, i in layer_stages + [(stages.HEAD, None)]:
+            w = st.doc(stg.node(i))
+            window = self.quant.window(stg.input)
+            if phase(w, "last") - phase(w, "first") + 1 != window:
+                w.fail("last", f"first + {window - 1} (a {window}-step window for {stg.input.name}'s train)", w.value["last"])
+            w.str("code", (self.quant.code_of(stg.input),))
         s.items("reduced")
         host = s.doc("host")
         for key in ("embed_arrives", "ratio_arrives"):
@@ -409,9 +412,11 @@ class _Reader:
                     c.fail(f"params.{key}", f"an integer in {lo}..{hi}", v)
         elif ctype == T.HOST:
             check_array(p.get("embed"), where, f"{name}.embed", (cfg.vocab_size, cfg.dim), lo=-(1 << 40), hi=1 << 40)
-            check_array(p.get("scale_head"), where, f"{name}.scale_head", (cfg.vocab_size,), lo=0, hi=1 << 40)
-            if p.get("q_max") != qmax(self.quant.act_bits):
-                c.fail("params.q_max", str(qmax(self.quant.act_bits)), p.get("q_max"))
+            check_array(p.get(f"scale_{stages.HEAD.name}"), where, f"{name}.scale_{stages.HEAD.name}", (cfg.vocab_size,),
+                        lo=0, hi=1 << 40)
+            key, q = f"qmax_{stages.HEAD_IN.name}", self.quant.q_max(stages.HEAD_IN)
+            if p.get(key) != q:
+                c.fail(f"params.{key}", str(q), p.get(key))
 
     def _routes(self, cores: list, tables: tuple) -> None:
         n_total = 0
@@ -450,11 +455,13 @@ def unit_arrays(cfg: LlamaConfig) -> dict:
 
 def unit_scalars(cfg: LlamaConfig, quant: QuantSpec, last: bool) -> dict:
     """A neuron unit's integer parameters: name -> (lo, hi)."""
-    q = qmax(quant.act_bits)
     out = {"n_heads": (cfg.n_heads, cfg.n_heads), "n_kv_heads": (cfg.n_kv_heads, cfg.n_kv_heads),
-           "head_dim": (cfg.head_dim, cfg.head_dim), "q_max": (q, q), "kv_max": (qmax(quant.kv_bits),) * 2,
-           "theta": (quant.theta, quant.theta), "eps_fx": (0, 1 << 40), "down_block": (0, cfg.ffn_dim),
+           "head_dim": (cfg.head_dim, cfg.head_dim), "eps_fx": (0, 1 << 40), "down_block": (0, cfg.ffn_dim),
            "down_shift": (0, 32), "qk_shift": (-1, 32)}
-    points = [p for p in stages.LAYER_POINTS if p.gamma] + ([stages.HEAD_IN] if last else [])
-    out.update({f"k_{p.name}": (0, p.width(cfg) - 1) for p in points})
+    points = list(stages.LAYER_POINTS) + ([stages.HEAD_IN] if last else [])
+    for p in points:
+        out[f"qmax_{p.name}"] = (quant.q_max(p),) * 2
+        out[f"theta_{p.name}"] = (quant.theta_of(p),) * 2
+        if p.gamma:
+            out[f"k_{p.name}"] = (0, p.width(cfg) - 1)
     return out

@@ -4,9 +4,10 @@ read (with validation) here and nowhere else.
 On disk a plain dict of tensors and primitive values (`torch.save`, read back with
 `torch.load(weights_only=True)` only, so a model.pt can never run code):
 
-    format "sdllm", format_version 1
+    format "sdllm", format_version 2 (1 is still read: one activation width, ternary trains)
     config        LlamaConfig fields (the model's shape)
-    quant         QuantSpec fields (bits, dead zone, conversion options)
+    quant         QuantSpec fields: bits per group of quantisation points and per-point
+                  overrides, the spike code, dead zones, conversion options
     tokenizer     a tokenizer spec (`sdllm.tokenizer`)
     embed_fx      (vocab, dim) integers: the embedding, FRAC fixed point (the host's table)
     rope_cos_fx, rope_sin_fx   (max_seq_len, head_dim/2): RoPE tables, TRIG_FRAC
@@ -33,12 +34,14 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from sdllm import stages
+from sdllm import codes, stages
 from sdllm.errors import SdllmError
 from sdllm.formats.fields import Doc, FormatError
 
 FORMAT = "sdllm"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS = (1, 2)  # version 1: one activation width, ternary everywhere (read as such)
+ROTATIONS = ("hadamard", "learned")
 
 # Sane upper bounds on a model's shape: far above any LLaMA-family model we target, far below what
 # would exhaust a machine before anything is checked (a KV cache of max_seq_len positions is allocated).
@@ -76,27 +79,62 @@ class LlamaConfig:
 
 @dataclass(frozen=True)
 class QuantSpec:
+    """Bits, spike codes and dead zones of an SDLLM's quantisation points (`sdllm.stages.POINTS`),
+    and how it was converted."""
+
     weight_bits: int = 4
-    act_bits: int = 4
-    kv_bits: int = 8
-    theta: int = 0  # dead zone: |q| <= theta sends no spike
-    rotate: bool = True  # randomised Hadamard on the residual stream + online Hadamards
+    act_bits: int = 4  # the inputs of every linear layer: q/k/v, o, gate/up, down, the LM head
+    attn_bits: int = 8  # queries and attention probabilities: the spike inputs of Q·Kᵀ and P·V
+    kv_bits: int = 8  # keys and values, written into the KV stages' synapses
+    theta: int = 0  # dead zone of every spike point: |q| <= theta sends nothing
+    point_bits: tuple = ()  # ((point, bits), ...): per-point bits overriding the above (mixed precision)
+    thetas: tuple = ()  # ((point, θ), ...): per-point dead zones overriding theta (calibrated clipping)
+    code: str = "auto"  # "auto": per point `codes.for_bits`; "ternary": the paper's trains everywhere
+    rotate: bool = True  # rotation of the residual stream + online Hadamards
     gptq: bool = True  # GPTQ weights (else round-to-nearest with max scaling)
     calibrate_gamma: bool = True  # γ per quantisation point calibrated (else γ = 1: max scaling)
     seed: int = 0  # of the random rotation
-
-    @property
-    def timesteps(self) -> int:
-        """Bidirectional ternary code: T = Q = 2**(b-1) - 1 steps for a b-bit activation."""
-        return qmax(self.act_bits)
+    rotation: str = "hadamard"  # the residual rotation: a seeded randomised Hadamard, or "learned" from it
 
     def bits(self, point: stages.Point) -> int:
-        return getattr(self, point.bits)
+        return dict(self.point_bits).get(point.name, getattr(self, point.bits))
+
+    def q_max(self, point: stages.Point) -> int:
+        return qmax(self.bits(point))
+
+    def theta_of(self, point: stages.Point) -> int:
+        return dict(self.thetas).get(point.name, self.theta) if point.spiked else 0
+
+    def code_of(self, point: stages.Point) -> str:
+        """The spike code of a spike point (`sdllm.codes`)."""
+        return codes.for_bits(self.bits(point)) if self.code == "auto" else self.code
+
+    def window(self, point: stages.Point) -> int:
+        """Timesteps of a spike point's train."""
+        return codes.CODES[self.code_of(point)].timesteps(self.bits(point))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["point_bits"], d["thetas"] = dict(self.point_bits), dict(self.thetas)
+        return d
+
+    def precision(self) -> str:
+        """Bits and code of every spike point, grouped (e.g. '... 4-bit ternary; q, p 8-bit bitplane')."""
+        groups = {}
+        for p in stages.POINTS.values():
+            if p.spiked:
+                groups.setdefault(f"{self.bits(p)}-bit {self.code_of(p)}", []).append(p.name)
+        return "; ".join(f"{', '.join(names)} {what}" for what, names in groups.items())
+
+    def describe(self) -> str:
+        """W4A4 P8 KV8 (and any per-point bits), as the figures name a setting."""
+        extra = "".join(f" {p}{b}" for p, b in self.point_bits)
+        return f"W{self.weight_bits}A{self.act_bits} P{self.attn_bits} KV{self.kv_bits}{extra}"
 
 
 def qmax(bits: int) -> int:
     """Largest magnitude of a symmetric signed integer of `bits` bits: 2**(bits-1) - 1."""
-    return (1 << (bits - 1)) - 1
+    return codes.qmax(bits)
 
 
 def read_config(d: Doc) -> LlamaConfig:
@@ -119,14 +157,31 @@ def read_config(d: Doc) -> LlamaConfig:
     return cfg
 
 
-def read_quant(d: Doc) -> QuantSpec:
+def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
     lo, hi = BIT_RANGE
-    spec = QuantSpec(weight_bits=d.int("weight_bits", lo, hi), act_bits=d.int("act_bits", lo, hi),
-                     kv_bits=d.int("kv_bits", lo, hi), theta=d.int("theta", 0, qmax(hi)),
-                     rotate=d.bool("rotate"), gptq=d.bool("gptq"), calibrate_gamma=d.bool("calibrate_gamma"),
-                     seed=d.int("seed", -(1 << 63), (1 << 63) - 1))
-    if spec.theta >= qmax(spec.act_bits):
-        d.fail("theta", f"a dead zone below {qmax(spec.act_bits)} for {spec.act_bits}-bit spikes", spec.theta)
+    bits = lambda key: d.int(key, lo, hi)  # noqa: E731
+    flags = dict(rotate=d.bool("rotate"), gptq=d.bool("gptq"), calibrate_gamma=d.bool("calibrate_gamma"),
+                 seed=d.int("seed", -(1 << 63), (1 << 63) - 1))
+    if version == 1:  # one activation width and the paper's ternary trains everywhere
+        act = bits("act_bits")
+        spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=act, attn_bits=act, kv_bits=bits("kv_bits"),
+                         theta=d.int("theta", 0, qmax(hi)), code="ternary", **flags)
+    else:
+        per_point = {}
+        for key in ("point_bits", "thetas"):
+            sub = d.doc(key)
+            for name in sub.value:
+                if name not in stages.POINTS:
+                    sub.fail(name, f"a quantisation point ({', '.join(stages.POINTS)})", "an unknown name")
+            per_point[key] = tuple(sorted((name, sub.int(name, *((lo, hi) if key == "point_bits" else (0, qmax(hi)))))
+                                          for name in sub.value))
+        spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=bits("act_bits"), attn_bits=bits("attn_bits"),
+                         kv_bits=bits("kv_bits"), theta=d.int("theta", 0, qmax(hi)), code=d.str("code", ("auto", *codes.CARRIED)),
+                         rotation=d.str("rotation", ROTATIONS), **per_point, **flags)
+    for point in stages.POINTS.values():
+        if point.spiked and spec.theta_of(point) >= spec.q_max(point):
+            d.fail("theta", f"a dead zone below {spec.q_max(point)} for the {spec.bits(point)}-bit point {point.name}",
+                   spec.theta_of(point))
     return spec
 
 
@@ -194,7 +249,7 @@ class ModelFile:
             head["weight"] = t(self.weights[stages.HEAD.name])
         blob = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
-            "config": cfg.to_dict(), "quant": asdict(self.quant), "tokenizer": dict(self.tokenizer),
+            "config": cfg.to_dict(), "quant": self.quant.to_dict(), "tokenizer": dict(self.tokenizer),
             "embed_fx": t(self.embed_fx), "rope_cos_fx": t(self.rope_cos_fx), "rope_sin_fx": t(self.rope_sin_fx),
             "eps_fx": int(self.eps_fx), "layers": layers, "head": head,
         }
@@ -208,10 +263,11 @@ class ModelFile:
         d = Doc(blob, where)
         d.str("format", (FORMAT,))
         version = d.raw("format_version")
-        if version != FORMAT_VERSION:
-            raise SdllmError(f"{where}: format_version {version!r} is not supported (this sdllm reads {FORMAT_VERSION})")
+        if version not in READS:
+            raise SdllmError(f"{where}: format_version {version!r} is not supported (this sdllm reads "
+                             f"{', '.join(map(str, READS))})")
         cfg = read_config(d.doc("config"))
-        spec = read_quant(d.doc("quant"))
+        spec = read_quant(d.doc("quant"), version)
         synthetic_seed = d.doc("synthetic").int("seed", -(1 << 63), (1 << 63) - 1) if d.has("synthetic") else None
         hd, lim = cfg.head_dim, FIXED_LIMIT
         q_w = qmax(spec.weight_bits)

@@ -1,4 +1,5 @@
-"""Spike codes for a b-bit integer activation q ∈ [−Q, Q], Q = 2**(b−1) − 1, side by side.
+"""Spike codes for a b-bit integer activation q ∈ [−Q, Q], Q = 2**(b−1) − 1 — part of the
+numeric contract (DESIGN §2): model.pt and builds name the code of every quantisation point.
 
 A code sends q as a train s_0 .. s_{T−1}; the synapse core adds scale_t · W·s_t at step t and,
 for offset codes, the neuron subtracts offset · Σ_i W_ji once per window (a bias it holds, no
@@ -8,21 +9,32 @@ SOPs), so that the window leaves exactly W·q.
   unsigned  unsigned count code, the baseline ternary halves: q + Q spikes of +1, T = 2Q,
             offset Q — the bias costs no SOPs, but a silent value (q = 0) still fires Q spikes,
             so SOPs are far higher than ternary's.
-  bitplane  signed bit planes: step t sends sign(q) if bit t of |q| is set, scale 2**t
-            (Loihi's per-synapse-group weight exponent), T = b − 1, popcount(|q|) spikes.
+  bitplane  signed bit planes, most significant first: step t sends sign(q) if bit T−1−t of |q|
+            is set, T = b − 1, popcount(|q|) spikes. The core doubles its accumulator before
+            each step's sum (radix 2: a shift in the neuron update it does anyway), so the
+            window leaves Σ_t 2**(T−1−t) · W·s_t = W·q with additions only.
   graded    Loihi 2 graded spikes: one spike carrying q as a b-bit payload, T = 1, one event
             per non-zero q; each synaptic op is a multiply-accumulate, not an add.
 
-All arrays are numpy int64; q has any shape (..., n) and trains are time first, (T, ..., n).
+The compiled network carries each point in `ternary` or `bitplane` (`for_bits`: the paper's
+ternary trains up to 4 bits, bit planes above, so an 8-bit value takes 7 steps, not 127); the
+other two are compared in `sdllm-eval`. Unsigned values (softmax probabilities, 0..Q) go in
+the same codes with no negative spikes. All arrays are numpy int64; q has any shape (..., n)
+and trains are time first, (T, ..., n).
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from sdllm.models import fixedpoint as fx
-
 NAMES = ("ternary", "unsigned", "bitplane", "graded")
+CARRIED = ("ternary", "bitplane")  # the codes a compiled network uses
+TERNARY_MAX_BITS = 4  # above this many bits, `for_bits` carries a point in bit planes
+
+
+def qmax(bits: int) -> int:
+    """Largest magnitude of a symmetric signed integer of `bits` bits: 2**(bits-1) - 1."""
+    return (1 << (bits - 1)) - 1
 
 
 def _popcount(a):
@@ -42,7 +54,7 @@ class Code:
     def qmax(self, bits: int) -> int:
         if not 2 <= bits <= 16:
             raise ValueError(f"{self.name} code: bits must be within 2..16, got {bits}")
-        return fx.qmax(bits)
+        return qmax(bits)
 
     def timesteps(self, bits: int) -> int:
         q = self.qmax(bits)
@@ -52,10 +64,16 @@ class Code:
         """Constant the neuron subtracts once per window (times Σ_i W_ji): no SOPs."""
         return self.qmax(bits) if self.name == "unsigned" else 0
 
+    @property
+    def radix(self) -> int:
+        """What the accumulator is multiplied by before each step's sum: 2 for bit planes (most
+        significant first), 1 for counts."""
+        return 2 if self.name == "bitplane" else 1
+
     def step_scale(self, bits: int):
-        """(T,) weight of each step: 2**t for bit planes (a weight exponent), else 1."""
+        """(T,) weight of each step in the window's sum: 2**(T-1-t) for bit planes, else 1."""
         t = self.timesteps(bits)
-        return (1 << np.arange(t, dtype=np.int64)) if self.name == "bitplane" else np.ones(t, np.int64)
+        return (1 << np.arange(t - 1, -1, -1, dtype=np.int64)) if self.name == "bitplane" else np.ones(t, np.int64)
 
     def check(self, q, bits: int):
         """q as int64; ValueError if any |q| > Q."""
@@ -78,7 +96,7 @@ class Code:
         if self.name == "unsigned":
             return (t < q + self.offset(bits)).astype(np.int64)
         if self.name == "bitplane":
-            return np.sign(q) * ((np.abs(q) >> t) & 1)
+            return np.sign(q) * ((np.abs(q) >> (self.timesteps(bits) - 1 - t)) & 1)
         return q[None].copy()
 
     def spikes(self, q, bits: int):
@@ -94,6 +112,11 @@ class Code:
 
 
 CODES = {name: Code(name, adds_only=name != "graded") for name in NAMES}
+
+
+def for_bits(bits: int) -> str:
+    """The code a compiled network carries a point of `bits` bits in."""
+    return "ternary" if bits <= TERNARY_MAX_BITS else "bitplane"
 
 
 def decode(train, code: Code, bits: int):

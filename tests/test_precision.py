@@ -1,0 +1,86 @@
+"""Per-point precision and spike codes: recorded in model.pt and the build, honoured by every
+backend bit for bit."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from test_lava import _same, check_equal
+
+from sdllm.compiler.emit import emit
+from sdllm.compiler.pipeline import compile_model
+from sdllm.formats import build as buildformat
+from sdllm.formats import model as modelformat
+from sdllm.formats.model import QuantSpec
+from sdllm.models.conversion import convert
+from sdllm.models.importers import BYTES
+from sdllm.models.llama import Llama
+from sdllm.runtime.fast import run_fast
+from sdllm.runtime.lava_backend import run_lava
+from sdllm.runtime.lockstep import run_lockstep
+from sdllm.stages import POINTS
+
+MIXED = QuantSpec(weight_bits=4, act_bits=3, attn_bits=3, kv_bits=6, point_bits=(("down", 6), ("q", 5)), thetas=(("o", 1),))
+
+
+@pytest.fixture(scope="module")
+def mixed_model():
+    """The tiny model with 3-bit ternary trains everywhere but down_proj's input (6-bit bit planes)
+    and the queries (5-bit bit planes), 6-bit keys and values, and a dead zone on the o input."""
+    torch.manual_seed(1)
+    model = Llama(TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    calib = torch.randint(0, 256, (2, TINY.max_seq_len), generator=torch.Generator().manual_seed(2))
+    return convert(model, MIXED, calib, BYTES)
+
+
+def test_per_point_bits_round_trip_through_model_pt_and_the_build(mixed_model, tmp_path):
+    modelformat.save(mixed_model, str(tmp_path / "m.pt"))
+    again = modelformat.load(str(tmp_path / "m.pt"))
+    assert again.quant == MIXED
+    emit(compile_model(again, "loihi2"), str(tmp_path / "b"))
+    build = buildformat.read(str(tmp_path / "b"))
+    assert build.quant == MIXED
+    expected = {"qkv": (3, "ternary"), "q": (5, "bitplane"), "p": (3, "ternary"), "o": (3, "ternary"),
+                "gate_up": (3, "ternary"), "down": (6, "bitplane"), "head": (3, "ternary"), "k": (6, None), "v": (6, None)}
+    assert {name: (MIXED.bits(p), MIXED.code_of(p) if p.spiked else None) for name, p in POINTS.items()} == expected
+    windows = {name: (w["last"] - w["first"] + 1, w["code"]) for name, w in build.schedule["stages"].items()}
+    assert windows["L1.qkv"] == (3, "ternary") and windows["L1.qk"] == (4, "bitplane") and windows["L1.down"] == (5, "bitplane")
+    unit = next(c for c in build.cores if c.type == "neuron_unit")
+    assert (unit.params["qmax_down"], unit.params["qmax_q"], unit.params["qmax_k"], unit.params["theta_o"]) == (31, 15, 31, 1)
+
+
+def test_every_backend_equals_the_reference_with_mixed_codes(mixed_model, tmp_path):
+    emit(compile_model(mixed_model, "loihi2"), str(tmp_path / "b"))
+    build = buildformat.read(str(tmp_path / "b"))
+    prompt = list(b"mix")
+    lava = run_lava(build, prompt, 4)
+    check_equal(build, mixed_model, prompt, 4, lava)
+    _same(lava, run_lockstep(build, prompt, 4))
+    _same(lava, run_fast(build, prompt, 4))
+
+
+def test_a_version_1_model_pt_reads_as_ternary_everywhere(tiny_model, tmp_path):
+    blob = tiny_model.to_blob()
+    q = tiny_model.quant
+    blob["format_version"] = 1
+    blob["quant"] = {"weight_bits": q.weight_bits, "act_bits": q.act_bits, "kv_bits": q.kv_bits, "theta": 0,
+                     "rotate": q.rotate, "gptq": q.gptq, "calibrate_gamma": q.calibrate_gamma, "seed": q.seed}
+    modelformat.save_blob(blob, str(tmp_path / "old.pt"))
+    old = modelformat.load(str(tmp_path / "old.pt"))
+    assert old.quant.attn_bits == q.act_bits and all(old.quant.code_of(p) == "ternary" for p in POINTS.values() if p.spiked)
+
+
+def test_bit_planes_cost_fewer_spikes_than_ternary_trains_of_the_same_integers(default_model):
+    """The same 8-bit queries and probabilities: 127-step ternary trains, or 7 bit planes."""
+    from sdllm.models.integer_ref import IntegerSDLLM
+
+    ref = IntegerSDLLM(default_model)
+    _, spikes = ref.forward(list(b"The if statement"))
+    q = spikes["L1.pv"]
+    events = ref.spike_events("L1.pv", q)
+    assert default_model.quant.code_of(POINTS["p"]) == "bitplane" and default_model.quant.window(POINTS["p"]) == 7
+    assert np.array_equal(events, np.vectorize(lambda v: bin(int(v)).count("1"))(q))
+    assert events.sum() < np.abs(q).sum()
