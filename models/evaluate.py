@@ -23,7 +23,7 @@ from sdllm.formats.model import ModelFile, QuantSpec
 from sdllm.models import fixedpoint as fx
 from sdllm.models.calibration import record_activations
 from sdllm.models.conversion import convert
-from sdllm.models.corpus import held_out_windows
+from sdllm.models.corpus import docstring_windows, held_out_windows, text_windows
 from sdllm.models.fakequant import FakeQuantSDLLM
 from sdllm.models.float_ops import NONLINEARITIES
 from sdllm.models.integer_ref import IntegerSDLLM
@@ -175,14 +175,34 @@ def _fidelity(t: Tally, prepared, row, spikes, trace, logits):
     t.logit_kl += float((np.exp(lp_float) * (lp_float - lp_int)).sum())
 
 
+IN_DOMAIN = "in-domain (held-out pydoc topics)"
+OUT_OF_DOMAIN = "out-of-domain (stdlib docstrings)"
+YOUR_TEXT = "your text"
+
+
 def evaluation_windows(model: ModelFile, n_windows: int) -> np.ndarray:
     return held_out_windows(model.tokenizer, model.config.max_seq_len, n_windows)
 
 
-def evaluate(model: ModelFile, float_model, n_windows: int, progress: bool = True) -> dict:
+def domains(model: ModelFile, n_windows: int, text_paths=()) -> dict:
+    """name -> windows: the held-out pydoc text (in-domain), the stdlib's docstrings (out of
+    domain: text of another kind calibration never sees) and, if given, the user's own text."""
+    seq = model.config.max_seq_len
+    out = {IN_DOMAIN: evaluation_windows(model, n_windows), OUT_OF_DOMAIN: docstring_windows(model.tokenizer, seq, n_windows)}
+    if text_paths:
+        out[YOUR_TEXT] = text_windows(model.tokenizer, text_paths, seq, n_windows)
+    return out
+
+
+def perplexities(model: ModelFile, float_model, rows: np.ndarray, progress: bool = True) -> dict:
+    """Float, weight-only, fake-quant and integer-reference perplexity (and SOPs) on `rows`."""
+    return evaluate(model, float_model, rows=rows, progress=progress, fidelity=False)
+
+
+def evaluate(model: ModelFile, float_model, n_windows: int = 8, progress: bool = True, rows=None, fidelity: bool = True) -> dict:
     """Perplexities (float, weight-only, fake-quant, integer), spikes, SOPs, fidelity and the
-    spike-count histogram on the same held-out windows."""
-    rows = evaluation_windows(model, n_windows)
+    spike-count histogram on the same windows (`rows`, by default the in-domain held-out ones)."""
+    rows = evaluation_windows(model, n_windows) if rows is None else rows
     out = {}
     prepared = None
     if float_model is not None:
@@ -191,7 +211,7 @@ def evaluate(model: ModelFile, float_model, n_windows: int, progress: bool = Tru
         out["float"] = torch_perplexity(float_model.eval(), rows)
         out["weight_only"] = torch_perplexity(FakeQuantSDLLM(float_model, model, quantize_activations=False), rows)
         out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, model), rows)
-    out.update(integer_scores(model, rows, prepared, progress=progress))
+    out.update(integer_scores(model, rows, prepared if fidelity else None, progress=progress))
     return out
 
 

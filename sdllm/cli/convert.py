@@ -7,7 +7,7 @@
 SRC is a float checkpoint written by `sdllm.models.train_default` (default: the embedded default
 model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
 GGUF file. γ and GPTQ are calibrated on pydoc topics text before the held-out part
-(`sdllm.models.corpus`).
+(`sdllm.models.corpus`), or on your own text with --calib-text.
 """
 
 import argparse
@@ -68,7 +68,9 @@ def main(argv=None):
     ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
     ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")
     ap.add_argument("--seed", type=int, default=0, help="of the random rotation")
-    ap.add_argument("--calib-windows", type=int, default=16)
+    ap.add_argument("--calib-windows", type=int, default=16, help="calibration windows of max_seq_len tokens")
+    ap.add_argument("--calib-text", nargs="+", default=[], metavar="FILE",
+                    help="calibrate on your own text (UTF-8 files, or JSON lines with a \"text\" field) instead of pydoc topics")
     args = ap.parse_args(argv)
 
     def body():
@@ -84,7 +86,7 @@ def main(argv=None):
         if args.calib_windows < 1:
             raise SdllmError(f"--calib-windows: must be at least 1, got {args.calib_windows}")
         model, tokenizer = load_source(args.src, args.max_seq_len)
-        calib = calibration_tokens(tokenizer, model.cfg.max_seq_len, args.calib_windows)
+        calib = calibration_tokens(tokenizer, model.cfg.max_seq_len, args.calib_windows, args.calib_text)
         sdllm_model = convert(model, spec, calib, tokenizer, progress=True)
         modelformat.save(sdllm_model, args.output)
         print(f"wrote {args.output}: {spec.describe()}, spike trains of {spec.window(stages.ATTN_IN)} steps "

@@ -1,11 +1,12 @@
 """sdllm-eval: what spiking costs, measured on held-out text.
 
-    sdllm-eval model.pt [--float SRC] [--windows 8] [--build DIR] [--ablation] [--nonlinearities]
+    sdllm-eval model.pt [--float SRC] [--windows 8] [--text FILE ...] [--build DIR] [--ablation] [--nonlinearities]
 
 Prints perplexities (float, weight-only, fake-quant, integer, and with --build the compiled
-network's), per-stage cosine and attention KL against float, firing rates, SOPs per spike code,
-the ablation table and the cost of each integer-only nonlinearity (`sdllm.models.evaluate`),
-and plots the spike-count histogram.
+network's) in-domain (held-out pydoc topics) and out of domain (the stdlib's docstrings, text
+calibration never sees), and on your own text with --text; then, in-domain, per-stage cosine
+and attention KL against float, firing rates, SOPs per spike code, the ablation table and the
+cost of each integer-only nonlinearity (`sdllm.models.evaluate`), and plots the histogram.
 """
 
 import argparse
@@ -24,7 +25,9 @@ def main(argv=None):
     ap.add_argument("model", help="model.pt")
     ap.add_argument("--float", dest="float_path", help="the float model it was converted from: our float .pt, a Hugging Face "
                     "directory or a .gguf (default: the embedded default model)")
-    ap.add_argument("--windows", type=int, default=8, help="held-out windows of max_seq_len tokens")
+    ap.add_argument("--windows", type=int, default=8, help="windows of max_seq_len tokens per text")
+    ap.add_argument("--text", nargs="+", default=[], metavar="FILE",
+                    help="also your own text: UTF-8 files, or JSON lines with a \"text\" field")
     ap.add_argument("--build", help="also the perplexity of this compiled build directory (fast backend)")
     ap.add_argument("--plot", help="where to write the spike-count histogram (default: MODEL.spikes.png)")
     ap.add_argument("--ablation", action="store_true", help="convert and score the ablation variants (slow on big models)")
@@ -38,32 +41,28 @@ def report(args) -> None:
     from sdllm.formats import build as buildformat
     from sdllm.formats import model as modelformat
     from sdllm.models.corpus import calibration_tokens
-    from sdllm.models.evaluate import ablation, evaluate, evaluation_windows, nonlinearity_costs
+    from sdllm.models.evaluate import IN_DOMAIN, ablation, domains, evaluate, nonlinearity_costs, perplexities
     from sdllm.models.importers import load_source
 
     if args.windows < 1:
         raise SdllmError(f"--windows: must be at least 1, got {args.windows}")
     model = modelformat.load(args.model)
     build = buildformat.read(args.build) if args.build else None
+    texts = domains(model, args.windows, args.text)
     float_model, _ = load_source(args.float_path, model.config.max_seq_len)
-    r = evaluate(model, float_model, args.windows)
-    rows = evaluation_windows(model, args.windows)
-    if build is not None:
-        from sdllm.runtime.fast import build_perplexity
+    results = {}
+    for name, rows in texts.items():
+        results[name] = evaluate(model, float_model, rows=rows) if name == IN_DOMAIN else perplexities(model, float_model, rows)
+        if build is not None:
+            from sdllm.runtime.fast import build_perplexity
 
-        r["compiled"] = build_perplexity(build, rows)
+            results[name]["compiled"] = build_perplexity(build, rows)
+    r, rows = results[IN_DOMAIN], texts[IN_DOMAIN]
     q = model.quant
-    print(f"held-out perplexity ({r['tokens']} tokens), {q.describe()} θ={q.theta}, "
-          f"rotation {'on' if q.rotate else 'off'}, {'GPTQ' if q.gptq else 'RTN'} weights, "
-          f"γ {'calibrated' if q.calibrate_gamma else '= 1'}:")
-    print(f"  float        {r['float']:.3f}")
-    print(f"  weight-only  {r['weight_only']:.3f}   (W{q.weight_bits}, float activations)")
-    print(f"  fake-quant   {r['fake_quant']:.3f}")
-    print(f"  integer      {r['integer']:.3f}   (the SDLLM the compiled network runs; {r['integer'] / r['float']:.3f} x float)")
-    if build is not None:
-        same = "equal to the integer reference" if r["compiled"] == r["integer"] else "DIFFERENT from the integer reference"
-        print(f"  compiled     {r['compiled']:.3f}   ({args.build}, fast backend: {same})")
-    print(f"  logits KL(float || integer) {r['logits_kl']:.4f} nats per token")
+    print(f"perplexity, {q.describe()} ({q.precision()}), θ={q.theta}, rotation {'on' if q.rotate else 'off'}, "
+          f"{'GPTQ' if q.gptq else 'RTN'} weights, γ {'calibrated' if q.calibrate_gamma else '= 1'}:")
+    print("\n".join(perplexity_lines(results, q, args.build)))
+    print(f"logits KL(float || integer), in-domain: {r['logits_kl']:.4f} nats per token")
     print(f"spikes per token {r['spikes_per_token']:,.0f}, SOPs per token {r['sops_per_token']:,.0f}")
     print("\n".join(layer_lines(r)))
     print("\n".join(code_lines(r, q)))
@@ -78,6 +77,30 @@ def report(args) -> None:
     if args.ablation:
         calib = calibration_tokens(model.tokenizer, model.config.max_seq_len, args.calib_windows)
         print("\n".join(ablation_lines(r, ablation(model, float_model, rows, calib), q)))
+
+
+def perplexity_lines(results: dict, q, build_dir=None) -> list:
+    """The perplexities of every text side by side, each with its ratio to float."""
+    names = list(results)
+    width = max(len(n) for n in names) + 2
+    lines = ["  " + " " * 13 + "".join(f"{n:>{width}}" for n in names)]
+    rows = [("float", "float"), ("weight_only", f"weight-only W{q.weight_bits}"), ("fake_quant", "fake-quant"),
+            ("integer", "integer"), ("compiled", "compiled")]
+    for key, label in rows:
+        if key not in results[names[0]]:
+            continue
+        cells = []
+        for n in names:
+            v = results[n][key]
+            cells.append(f"{v:.3f}" + (f" ({v / results[n]['float']:.2f}x)" if key != "float" else ""))
+        lines.append(f"  {label:<13}" + "".join(f"{c:>{width}}" for c in cells))
+    tokens = ", ".join(f"{results[n]['tokens']:,} tokens" for n in names)
+    lines.append(f"  ({tokens}; integer: the SDLLM the compiled network runs"
+                 + (f"; compiled: {build_dir}, fast backend" if build_dir else "") + ")")
+    if "compiled" in results[names[0]]:
+        same = all(results[n]["compiled"] == results[n]["integer"] for n in names)
+        lines.append(f"  compiled network {'equal to' if same else 'DIFFERENT from'} the integer reference on every text")
+    return lines
 
 
 def layer_lines(r: dict) -> list:
