@@ -50,6 +50,8 @@ def rope(x, cos, sin):
 
 
 class FloatNonlinearities:
+    """An ops module for `DecoderLayerUnit`: the named nonlinearities in float, the rest `kernels`'."""
+
     def __init__(self, names):
         unknown = set(names) - set(NONLINEARITIES)
         if unknown:
@@ -59,3 +61,8 @@ class FloatNonlinearities:
         self.softmax_quantize = softmax_quantize if "softmax" in names else fx.softmax_quantize
         self.silu_mul = silu_mul if "silu" in names else fx.silu_mul
         self.rope = rope if "rope" in names else fx.rope
+
+    def __getattr__(self, name):
+        from sdllm.models import kernels
+
+        return getattr(kernels, name)

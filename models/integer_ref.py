@@ -4,38 +4,31 @@ Each spike-driven stage is an integer product W·q (what Σ_t W·s_t of the tern
 adds up to), everything between the stages is `sdllm.models.units`; the stages run in the
 order of the stage table (`sdllm.stages`). Floats appear only at the host boundary (logits
 out). `forward` runs a block of tokens at once, as a prompt or a teacher-forced window; `step`
-is one token. Both give the same integers: the unit programs are row-wise, and the products run
-in float BLAS only where every partial sum is an integer below 2**24 (float32) or 2**53
-(float64), so they are exact.
+is one token. Both give the same integers: the unit programs are row-wise (`kernels`), and the
+products run in the cheapest type proven exact for them (`products`: oneDNN int8 GEMMs or
+float BLAS on integer values, every partial sum below the type's exact range).
 """
 
 import numpy as np
 
 from sdllm import codes, stages
 from sdllm.formats.model import ModelFile
-from sdllm.models import fixedpoint as fx
+from sdllm.models import kernels
 from sdllm.models.float_ops import FloatNonlinearities
 from sdllm.models.llama import rope_tables
+from sdllm.models.products import ExactProduct, exact_type
 from sdllm.models.units import DecoderLayerUnit, head_in, head_params, logits_out, unit_params
 
 
-def exact_float_type(bound: int):
-    """The narrowest float type whose integers are exact up to `bound` (the largest |partial sum|)."""
-    if bound < 1 << 24:
-        return np.float32
-    if bound < 1 << 53:
-        return np.float64
-    raise OverflowError(f"integer product bound {bound} exceeds float64's exact range")
-
-
 class IntegerSDLLM:
-    def __init__(self, model: ModelFile, float_ops=()):
-        """float_ops: nonlinearities to run in float instead (`sdllm.models.float_ops`), to measure their cost."""
+    def __init__(self, model: ModelFile, float_ops=(), ops=None):
+        """float_ops: nonlinearities to run in float instead (`sdllm.models.float_ops`), to measure
+        their cost. ops: the integer arithmetic (`kernels` by default; `fixedpoint`, its definition)."""
         self.model = model
         cfg = model.config
         weights = {name: model.weight(name).astype(np.int64) for name in stages.static_shapes(cfg)}
         self._setup(cfg, model.quant, weights, model.embed_fx, head_params(model),
-                    [unit_params(model, i) for i in range(cfg.n_layers)], float_ops)
+                    [unit_params(model, i) for i in range(cfg.n_layers)], FloatNonlinearities(float_ops) if float_ops else ops)
 
     @classmethod
     def from_parts(cls, cfg, spec, weights: dict, embed, head: dict, layer_params: list) -> "IntegerSDLLM":
@@ -43,20 +36,19 @@ class IntegerSDLLM:
         (the runtime's fast executor: from a build directory)."""
         self = cls.__new__(cls)
         self.model = None
-        self._setup(cfg, spec, weights, embed, head, layer_params, ())
+        self._setup(cfg, spec, weights, embed, head, layer_params, None)
         return self
 
-    def _setup(self, cfg, spec, weights, embed, head, layer_params, float_ops):
-        self.ops = FloatNonlinearities(float_ops) if float_ops else fx
+    def _setup(self, cfg, spec, weights, embed, head, layer_params, ops):
+        self.ops = ops or kernels
         self.cfg, self.spec = cfg, spec
-        self.weights_t, self.fanout = {}, {}
+        self.products, self.fanout = {}, {}
         for name, w in weights.items():
-            ftype = exact_float_type(int(np.abs(w).max(initial=0)) * spec.q_max(stages.stage_of(name).input) * w.shape[1])
-            self.weights_t[name] = np.ascontiguousarray(w.T, dtype=ftype)
+            self.products[name] = ExactProduct(w, spec.q_max(stages.stage_of(name).input))
             self.fanout[name] = (w != 0).sum(0)
         # a KV accumulator sums one head's inputs: head_dim for Q·Kᵀ, max_seq_len for P·V
-        self.kv_type = {s.kind: exact_float_type(spec.q_max(s.input) * spec.q_max(s.cache) * (s.n_in(cfg) // cfg.n_heads))
-                        for s in stages.LAYER if s.cache}
+        self.kv_type = {s.kind: np.dtype(exact_type(spec.q_max(s.input) * spec.q_max(s.cache) * (s.n_in(cfg) // cfg.n_heads),
+                                                     0, 0, int8=False)).type for s in stages.LAYER if s.cache}
         self.embed = np.asarray(embed, np.int64)
         self.head = head
         self.layer_params = layer_params
@@ -73,8 +65,7 @@ class IntegerSDLLM:
         self.caches = [{s.name: np.zeros(shape, np.int64) for s in stages.LAYER if s.cache} for _ in range(c.n_layers)]
 
     def _static(self, name, x):
-        w = self.weights_t[name]
-        return (x.astype(w.dtype) @ w).astype(np.int64)
+        return self.products[name](x)
 
     def _kv(self, stage, cache, x, n):
         """Q·Kᵀ (query spikes against every cached key) or P·V (probability spikes against every
@@ -124,7 +115,7 @@ class IntegerSDLLM:
                 trace[f"L{i}.resid"] = h
         x, ratio = head_in(h, self.head, self.ops)
         spikes[stages.HEAD.name] = x
-        return logits_out(self._static(stages.HEAD.name, x), ratio, self.head), spikes
+        return logits_out(self._static(stages.HEAD.name, x), ratio, self.head, self.ops), spikes
 
     def step(self, token: int, pos: int):
         """One token at position pos: (logits (vocab,), spike counts per stage)."""

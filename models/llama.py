@@ -3,7 +3,8 @@
 Small enough to read in one sitting; the float model every SDLLM is converted from.
 `forward(tokens, tap)` passes every activation that an SDLLM quantises through
 `tap(name, tensor) -> tensor`: identity for the float model, a fake quantiser for the
-fake-quant forward, a recorder for calibration.
+fake-quant forward, a recorder for calibration. `forward(tokens, cache=KVCache(...))` continues
+from the positions already in the cache (generation one token at a time).
 """
 
 import math
@@ -59,6 +60,14 @@ def online_hadamard(block: int):
     return (hadamard(block) / 2 ** hadamard_shift(block)).float()
 
 
+class KVCache:
+    """Every layer's keys and values of the positions seen so far."""
+
+    def __init__(self, n_layers: int):
+        self.layers = [[None, None] for _ in range(n_layers)]
+        self.length = 0
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
@@ -71,7 +80,7 @@ class Attention(nn.Module):
         if cfg.qk_hadamard:  # q_proj holds the compensating 4**shift / head_dim
             self.register_buffer("hadamard", online_hadamard(hd), persistent=False)
 
-    def forward(self, x, cos, sin, tap=None, name=""):
+    def forward(self, x, cos, sin, tap=None, name="", cache=None):
         b, t, _ = x.shape
         c = self.cfg
         q = self.q_proj(x).view(b, t, c.n_heads, c.head_dim).transpose(1, 2)
@@ -82,8 +91,17 @@ class Attention(nn.Module):
             q, k = q @ self.hadamard.to(q.dtype), k @ self.hadamard.to(k.dtype)
         group = c.n_heads // c.n_kv_heads
         if tap is None:
+            if cache is not None:
+                if cache[0] is not None:
+                    k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+                cache[0], cache[1] = k, v
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            total = k.shape[2]
+            if t == total:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # the new queries are the last t positions
+                mask = torch.ones(t, total, dtype=torch.bool, device=x.device).tril(total - t)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             q, k, v = tap(f"{name}.{QUERY.name}", q), tap(f"{name}.{KEY.name}", k), tap(f"{name}.{VALUE.name}", v)
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
@@ -121,8 +139,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, tap=None, name=""):
-        x = x + self.attn(self.attn_norm(x, tap, f"{name}.{ATTN_IN.name}"), cos, sin, tap, name)
+    def forward(self, x, cos, sin, tap=None, name="", cache=None):
+        x = x + self.attn(self.attn_norm(x, tap, f"{name}.{ATTN_IN.name}"), cos, sin, tap, name, cache)
         return x + self.mlp(self.mlp_norm(x, tap, f"{name}.{MLP_IN.name}"), tap, name)
 
 
@@ -148,13 +166,29 @@ class Llama(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, tokens, tap=None):
+    def forward(self, tokens, tap=None, cache: KVCache | None = None):
         t = tokens.shape[1]
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        start = cache.length if cache is not None else 0
+        cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, tap, f"L{i}")
+            x = layer(x, cos, sin, tap, f"L{i}", cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.length += t
         return self.lm_head(self.norm(x, tap, HEAD_IN.name))
+
+    @torch.no_grad()
+    def generate(self, prompt: list, n_new: int) -> list:
+        """Greedy continuation with a KV cache: the prompt in one pass, then one token at a time."""
+        cache = KVCache(self.cfg.n_layers)
+        tokens = list(prompt)
+        logits = self(torch.tensor([tokens]), cache=cache)
+        for _ in range(n_new):
+            tokens.append(int(logits[0, -1].argmax()))
+            if len(tokens) == len(prompt) + n_new:
+                break
+            logits = self(torch.tensor([tokens[-1:]]), cache=cache)
+        return tokens
 
     def float_state(self) -> dict:
         """Plain tensors (no tied duplicates) plus the config: what `torch.save` stores."""

@@ -7,7 +7,8 @@ activations (spike counts) of the points that stage's table entry says it produc
 (`sdllm.stages.LAYER`). Inputs may carry leading token axes (the integer reference runs a whole
 window at once, with `pos` an array of positions); every operation is row-wise, so a batched
 call equals the same tokens one at a time, bit for bit. The integer reference and the runtime's
-neuron-unit cores both drive these objects, in the same order, with the same integers.
+neuron-unit cores both drive these objects, in the same order, with the same integers. The
+arithmetic comes from an ops module: `kernels` by default, or `fixedpoint`, its definition.
 
 `params` is a flat dict of numpy arrays and ints (`unit_params`), as a build stores it.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from sdllm import stages
 from sdllm.formats.model import ModelFile
 from sdllm.models import fixedpoint as fx
+from sdllm.models import kernels
 from sdllm.models.llama import hadamard_shift
 
 
@@ -93,9 +95,11 @@ def head_params(model: ModelFile) -> dict:
 
 
 class DecoderLayerUnit:
-    def __init__(self, params: dict, max_seq_len: int, ops=fx):
+    def __init__(self, params: dict, max_seq_len: int, ops=None):
         self.p = params
-        self.ops = ops  # `fixedpoint`, or `float_ops.FloatNonlinearities` to measure what it costs
+        # `kernels` (fused, fast); `fixedpoint` (the numpy definitions, the same integers);
+        # or `float_ops.FloatNonlinearities` to measure what each integer nonlinearity costs
+        self.ops = ops or kernels
         n_kv = int(params["n_kv_heads"])
         self.k_scale = np.zeros((n_kv, max_seq_len), np.int64)
         self.group = int(params["n_heads"]) // n_kv
@@ -112,7 +116,7 @@ class DecoderLayerUnit:
         return int(self.p[theta_key(point)])
 
     def _quantize(self, point: stages.Point, x):
-        return fx.quantize(x, self.p[order_key(point)], self.Q(point), self.theta(point))
+        return self.ops.quantize(x, self.p[order_key(point)], self.Q(point), self.theta(point))
 
     def _norm_quantize(self, point: stages.Point):
         p = self.p
@@ -131,7 +135,7 @@ class DecoderLayerUnit:
         p = self.p
         query, key, value = stage.produces
         nh, nkv, hd = int(p["n_heads"]), int(p["n_kv_heads"]), int(p["head_dim"])
-        y = fx.dequant_normed(acc, p[scale_key(stage)], self.ratio, self.Q(stage.input)) + p[BIAS_KEY]
+        y = self.ops.dequant_normed(acc, p[scale_key(stage)], self.ratio, self.Q(stage.input)) + p[BIAS_KEY]
         lead = y.shape[:-1]
         q = y[..., : nh * hd].reshape(*lead, nh, hd)
         k = y[..., nh * hd : (nh + nkv) * hd].reshape(*lead, nkv, hd)
@@ -139,18 +143,18 @@ class DecoderLayerUnit:
         cos, sin = p["rope_cos"][pos][..., None, :], p["rope_sin"][pos][..., None, :]
         q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)
         if p["qk_shift"] >= 0:
-            q, k = fx.hadamard(q, hd, int(p["qk_shift"])), fx.hadamard(k, hd, int(p["qk_shift"]))
+            q, k = self.ops.hadamard(q, hd, int(p["qk_shift"])), self.ops.hadamard(k, hd, int(p["qk_shift"]))
         q_int, self.q_scale = self._quantize(query, q)
-        k_int, k_scale = fx.quantize(k, hd - 1, self.Q(key), 0)
+        k_int, k_scale = self.ops.quantize(k, hd - 1, self.Q(key), 0)
         self.k_scale[:, pos] = np.moveaxis(k_scale, -1, 0)
-        v_int = fx.quantize_static(v, p["v_range"], self.Q(value))
+        v_int = self.ops.quantize_static(v, p["v_range"], self.Q(value))
         return q_int.reshape(*lead, -1), k_int.reshape(*lead, -1), v_int.reshape(*lead, -1)
 
     def softmax(self, stage, acc, pos):
         """Q·Kᵀ accumulators (heads, max_seq_len) -> P·V spike counts (heads, max_seq_len), zero past pos."""
         acc = np.asarray(acc, np.int64)
         k_scale = np.repeat(self.k_scale, self.group, axis=0)
-        scores = fx.score_values(acc, self.q_scale, k_scale, self.Q(stage.input), self.Q(stage.cache))
+        scores = self.ops.score_values(acc, self.q_scale, k_scale, self.Q(stage.input), self.Q(stage.cache))
         (out,) = stage.produces
         probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, self.Q(out), self.theta(out), causal(acc.shape[-1], pos))
         return (probs,)
@@ -161,41 +165,42 @@ class DecoderLayerUnit:
         acc = np.asarray(acc)
         acc = acc.reshape(*acc.shape[:-1], int(p["n_heads"]), -1)
         v_range = np.repeat(p["v_range"], self.group, axis=0)
-        attn = fx.attention_output(acc, v_range, self.p_top, self.p_total, self.Q(stage.input), self.Q(stage.cache))
+        attn = self.ops.attention_output(acc, v_range, self.p_top, self.p_total, self.Q(stage.input), self.Q(stage.cache))
         (out,) = stage.produces
         q, self.m_in = self._quantize(out, attn.reshape(*attn.shape[:-2], -1))
         return (q,)
 
     def add_attention(self, stage, acc, pos):
         """Output-projection accumulators -> residual += attention; RMSNorm'd MLP input's spike counts."""
-        self.h = self.h + fx.dequant(acc, self.p[scale_key(stage)], self.m_in, self.Q(stage.input))
+        self.h = self.h + self.ops.dequant(acc, self.p[scale_key(stage)], self.m_in, self.Q(stage.input))
         (out,) = stage.produces
         return (self._norm_quantize(out),)
 
     def swiglu(self, stage, acc, pos):
         """gate/up accumulators -> SiLU(gate)·up, online Hadamard, spike counts of the down input."""
         p = self.p
-        y = fx.dequant_normed(acc, p[scale_key(stage)], self.ratio, self.Q(stage.input))
+        y = self.ops.dequant_normed(acc, p[scale_key(stage)], self.ratio, self.Q(stage.input))
         ffn = y.shape[-1] // 2
         x = self.ops.silu_mul(y[..., :ffn], y[..., ffn:])
         if p["down_block"]:
-            x = fx.hadamard(x, int(p["down_block"]), int(p["down_shift"]))
+            x = self.ops.hadamard(x, int(p["down_block"]), int(p["down_shift"]))
         (out,) = stage.produces
         q, self.m_in = self._quantize(out, x)
         return (q,)
 
     def add_mlp(self, stage, acc, pos):
         """down accumulators -> the layer's residual output (FRAC)."""
-        self.h = self.h + fx.dequant(acc, self.p[scale_key(stage)], self.m_in, self.Q(stage.input))
+        self.h = self.h + self.ops.dequant(acc, self.p[scale_key(stage)], self.m_in, self.Q(stage.input))
         return self.h
 
 
-def head_in(h, params: dict, ops=fx):
+def head_in(h, params: dict, ops=None):
     """Final RMSNorm + quantisation: returns (spike counts for the LM head, ratio)."""
+    ops = ops or kernels
     point = stages.HEAD_IN
     return ops.norm_quantize(h, params[order_key(point)], params[qmax_key(point)], params[theta_key(point)], params["eps_fx"])
 
 
-def logits_out(acc, ratio, params: dict):
+def logits_out(acc, ratio, params: dict, ops=None):
     """LM-head accumulators -> logits (FRAC): the host boundary."""
-    return fx.dequant_normed(acc, params[scale_key(stages.HEAD)], ratio, params[qmax_key(stages.HEAD.input)])
+    return (ops or kernels).dequant_normed(acc, params[scale_key(stages.HEAD)], ratio, params[qmax_key(stages.HEAD.input)])
