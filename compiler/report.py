@@ -4,6 +4,8 @@ from collections import defaultdict
 
 from sdllm import stages
 from sdllm.compiler.ir import Network
+from sdllm.formats.model import qmax
+from sdllm.models.products import exact_type
 from sdllm.stages import NodeKind
 
 CORE_TABLE_MAX = 200  # the text report lists every core up to this many (report.json always does)
@@ -75,7 +77,21 @@ def build_report(net: Network) -> dict:
         "chips": [chips[k] for k in sorted(chips)],
         "layers": [dict(layer=k, **layers[k]) for k in sorted(layers, key=lambda k: (k == head, int(k) if k != head else 0))],
         "stages": s["stages"],
+        "products": products(net),
     }
+
+
+def products(net: Network) -> dict:
+    """Per static stage, the largest |partial sum| its cores can produce (proved at tiling from
+    the weights and the spike code: what leaves its output cores, reduce cores included) and the
+    cheapest arithmetic exact for it (`sdllm.models.products`)."""
+    out = {}
+    for name, node in net.nodes.items():
+        if node.kind is NodeKind.STATIC:
+            bound = max(c.payload_bound for c in net.cores_of(name) if c.sends_node_outputs)
+            q_max = net.model.quant.q_max(stages.stage_of(name).input)
+            out[name] = {"bound": bound, "type": exact_type(bound, qmax(net.model.quant.weight_bits), q_max)}
+    return out
 
 
 def format_report(r: dict) -> str:
@@ -117,6 +133,11 @@ def format_report(r: dict) -> str:
     for c in r["layers"]:
         lines.append(f"  layer {c['layer']}: {c['cores']} cores (lower bound {c['lower_bound']}), "
                      f"{c['synapse_bits']:,} synapse bits, {c['neurons']:,} neurons")
+    kinds = {}
+    for p in r.get("products", {}).values():
+        kinds.setdefault(p["type"], []).append(p["bound"])
+    lines += ["", "exact products (largest |partial sum| of a stage, proved from its weights and spike code): "
+              + "; ".join(f"{len(b)} stages as {t} (bounds up to {max(b):,})" for t, b in sorted(kinds.items()))]
     lines += ["", "schedule (phases within a token; spikes received first..last, in the input's code):"]
     for name, s in r["stages"].items():
         lines.append(f"  {name:<12} {s['first']:>5} .. {s['last']:<5} {s.get('code', '')}")

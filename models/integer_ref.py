@@ -62,20 +62,24 @@ class IntegerSDLLM:
         c = self.cfg
         self.units = [DecoderLayerUnit(params, c.max_seq_len, self.ops) for params in self.layer_params]
         shape = (c.n_kv_heads, c.max_seq_len, c.head_dim)
-        self.caches = [{s.name: np.zeros(shape, np.int64) for s in stages.LAYER if s.cache} for _ in range(c.n_layers)]
+        # kept in the product's exact float type (the cached integers are at most 8 bits)
+        self.caches = [{s.name: np.zeros(shape, self.kv_type[s.kind]) for s in stages.LAYER if s.cache}
+                       for _ in range(c.n_layers)]
 
     def _static(self, name, x):
         return self.products[name](x)
 
-    def _kv(self, stage, cache, x, n):
-        """Q·Kᵀ (query spikes against every cached key) or P·V (probability spikes against every
-        cached value), per head: (n, heads·keys) or (n, heads·head_dim)."""
+    def _kv(self, stage, cache, x, n, keys: int):
+        """Q·Kᵀ (query spikes against the first `keys` cached keys: (n, heads, keys)) or P·V
+        (probability spikes of those keys against their values: (n, heads, head_dim)); the keys
+        past the last position in the window add nothing (they are masked, their spikes 0)."""
         c = self.cfg
-        ftype = self.kv_type[stage.kind]
-        mem = np.repeat(cache, c.n_heads // c.n_kv_heads, axis=0).astype(ftype)  # (heads, max_seq, hd)
-        spikes = x.reshape(n, c.n_heads, -1).swapaxes(0, 1).astype(ftype)  # (heads, n, hd or max_seq)
-        acc = spikes @ (mem.swapaxes(1, 2) if stage.kind is stages.NodeKind.KV_QK else mem)
-        return acc.swapaxes(0, 1).astype(np.int64)
+        nkv, group = c.n_kv_heads, c.n_heads // c.n_kv_heads
+        mem = cache[:, :keys]  # (kv heads, keys, hd); head h reads kv head h // group
+        spikes = x.reshape(n, nkv, group, -1)[..., :keys] if stage.kind is stages.NodeKind.KV_PV else x.reshape(n, nkv, group, -1)
+        spikes = spikes.transpose(1, 0, 2, 3).reshape(nkv, n * group, -1).astype(mem.dtype)
+        acc = spikes @ (mem.transpose(0, 2, 1) if stage.kind is stages.NodeKind.KV_QK else mem)
+        return acc.reshape(nkv, n, group, -1).transpose(1, 0, 2, 3).reshape(n, c.n_heads, -1).astype(np.int64)
 
     def forward(self, tokens, start: int = 0, trace: dict | None = None):
         """Tokens at positions start, start+1, ... Returns (logits (tokens, vocab) FRAC ints,
@@ -91,6 +95,7 @@ class IntegerSDLLM:
         if start < 0 or pos[-1] >= c.max_seq_len:
             raise ValueError(f"positions {start}..{pos[-1]} outside the context of {c.max_seq_len} tokens")
         n, nkv, hd = len(tokens), c.n_kv_heads, c.head_dim
+        keys = int(pos[-1]) + 1  # the cached positions any token of the window attends to
         spikes = {}
         h = self.embed[tokens]
         program, (first,) = stages.LAYER_INPUT
@@ -103,10 +108,12 @@ class IntegerSDLLM:
                 else:
                     cache = self.caches[i][stage.name]
                     cache[:, pos] = np.moveaxis(acts[stage.cache.name].reshape(n, nkv, hd), 0, 1)
-                    acc = self._kv(stage, cache, x, n)
+                    acc = self._kv(stage, cache, x, n, keys)
                     if trace is not None and stage.kind is stages.NodeKind.KV_PV:
                         trace[f"L{i}.attn"] = (x, unit.p_top, unit.p_total)
                 out = unit.run(stage, acc.reshape(n, -1) if stage.kind is stages.NodeKind.KV_PV else acc, pos)
+                if stage.kind is stages.NodeKind.KV_QK and keys < c.max_seq_len:  # probabilities of every cached position
+                    out = tuple(np.concatenate([o, np.zeros((*o.shape[:-1], c.max_seq_len - keys), o.dtype)], -1) for o in out)
                 if stage.produces:
                     acts.update(zip((p.name for p in stage.produces), out))
                 else:

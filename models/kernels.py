@@ -13,12 +13,15 @@ an OverflowError). Windows of at least PARALLEL_ROWS rows run on numba's thread 
 calls (one token in a Lava worker) run serially, which also keeps forked processes off the pool.
 """
 
+import os
+
 import numpy as np
 from numba import njit, prange
 
 from sdllm.models import fixedpoint as fx
 
 PARALLEL_ROWS = 16
+_PID = os.getpid()  # a process forked after import (a Lava worker) runs the serial kernels
 SHORT_ROW = 256
 LIMIT = np.int64(1 << 62)
 BUCKET_BITS = 11
@@ -362,7 +365,7 @@ def _rows(a, tail: int = 1):
 
 
 def _call(kernels, rows: int, *args):
-    out = kernels[0 if rows >= PARALLEL_ROWS else 1](*args)
+    out = kernels[0 if rows >= PARALLEL_ROWS and os.getpid() == _PID else 1](*args)
     if out[-1].any():
         raise OverflowError("fixed-point intermediate exceeds 2**62")
     return out[:-1]

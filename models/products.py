@@ -17,6 +17,7 @@ Past 2**53 no float type is exact: an OverflowError.
 import numpy as np
 
 EXACT_BITS = {"float32": 24, "float64": 53}
+SERIAL_ROWS = 16
 
 
 def bound(w: np.ndarray, q_max: int) -> int:
@@ -71,6 +72,12 @@ class ExactProduct:
 
         rows = x.reshape(-1, x.shape[-1])
         xu = torch.from_numpy((rows + self.q_max).astype(np.uint8))
-        y = torch.ops.onednn.qlinear_pointwise(xu, 1.0, self.q_max, self._w, self._ones, self._zeros, None, 1.0, 0,
-                                               torch.float32, "none", [], "")
+        threads = torch.get_num_threads()
+        if len(rows) < SERIAL_ROWS:  # a few rows (one token): waking a second thread costs more than it saves
+            torch.set_num_threads(1)
+        try:
+            y = torch.ops.onednn.qlinear_pointwise(xu, 1.0, self.q_max, self._w, self._ones, self._zeros, None, 1.0, 0,
+                                                   torch.float32, "none", [], "")
+        finally:
+            torch.set_num_threads(threads)
         return y.numpy().astype(np.int64).reshape(*x.shape[:-1], self.n_out)

@@ -152,8 +152,8 @@ class DecoderLayerUnit:
 
     def softmax(self, stage, acc, pos):
         """Q·Kᵀ accumulators (heads, max_seq_len) -> P·V spike counts (heads, max_seq_len), zero past pos."""
-        acc = np.asarray(acc, np.int64)
-        k_scale = np.repeat(self.k_scale, self.group, axis=0)
+        acc = np.asarray(acc, np.int64)  # (..., heads, keys): keys may stop after the last position attended
+        k_scale = np.repeat(self.k_scale[:, : acc.shape[-1]], self.group, axis=0)
         scores = self.ops.score_values(acc, self.q_scale, k_scale, self.Q(stage.input), self.Q(stage.cache))
         (out,) = stage.produces
         probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, self.Q(out), self.theta(out), causal(acc.shape[-1], pos))

@@ -113,3 +113,41 @@ def test_overflow_is_an_error_as_in_the_definitions():
     for f in (fx.dequant, kx.dequant):
         with pytest.raises(OverflowError):
             f(*args)
+
+
+def test_the_reference_on_kernels_equals_the_reference_on_the_definitions(default_model):
+    from sdllm.models.integer_ref import IntegerSDLLM
+
+    tokens = list(b"The if statement is used for conditional execution")
+    fast_logits, fast_spikes = IntegerSDLLM(default_model).forward(tokens)
+    spec_logits, spec_spikes = IntegerSDLLM(default_model, ops=fx).forward(tokens)
+    assert np.array_equal(fast_logits, spec_logits)
+    assert all(np.array_equal(fast_spikes[k], spec_spikes[k]) for k in spec_spikes)
+
+
+def test_product_bounds_are_tight_and_choose_the_exact_type():
+    from sdllm.models.products import ExactProduct, bound
+
+    # the worst case: q = ±Q with the signs of the row with the largest Σ|w| reaches the bound
+    rng = np.random.default_rng(0)
+    w = rng.integers(-7, 8, (5, 1536))
+    w[3] = 7 * np.sign(rng.standard_normal(1536)).astype(np.int64)
+    q = (7 * np.sign(w[3])).astype(np.int64)
+    b = bound(w, 7)
+    assert b == 7 * 7 * 1536 and int((w @ q)[3]) == b
+    p = ExactProduct(w, 7)
+    assert p.kind == "int8" and np.array_equal(p(q[None]), (w @ q)[None])
+    assert ExactProduct(w, 7, int8=False).kind == "float32"
+    # a fan-in whose bound passes 2**24: float32 would round (shown), so float64 is chosen
+    n = (1 << 24) // (127 * 127) + 1
+    wide = np.full((1, n), 127, np.int64)
+    wide[0, -1] = 126
+    x = np.full((1, n), 127, np.int64)
+    x[0, -2] = 126
+    exact = int((wide @ x[0])[0])
+    assert bound(wide, 127) >= 1 << 24 and exact > 1 << 24
+    assert int((x.astype(np.float32) @ wide.T.astype(np.float32))[0, 0]) != exact  # float32 is not exact here
+    wp = ExactProduct(wide, 127)
+    assert wp.kind == "float64" and int(wp(x)[0, 0]) == exact
+    with pytest.raises(OverflowError, match="exceeds float64's exact range"):
+        ExactProduct(np.full((1, 4), 1 << 40, np.int64), 1 << 12)
