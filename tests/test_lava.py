@@ -129,3 +129,14 @@ def test_fast_backend_equals_lava_and_reference(default_model, default_build, ti
     dest, src, dst = core.routes[0]
     core.routes[0] = (dest, src, np.roll(dst, 1))
     assert not np.array_equal(run_fast(split, list(b"ab"), 5).logits, result.logits)
+
+
+@pytest.mark.parametrize("prompt_len, n_new", [(1, 6), (23, 4), (60, 3)])
+def test_fast_generation_with_its_kv_cache_equals_lockstep_and_reference(default_model, default_build, prompt_len, n_new):
+    """Prefill a window at once, then one token at a time (the attention products stop at the
+    last position attended): the same tokens, logits and per-core SOPs as stepping every core."""
+    build = load_build(default_build)
+    p = list((b"The if statement is used for conditional execution; the while loop repeats." * 2)[:prompt_len])
+    fast = run_fast(build, p, n_new)
+    check_equal(build, default_model, p, n_new, fast)
+    _same(fast, run_lockstep(build, p, n_new))
