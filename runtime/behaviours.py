@@ -25,6 +25,11 @@ class CoreBehaviour:
     def clock(self, t: int):
         return divmod(t, self.period)
 
+    def phases(self) -> set:
+        """The phases of a token in which the core reads its axons or sends anything; in every
+        other phase its step is a no-op returning `zeros` (and need not run)."""
+        return set(range(self.period))
+
 
 def _check_ternary(core, x):
     if x.size and np.abs(x).max() > 1:
@@ -39,8 +44,11 @@ class StageWindow:
         self.first, self.last = window["first"], window["last"]
         self.radix = codes.CODES[window["code"]].radix
 
+    def phases(self) -> set:
+        return set(range(self.first, self.last + 1))
 
-class SynapseCore(CoreBehaviour, StageWindow):
+
+class SynapseCore(StageWindow, CoreBehaviour):
     """Static synapses: accumulate W·s over the stage's window, send the sums as graded spikes."""
 
     def __init__(self, core, build, n_positions):
@@ -75,6 +83,9 @@ class ReduceCore(CoreBehaviour):
         self.at = build.schedule["stages"][core.node]["last"] + 1
         self.parts = core.params["fan_in_parts"]
 
+    def phases(self) -> set:
+        return {self.at}
+
     def step(self, t, x):
         token, phase = self.clock(t)
         if phase != self.at:
@@ -83,7 +94,7 @@ class ReduceCore(CoreBehaviour):
         return x.reshape(self.parts, -1).sum(0)
 
 
-class KvCore(CoreBehaviour, StageWindow):
+class KvCore(StageWindow, CoreBehaviour):
     """Dynamic synapses holding the KV cache of some query heads.
 
     kv_qk: spikes of q (heads x head_dim) against cached keys -> scores (heads x max_seq).
@@ -104,6 +115,9 @@ class KvCore(CoreBehaviour, StageWindow):
         self.write_at = build.schedule["layers"][core.layer]["emit"][stages.producer_index(stage.cache) + 1] + 1
         self.qk = stage.kind is NodeKind.KV_QK
         self.acc = np.zeros(core.n_neurons, np.int64)
+
+    def phases(self) -> set:
+        return StageWindow.phases(self) | {self.write_at}
 
     def step(self, t, x):
         token, phase = self.clock(t)
@@ -143,6 +157,12 @@ class NeuronUnitCore(CoreBehaviour):
         self.payload_max = build.hw.core.payload_max
         self.quant = build.quant
         self.train = None  # the spike train being sent: (segment, steps still to send)
+        last = stages.HEAD if "resid_out" not in self.outs else stages.LAYER[-1]
+        self.span = (self.emit[0], self.emit[-1] + build.quant.window(last.input) + 1)
+
+    def phases(self) -> set:
+        """From the residual's arrival to the end of its last spike train (the head's, in the last layer)."""
+        return set(range(*self.span))
 
     def _start(self, stage, q):
         point = stage.input
@@ -218,6 +238,9 @@ class HostCore(CoreBehaviour):
     def first_output(self):
         """What the host sends in step 0: the first prompt token's embedding."""
         return self.embed[self.tokens[0]]
+
+    def phases(self) -> set:
+        return {self.ratio_at, self.logits_at}
 
     def step(self, t, x):
         token, phase = self.clock(t)

@@ -4,6 +4,8 @@ and, with every core in one group, the single-process lockstep simulator.
 Inside a group, the routing tables deliver outputs computed in step t to the member cores'
 axons in step t+1 directly; outputs bound for cores of other groups are gathered per
 destination group, to be sent over Lava ports in step t+1. Either way DESIGN §3 holds.
+A step runs only the members that act in its phase (`CoreBehaviour.phases`); routes touch only
+outputs that are non-zero.
 """
 
 import numpy as np
@@ -58,28 +60,50 @@ class CoreGroup:
             at = np.concatenate(cost_src)
             for row, values in enumerate((np.ones(len(at), np.int64), np.concatenate(cost_hops), np.concatenate(cost_cross))):
                 np.add.at(self.cost[row], at, values)
+        self.active = [[] for _ in range(self.period)]  # phase -> the members that act in it
+        for k, b in enumerate(self.behaviours):
+            for phase in sorted(b.phases()):
+                self.active[phase].append(k)
         self.outputs = [b.zeros for b in self.behaviours]
+        self.stepped = []  # the members that ran in the last step (the only ones with outputs)
         for k, (c, b) in enumerate(zip(self.cores, self.behaviours)):
             if c.type == CoreType.HOST:
                 self.outputs[k] = b.first_output()
+                self.stepped.append(k)
         self.sent = self._nonzero_outputs()
 
     def resolve_external(self, axon_offset: dict) -> None:
-        """Fix the destination axon indices once every group's layout is known: self.ports is
-        [(destination group, [(src member, src index, group-axon index)])], in port order.
+        """Fix the destination axon indices once every group's layout is known: self.ports lists
+        (destination group, routes) in port order, the routes a CSR by output position (pointers,
+        group-axon index of the destination).
 
         axon_offset: core id -> offset of that core's axons in its group's InPort.
         """
-        self.ports = [(group, [(k, src, axon_offset[dest] + dst) for k, src, dst, dest in self.external[group]])
-                      for group in sorted(self.external)]
+        self.ports = []
+        for group in sorted(self.external):
+            routes = self.external[group]
+            src = np.concatenate([self.out_slices[k].start + s for k, s, _, _ in routes]).astype(np.int64)
+            dst = np.concatenate([axon_offset[dest] + d for _, _, d, dest in routes]).astype(np.int64)
+            order = np.argsort(src, kind="stable")
+            ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=self.n_outputs))])
+            self.ports.append((group, (ptr, dst[order])))
+
+    @staticmethod
+    def _deliver(ptr, dst, nz, values, into) -> None:
+        """Add each non-zero output's value to every axon its routes reach."""
+        first, count = ptr[nz], ptr[nz + 1] - ptr[nz]
+        if count.sum():
+            entries = np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+            np.add.at(into, dst[entries], np.repeat(values, count))
 
     def outgoing(self, sizes: list) -> list:
         """This step's outputs bound for other groups, one vector per port."""
+        nz, values = self.sent
         out = []
-        for (_, routes), n in zip(self.ports, sizes):
+        for (_, (ptr, dst)), n in zip(self.ports, sizes):
             v = np.zeros(n, np.int64)
-            for k, src, dst in routes:
-                v[dst] += self.outputs[k][src]
+            if len(nz):
+                self._deliver(ptr, dst, nz, values, v)
             out.append(v)
         return out
 
@@ -88,10 +112,12 @@ class CoreGroup:
         inbox = np.array(x, dtype=np.int64)
         nz, values = self.sent
         if len(nz):
-            first, count = self.internal_ptr[nz], self.internal_ptr[nz + 1] - self.internal_ptr[nz]
-            entries = np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
-            np.add.at(inbox, self.internal_dst[entries], np.repeat(values, count))
-        self.outputs = [b.step(t, inbox[s]) for b, s in zip(self.behaviours, self.axon_slices)]
+            self._deliver(self.internal_ptr, self.internal_dst, nz, values, inbox)
+        for k in self.stepped:
+            self.outputs[k] = self.behaviours[k].zeros
+        self.stepped = self.active[t % self.period]
+        for k in self.stepped:
+            self.outputs[k] = self.behaviours[k].step(t, inbox[self.axon_slices[k]])
         self.sent = self._nonzero_outputs()
         if len(self.sent[0]):
             self.traffic[t // self.period] += self.cost[:, self.sent[0]].sum(1)
@@ -99,7 +125,8 @@ class CoreGroup:
     def _nonzero_outputs(self):
         """(output positions, values) of this step's non-zero outputs; idle cores are skipped."""
         pos, values = [], []
-        for k, (out, b) in enumerate(zip(self.outputs, self.behaviours)):
+        for k in self.stepped:
+            out, b = self.outputs[k], self.behaviours[k]
             if out is b.zeros:
                 continue
             nz = np.flatnonzero(out)
