@@ -19,6 +19,7 @@ from sdllm.formats.model import ModelFile, QuantSpec
 from sdllm.models import fixedpoint as fx
 from sdllm.models import gptq
 from sdllm.models.calibration import CalibrationStats
+from sdllm.models.clipping import calibrate_dead_zones, with_thetas
 from sdllm.models.llama import Llama, rope_tables
 from sdllm.models.rotation import prepare
 
@@ -90,7 +91,7 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
     points = [(p, i) for i in range(cfg.n_layers) for p in stages.LAYER_POINTS if p.gamma] + [(stages.HEAD_IN, None)]
     gamma = {p.tap(i): stats.gamma(p.tap(i)) for p, i in points}
     cos, sin = rope_tables(cfg, cfg.max_seq_len)
-    return ModelFile(
+    sdllm = ModelFile(
         config=cfg,
         quant=spec,
         tokenizer=dict(tokenizer),
@@ -104,3 +105,7 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
         v_range_fx=[np.maximum(fx.to_fixed(stats.v_range[stages.VALUE.tap(i)].numpy()), 1) for i in range(cfg.n_layers)],
         weights=weights,
     )
+    if spec.clip_budget > 0:
+        thetas, _ = calibrate_dead_zones(sdllm, np.asarray(calib_tokens), spec.clip_budget, progress)
+        sdllm = with_thetas(sdllm, dict(spec.thetas) | dict(thetas))
+    return sdllm

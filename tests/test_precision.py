@@ -84,3 +84,17 @@ def test_bit_planes_cost_fewer_spikes_than_ternary_trains_of_the_same_integers(d
     assert default_model.quant.code_of(POINTS["p"]) == "bitplane" and default_model.quant.window(POINTS["p"]) == 7
     assert np.array_equal(events, np.vectorize(lambda v: bin(int(v)).count("1"))(q))
     assert events.sum() < np.abs(q).sum()
+
+
+def test_dead_zones_are_calibrated_within_the_budget(default_model):
+    """Each raised θ saves synaptic operations and the calibration perplexity stays within the budget."""
+    from sdllm.models.clipping import calibrate_dead_zones
+    from sdllm.models.corpus import calibration_windows
+
+    rows = calibration_windows(default_model.tokenizer, 128, 2)
+    thetas, trace = calibrate_dead_zones(default_model, rows, 0.05)
+    ppl0, sops0 = trace[0][1:]
+    assert thetas and all(t >= 1 for _, t in thetas)
+    for (_, ppl, sops), (_, _, before) in zip(trace[1:], trace):
+        assert ppl <= 1.05 * ppl0 and sops < before
+    assert trace[-1][2] < sops0 and dict(thetas) == {k: v for k, v in trace[-1][0].items() if v}

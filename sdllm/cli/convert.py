@@ -38,6 +38,8 @@ def check_spec(spec: QuantSpec) -> None:
         value = getattr(spec, field)
         if not lo <= value <= hi:
             raise SdllmError(f"--{field.replace('_', '-')}: must be within {lo}..{hi}, got {value}")
+    if not 0 <= spec.clip_budget <= 10:
+        raise SdllmError(f"--clip-budget: must be within 0..10 (a fraction of perplexity), got {spec.clip_budget}")
     for name, value in spec.point_bits:
         if not lo <= value <= hi:
             raise SdllmError(f"--point-bits {name}: must be within {lo}..{hi}, got {value}")
@@ -59,9 +61,12 @@ def main(argv=None):
     ap.add_argument("--kv-bits", type=int, default=8, help="bits of the keys and values written into the KV synapses")
     ap.add_argument("--point-bits", nargs="+", default=[], metavar="POINT=BITS",
                     help=f"mixed precision: bits of single quantisation points ({', '.join(stages.POINTS)}), e.g. down=8")
-    ap.add_argument("--code", choices=("auto", "ternary"), default="auto",
-                    help="spike code: auto (ternary up to 4 bits, bit planes above) or ternary trains everywhere")
+    ap.add_argument("--code", choices=("auto", "ternary", "bitplane"), default="auto",
+                    help="spike code: auto (ternary up to 4 bits, bit planes above), or one code everywhere")
     ap.add_argument("--theta", type=int, default=0, help="membrane dead zone: |q| <= theta sends no spike")
+    ap.add_argument("--clip-budget", type=float, default=0.0, metavar="FRACTION",
+                    help="calibrate a dead zone per quantisation point, letting calibration perplexity grow by at most "
+                         "this fraction (e.g. 0.02), to cut synaptic operations where it is cheap")
     ap.add_argument("--max-seq-len", type=int, help=f"context (KV cache) of the SDLLM (default: {DEFAULT_SEQ_LEN} for "
                     "pretrained models or their positions if fewer, the checkpoint's own for ours)")
     ap.add_argument("--no-rotate", action="store_true", help="no Hadamard rotation (ablation)")
@@ -81,6 +86,7 @@ def main(argv=None):
 
         spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, attn_bits=args.attn_bits,
                          kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits), code=args.code,
+                         clip_budget=args.clip_budget,
                          rotate=not args.no_rotate, gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
         check_spec(spec)
         if args.calib_windows < 1:

@@ -95,6 +95,7 @@ class QuantSpec:
     calibrate_gamma: bool = True  # γ per quantisation point calibrated (else γ = 1: max scaling)
     seed: int = 0  # of the random rotation
     rotation: str = "hadamard"  # the residual rotation: a seeded randomised Hadamard, or "learned" from it
+    clip_budget: float = 0.0  # dead zones calibrated within this relative perplexity increase (0: none)
 
     def bits(self, point: stages.Point) -> int:
         return dict(self.point_bits).get(point.name, getattr(self, point.bits))
@@ -177,7 +178,9 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
                                           for name in sub.value))
         spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=bits("act_bits"), attn_bits=bits("attn_bits"),
                          kv_bits=bits("kv_bits"), theta=d.int("theta", 0, qmax(hi)), code=d.str("code", ("auto", *codes.CARRIED)),
-                         rotation=d.str("rotation", ROTATIONS), **per_point, **flags)
+                         rotation=d.str("rotation", ROTATIONS),
+                         clip_budget=d.float("clip_budget", 0.0, 10.0) if d.has("clip_budget") else 0.0,
+                         **per_point, **flags)
     for point in stages.POINTS.values():
         if point.spiked and spec.theta_of(point) >= spec.q_max(point):
             d.fail("theta", f"a dead zone below {spec.q_max(point)} for the {spec.bits(point)}-bit point {point.name}",
