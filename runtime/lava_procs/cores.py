@@ -85,9 +85,13 @@ class GroupModelBase(PyLoihiProcessModel):
             self._bind()
         try:
             t = self.time_step - 1
-            if t >= self.n_positions * self.group.period:
-                raise SdllmError(f"ran into token period {t // self.group.period + 1}: this network holds "
-                                 f"{self.n_positions} positions")
+            if t >= self.n_positions * self.group.period:  # every position done (RunContinuous): idle
+                self.pending = [np.zeros_like(v) for v in self.pending]
+                self._before_send(t)
+                for port, v in zip(self.ports, self.pending):
+                    port.send(v.astype(PORT_TYPE))
+                self.a_in.recv()
+                return
             self._before_send(t)
             for port, v in zip(self.ports, self.pending):
                 port.send(v.astype(PORT_TYPE))
@@ -164,7 +168,7 @@ class HostIOGroupModel(GroupModel):
         self.logits_out.send(self.last_logits)
         token = int(self.token_in.recv()[0])
         position, phase = divmod(t, self.group.period)
-        if phase == 0 and (token >= 0 or position == 0):
+        if phase == 0 and (token >= 0 or position == 0) and position < self.n_positions:
             self.group.feed(position, token)
             self.pending = self.group.outgoing(self.dest_axons)
 

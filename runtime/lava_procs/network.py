@@ -22,10 +22,10 @@ Ports and timing (P = `period`, the compiled schedule's timesteps per token; ste
                        (-1: take the network's own choice, the sampler's; position 0 needs a token)
   token_out  (1,)      from t = (i+1)·P on: the token chosen from position i's logits (-1 before)
   logits_out (vocab,)  from t = (i+1)·P on: position i's logits, FRAC fixed-point integers
-So position i's outputs are there at the step that reads position i+1's token: `token_out`
-connected back to `token_in` generates on its own, and so does a source that sends the prompt
-and -1 after it. The Process holds `n_positions` positions (the KV cache; default the model's
-context): it runs at most n_positions·P steps.
+So position i's outputs are there at the step that reads position i+1's token, and a source
+that sends the prompt's tokens and -1 after them generates a continuation. The Process holds
+`n_positions` positions (its KV cache; default the model's context); after n_positions·P steps
+it idles, its outputs holding the last values (RunContinuous can run past that).
 
 Inside, a SubProcessModel builds the network's Lava graph — one Process per chip (or per core:
 `granularity`), the same Processes and models `sdllm-run --backend lava` runs (`cores.py`) —
