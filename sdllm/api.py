@@ -353,13 +353,17 @@ class Run:
             self._energy = energy.estimate(self.build.network, self.result)
         return self._energy
 
-    def report(self, raster: bool = True, progress: bool = False) -> RunReport:
-        """The run report; raster: record one token's phases (the last prompt token's) by replaying
-        the run's tokens in the lockstep simulator."""
+    def report(self, raster_position: int | None = 0, progress: bool = False) -> RunReport:
+        """The run report, with a raster of one position's token period (None: no raster),
+        recorded by replaying the run's tokens up to it in the lockstep simulator (so position 0,
+        the default, costs one period; a later one replays all before it)."""
         from sdllm.runtime.run_report import run_report
         from sdllm.runtime.trace import trace_token
 
-        trace = trace_token(self.build.network, self.tokens, len(self.prompt_tokens) - 1, progress=progress) if raster else None
+        if raster_position is not None and not 0 <= raster_position < len(self.logits):
+            raise SdllmError(f"raster_position: 0..{len(self.logits) - 1} (the run's positions), got {raster_position}")
+        trace = None if raster_position is None else trace_token(self.build.network, self.tokens, raster_position,
+                                                                 progress=progress)
         return RunReport(run_report(self.build.network, self.result, self.prompt_tokens, self.backend, self.sampler, trace,
                                     self.text))
 

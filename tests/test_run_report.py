@@ -104,6 +104,6 @@ def test_sdllm_run_writes_the_report(default_build, tmp_path):
     r = json.loads((out / "run.json").read_text())
     assert r["backend"] == "lava" and r["generated_tokens"] == 3 and r["timesteps"] == 8 * r["period"]
     assert r["generated_text"] in p.stdout
-    assert r["chip_traffic"] == [] and r["raster"]["position"] == 5 and len(r["raster"]["sent"][0]) == r["period"]
+    assert r["chip_traffic"] == [] and r["raster"]["position"] == 0 and len(r["raster"]["sent"][0]) == r["period"]
     assert (out / "run.html").read_text().startswith("<!DOCTYPE html>")
     assert f"run report: {out / 'run.json'}, {out / 'run.html'}" in p.stdout

@@ -83,19 +83,17 @@ class GroupModelBase(PyLoihiProcessModel):
     def run_spk(self):
         if self.ports is None:
             self._bind()
+        t = self.time_step - 1
+        idle = t >= self.n_positions * self.group.period  # every position done (RunContinuous runs on)
+        if idle:
+            self.pending = [np.zeros_like(v) for v in self.pending]
         try:
-            t = self.time_step - 1
-            if t >= self.n_positions * self.group.period:  # every position done (RunContinuous): idle
-                self.pending = [np.zeros_like(v) for v in self.pending]
-                self._before_send(t)
-                for port, v in zip(self.ports, self.pending):
-                    port.send(v.astype(PORT_TYPE))
-                self.a_in.recv()
-                return
             self._before_send(t)
             for port, v in zip(self.ports, self.pending):
                 port.send(v.astype(PORT_TYPE))
             x = self.a_in.recv()
+            if idle:
+                return
             self.group.step(t, x)
             self._after_step(t)
         except SdllmError as e:
