@@ -73,5 +73,5 @@ def test_bpe_windows_split_the_token_stream_60_40(bpe):
 
 
 def test_windows_longer_than_the_text_are_one_line():
-    with pytest.raises(SdllmError, match=r"held-out text has \d+ tokens, fewer than one window of 10000000"):
+    with pytest.raises(SdllmError, match=r"held-out text: \d+ tokens, fewer than one window of 10000000"):
         corpus.held_out_windows(BYTES, 10_000_000, 1)
