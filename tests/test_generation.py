@@ -101,3 +101,16 @@ def test_interactive_mode_answers_each_line(default_build):
                         "--max-new-tokens", "4"], input="def f\nimport \n\n", capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     assert len(p.stdout.strip().splitlines()) == 2 and p.stderr.count("[4 tokens, ") == 2
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--chat", "--prompt", "x"], "--chat: this model has no chat template"),
+    (["--chat", "--interactive"], "--chat: this model has no chat template"),
+    (["--prompt", "x", "--top-p", "0"], "--top-p: a number in (0, 1], got 0.0"),
+    (["--prompt", "x", "--interactive"], "give --prompt TEXT or --interactive (one of them)"),
+])
+def test_bad_generation_requests_are_one_line_and_print_nothing_else(default_build, args, needle):
+    p = subprocess.run([os.path.join(BIN, "sdllm-run"), default_build, *args], capture_output=True, text=True,
+                       input="", timeout=600)
+    assert p.returncode == 2 and p.stdout == "", p.stdout + p.stderr
+    assert p.stderr.count("\n") == 1 and needle in p.stderr, p.stderr

@@ -71,6 +71,10 @@ def main(argv=None):
         if (args.prompt is None) == (not args.interactive):
             raise SdllmError("sdllm-run: give --prompt TEXT or --interactive (one of them)")
         build = sdllm.load_build(args.build)
+        if args.chat:
+            from sdllm.chat import template_of
+
+            template_of(build.tokenizer)  # no template: the one error line, before anything runs
         options = dict(backend=args.backend, granularity=args.granularity, temperature=args.temperature, top_k=args.top_k,
                        top_p=args.top_p, seed=args.seed, stop_at_eos=not args.ignore_eos)
         if args.interactive:
