@@ -162,13 +162,15 @@ def _raster_figure(r: dict) -> Figure | None:
     ra = r.get("raster")
     if not ra:
         return None
-    sent = np.asarray(ra["sent"], dtype=float)
-    period = sent.shape[1]
+    period = r["period"]
+    sent = np.zeros((len(ra["cores"]), period))
+    cells = np.asarray(ra["sent"], dtype=np.int64).reshape(-1, 3)
+    sent[cells[:, 0], cells[:, 1]] = cells[:, 2]
     segments = sorted(ra["unit_segments"].items(), key=lambda kv: kv[1][0])
     n_out = max((b for _, (_, b) in segments), default=1)
     rows = len(ra["cores"])
     fig = Figure(figsize=(11, 3.0 + 0.13 * min(rows, RASTER_LABELS_MAX) + 3.5), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [max(min(rows, RASTER_LABELS_MAX), 8), 30]})
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": [max(min(rows, RASTER_LABELS_MAX), 8), 30]})
     positive = sent[sent > 0]
     norm = LogNorm(1, max(positive.max() if positive.size else 10, 10))
     cmap = matplotlib.colormaps["viridis"].with_extremes(under="white")
@@ -191,10 +193,14 @@ def _raster_figure(r: dict) -> Figure | None:
             bottom.axvspan(w["first"] - 0.5, w["last"] + 0.5, color="0.93", lw=0, zorder=0)
     for name, (a, b) in segments:
         bottom.axhline(a - 0.5, color="0.8", lw=0.5)
-        bottom.text(period - 0.5, (a + b) / 2, f" {name}", fontsize=7, va="center", ha="left")
+        bottom.text(1.0, (a + b) / 2, f" {name}", fontsize=7, va="center", ha="left",
+                    transform=bottom.get_yaxis_transform())
     bottom.set_ylim(n_out - 0.5, -0.5)
-    bottom.set_xlim(-0.5, period - 0.5)
-    bottom.set_xlabel("timestep within the token's period (phase)")
+    mine = [w["last"] for w in ra["windows"] if w["node"].startswith(layer)]
+    end = min(period, max(mine, default=period) + 3)  # the unit's layer's part of the period
+    bottom.set_xlim(-0.5, end - 0.5)
+    bottom.set_xlabel("timestep within the token's period (phase)" + ("" if end == period else
+                                                                      f"; phases 0–{end - 1}: this layer's part"))
     bottom.set_ylabel(f"{ra['unit']} output")
     bottom.set_title(f"spike raster of {ra['unit']}: the spike trains it sends to each stage (labelled at the right; "
                      f"shaded: the windows in which its stages' cores receive them)", fontsize=9)

@@ -77,10 +77,12 @@ def run_report(build, result, prompt_tokens, backend: str, sampler, trace=None, 
 
 
 def raster(build, trace) -> dict:
-    """The traced token's phases: what each core sent per step, the unit's spikes, the stage windows."""
+    """The traced token's phases: what each core sent per step ("sent": [core index, phase, values
+    sent], non-zero ones only), the unit's spikes ([phase, output, sign]), the stage windows."""
     windows = build.schedule["stages"]
     return {
-        "position": trace.position, "cores": trace.cores, "sent": trace.sent.tolist(),
+        "position": trace.position, "cores": trace.cores,
+        "sent": np.column_stack([*np.nonzero(trace.sent), trace.sent[np.nonzero(trace.sent)]]).tolist(),
         "unit": trace.unit, "unit_segments": {k: list(v) for k, v in trace.unit_segments.items()},
         "spikes": trace.spikes.tolist(),
         "windows": [{"node": node, "first": w["first"], "last": w["last"]}
