@@ -14,7 +14,7 @@ test: venv
 	$(VENV)/bin/python -m pytest -q
 
 lint: venv
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m ruff check .
 
 clean:
 	rm -rf out build

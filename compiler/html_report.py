@@ -1,43 +1,22 @@
 """The core-mapping report as one self-contained HTML page: summary, inline SVG plots, per-layer and per-chip tables."""
 
 import html
-import io
 import math
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+from sdllm.pages import STYLE
+from sdllm.pages import svg as _svg
+from sdllm.pages import table as _table
+
 CHIP_PANELS_MAX = 16  # above this many chips used, plot 1 shows chips (one panel per z-plane) instead of cores
-STYLE = ("body{font-family:sans-serif;margin:2em;max-width:75em}svg{max-width:100%;height:auto}"
-         "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-         "dt{font-weight:bold;float:left;clear:left;width:13em}dd{margin-left:14em}.note{color:#666;font-style:italic}")
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
-
-
 def _line(fmt: str, d: dict, *keys) -> str | None:
     """fmt filled with d's values at keys, or None if any is missing."""
     vals = [d.get(k) for k in keys]
     return None if any(v is None for v in vals) else fmt.format(*vals)
-
-
-def _svg(fig: Figure, name: str) -> str:
-    """The figure as inline SVG; the salt is per figure so element ids stay unique within the page."""
-    FigureCanvasAgg(fig)
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": f"sdllm-{name}"}):
-        fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
 
 
 def _grid(n: int, cols: int = 4) -> tuple[int, int]:
@@ -129,12 +108,6 @@ def _traffic_figure(r: dict) -> Figure | None:
     ax.set_ylabel("source chip")
     fig.colorbar(im, ax=ax, label="packets per token" + (" (log scale)" if wide else ""))
     return fig
-
-
-def _table(headers: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>\n" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>\n"
 
 
 def _summary(r: dict) -> list[tuple[str, str | None]]:

@@ -225,7 +225,8 @@ def load_pretrained(path: str, max_seq_len: int | None = None) -> Llama:
 
 def load_tokenizer(path: str) -> dict:
     """The tokenizer of a Hugging Face directory (its tokenizer.json) or a GGUF file, as a spec;
-    with "bos_id"/"eos_id" where the checkpoint names single ids."""
+    with "bos_id"/"eos_id" where the checkpoint names single ids, and "chat_template" where it
+    has one (tokenizer_config.json or chat_template.jinja; the GGUF's tokenizer.chat_template)."""
     if os.path.isdir(path):
         tok_path = os.path.join(path, "tokenizer.json")
         if not os.path.isfile(tok_path):
@@ -234,18 +235,62 @@ def load_tokenizer(path: str) -> dict:
             text = f.read()
         c = _hf_config(path)
         bos, eos = c.get("bos_token_id"), c.get("eos_token_id")
+        tok_config = _hf_tokenizer_config(path)
+        template = _hf_chat_template(path, tok_config)
     else:
         tok = _gguf_tokenizer(path)
         text, bos, eos = tok.backend_tokenizer.to_str(), tok.bos_token_id, tok.eos_token_id
+        tok_config, template = {}, _gguf_chat_template(path)
     from tokenizers import Tokenizer
 
     try:
-        Tokenizer.from_str(text)
+        backend = Tokenizer.from_str(text)
     except Exception as e:
         raise SdllmError(f"{path}: tokenizer.json is not a readable tokenizer ({_first_line(e)})") from None
+    if not isinstance(eos, int):  # a list of ids, or none: the tokenizer config's eos token, if it names one
+        eos = backend.token_to_id(_token_name(tok_config.get("eos_token")) or "")
     spec = {"type": "hf-tokenizers", "json": text}
     spec.update({k: v for k, v in (("bos_id", bos), ("eos_id", eos)) if isinstance(v, int)})
+    if isinstance(template, str) and template:
+        spec["chat_template"] = template
     return spec
+
+
+def _token_name(token) -> str | None:
+    """tokenizer_config.json names a special token as a string or as {"content": ...}."""
+    return token.get("content") if isinstance(token, dict) else token if isinstance(token, str) else None
+
+
+def _hf_tokenizer_config(path: str) -> dict:
+    config_path = os.path.join(path, "tokenizer_config.json")
+    if not os.path.isfile(config_path):
+        return {}
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise SdllmError(f"{config_path}: not valid JSON ({e})") from None
+    return config if isinstance(config, dict) else {}
+
+
+def _hf_chat_template(path: str, tok_config: dict) -> str | None:
+    """tokenizer_config.json's chat_template (a string, or named templates: the "default" one),
+    else a chat_template.jinja file beside it (newer checkpoints)."""
+    template = tok_config.get("chat_template")
+    if isinstance(template, list):
+        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None)
+    jinja_path = os.path.join(path, "chat_template.jinja")
+    if template is None and os.path.isfile(jinja_path):
+        with open(jinja_path, encoding="utf-8") as f:
+            template = f.read()
+    return template
+
+
+def _gguf_chat_template(path: str) -> str | None:
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get("tokenizer.chat_template")
+    return field.contents() if field is not None else None
 
 
 def _gguf_tokenizer(path: str):

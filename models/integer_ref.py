@@ -129,8 +129,9 @@ class IntegerSDLLM:
         logits, spikes = self.forward([token], pos)
         return logits[0], {k: v[0] for k, v in spikes.items()}
 
-    def generate(self, prompt: list[int], n_new: int):
-        """Greedy continuation. Returns (all tokens, logits per processed token, spikes per token)."""
+    def generate(self, prompt: list[int], n_new: int, choose=None, eos_id: int | None = None):
+        """Continuation: greedy, or choose(logits row, position) -> token (a sampler); stops after
+        eos_id. Returns (all tokens, logits per processed token, spikes per token)."""
         self.reset()
         tokens = list(prompt)
         logits, spikes = [], []
@@ -139,7 +140,9 @@ class IntegerSDLLM:
             logits.append(out)
             spikes.append(sp)
             if pos + 1 >= len(tokens):
-                tokens.append(int(np.argmax(out)))
+                tokens.append(int(np.argmax(out)) if choose is None else int(choose(out, pos)))
+                if tokens[-1] == eos_id:
+                    break
         return tokens, np.stack(logits), spikes
 
     def spike_events(self, name: str, q) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from sdllm.errors import SdllmError
 from sdllm.formats.build import Build
+from sdllm.runtime.sampling import GREEDY
 
 BACKENDS = ("lava", "lockstep", "fast")
 
@@ -17,19 +18,25 @@ def check_request(build: Build, prompt_tokens, n_new: int) -> None:
                          f"{len(prompt_tokens) + n_new - 1} positions, the context holds {ctx}")
 
 
-def run(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granularity: str = "auto", progress: bool = False):
-    """Greedy generation: a `RunResult` (tokens, logits, per-core SOPs, timesteps, traffic)."""
+def run(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granularity: str = "auto", progress: bool = False,
+        sampler=GREEDY, eos_id=None, on_token=None):
+    """Generation: a `RunResult` (tokens, logits, per-core SOPs, timesteps, traffic).
+
+    sampler: picks each next token (`sdllm.runtime.sampling.Sampler`; greedy by default), the same
+    on every backend. eos_id: stop after this token. on_token(id): called with each generated
+    token as it is produced (Lava and lockstep: at the end of its token period)."""
     check_request(build, prompt_tokens, n_new)
     if backend == "lava":
         from sdllm.runtime.lava_backend import run_lava
 
-        return run_lava(build, prompt_tokens, n_new, granularity, progress=progress)
+        return run_lava(build, prompt_tokens, n_new, granularity, progress=progress, sampler=sampler, eos_id=eos_id,
+                        on_token=on_token)
     if backend == "fast":
         from sdllm.runtime.fast import run_fast
 
-        return run_fast(build, prompt_tokens, n_new)
+        return run_fast(build, prompt_tokens, n_new, sampler=sampler, eos_id=eos_id, on_token=on_token)
     if backend == "lockstep":
         from sdllm.runtime.lockstep import run_lockstep
 
-        return run_lockstep(build, prompt_tokens, n_new)
+        return run_lockstep(build, prompt_tokens, n_new, sampler=sampler, eos_id=eos_id, on_token=on_token)
     raise SdllmError(f"--backend: one of {', '.join(BACKENDS)}, got {backend!r}")

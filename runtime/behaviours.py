@@ -12,6 +12,7 @@ import numpy as np
 from sdllm import codes, stages
 from sdllm.errors import SdllmError
 from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
+from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType, NodeKind
 
 
@@ -220,9 +221,11 @@ class NeuronUnitCore(CoreBehaviour):
 
 
 class HostCore(CoreBehaviour):
-    """The host boundary: embedding lookup in, logits out, greedy choice of the next token."""
+    """The host boundary: embedding lookup in, logits out, the choice of the next token (the
+    sampler's: greedy by default). Prompt tokens are taken as given; a token fed from outside
+    (`feed`) replaces the next embedding."""
 
-    def __init__(self, core, build, n_positions, prompt):
+    def __init__(self, core, build, n_positions, prompt, sampler=GREEDY):
         super().__init__(core, build, n_positions)
         self.params = core.params
         self.embed = core.params["embed"]
@@ -234,6 +237,7 @@ class HostCore(CoreBehaviour):
         self.n_prompt = len(prompt)
         self.logits = np.zeros((n_positions, build.config.vocab_size), np.int64)
         self.ratio = 0
+        self.sampler = sampler
 
     def first_output(self):
         """What the host sends in step 0: the first prompt token's embedding."""
@@ -242,6 +246,15 @@ class HostCore(CoreBehaviour):
     def phases(self) -> set:
         return {self.ratio_at, self.logits_at}
 
+    def feed(self, position: int, token: int):
+        """The token at `position` comes from outside: its embedding, to send instead."""
+        if not 0 <= token < len(self.embed):
+            raise SdllmError(f"token_in: position {position}: a token id in 0..{len(self.embed) - 1}, got {token}")
+        if position >= len(self.logits):
+            raise SdllmError(f"token_in: position {position} is beyond the {len(self.logits)} positions this network holds")
+        self.tokens[position] = token
+        return self.embed[token]
+
     def step(self, t, x):
         token, phase = self.clock(t)
         if phase == self.ratio_at:
@@ -249,7 +262,7 @@ class HostCore(CoreBehaviour):
         if phase == self.logits_at:
             self.logits[token] = logits_out(x[slice(*self.ins["logits"])], self.ratio, self.params)
             if token + 1 >= self.n_prompt:
-                self.tokens[token + 1] = int(np.argmax(self.logits[token]))
+                self.tokens[token + 1] = self.sampler(self.logits[token], token)
             if token + 1 < len(self.logits):
                 return self.embed[self.tokens[token + 1]]
         return self.zeros
@@ -259,7 +272,7 @@ BEHAVIOURS = {CoreType.SYNAPSE: SynapseCore, CoreType.REDUCE: ReduceCore, CoreTy
               CoreType.KV_PV: KvCore, CoreType.NEURON_UNIT: NeuronUnitCore}
 
 
-def make_behaviour(core, build, n_positions: int, prompt):
+def make_behaviour(core, build, n_positions: int, prompt, sampler=GREEDY):
     if core.type == CoreType.HOST:
-        return HostCore(core, build, n_positions, prompt)
+        return HostCore(core, build, n_positions, prompt, sampler)
     return BEHAVIOURS[CoreType(core.type)](core, build, n_positions)

@@ -21,7 +21,9 @@ from sdllm import codes, stages
 from sdllm.errors import SdllmError
 from sdllm.models.integer_ref import IntegerSDLLM
 from sdllm.models.units import order_key, qmax_key, scale_key, theta_key
+from sdllm.runtime.generation import Generation
 from sdllm.runtime.result import RunResult
+from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType
 
 STAGE_CORES = (CoreType.SYNAPSE, CoreType.REDUCE, CoreType.KV_QK, CoreType.KV_PV)
@@ -167,30 +169,35 @@ class FoldedBuild:
         return self.build.segments(f"L{core.layer}.unit", "outputs")[stages.stage_of(core.node).name][0]
 
 
-def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None) -> RunResult:
+def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None, sampler=GREEDY, eos_id=None,
+             on_token=None) -> RunResult:
     """Tokens, logits and per-core SOPs of the compiled network: the prompt in one window, then
-    one token at a time (greedy). Pass `folded` to reuse one folding over many runs."""
+    one token at a time (the sampler's choice). Pass `folded` to reuse one folding over many runs."""
     folded = folded or FoldedBuild(build)
+    generation = Generation(len(prompt), eos_id, on_token)
     ref = folded.executor()
     tokens = [int(t) for t in prompt]
     out, sp = ref.forward(tokens, 0)
     logits, spikes = [out], [sp]
     pos = len(tokens)
-    tokens.append(int(np.argmax(logits[-1][-1])))
+    tokens.append(sampler(logits[-1][-1], pos - 1))
+    stop = generation.produced(pos - 1, tokens[-1])
     for _ in range(n_new - 1):
+        if stop:
+            break
         out, sp = ref.forward([tokens[-1]], pos)
         logits.append(out)
         spikes.append(sp)
         pos += 1
-        tokens.append(int(np.argmax(out[-1])))
+        tokens.append(sampler(out[-1], pos - 1))
+        stop = generation.produced(pos - 1, tokens[-1])
     all_logits = np.concatenate(logits)
     all_spikes = {k: np.concatenate([s[k].reshape(len(s[k]), -1) for s in spikes]) for k in spikes[0]}
     positions = np.arange(len(all_logits))
-    n_positions = len(prompt) + n_new - 1
+    n_positions = min(len(prompt) + n_new - 1, len(tokens) - 1)
     return RunResult(tokens=tokens[: n_positions + 1], logits=all_logits[:n_positions],
                      core_sops={k: v[:n_positions] for k, v in folded.core_sops(all_spikes, positions).items()},
                      timesteps=n_positions * build.schedule["period"], traffic=None, stepped=False)
-
 
 
 def build_perplexity(build, rows: np.ndarray, progress: bool = True) -> float:

@@ -11,13 +11,45 @@ outputs that are non-zero.
 import numpy as np
 
 from sdllm.runtime.behaviours import make_behaviour
+from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType
 
 
+def chip_pairs(build) -> list:
+    """(source chip, destination chip) of every route between cores on different chips, sorted:
+    the rows of a run's measured chip-to-chip traffic (the same list in every group)."""
+    pairs = set()
+    for c in build.cores:
+        for dest, _, _ in c.routes:
+            d = build.cores[dest]
+            if c.chip >= 0 and d.chip >= 0 and c.chip != d.chip:
+                pairs.add((c.chip, d.chip))
+    return sorted(pairs)
+
+
+def packets_by_pair(build, counts) -> list:
+    """[(source chip, destination chip, packets)] from a count per `chip_pairs` row."""
+    return [(a, b, int(n)) for (a, b), n in zip(chip_pairs(build), counts)]
+
+
+def _entries(ptr: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Indices of the CSR entries of rows `at` (ptr: row starts, length rows + 1)."""
+    first, count = ptr[at], ptr[at + 1] - ptr[at]
+    return np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+
+
+def _csr(rows: list, values: list, n_rows: int):
+    """(row pointers, values sorted by row) from parallel lists of index arrays."""
+    r = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+    v = np.concatenate(values).astype(np.int64) if values else np.zeros(0, np.int64)
+    order = np.argsort(r, kind="stable")
+    return np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n_rows))]), v[order]
+
+
 class CoreGroup:
-    def __init__(self, build, core_ids, group_of: dict, n_positions: int, prompt):
+    def __init__(self, build, core_ids, group_of: dict, n_positions: int, prompt, sampler=GREEDY):
         self.cores = [build.cores[i] for i in core_ids]
-        self.behaviours = [make_behaviour(c, build, n_positions, prompt) for c in self.cores]
+        self.behaviours = [make_behaviour(c, build, n_positions, prompt, sampler) for c in self.cores]
         local = {c.id: k for k, c in enumerate(self.cores)}
         offsets = np.cumsum([0] + [c.n_axons for c in self.cores])
         self.axon_slices = [slice(offsets[k], offsets[k + 1]) for k in range(len(self.cores))]
@@ -36,17 +68,20 @@ class CoreGroup:
                     internal_dst.append(offsets[local[dest]] + dst)
                 else:
                     external.setdefault(group_of[dest], []).append((k, src, dst, dest))
-        src = np.concatenate(internal_src).astype(np.int64) if internal_src else np.zeros(0, np.int64)
-        dst = np.concatenate(internal_dst).astype(np.int64) if internal_dst else np.zeros(0, np.int64)
-        order = np.argsort(src, kind="stable")  # by output position: a step touches only the non-zero ones
-        self.internal_dst = dst[order]
-        self.internal_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=self.n_outputs))])
+        # by output position: a step touches only the non-zero ones
+        self.internal_ptr, self.internal_dst = _csr(internal_src, internal_dst, self.n_outputs)
         self.external = external
         # NoC traffic per position: [packets, packet-hops, chip crossings]; a packet is one
         # non-zero value (a spike or a graded payload) sent on one route.
         self.period = build.schedule["period"]
         self.traffic = np.zeros((n_positions, 3), np.int64)
-        cost_src, cost_hops, cost_cross = [], [], []
+        # measured per run: non-zero outputs (spikes, graded payloads) each member sends per
+        # position, and packets per (source chip, destination chip) pair (`chip_pairs`)
+        self.out_bounds = out_offsets
+        self.spikes = np.zeros((len(self.cores), n_positions), np.int64)
+        pair_index = {pair: i for i, pair in enumerate(chip_pairs(build))}
+        self.chip_packets = np.zeros(max(len(pair_index), 1), np.int64)
+        cost_src, cost_hops, cost_cross, pair_src, pair_of = [], [], [], [], []
         for k, c in enumerate(self.cores):
             for dest, src, _ in c.routes:
                 if build.cores[dest].type != CoreType.HOST and c.type != CoreType.HOST:
@@ -54,6 +89,11 @@ class CoreGroup:
                     cost_src.append(out_offsets[k] + src)
                     cost_hops.append(np.full(len(src), hops))
                     cost_cross.append(np.full(len(src), crossing))
+                    pair = (c.chip, build.cores[dest].chip)
+                    if pair in pair_index:
+                        pair_src.append(out_offsets[k] + src)
+                        pair_of.append(np.full(len(src), pair_index[pair]))
+        self.pair_ptr, self.pair_of = _csr(pair_src, pair_of, self.n_outputs)
         # per output position: (routes leaving it, their hops, their chip crossings)
         self.cost = np.zeros((3, self.n_outputs), np.int64)
         if cost_src:
@@ -82,19 +122,14 @@ class CoreGroup:
         self.ports = []
         for group in sorted(self.external):
             routes = self.external[group]
-            src = np.concatenate([self.out_slices[k].start + s for k, s, _, _ in routes]).astype(np.int64)
-            dst = np.concatenate([axon_offset[dest] + d for _, _, d, dest in routes]).astype(np.int64)
-            order = np.argsort(src, kind="stable")
-            ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=self.n_outputs))])
-            self.ports.append((group, (ptr, dst[order])))
+            src = [self.out_slices[k].start + s for k, s, _, _ in routes]
+            dst = [axon_offset[dest] + d for _, _, d, dest in routes]
+            self.ports.append((group, _csr(src, dst, self.n_outputs)))
 
     @staticmethod
     def _deliver(ptr, dst, nz, values, into) -> None:
         """Add each non-zero output's value to every axon its routes reach."""
-        first, count = ptr[nz], ptr[nz + 1] - ptr[nz]
-        if count.sum():
-            entries = np.repeat(first - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
-            np.add.at(into, dst[entries], np.repeat(values, count))
+        np.add.at(into, dst[_entries(ptr, nz)], np.repeat(values, ptr[nz + 1] - ptr[nz]))
 
     def outgoing(self, sizes: list) -> list:
         """This step's outputs bound for other groups, one vector per port."""
@@ -119,8 +154,22 @@ class CoreGroup:
         for k in self.stepped:
             self.outputs[k] = self.behaviours[k].step(t, inbox[self.axon_slices[k]])
         self.sent = self._nonzero_outputs()
-        if len(self.sent[0]):
-            self.traffic[t // self.period] += self.cost[:, self.sent[0]].sum(1)
+        nz = self.sent[0]
+        if len(nz):
+            position = t // self.period
+            self.traffic[position] += self.cost[:, nz].sum(1)
+            self.spikes[:, position] += np.diff(np.searchsorted(nz, self.out_bounds))
+            if len(self.pair_of):
+                np.add.at(self.chip_packets, self.pair_of[_entries(self.pair_ptr, nz)], 1)
+
+    def feed(self, position: int, token: int) -> None:
+        """Replace the embedding the host sends next (position's first step) by `token`'s: a token
+        id from outside (`sdllm.runtime.lava_procs.network`); a no-op in groups without the host."""
+        for k, (c, b) in enumerate(zip(self.cores, self.behaviours)):
+            if c.type == CoreType.HOST:
+                self.outputs[k] = b.feed(position, token)
+                self.stepped = sorted({*self.stepped, k})
+                self.sent = self._nonzero_outputs()
 
     def _nonzero_outputs(self):
         """(output positions, values) of this step's non-zero outputs; idle cores are skipped."""
@@ -139,6 +188,9 @@ class CoreGroup:
 
     def sops(self) -> dict:
         return {c.name: b.sops for c, b in zip(self.cores, self.behaviours) if c.type != CoreType.HOST}
+
+    def core_spikes(self) -> dict:
+        return {c.name: self.spikes[k] for k, c in enumerate(self.cores) if c.type != CoreType.HOST}
 
     def host(self):
         return next((b for c, b in zip(self.cores, self.behaviours) if c.type == CoreType.HOST), None)
@@ -160,10 +212,10 @@ def partition(build, granularity: str) -> list:
     return [chips[k] for k in sorted(chips)]
 
 
-def make_groups(build, granularity: str, n_positions: int, prompt) -> list:
+def make_groups(build, granularity: str, n_positions: int, prompt, sampler=GREEDY) -> list:
     parts = partition(build, granularity)
     group_of = {cid: g for g, ids in enumerate(parts) for cid in ids}
-    groups = [CoreGroup(build, ids, group_of, n_positions, prompt) for ids in parts]
+    groups = [CoreGroup(build, ids, group_of, n_positions, prompt, sampler) for ids in parts]
     axon_offset = {c.id: s.start for group in groups for c, s in zip(group.cores, group.axon_slices)}
     for group in groups:
         group.resolve_external(axon_offset)

@@ -9,14 +9,14 @@ import tempfile
 import threading
 
 import numpy as np
-from lava.magma.core.run_conditions import RunSteps
-from lava.magma.core.run_configs import Loihi2SimCfg
 from tqdm import tqdm
 
 from sdllm.errors import SdllmError
-from sdllm.runtime.group import make_groups
+from sdllm.runtime.generation import Generation
+from sdllm.runtime.group import chip_pairs, make_groups, packets_by_pair
 from sdllm.runtime.lava_procs.cores import group_classes
 from sdllm.runtime.result import RunResult
+from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType
 
 GRANULARITIES = ("auto", "core", "chip")
@@ -31,16 +31,18 @@ def choose_granularity(build, granularity: str) -> str:
     return granularity
 
 
-def build_processes(build, prompt, n_positions: int, granularity: str, error_dir: str):
-    """One Lava Process per core group, connected as the routing tables say."""
-    groups = make_groups(build, granularity, n_positions, prompt)
+def build_processes(build, prompt, n_positions: int, granularity: str, error_dir: str, sampler=GREEDY, host_io: bool = False):
+    """One Lava Process per core group, connected as the routing tables say. host_io: the host's
+    group has token ports (`sdllm.runtime.lava_procs.network`) instead of logits and tokens Vars."""
+    groups = make_groups(build, granularity, n_positions, prompt, sampler)
     procs, models = [], {}
+    n_pairs = len(chip_pairs(build))
     for group in groups:
         dest_axons = [groups[g].n_axons for g, _ in group.ports]
         host = group.host() is not None
-        proc_cls, model_cls = group_classes(len(dest_axons), host=host)
+        proc_cls, model_cls = group_classes(len(dest_axons), host="io" if host and host_io else host)
         kwargs = dict(n_axons=max(group.n_axons, 1), dest_axons=dest_axons, n_cores=len(group.cores),
-                      n_positions=n_positions, group=group, error_dir=error_dir,
+                      n_positions=n_positions, n_chip_pairs=max(n_pairs, 1), group=group, error_dir=error_dir,
                       name="+".join(c.name for c in group.cores)[:200])
         if host:
             kwargs["vocab_size"] = build.config.vocab_size
@@ -52,13 +54,14 @@ def build_processes(build, prompt, n_positions: int, granularity: str, error_dir
     return groups, procs, models
 
 
-def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: bool = False) -> RunResult:
+def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: bool = False, sampler=GREEDY,
+             eos_id=None, on_token=None) -> RunResult:
     granularity = choose_granularity(build, granularity)
     n_positions = len(prompt) + n_new - 1
-    steps = n_positions * build.schedule["period"]
+    generation = Generation(len(prompt), eos_id, on_token)
     error_dir = tempfile.mkdtemp(prefix="sdllm-lava-")
     try:
-        return _run(build, prompt, n_positions, steps, granularity, error_dir, progress)
+        return _run(build, prompt, n_positions, granularity, error_dir, progress, sampler, generation)
     except RuntimeError as e:  # Lava reports a failed worker this way
         raise SdllmError(f"Lava run failed: {_worker_error(error_dir) or e}") from None
     finally:
@@ -78,10 +81,15 @@ def _worker_error(error_dir: str) -> str:
     return ""
 
 
-def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_dir: str, progress: bool) -> RunResult:
-    groups, procs, models = build_processes(build, prompt, n_positions, granularity, error_dir)
+def _run(build, prompt, n_positions: int, granularity: str, error_dir: str, progress: bool, sampler,
+         generation: Generation) -> RunResult:
+    from lava.magma.core.run_conditions import RunSteps  # Lava after lava_procs (imported above): see its __init__
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    groups, procs, models = build_processes(build, prompt, n_positions, granularity, error_dir, sampler)
     anchor = next(p for g, p in zip(groups, procs) if g.host() is not None)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
+    done = n_positions
     try:
         period = build.schedule["period"]
         interrupted = []  # Ctrl-C while the workers start
@@ -101,17 +109,24 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
                     raise KeyboardInterrupt
                 anchor.wait()
                 bar.update()
-        logits = anchor.logits.get().astype(np.int64)
+                if i + 1 >= len(prompt) and generation.needs_tokens():
+                    if generation.produced(i, int(anchor.tokens.get()[i + 1])):
+                        done = i + 1
+                        break
+        logits = anchor.logits.get().astype(np.int64)[:done]
         tokens = anchor.tokens.get().astype(np.int64)
-        sops, traffic = {}, 0
+        sops, spikes, traffic, packets = {}, {}, 0, 0
         for group, proc in zip(groups, procs):
-            traffic = traffic + proc.traffic.get().astype(np.int64)
-            counts = proc.sops.get().astype(np.int64)
-            sops.update({c.name: counts[k] for k, c in enumerate(group.cores) if c.type != CoreType.HOST})
+            traffic = traffic + proc.traffic.get().astype(np.int64)[:done]
+            packets = packets + proc.chip_packets.get().astype(np.int64)
+            counts, fired = proc.sops.get().astype(np.int64), proc.spikes.get().astype(np.int64)
+            for k, c in enumerate(group.cores):
+                if c.type != CoreType.HOST:
+                    sops[c.name], spikes[c.name] = counts[k, :done], fired[k, :done]
     finally:
         stop(anchor)
-    return RunResult(tokens=[int(t) for t in tokens[: n_positions + 1]], logits=logits, core_sops=sops, timesteps=steps,
-                     traffic=traffic)
+    return RunResult(tokens=[int(t) for t in tokens[: done + 1]], logits=logits, core_sops=sops, timesteps=done * period,
+                     traffic=traffic, core_spikes=spikes, chip_packets=packets_by_pair(build, packets))
 
 
 def stop(anchor, grace_s: float = 10.0) -> None:

@@ -4,17 +4,28 @@ the same behaviours and routing tables as the Lava graph, without Lava's per-pro
 
 import numpy as np
 
-from sdllm.runtime.group import make_groups
+from sdllm.runtime.generation import Generation
+from sdllm.runtime.group import make_groups, packets_by_pair
 from sdllm.runtime.result import RunResult
+from sdllm.runtime.sampling import GREEDY
 
 
-def run_lockstep(build, prompt, n_new: int) -> RunResult:
+def run_lockstep(build, prompt, n_new: int, sampler=GREEDY, eos_id=None, on_token=None) -> RunResult:
     n_positions = len(prompt) + n_new - 1
-    steps = n_positions * build.schedule["period"]
-    (group,) = make_groups(build, "all", n_positions, prompt)
-    nothing = np.zeros(group.n_axons, np.int64)
-    for t in range(steps):
-        group.step(t, nothing)
+    period = build.schedule["period"]
+    (group,) = make_groups(build, "all", n_positions, prompt, sampler)
+    generation = Generation(len(prompt), eos_id, on_token)
     host = group.host()
-    return RunResult(tokens=[int(t) for t in host.tokens], logits=host.logits, core_sops=group.sops(), timesteps=steps,
-                     traffic=group.traffic)
+    nothing = np.zeros(group.n_axons, np.int64)
+    done = n_positions
+    for position in range(n_positions):
+        for t in range(position * period, (position + 1) * period):
+            group.step(t, nothing)
+        if generation.produced(position, host.tokens[position + 1]):
+            done = position + 1
+            break
+    return RunResult(tokens=[int(t) for t in host.tokens[: done + 1]], logits=host.logits[:done],
+                     core_sops={k: v[:done] for k, v in group.sops().items()}, timesteps=done * period,
+                     traffic=group.traffic[:done], core_spikes={k: v[:done] for k, v in group.core_spikes().items()},
+                     chip_packets=packets_by_pair(build, group.chip_packets))
+

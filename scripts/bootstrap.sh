@@ -34,5 +34,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "installing sdllm and its dependencies into $VENV (the first time downloads torch: several GB)"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+# setuptools notes on every editable install that a folder named like the package in the working
+# directory could shadow it; here that folder is the package itself (and models/, compiler/,
+# runtime/ are only ever imported as sdllm.*), so the note is silenced. `pip install .` has none.
+PYTHONWARNINGS="${PYTHONWARNINGS:+$PYTHONWARNINGS,}ignore:Editable installation" \
+    "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
 sha256sum pyproject.toml | cut -d' ' -f1 > "$STAMP"

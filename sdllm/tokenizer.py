@@ -4,7 +4,9 @@
   {"type": "bytes"}                                   token = UTF-8 byte (the embedded default model)
   {"type": "hf-tokenizers", "json": tokenizer.json}  a Hugging Face `tokenizers` tokenizer (BPE of
                                                       pretrained models), carried whole; optional
-                                                      "bos_id" / "eos_id" (ints) where the checkpoint names them
+                                                      "bos_id" / "eos_id" (ints) where the checkpoint names them,
+                                                      and "chat_template" (the model's own Jinja chat
+                                                      template, rendered by `sdllm.chat`)
 
 Decoding never fails on a partial sequence (an incomplete UTF-8 character becomes U+FFFD) and
 drops ids outside the vocabulary (e.g. a model's padding rows beyond its tokenizer's).
@@ -51,6 +53,39 @@ def decode(spec: dict, tokens) -> str:
     if spec["type"] == "bytes":
         return bytes(ids).decode("utf-8", errors="replace")
     return _hf(spec["json"]).decode(ids, skip_special_tokens=False)
+
+
+def eos_id(spec: dict) -> int | None:
+    """The end-of-sequence token id, where the checkpoint names one."""
+    return spec.get("eos_id")
+
+
+def token_text(spec: dict, token_id: int | None) -> str:
+    """A special token's text as a chat template writes it (e.g. '<|im_end|>'); '' for none."""
+    if token_id is None or kind(spec) != "hf-tokenizers":
+        return ""
+    return _hf(spec["json"]).id_to_token(int(token_id)) or ""
+
+
+class TextStream:
+    """Decodes generated tokens as they come: `push(token)` returns the text they add, holding
+    back an incomplete UTF-8 character (or a token's partial bytes) until it is complete."""
+
+    def __init__(self, spec: dict):
+        self.spec, self.tokens, self.shown = spec, [], 0
+
+    def push(self, token: int) -> str:
+        self.tokens.append(int(token))
+        text = decode(self.spec, self.tokens)
+        stable = len(text.rstrip("\ufffd"))
+        new, self.shown = text[self.shown:stable], max(self.shown, stable)
+        return new
+
+    def flush(self) -> str:
+        """What is still held back (an incomplete character at the end: U+FFFD)."""
+        text = decode(self.spec, self.tokens)
+        new, self.shown = text[self.shown:], len(text)
+        return new
 
 
 def vocab_size(spec: dict) -> int:

@@ -38,25 +38,31 @@ PORT_TYPE = np.int32  # graded payloads are checked against the config's payload
 class GroupProcess(AbstractProcess):
     """proc_params: group (a CoreGroup), dest_axons (axon count of each destination group), error_dir."""
 
-    def __init__(self, *, n_axons: int, dest_axons: list, n_cores: int, n_positions: int, **kwargs):
+    def __init__(self, *, n_axons: int, dest_axons: list, n_cores: int, n_positions: int, n_chip_pairs: int = 1, **kwargs):
         super().__init__(n_axons=n_axons, dest_axons=dest_axons, n_positions=n_positions, **kwargs)
         self.a_in = InPort(shape=(n_axons,))
         for k, n in enumerate(dest_axons):
             setattr(self, f"out_{k}", OutPort(shape=(n,)))
         self.sops = Var(shape=(n_cores, n_positions), init=0)
+        self.spikes = Var(shape=(n_cores, n_positions), init=0)
         self.traffic = Var(shape=(n_positions, 3), init=0)
+        self.chip_packets = Var(shape=(n_chip_pairs,), init=0)
 
 
 class GroupModelBase(PyLoihiProcessModel):
     sops: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
+    spikes: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
     traffic: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
+    chip_packets: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self.error_dir = proc_params["error_dir"]
-        # This runs in Lava's worker process: its tracebacks go to a log the parent reads on failure.
-        sys.stderr = open(os.path.join(self.error_dir, f"worker-{os.getpid()}.log"), "a")  # noqa: SIM115
+        if self.error_dir is not None:
+            # This runs in Lava's worker process: its tracebacks go to a log the parent reads on failure.
+            sys.stderr = open(os.path.join(self.error_dir, f"worker-{os.getpid()}.log"), "a")  # noqa: SIM115
         self.group = proc_params["group"]
+        self.n_positions = proc_params["n_positions"]
         self.dest_axons = proc_params["dest_axons"]
         self.ports = None  # Lava sets the port objects after __init__
         self.pending = self.group.outgoing(self.dest_axons)
@@ -69,20 +75,39 @@ class GroupModelBase(PyLoihiProcessModel):
             b.sops = self.sops[k]
         self.traffic[:] = self.group.traffic
         self.group.traffic = self.traffic
+        self.spikes[:] = self.group.spikes
+        self.group.spikes = self.spikes
+        self.chip_packets[:] = self.group.chip_packets
+        self.group.chip_packets = self.chip_packets
 
     def run_spk(self):
         if self.ports is None:
             self._bind()
-        for port, v in zip(self.ports, self.pending):
-            port.send(v.astype(PORT_TYPE))
-        x = self.a_in.recv()
+        t = self.time_step - 1
+        idle = t >= self.n_positions * self.group.period  # every position done (RunContinuous runs on)
+        if idle:
+            self.pending = [np.zeros_like(v) for v in self.pending]
         try:
-            self.group.step(self.time_step - 1, x)
+            self._before_send(t)
+            for port, v in zip(self.ports, self.pending):
+                port.send(v.astype(PORT_TYPE))
+            x = self.a_in.recv()
+            if idle:
+                return
+            self.group.step(t, x)
+            self._after_step(t)
         except SdllmError as e:
-            with open(os.path.join(self.error_dir, "error.txt"), "a") as f:
-                f.write(f"{e}\n")
+            if self.error_dir is not None:
+                with open(os.path.join(self.error_dir, "error.txt"), "a") as f:
+                    f.write(f"{e}\n")
             raise
         self.pending = self.group.outgoing(self.dest_axons)
+
+    def _before_send(self, t: int) -> None:
+        """Step t, before this group sends what it computed in step t-1."""
+
+    def _after_step(self, t: int) -> None:
+        """Step t, after the group has stepped."""
 
 
 class GroupModel(GroupModelBase):
@@ -109,17 +134,71 @@ class HostGroupModel(GroupModel):
         host.logits, host.tokens = self.logits, self.tokens
 
 
+class HostIOGroupProcess(GroupProcess):
+    """The host's group inside the `SDLLM` Process (`network.py`): token ids in (`token_in`),
+    the next token (`token_out`) and the logits (`logits_out`) out."""
+
+    def __init__(self, *, vocab_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.token_in = InPort(shape=(1,))
+        self.token_out = OutPort(shape=(1,))
+        self.logits_out = OutPort(shape=(vocab_size,))
+
+
+class HostIOGroupModel(GroupModel):
+    """Each step it first sends the next token and the logits of the last position completed (-1
+    and zeros before the first), then reads token_in; at a token period's first step a token id
+    >= 0 there is the token at that position (the host's embedding of it replaces its own choice's;
+    -1: keep the choice). Position 0 needs one."""
+
+    token_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, PORT_TYPE, precision=32)
+    token_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, PORT_TYPE, precision=32)
+    logits_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, PORT_TYPE, precision=32)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.host = self.group.host()
+        self.next_token = np.full(1, -1, PORT_TYPE)
+        self.last_logits = np.zeros(self.host.logits.shape[1], PORT_TYPE)
+
+    def _before_send(self, t: int) -> None:
+        self.token_out.send(self.next_token)
+        self.logits_out.send(self.last_logits)
+        token = int(self.token_in.recv()[0])
+        position, phase = divmod(t, self.group.period)
+        if phase == 0 and (token >= 0 or position == 0) and position < self.n_positions:
+            self.group.feed(position, token)
+            self.pending = self.group.outgoing(self.dest_axons)
+
+    def _after_step(self, t: int) -> None:
+        position, phase = divmod(t, self.group.period)
+        if phase == self.host.logits_at:
+            logits = self.host.logits[position]
+            if np.abs(logits).max(initial=0) > np.iinfo(PORT_TYPE).max:
+                raise SdllmError(f"logits_out: position {position}: a logit of {int(np.abs(logits).max())} does not fit "
+                                 f"the port's {np.dtype(PORT_TYPE).name}")
+            self.last_logits = logits.astype(PORT_TYPE)
+            self.next_token = np.full(1, self.host.tokens[position + 1], PORT_TYPE)
+
+
 _CLASSES = {}
+_PAIRS = {False: (GroupProcess, GroupModel), True: (HostGroupProcess, HostGroupModel),
+          "io": (HostIOGroupProcess, HostIOGroupModel)}
 
 
-def group_classes(n_dest: int, host: bool = False):
+def group_classes(n_dest: int, host=False):
     """(Process class, ProcessModel class) for a group with n_dest destination groups: the
-    declared pair, with the model's OutPorts out_0 .. out_{n_dest-1} added."""
+    declared pair (host: False, True — logits and tokens as Vars — or "io" — token ports), with the
+    model's OutPorts out_0 .. out_{n_dest-1} added. Both become names of this module, so that
+    Lava's model discovery finds the model of a Process built inside a SubProcessModel (where the
+    user's run config, not ours, picks the models)."""
     key = (n_dest, host)
     if key not in _CLASSES:
-        proc_base, model_base = (HostGroupProcess, HostGroupModel) if host else (GroupProcess, GroupModel)
+        proc_base, model_base = _PAIRS[host]
         proc = type(f"{proc_base.__name__}{n_dest}", (proc_base,), {"__module__": __name__})
         ports = {f"out_{k}": LavaPyType(PyOutPort.VEC_DENSE, PORT_TYPE, precision=24) for k in range(n_dest)}
         model = type(f"{model_base.__name__}{n_dest}", (model_base,), {"__module__": __name__, **ports})
-        _CLASSES[key] = (proc, tag("fixed_pt")(requires(CPU)(implements(proc=proc, protocol=LoihiProtocol)(model))))
+        model = tag("fixed_pt", "floating_pt")(requires(CPU)(implements(proc=proc, protocol=LoihiProtocol)(model)))
+        globals()[proc.__name__], globals()[model.__name__] = proc, model
+        _CLASSES[key] = (proc, model)
     return _CLASSES[key]

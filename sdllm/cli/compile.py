@@ -30,15 +30,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     def body():
-        from sdllm.compiler.emit import emit
-        from sdllm.compiler.pipeline import compile_model, passes
-        from sdllm.compiler.report import format_report
+        import sdllm
         from sdllm.formats import model as modelformat
 
         if (args.model is None) == (args.synthetic is None):
             raise SdllmError("sdllm-compile: give a model.pt or --synthetic CONFIG (one of them)")
-        if args.rate_tokens < 0:
-            raise SdllmError(f"--rate-tokens: must be >= 0, got {args.rate_tokens}")
         if args.synthetic:
             from sdllm.models.synthetic import shape_of, synthetic_model
 
@@ -48,13 +44,14 @@ def main(argv=None):
             spec = modelformat.QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, rotate=False, gptq=False)
             model = synthetic_model(shape_of(args.synthetic), spec, args.seed)
         else:
-            model = modelformat.load(args.model)
-        net = compile_model(model, args.target, passes(args.placement, args.rate_tokens, progress=True))
-        report = emit(net, args.output, progress=True)
+            model = args.model
+        build = sdllm.compile(model, args.target, args.output, placement=args.placement, rate_tokens=args.rate_tokens,
+                              progress=True)
+        report = build.report
         if not args.quiet:
-            print(format_report(report), end="")
-        print(f"wrote {args.output}: {report['cores_used']:,} cores on {report['chips_used']} chip(s), "
-              f"{report['timesteps_per_token']} timesteps per token; report.txt, report.json, report.html")
+            print(report.text, end="")
+        print(f"wrote {args.output}: {report.cores_used:,} cores on {report.chips_used} chip(s), "
+              f"{report.timesteps_per_token} timesteps per token; report.txt, report.json, report.html")
 
     return guarded("sdllm-compile", body)
 

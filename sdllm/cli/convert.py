@@ -16,7 +16,7 @@ import sys
 from sdllm import stages
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
-from sdllm.formats.model import BIT_RANGE, QuantSpec
+from sdllm.formats.model import QuantSpec
 
 DEFAULT_SEQ_LEN = 256
 
@@ -30,23 +30,6 @@ def point_bits(pairs: list) -> tuple:
             raise SdllmError(f"--point-bits: expected POINT=BITS with POINT one of {', '.join(stages.POINTS)}, got {pair!r}")
         out[name] = int(bits)
     return tuple(sorted(out.items()))
-
-
-def check_spec(spec: QuantSpec) -> None:
-    lo, hi = BIT_RANGE
-    for field in ("weight_bits", "act_bits", "attn_bits", "kv_bits"):
-        value = getattr(spec, field)
-        if not lo <= value <= hi:
-            raise SdllmError(f"--{field.replace('_', '-')}: must be within {lo}..{hi}, got {value}")
-    if not 0 <= spec.clip_budget <= 10:
-        raise SdllmError(f"--clip-budget: must be within 0..10 (a fraction of perplexity), got {spec.clip_budget}")
-    for name, value in spec.point_bits:
-        if not lo <= value <= hi:
-            raise SdllmError(f"--point-bits {name}: must be within {lo}..{hi}, got {value}")
-    for point in stages.POINTS.values():
-        if point.spiked and spec.theta_of(point) >= spec.q_max(point):
-            raise SdllmError(f"--theta: must be within 0..{spec.q_max(point) - 1} for the {spec.bits(point)}-bit point "
-                             f"{point.name}, got {spec.theta_of(point)}")
 
 
 def main(argv=None):
@@ -79,25 +62,18 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     def body():
-        from sdllm.formats import model as modelformat
-        from sdllm.models.conversion import convert
-        from sdllm.models.corpus import calibration_tokens
-        from sdllm.models.importers import load_source
+        import sdllm
 
         spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, attn_bits=args.attn_bits,
                          kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits), code=args.code,
                          clip_budget=args.clip_budget,
                          rotate=not args.no_rotate, gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
-        check_spec(spec)
-        if args.calib_windows < 1:
-            raise SdllmError(f"--calib-windows: must be at least 1, got {args.calib_windows}")
-        model, tokenizer = load_source(args.src, args.max_seq_len)
-        calib = calibration_tokens(tokenizer, model.cfg.max_seq_len, args.calib_windows, args.calib_text)
-        sdllm_model = convert(model, spec, calib, tokenizer, progress=True)
-        modelformat.save(sdllm_model, args.output)
+        model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
+                              calib_text=args.calib_text, progress=True)
+        model.save(args.output)
         print(f"wrote {args.output}: {spec.describe()}, spike trains of {spec.window(stages.ATTN_IN)} steps "
               f"(linear inputs, {spec.code_of(stages.ATTN_IN)}) and {spec.window(stages.PROBS)} "
-              f"(attention, {spec.code_of(stages.PROBS)}), context {model.cfg.max_seq_len} tokens")
+              f"(attention, {spec.code_of(stages.PROBS)}), context {model.config.max_seq_len} tokens")
 
     return guarded("sdllm-convert", body)
 

@@ -2,13 +2,12 @@
 
 convert (W4A4, γ calibrated on text) -> compile for Loihi 2 (mapping report) -> held-out
 perplexity (float / fake-quant / integer) -> generate on Lava -> compare with the integer
-reference bit for bit -> plot SOPs per core.
+reference bit for bit -> plot SOPs per core, and the run report (out/run_report/run.html).
 """
 
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -44,56 +43,48 @@ def main(argv=None):
 
 
 def _demo(args) -> int:
-    from sdllm.cli.convert import main as convert_main
+    import sdllm
     from sdllm.cli.run import print_result
-    from sdllm.compiler.emit import emit
-    from sdllm.compiler.pipeline import compile_model
-    from sdllm.compiler.report import format_report
-    from sdllm.formats import build as buildformat
-    from sdllm.formats import model as modelformat
     from sdllm.models.evaluate import evaluate
     from sdllm.models.importers import default_float, load_float
-    from sdllm.models.integer_ref import IntegerSDLLM
-    from sdllm.runtime.lava_backend import run_lava
-    from sdllm.tokenizer import encode
 
     os.makedirs(args.out, exist_ok=True)
     model_path, build_dir = os.path.join(args.out, "model.pt"), os.path.join(args.out, "build")
     print("== 1. convert the embedded default model to an SDLLM")
-    if convert_main([default_float(), "-o", model_path, "--act-bits", str(args.act_bits)]) != 0:
-        return 2
-    model = modelformat.load(model_path)
+    model = sdllm.convert(act_bits=args.act_bits, progress=True)
+    model.save(model_path)
+    print(f"wrote {model_path}: {model.quant.describe()}")
 
     print("\n== 2. compile for Loihi 2")
-    report = emit(compile_model(model, "loihi2"), build_dir)
-    print(format_report(report), end="")
+    build = sdllm.compile(model, "loihi2", build_dir)
+    print(build.report.text, end="")
 
     print("\n== 3. held-out perplexity per byte (last 10% of pydoc topics)")
-    r = evaluate(model, load_float(default_float()), n_windows=8)
+    r = evaluate(model.file, load_float(default_float()), n_windows=8)
     print(f"  float {r['float']:.3f} | fake-quant SDLLM {r['fake_quant']:.3f} | integer SDLLM {r['integer']:.3f} "
           f"({r['tokens']} tokens; {r['spikes_per_token']:.0f} spikes and {r['sops_per_token']:,.0f} SOPs per token)")
 
     print("\n== 4. generate on Lava (Loihi2SimCfg fixed_pt), one Lava process per core")
-    build = buildformat.read(build_dir)
-    prompt = encode(build.tokenizer, args.prompt)
-    t0 = time.time()
-    result = run_lava(build, prompt, args.max_new_tokens, progress=True)
-    print_result(build, prompt, result, time.time() - t0)
+    run = build.run(args.prompt, args.max_new_tokens, backend="lava", progress=True)
+    prompt, result = run.prompt_tokens, run.result
+    print_result(build.network, prompt, result, run.wall_s)
 
     print("\n== 5. check against the integer reference")
-    ref = IntegerSDLLM(model)
+    ref = model.reference()
     tokens, logits, spikes = ref.generate(prompt, args.max_new_tokens)
     analytic = np.array([sum(ref.stage_sops(s, pos).values()) for pos, s in enumerate(spikes)])
     same_tokens = tokens == result.tokens
     same_logits = np.array_equal(logits, result.logits)
     same_sops = np.array_equal(analytic, result.sops_per_token())
-    same_steps = result.timesteps == len(logits) * build.schedule["period"]
+    same_steps = result.timesteps == len(logits) * build.period
     for what, ok in (("tokens", same_tokens), ("logits (bit for bit)", same_logits),
                      ("SOPs per token (= sum of spikes x fan-out)", same_sops), ("timesteps = compiled schedule", same_steps)):
         print(f"  {what:<44} {'EQUAL' if ok else 'DIFFERENT'}")
     plot = os.path.join(args.out, "sops_per_core.png")
     plot_sops(result, plot)
     print(f"\nplot: {plot}")
+    paths = run.report().write(os.path.join(args.out, "run_report"))
+    print(f"run report: {', '.join(paths)}")
     return 0 if (same_tokens and same_logits and same_sops and same_steps) else 1
 
 

@@ -1,22 +1,29 @@
-"""sdllm-run build/ --prompt "..." --backend lava"""
+"""sdllm-run build/ --prompt "..." [--chat] [--temperature T --top-k K --top-p P --seed S] [--report DIR]
+sdllm-run build/ --interactive [--chat]
+
+Generates on a backend, printing the tokens as they are produced, then the run's figures
+(timesteps, SOPs, NoC traffic, energy); --report DIR writes the run report (run.html, run.json).
+"""
 
 import argparse
 import sys
-import time
 
 from sdllm.cli import guarded
-from sdllm.formats import build as buildformat
-from sdllm.tokenizer import decode, encode
+from sdllm.errors import SdllmError
+
+INTERACTIVE_PROMPT = "> "
 
 
-def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) -> None:
+def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout, generated: bool = True) -> None:
+    """The run's figures; generated=False when the text has already been streamed."""
     from sdllm.runtime import energy
+    from sdllm.tokenizer import decode
 
-    text = decode(build.tokenizer, result.tokens[len(prompt_tokens):])
     est = energy.estimate(build, result)
     n_pos = len(result.logits)
-    print(f"prompt:    {decode(build.tokenizer, prompt_tokens)!r}", file=out)
-    print(f"generated: {text!r}", file=out)
+    if generated:
+        print(f"prompt:    {decode(build.tokenizer, prompt_tokens)!r}", file=out)
+        print(f"generated: {decode(build.tokenizer, result.tokens[len(prompt_tokens):])!r}", file=out)
     print(f"timesteps: {result.timesteps} ({build.schedule['period']} per token x {n_pos} positions), "
           f"wall {wall_s:.1f} s " + (f"({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)" if result.stepped
                                      else "(fast executor: computed, not stepped)"), file=out)
@@ -40,25 +47,90 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(prog="sdllm-run", description="Run a compiled SDLLM build directory.")
     ap.add_argument("build", help="build directory written by sdllm-compile")
-    ap.add_argument("--prompt", required=True)
+    ap.add_argument("--prompt", help="the prompt text (with --chat: the user's message)")
+    ap.add_argument("--chat", action="store_true", help="put the prompt through the model's own chat template")
+    ap.add_argument("--interactive", action="store_true",
+                    help="a prompt loop on standard input (with --chat: one conversation); an empty line or EOF ends it")
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above: sampling")
+    ap.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="sample among the most likely tokens up to this probability")
+    ap.add_argument("--seed", type=int, default=0, help="of the sampling: the same tokens for a seed, on every backend")
+    ap.add_argument("--ignore-eos", action="store_true", help="do not stop at the end-of-sequence token")
     ap.add_argument("--backend", choices=BACKENDS, default="lava",
                     help="lava: Lava processes on Loihi2SimCfg('fixed_pt'); lockstep: the same cores in one process; "
                          "fast: without stepping, a window at once, through the build's tables folded per stage")
     ap.add_argument("--granularity", choices=("auto", "core", "chip"), default="auto",
                     help="lava: one process per core or per chip (auto: per core up to 32 cores)")
+    ap.add_argument("--report", metavar="DIR", help="write the run report (run.html, run.json) into DIR")
     args = ap.parse_args(argv)
 
     def body():
-        from sdllm.runtime.backends import run
+        import sdllm
 
-        build = buildformat.read(args.build)
-        prompt_tokens = encode(build.tokenizer, args.prompt)
-        t0 = time.time()
-        result = run(build, prompt_tokens, args.max_new_tokens, args.backend, args.granularity, progress=True)
-        print_result(build, prompt_tokens, result, time.time() - t0)
+        if (args.prompt is None) == (not args.interactive):
+            raise SdllmError("sdllm-run: give --prompt TEXT or --interactive (one of them)")
+        build = sdllm.load_build(args.build)
+        if args.chat:
+            from sdllm.chat import template_of
+
+            template_of(build.tokenizer)  # no template: the one error line, before anything runs
+        options = dict(backend=args.backend, granularity=args.granularity, temperature=args.temperature, top_k=args.top_k,
+                       top_p=args.top_p, seed=args.seed, stop_at_eos=not args.ignore_eos)
+        if args.interactive:
+            return interactive(build, args, options)
+        run = generate(build, args.prompt, args.chat, args.max_new_tokens, options)
+        print_result(build.network, run.prompt_tokens, run.result, run.wall_s, generated=False)
+        if args.report:
+            paths = run.report(progress=True).write(args.report)
+            print(f"run report: {', '.join(paths)}")
 
     return guarded("sdllm-run", body)
+
+
+def generate(build, prompt, chat: bool, max_new_tokens: int, options: dict, show_prompt: bool = True):
+    """One generation, its text printed as it is produced (nothing is printed before the run has
+    started, so a bad request is its one error line)."""
+    started = []
+
+    def start():
+        if not started:
+            started.append(True)
+            if show_prompt:
+                print(f"prompt:    {prompt!r}" + (" (the model's chat template applied)" if chat else ""))
+                print("generated: ", end="")
+
+    def show(text):
+        start()
+        print(text, end="", flush=True)
+
+    run = build.run(prompt, max_new_tokens, chat=chat, on_text=show, **options)
+    start()
+    print("  [end of sequence]" if run.stopped_at_eos else "", flush=True)
+    return run
+
+
+def interactive(build, args, options: dict) -> None:
+    """Read prompts from standard input; with --chat the conversation goes on, each turn re-run
+    from its first token (the network's KV cache lives inside one run)."""
+    messages = []
+    while True:
+        print(INTERACTIVE_PROMPT, end="", flush=True, file=sys.stderr)
+        line = sys.stdin.readline()
+        if not line.strip():
+            print(file=sys.stderr)
+            return
+        text = line.rstrip("\n")
+        prompt = [*messages, {"role": "user", "content": text}] if args.chat else text
+        try:
+            run = generate(build, prompt, args.chat, args.max_new_tokens, options, show_prompt=False)
+        except SdllmError as e:  # e.g. the conversation outgrew the context: say so, keep the loop
+            print(f"sdllm-run: error: {e}", file=sys.stderr)
+            continue
+        if args.chat:
+            messages = [*prompt, {"role": "assistant", "content": run.text}]
+        print(f"[{len(run.generated)} tokens, {run.timesteps:,} timesteps, {run.sops_per_token:,.0f} SOPs and "
+              f"{run.energy['energy_per_token_uj']:.2f} uJ per token]", file=sys.stderr)
 
 
 if __name__ == "__main__":

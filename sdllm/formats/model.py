@@ -198,6 +198,8 @@ def read_tokenizer(d: Doc) -> dict:
         for key in ("bos_id", "eos_id"):
             if d.has(key):
                 spec[key] = d.int(key, 0, (1 << 31) - 1)
+        if d.has("chat_template"):
+            spec["chat_template"] = d.str("chat_template", max_length=1 << 20)
     return spec
 
 

@@ -1,0 +1,376 @@
+"""sdllm's Python API: convert a float model to an SDLLM, compile it for a chip, run the build,
+and read the mapping and run reports as objects. The command-line tools are thin layers over it.
+
+    import sdllm
+
+    model = sdllm.convert()                                   # the embedded default model -> W4A4 SDLLM
+    build = sdllm.compile(model, "loihi2", "build")           # -> sdllm.Build (a build directory)
+    print(build.report.cores_used, build.report.timesteps_per_token)
+    run = build.run("The if statement", max_new_tokens=8, backend="lockstep")
+    print(run.text, run.sops_per_token, run.energy["energy_per_token_uj"])
+    run.report().write("run_report")                          # run.html + run.json
+
+Errors a user can cause (a bad path, an impossible request) raise `sdllm.SdllmError` with a
+one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sdllm import stages, tokenizer
+from sdllm.errors import SdllmError
+from sdllm.formats import build as buildformat
+from sdllm.formats import model as modelformat
+from sdllm.formats.model import BIT_RANGE, ModelFile, QuantSpec
+
+__all__ = ["Build", "MappingReport", "Model", "Run", "RunReport", "check_quant", "compile", "convert", "load_build",
+           "load_model", "run"]
+
+
+def check_quant(spec: QuantSpec) -> None:
+    """A conversion's bits and dead zones are within what an SDLLM supports (one line if not)."""
+    lo, hi = BIT_RANGE
+    for name in ("weight_bits", "act_bits", "attn_bits", "kv_bits"):
+        value = getattr(spec, name)
+        if not lo <= value <= hi:
+            raise SdllmError(f"--{name.replace('_', '-')}: must be within {lo}..{hi}, got {value}")
+    if not 0 <= spec.clip_budget <= 10:
+        raise SdllmError(f"--clip-budget: must be within 0..10 (a fraction of perplexity), got {spec.clip_budget}")
+    for name, value in spec.point_bits:
+        if not lo <= value <= hi:
+            raise SdllmError(f"--point-bits {name}: must be within {lo}..{hi}, got {value}")
+    for point in stages.POINTS.values():
+        if point.spiked and spec.theta_of(point) >= spec.q_max(point):
+            raise SdllmError(f"--theta: must be within 0..{spec.q_max(point) - 1} for the {spec.bits(point)}-bit point "
+                             f"{point.name}, got {spec.theta_of(point)}")
+
+
+class _Report:
+    """A report dict with its keys readable as attributes (`report.cores_used`)."""
+
+    def __init__(self, data: dict):
+        self.data = data
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["data"][name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r} (fields: {', '.join(sorted(self.data))})") from None
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, sort_keys=True, indent=1) + "\n"
+
+
+class MappingReport(_Report):
+    """The core-mapping report of a build (report.json as data): cores used against the lower
+    bound, chips, placement traffic, the schedule, per core, chip and layer."""
+
+    @property
+    def text(self) -> str:
+        from sdllm.compiler.report import format_report
+
+        return format_report(self.data)
+
+    @property
+    def html(self) -> str:
+        from sdllm.compiler.html_report import format_html
+
+        return format_html(self.data)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class RunReport(_Report):
+    """What a run did on the chip (`sdllm.runtime.run_report`): SOPs and spikes per core (with
+    mesh positions), per stage and per layer, the energy breakdown, measured chip-to-chip traffic
+    and a raster of one token's phases."""
+
+    @property
+    def html(self) -> str:
+        from sdllm.runtime.run_page import format_html
+
+        return format_html(self.data)
+
+    def write(self, out_dir: str) -> list:
+        """run.json and run.html into out_dir; returns their paths."""
+        from sdllm.runtime.run_report import write
+
+        return write(out_dir, self.data)
+
+
+class Model:
+    """An SDLLM (what model.pt holds): integer weights, scales, spike codes, its tokenizer."""
+
+    def __init__(self, file: ModelFile):
+        self.file = file
+
+    @property
+    def config(self):
+        return self.file.config
+
+    @property
+    def quant(self) -> QuantSpec:
+        return self.file.quant
+
+    @property
+    def tokenizer(self) -> dict:
+        return self.file.tokenizer
+
+    def save(self, path: str) -> str:
+        modelformat.save(self.file, path)
+        return path
+
+    def compile(self, target: str = "loihi2", output: str = "build", **options) -> Build:
+        """`sdllm.compile(self, target, output, **options)`."""
+        return compile(self, target, output, **options)
+
+    def reference(self):
+        """The integer reference (`sdllm.models.integer_ref.IntegerSDLLM`): the oracle a compiled network equals."""
+        from sdllm.models.integer_ref import IntegerSDLLM
+
+        return IntegerSDLLM(self.file)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"<sdllm.Model {self.quant.describe()}, dim {c.dim}, {c.n_layers} layers, vocab {c.vocab_size}>"
+
+
+def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_len: int | None = None,
+            calib_windows: int = 16, calib_text=(), progress: bool = False, **quant_fields) -> Model:
+    """A float LLaMA-family checkpoint -> an SDLLM.
+
+    src: our float .pt (default: the embedded default model), a Hugging Face directory or a
+    .gguf. quant: a `QuantSpec`, or its fields as keywords (weight_bits=4, act_bits=4, ...).
+    γ and GPTQ are calibrated on `calib_windows` windows of pydoc topics, or of `calib_text`
+    (paths of UTF-8 or JSON-lines files)."""
+    from sdllm.models.conversion import convert as convert_model
+    from sdllm.models.corpus import calibration_tokens
+    from sdllm.models.importers import load_source
+
+    if quant is not None and quant_fields:
+        raise SdllmError("convert: give a QuantSpec or its fields as keywords, not both")
+    unknown = set(quant_fields) - set(QuantSpec.__dataclass_fields__)
+    if unknown:
+        raise SdllmError(f"convert: unknown option(s) {', '.join(sorted(unknown))} "
+                         f"(QuantSpec fields: {', '.join(QuantSpec.__dataclass_fields__)})")
+    spec = quant or QuantSpec(**quant_fields)
+    check_quant(spec)
+    if calib_windows < 1:
+        raise SdllmError(f"--calib-windows: must be at least 1, got {calib_windows}")
+    float_model, tok = load_source(src, max_seq_len)
+    calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, tuple(calib_text))
+    return Model(convert_model(float_model, spec, calib, tok, progress=progress))
+
+
+def load_model(path: str) -> Model:
+    """A model.pt written by `convert` or sdllm-convert (validated)."""
+    return Model(modelformat.load(path))
+
+
+def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str = "build", *,
+            placement: str = "traffic", rate_tokens: int = 128, progress: bool = False) -> Build:
+    """Compile an SDLLM (a `Model`, or a model.pt path) for a target (a name in hw_configs/ or a
+    YAML path) into the build directory `output` (written atomically); returns it as a `Build`."""
+    from sdllm.compiler.emit import emit
+    from sdllm.compiler.pipeline import compile_model, passes
+
+    if rate_tokens < 0:
+        raise SdllmError(f"--rate-tokens: must be >= 0, got {rate_tokens}")
+    file = model.file if isinstance(model, Model) else model if isinstance(model, ModelFile) else modelformat.load(model)
+    report = emit(compile_model(file, target, passes(placement, rate_tokens, progress=progress)), output, progress=progress)
+    return Build(output, report)
+
+
+def load_build(path: str) -> Build:
+    """A build directory written by `compile` or sdllm-compile (validated)."""
+    return Build(path)
+
+
+class Build:
+    """A compiled network (a build directory): run it, read its mapping report, or take it into
+    your own Lava graph as a Process (`process`)."""
+
+    def __init__(self, path: str, report: dict | None = None):
+        self.path = path
+        self.network = buildformat.read(path)
+        self._report = report
+
+    @property
+    def config(self):
+        return self.network.config
+
+    @property
+    def tokenizer(self) -> dict:
+        return self.network.tokenizer
+
+    @property
+    def period(self) -> int:
+        """Timesteps per token (the compiled schedule)."""
+        return self.network.schedule["period"]
+
+    @property
+    def report(self) -> MappingReport:
+        """The core-mapping report (report.json)."""
+        if self._report is None:
+            path = os.path.join(self.path, "report.json")
+            if not os.path.isfile(path):
+                raise SdllmError(f"{self.path}: no report.json (the build's mapping report)")
+            with open(path, encoding="utf-8") as f:
+                self._report = json.load(f)
+        return MappingReport(self._report)
+
+    def encode(self, text: str) -> list:
+        return tokenizer.encode(self.tokenizer, text)
+
+    def decode(self, ids) -> str:
+        return tokenizer.decode(self.tokenizer, ids)
+
+    def chat_prompt(self, messages) -> list:
+        """Token ids of a conversation (text: one user message) in the model's own chat template,
+        ending where the assistant's reply begins."""
+        from sdllm.chat import render
+
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        return self.encode(render(self.tokenizer, list(messages)))
+
+    def run(self, prompt, max_new_tokens: int = 16, *, backend: str = "lava", granularity: str = "auto",
+            chat: bool = False, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+            stop_at_eos: bool = True, on_token=None, on_text=None, progress: bool = False) -> Run:
+        """Generate from `prompt` on a backend ("lava": Lava's Loihi2SimCfg; "lockstep": the same
+        cores in one process; "fast": without stepping). All three give the same tokens, logits
+        and per-core SOPs.
+
+        prompt: text, token ids, or (with chat=True, or a list of {"role", "content"} dicts) a
+        conversation put through the model's chat template. temperature 0 is greedy; otherwise
+        sampling with top_k, top_p and seed — the same tokens on every backend for a seed.
+        stop_at_eos: stop after the tokenizer's end-of-sequence token. on_token(id) and
+        on_text(str) are called as tokens are produced (streaming)."""
+        from sdllm.runtime.backends import run as run_backend
+        from sdllm.runtime.sampling import Sampler
+
+        is_chat = chat or (isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict))
+        if is_chat:
+            ids = self.chat_prompt(prompt)
+        elif isinstance(prompt, str):
+            ids = self.encode(prompt)
+        else:
+            ids = [int(t) for t in prompt]
+        sampler = Sampler(temperature, top_k, top_p, seed)
+        eos = tokenizer.eos_id(self.tokenizer) if stop_at_eos else None
+        stream = tokenizer.TextStream(self.tokenizer) if on_text is not None else None
+
+        def produced(token):
+            if on_token is not None:
+                on_token(token)
+            if stream is not None and token != eos:
+                text = stream.push(token)
+                if text:
+                    on_text(text)
+
+        t0 = time.time()
+        result = run_backend(self.network, ids, max_new_tokens, backend, granularity, progress=progress, sampler=sampler,
+                             eos_id=eos, on_token=produced if (on_token or on_text) else None)
+        if stream is not None and (rest := stream.flush()):
+            on_text(rest)
+        return Run(self, result, ids, backend, sampler, eos, time.time() - t0)
+
+    def process(self, **options):
+        """The network as a Lava Process (`sdllm.runtime.lava_procs.network.SDLLM`): token ids in,
+        next token and logits out, one token per `period` timesteps. options: n_positions,
+        granularity, temperature, top_k, top_p, seed, name."""
+        from sdllm.runtime.lava_procs.network import SDLLM
+
+        return SDLLM(build=self.network, **options)
+
+    def __repr__(self) -> str:
+        return f"<sdllm.Build {self.path!r}: {len(self.network.cores)} cores, {self.period} timesteps per token>"
+
+
+@dataclass
+class Run:
+    """One generation: tokens, logits (exact integers, FRAC fixed point), per-core SOPs, timesteps,
+    NoC traffic, the energy estimate; `report()` for where it all happened on the chip."""
+
+    build: Build
+    result: object  # sdllm.runtime.result.RunResult
+    prompt_tokens: list
+    backend: str
+    sampler: object  # sdllm.runtime.sampling.Sampler
+    eos_id: int | None
+    wall_s: float
+    _energy: dict | None = field(default=None, repr=False)
+
+    @property
+    def tokens(self) -> list:
+        """Prompt and generated token ids."""
+        return self.result.tokens
+
+    @property
+    def generated(self) -> list:
+        return self.result.tokens[len(self.prompt_tokens):]
+
+    @property
+    def stopped_at_eos(self) -> bool:
+        return self.eos_id is not None and bool(self.generated) and self.generated[-1] == self.eos_id
+
+    @property
+    def text(self) -> str:
+        """The generated text (without the end-of-sequence token)."""
+        ids = self.generated[:-1] if self.stopped_at_eos else self.generated
+        return self.build.decode(ids)
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self.result.logits
+
+    @property
+    def core_sops(self) -> dict:
+        return self.result.core_sops
+
+    @property
+    def sops_per_token(self) -> float:
+        return float(self.result.sops_per_token().mean())
+
+    @property
+    def timesteps(self) -> int:
+        return self.result.timesteps
+
+    @property
+    def energy(self) -> dict:
+        """Energy and latency per token (`sdllm.runtime.energy.estimate`)."""
+        if self._energy is None:
+            from sdllm.runtime import energy
+
+            self._energy = energy.estimate(self.build.network, self.result)
+        return self._energy
+
+    def report(self, raster_position: int | None = 0, progress: bool = False) -> RunReport:
+        """The run report, with a raster of one position's token period (None: no raster),
+        recorded by replaying the run's tokens up to it in the lockstep simulator (so position 0,
+        the default, costs one period; a later one replays all before it)."""
+        from sdllm.runtime.run_report import run_report
+        from sdllm.runtime.trace import trace_token
+
+        if raster_position is not None and not 0 <= raster_position < len(self.logits):
+            raise SdllmError(f"raster_position: 0..{len(self.logits) - 1} (the run's positions), got {raster_position}")
+        trace = None if raster_position is None else trace_token(self.build.network, self.tokens, raster_position,
+                                                                 progress=progress)
+        return RunReport(run_report(self.build.network, self.result, self.prompt_tokens, self.backend, self.sampler, trace,
+                                    self.text))
+
+
+def run(build: str | Build, prompt, max_new_tokens: int = 16, **options) -> Run:
+    """`load_build(build).run(prompt, max_new_tokens, **options)`."""
+    b = build if isinstance(build, Build) else load_build(build)
+    return b.run(prompt, max_new_tokens, **options)
