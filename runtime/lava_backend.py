@@ -1,5 +1,6 @@
 """Build a Lava process graph from a build directory and run it on Loihi2SimCfg('fixed_pt')."""
 
+import contextlib
 import glob
 import multiprocessing
 import os
@@ -7,12 +8,15 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
+from multiprocessing import resource_tracker
 
 import numpy as np
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from tqdm import tqdm
 
+from sdllm import interrupts, resources
 from sdllm.errors import SdllmError
 from sdllm.runtime.group import make_groups
 from sdllm.runtime.lava_procs.cores import group_classes
@@ -21,6 +25,7 @@ from sdllm.stages import CoreType
 
 GRANULARITIES = ("auto", "core", "chip")
 AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip
+STOP_GRACE_S = 10.0  # how long Lava may take to stop before its processes are ended
 
 
 def choose_granularity(build, granularity: str) -> str:
@@ -54,8 +59,11 @@ def build_processes(build, prompt, n_positions: int, granularity: str, error_dir
 
 def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: bool = False) -> RunResult:
     granularity = choose_granularity(build, granularity)
+    n_workers = len(build.cores) if granularity == "core" else len({c.chip for c in build.cores})
+    resources.require_memory(n_workers * resources.LAVA_WORKER_BYTES, f"--backend lava with {n_workers} worker processes")
     n_positions = len(prompt) + n_new - 1
     steps = n_positions * build.schedule["period"]
+    _start_resource_tracker()
     error_dir = tempfile.mkdtemp(prefix="sdllm-lava-")
     try:
         return _run(build, prompt, n_positions, steps, granularity, error_dir, progress)
@@ -63,6 +71,17 @@ def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: boo
         raise SdllmError(f"Lava run failed: {_worker_error(error_dir) or e}") from None
     finally:
         shutil.rmtree(error_dir, ignore_errors=True)
+
+
+def _start_resource_tracker() -> None:
+    """multiprocessing's resource tracker (it unlinks the shared memory of processes that die)
+    ignores SIGINT and SIGTERM but not SIGHUP; started here with SIGHUP blocked, it outlives a
+    terminal's hang-up to the process group until this process has stopped Lava."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _worker_error(error_dir: str) -> str:
@@ -84,21 +103,14 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     try:
         period = build.schedule["period"]
-        interrupted = []  # Ctrl-C while the workers start
         with tqdm(total=n_positions, desc="Lava", unit="token", disable=None if progress else True, leave=False) as bar:
             for i in range(n_positions):  # one token per run call, for the progress bar
-                # The first call starts Lava's worker processes (forked): they must not act on Ctrl-C
-                # themselves (they would die mid-step and leave the others at the barrier). While
-                # they start, a Ctrl-C is only noted — the workers inherit that handler, so for them
-                # it does nothing — and this process acts on it once the start is over: it stops them.
-                previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1)) if i == 0 else None
-                try:
+                # The first call forks Lava's workers. A signal while they start is acted on once the
+                # start is over (this process then stops them); the workers inherit the handler that
+                # only notes it, so a terminal's Ctrl-C or hang-up sent to the whole process group
+                # does not kill them mid-step (which would leave the others waiting at a barrier).
+                with interrupts.deferred() if i == 0 else contextlib.nullcontext():
                     anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
-                finally:
-                    if previous is not None:
-                        signal.signal(signal.SIGINT, previous)
-                if interrupted:
-                    raise KeyboardInterrupt
                 anchor.wait()
                 bar.update()
         logits = anchor.logits.get().astype(np.int64)
@@ -114,21 +126,39 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
                      traffic=traffic)
 
 
-def stop(anchor, grace_s: float = 10.0) -> None:
-    """Stop Lava; if it does not stop within grace_s (interrupted mid-run), end its processes."""
+def stop(anchor) -> None:
+    """Stop Lava. If it does not stop within STOP_GRACE_S (a run interrupted as it starts can leave a
+    worker waiting for a command that never comes), end its workers and shut down its shared-
+    memory manager, which unlinks the segments; then end any process still left."""
     stopper = threading.Thread(target=_quiet_stop, args=(anchor,), daemon=True)
     stopper.start()
-    stopper.join(grace_s)
-    for child in multiprocessing.active_children():
-        child.terminate()
-        child.join(2.0)
-        if child.is_alive():
-            child.kill()
-            child.join()
+    stopper.join(STOP_GRACE_S)
+    if stopper.is_alive():
+        infra = getattr(getattr(anchor, "runtime", None), "_messaging_infrastructure", None)
+        _end([a for a in getattr(infra, "actors", ()) if a.is_alive()])
+        try:
+            infra.smm.shutdown()
+        except Exception:  # noqa: BLE001 — no manager, or it is gone: nothing to unlink through it
+            pass
+    _end(multiprocessing.active_children())
+
+
+def _end(processes: list) -> None:
+    """SIGTERM, then SIGKILL to those still there a moment later (workers ignore the signals their
+    parent acts on). Process.join itself: Lava's actors override it without a timeout."""
+    for p in processes:
+        p.terminate()
+    deadline = time.monotonic() + 2.0
+    for p in processes:
+        multiprocessing.Process.join(p, max(deadline - time.monotonic(), 0.0))
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+            multiprocessing.Process.join(p)
 
 
 def _quiet_stop(anchor) -> None:
     try:
         anchor.stop()
-    except Exception:  # noqa: BLE001 — a failed stop is handled by terminating the processes
+    except Exception:  # noqa: BLE001 — a failed stop is handled by ending the processes
         pass

@@ -71,18 +71,30 @@ class GroupModelBase(PyLoihiProcessModel):
         self.group.traffic = self.traffic
 
     def run_spk(self):
+        try:
+            self._step()
+        except Exception as e:
+            self._report(e)
+            raise
+
+    def _step(self):
         if self.ports is None:
             self._bind()
         for port, v in zip(self.ports, self.pending):
             port.send(v.astype(PORT_TYPE))
         x = self.a_in.recv()
-        try:
-            self.group.step(self.time_step - 1, x)
-        except SdllmError as e:
-            with open(os.path.join(self.error_dir, "error.txt"), "a") as f:
-                f.write(f"{e}\n")
-            raise
+        self.group.step(self.time_step - 1, x)
         self.pending = self.group.outgoing(self.dest_axons)
+
+    def _report(self, e: Exception) -> None:
+        """The failure as one line for the parent (Lava itself passes on only "see output above")."""
+        if isinstance(e, SdllmError):
+            line = str(e)
+        else:
+            cores = "+".join(c.name for c in self.group.cores)
+            line = f"{type(e).__name__}: {e} (in {cores[:80]})"
+        with open(os.path.join(self.error_dir, "error.txt"), "a") as f:
+            f.write(" ".join(line.split()) + "\n")
 
 
 class GroupModel(GroupModelBase):

@@ -14,12 +14,13 @@ import sys
 
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
-from sdllm.formats.model import BIT_RANGE, QuantSpec, qmax
 
 DEFAULT_SEQ_LEN = 256
 
 
-def check_spec(spec: QuantSpec) -> None:
+def check_spec(spec) -> None:
+    from sdllm.formats.model import BIT_RANGE, qmax
+
     lo, hi = BIT_RANGE
     for field in ("weight_bits", "act_bits", "kv_bits"):
         value = getattr(spec, field)
@@ -30,6 +31,10 @@ def check_spec(spec: QuantSpec) -> None:
 
 
 def main(argv=None):
+    return guarded("sdllm-convert", lambda: _main(argv))
+
+
+def _main(argv):
     ap = argparse.ArgumentParser(prog="sdllm-convert", description="Convert a float LLaMA-family checkpoint into an SDLLM model.pt.")
     ap.add_argument("src", nargs="?", help="our float .pt (default: the embedded default model), a Hugging Face directory or a .gguf")
     ap.add_argument("-o", "--output", required=True)
@@ -46,25 +51,25 @@ def main(argv=None):
     ap.add_argument("--calib-windows", type=int, default=16)
     args = ap.parse_args(argv)
 
-    def body():
-        from sdllm.formats import model as modelformat
-        from sdllm.models.conversion import convert
-        from sdllm.models.corpus import calibration_tokens
-        from sdllm.models.importers import load_source
+    from sdllm import outputs
+    from sdllm.formats import model as modelformat
+    from sdllm.formats.model import QuantSpec
+    from sdllm.models.conversion import convert
+    from sdllm.models.corpus import calibration_tokens
+    from sdllm.models.importers import load_source
 
-        spec = QuantSpec(args.weight_bits, args.act_bits, args.kv_bits, args.theta, rotate=not args.no_rotate,
-                         gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
-        check_spec(spec)
-        if args.calib_windows < 1:
-            raise SdllmError(f"--calib-windows: must be at least 1, got {args.calib_windows}")
-        model, tokenizer = load_source(args.src, args.max_seq_len)
-        calib = calibration_tokens(tokenizer, model.cfg.max_seq_len, args.calib_windows)
-        sdllm_model = convert(model, spec, calib, tokenizer, progress=True)
-        modelformat.save(sdllm_model, args.output)
-        print(f"wrote {args.output}: W{spec.weight_bits}A{spec.act_bits} (KV {spec.kv_bits} bits), "
-              f"T = {spec.timesteps} timesteps per spike train, context {model.cfg.max_seq_len} tokens")
-
-    return guarded("sdllm-convert", body)
+    outputs.check_file(args.output, "-o")  # before any work
+    spec = QuantSpec(args.weight_bits, args.act_bits, args.kv_bits, args.theta, rotate=not args.no_rotate,
+                     gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
+    check_spec(spec)
+    if args.calib_windows < 1:
+        raise SdllmError(f"--calib-windows: must be at least 1, got {args.calib_windows}")
+    model, tokenizer = load_source(args.src, args.max_seq_len)
+    calib = calibration_tokens(tokenizer, model.cfg.max_seq_len, args.calib_windows)
+    sdllm_model = convert(model, spec, calib, tokenizer, progress=True)
+    modelformat.save(sdllm_model, args.output)
+    print(f"wrote {args.output}: W{spec.weight_bits}A{spec.act_bits} (KV {spec.kv_bits} bits), "
+          f"T = {spec.timesteps} timesteps per spike train, context {model.cfg.max_seq_len} tokens")
 
 
 if __name__ == "__main__":

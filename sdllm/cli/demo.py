@@ -10,9 +10,8 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from sdllm.cli import guarded
+from sdllm.errors import SdllmError
 
 
 def plot_sops(result, path: str) -> None:
@@ -34,16 +33,21 @@ def plot_sops(result, path: str) -> None:
 
 
 def main(argv=None):
+    return guarded("sdllm-demo", lambda: _demo(_args(argv)))
+
+
+def _args(argv):
     ap = argparse.ArgumentParser(prog="sdllm-demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out", help="working directory for model.pt and the build")
     ap.add_argument("--prompt", default="The if statement")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--act-bits", type=int, default=4)
-    args = ap.parse_args(argv)
-    return guarded("sdllm-demo", lambda: _demo(args))
+    return ap.parse_args(argv)
 
 
 def _demo(args) -> int:
+    import numpy as np
+
     from sdllm.cli.convert import main as convert_main
     from sdllm.cli.run import print_result
     from sdllm.compiler.emit import emit
@@ -57,7 +61,10 @@ def _demo(args) -> int:
     from sdllm.runtime.lava_backend import run_lava
     from sdllm.tokenizer import encode
 
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        raise SdllmError(f"--out {args.out}: cannot create it ({e.strerror})") from None
     model_path, build_dir = os.path.join(args.out, "model.pt"), os.path.join(args.out, "build")
     print("== 1. convert the embedded default model to an SDLLM")
     if convert_main([default_float(), "-o", model_path, "--act-bits", str(args.act_bits)]) != 0:

@@ -12,15 +12,16 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
-from sdllm import stages
+from sdllm import outputs, stages
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
-from sdllm.formats.model import qmax
 
 
 def main(argv=None):
+    return guarded("sdllm-eval", lambda: report(_args(argv)))
+
+
+def _args(argv):
     ap = argparse.ArgumentParser(prog="sdllm-eval", description="What spiking costs: an SDLLM against its float model on held-out text.")
     ap.add_argument("model", help="model.pt")
     ap.add_argument("--float", dest="float_path", help="the float model it was converted from: our float .pt, a Hugging Face "
@@ -31,19 +32,21 @@ def main(argv=None):
     ap.add_argument("--ablation", action="store_true", help="convert and score the ablation variants (slow on big models)")
     ap.add_argument("--nonlinearities", action="store_true", help="cost of each integer-only nonlinearity vs float")
     ap.add_argument("--calib-windows", type=int, default=16, help="calibration windows for the ablation's conversions")
-    args = ap.parse_args(argv)
-    return guarded("sdllm-eval", lambda: report(args))
+    return ap.parse_args(argv)
 
 
 def report(args) -> None:
     from sdllm.formats import build as buildformat
     from sdllm.formats import model as modelformat
+    from sdllm.formats.model import qmax
     from sdllm.models.corpus import calibration_tokens
     from sdllm.models.evaluate import ablation, evaluate, evaluation_windows, nonlinearity_costs
     from sdllm.models.importers import load_source
 
     if args.windows < 1:
         raise SdllmError(f"--windows: must be at least 1, got {args.windows}")
+    plot = args.plot or os.path.splitext(args.model)[0] + ".spikes.png"
+    outputs.check_file(plot, "--plot")  # before the evaluation, not after
     model = modelformat.load(args.model)
     build = buildformat.read(args.build) if args.build else None
     float_model, _ = load_source(args.float_path, model.config.max_seq_len)
@@ -69,8 +72,7 @@ def report(args) -> None:
     print(f"spikes per token {r['spikes_per_token']:,.0f}, SOPs per token {r['sops_per_token']:,.0f}")
     print("\n".join(layer_lines(r, T)))
     print("\n".join(code_lines(r, q.act_bits)))
-    plot = args.plot or os.path.splitext(args.model)[0] + ".spikes.png"
-    plot_histogram(r["histogram"], T, plot)
+    outputs.write_file(histogram_png(r["histogram"], T), plot, "--plot")
     print(f"plot: {plot}")
     if args.nonlinearities:
         print("integer-only nonlinearities: perplexity with each replaced by its float version")
@@ -107,6 +109,8 @@ def code_lines(r: dict, bits: int) -> list:
 
 
 def ablation_lines(r: dict, rows: list, q) -> list:
+    from sdllm.formats.model import qmax
+
     lines = [f"ablation (W{q.weight_bits}A{q.act_bits}, same held-out windows):",
              f"  {'model':<62} {'T':>4} {'perplexity':>11} {'x float':>8} {'SOPs/token':>13}"]
     base = [("float", None, r["float"], None), (f"weight-only W{q.weight_bits} (float activations)", None, r["weight_only"], None),
@@ -118,9 +122,12 @@ def ablation_lines(r: dict, rows: list, q) -> list:
     return lines
 
 
-def plot_histogram(histogram: dict, T: int, path: str) -> None:
-    """Spike-count histogram (how many of T steps each input neuron fires), one line per stage kind."""
+def histogram_png(histogram: dict, T: int) -> bytes:
+    """Spike-count histogram (how many of T steps each input neuron fires), one line per stage kind, as a PNG."""
+    import io
+
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -138,8 +145,10 @@ def plot_histogram(histogram: dict, T: int, path: str) -> None:
     ax.set_title("spike-count histogram per stage kind (integer reference, held-out text)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
+    return buf.getvalue()
 
 
 if __name__ == "__main__":

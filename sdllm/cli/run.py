@@ -5,12 +5,11 @@ import sys
 import time
 
 from sdllm.cli import guarded
-from sdllm.formats import build as buildformat
-from sdllm.tokenizer import decode, encode
 
 
 def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) -> None:
     from sdllm.runtime import energy
+    from sdllm.tokenizer import decode
 
     text = decode(build.tokenizer, result.tokens[len(prompt_tokens):])
     est = energy.estimate(build, result)
@@ -36,6 +35,10 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout) ->
 
 
 def main(argv=None):
+    return guarded("sdllm-run", lambda: _main(argv))
+
+
+def _main(argv):
     from sdllm.runtime.backends import BACKENDS
 
     ap = argparse.ArgumentParser(prog="sdllm-run", description="Run a compiled SDLLM build directory.")
@@ -49,16 +52,15 @@ def main(argv=None):
                     help="lava: one process per core or per chip (auto: per core up to 32 cores)")
     args = ap.parse_args(argv)
 
-    def body():
-        from sdllm.runtime.backends import run
+    from sdllm.formats import build as buildformat
+    from sdllm.runtime.backends import run
+    from sdllm.tokenizer import encode
 
-        build = buildformat.read(args.build)
-        prompt_tokens = encode(build.tokenizer, args.prompt)
-        t0 = time.time()
-        result = run(build, prompt_tokens, args.max_new_tokens, args.backend, args.granularity, progress=True)
-        print_result(build, prompt_tokens, result, time.time() - t0)
-
-    return guarded("sdllm-run", body)
+    build = buildformat.read(args.build)
+    prompt_tokens = encode(build.tokenizer, args.prompt)
+    t0 = time.time()
+    result = run(build, prompt_tokens, args.max_new_tokens, args.backend, args.granularity, progress=True)
+    print_result(build, prompt_tokens, result, time.time() - t0)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import io
 import os
 import pickle
 import re
-import secrets
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
@@ -36,6 +35,7 @@ import numpy as np
 from sdllm import stages
 from sdllm.errors import SdllmError
 from sdllm.formats.fields import Doc, FormatError
+from sdllm.outputs import write_file
 
 FORMAT = "sdllm"
 FORMAT_VERSION = 1
@@ -251,32 +251,6 @@ class ModelFile:
 
 # files ------------------------------------------------------------------------------------------
 
-def write_bytes(data: bytes, path: str) -> None:
-    """Atomically: a temporary file beside `path` (created with the umask's mode), then one
-    rename; an error or a signal never leaves a half-written file at `path` nor the temporary."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise SdllmError(f"{path}: cannot write: directory {directory} does not exist")
-    fd, tmp = None, None
-    try:
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            fd = None
-            f.write(data)
-        os.replace(tmp, path)
-        tmp = None
-    except PermissionError:
-        raise SdllmError(f"{path}: cannot write: permission denied in {directory}") from None
-    except IsADirectoryError:
-        raise SdllmError(f"{path}: cannot write: it is a directory") from None
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_blob(blob: dict, path: str) -> None:
     """torch.save into memory (so the archive's entry names do not carry a temporary file's name:
     the same contents give the same bytes), then an atomic write."""
@@ -284,7 +258,7 @@ def save_blob(blob: dict, path: str) -> None:
 
     buf = io.BytesIO()
     torch.save(blob, buf)
-    write_bytes(buf.getvalue(), path)
+    write_file(buf.getvalue(), path)
 
 
 def load_blob(path: str, expected_format: str) -> dict:
