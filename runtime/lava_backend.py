@@ -128,19 +128,34 @@ def _run(build, prompt, n_positions: int, steps: int, granularity: str, error_di
 
 def stop(anchor) -> None:
     """Stop Lava. If it does not stop within STOP_GRACE_S (a run interrupted as it starts can leave a
-    worker waiting for a command that never comes), end its workers and shut down its shared-
-    memory manager, which unlinks the segments; then end any process still left."""
+    worker waiting for a command that never comes; after a worker's failure Lava waits for replies
+    from processes that have ended), end its workers. Then make sure its shared-memory manager is
+    shut down, which unlinks the segments, and end any process still left."""
+    infra = getattr(getattr(anchor, "runtime", None), "_messaging_infrastructure", None)
+    actors = list(getattr(infra, "actors", ()))
     stopper = threading.Thread(target=_quiet_stop, args=(anchor,), daemon=True)
     stopper.start()
-    stopper.join(STOP_GRACE_S)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while stopper.is_alive() and time.monotonic() < deadline:
+        stopper.join(0.2)
+        if infra is not None and not any(_alive(a) for a in actors):
+            stopper.join(1.0)  # every worker has ended (a failed run): Lava may wait for replies that never come
+            break
     if stopper.is_alive():
-        infra = getattr(getattr(anchor, "runtime", None), "_messaging_infrastructure", None)
-        _end([a for a in getattr(infra, "actors", ()) if a.is_alive()])
-        try:
+        _end([a for a in actors if _alive(a)])
+    if getattr(infra, "smm", None) is not None:
+        try:  # a no-op where Lava's own stop got this far; where it failed, this unlinks the segments
             infra.smm.shutdown()
-        except Exception:  # noqa: BLE001 — no manager, or it is gone: nothing to unlink through it
+        except Exception:  # noqa: BLE001 — the manager is gone: nothing to unlink through it
             pass
     _end(multiprocessing.active_children())
+
+
+def _alive(process) -> bool:
+    try:
+        return process.is_alive()
+    except ValueError:  # closed: Lava has joined it
+        return False
 
 
 def _end(processes: list) -> None:

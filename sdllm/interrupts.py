@@ -13,6 +13,7 @@ import threading
 from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_received = []  # signals that interrupted this process since `install`
 
 
 class Interrupted(KeyboardInterrupt):
@@ -32,6 +33,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _interrupt(signum, _frame):
+    _received.append(signum)
     for s in SIGNALS:
         if signal.getsignal(s) is _interrupt:
             signal.signal(s, _ignore)
@@ -45,9 +47,16 @@ def _ignore(_signum, _frame):
 def install() -> None:
     """Make SIGINT, SIGTERM and SIGHUP raise `Interrupted` (main thread only). A signal this
     process was started with ignored (`nohup`, a background job's SIGINT) stays ignored."""
+    _received.clear()
     for s in SIGNALS:
         if signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, _interrupt)
+
+
+def received() -> int | None:
+    """The signal that interrupted this process, if one did: whatever exception it became on its
+    way out (C code importing numpy or torch replaces it with an ImportError of its own)."""
+    return _received[0] if _received else None
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from sdllm.errors import SdllmError
-from sdllm.interrupts import SIGNALS, Interrupted, install
+from sdllm.interrupts import SIGNALS, install, received
 
 
 def guarded(prog: str, body) -> int:
@@ -20,14 +20,15 @@ def guarded(prog: str, body) -> int:
     install()
     try:
         return body() or 0
-    except SdllmError as e:
-        _say(f"{prog}: error: {e}")
-        return 2
-    except KeyboardInterrupt as e:
-        code = e.exit_code if isinstance(e, Interrupted) else 128 + signal.SIGINT
-        name = e.name if isinstance(e, Interrupted) else "SIGINT"
-        _say(f"{prog}: interrupted ({name}); nothing half-written is left, no process left running")
-        return code
+    except BaseException as e:
+        signum = received() or (signal.SIGINT if isinstance(e, KeyboardInterrupt) else None)
+        if signum is not None:
+            _say(f"{prog}: interrupted ({signal.Signals(signum).name}); nothing half-written is left, no process left running")
+            return 128 + signum
+        if isinstance(e, SdllmError):
+            _say(f"{prog}: error: {e}")
+            return 2
+        raise
     finally:
         for s, handler in previous.items():
             if handler is not None:
