@@ -205,6 +205,36 @@ def test_a_missing_model_pt_and_a_directory_are_refused(refusal):
     refusal.check("sdllm-compile", refusal.world / "dir.pt", "-o", refusal.world / "build", needle="dir.pt: no such file")
 
 
+# float checkpoints to convert -------------------------------------------------------------------
+
+HF_CONFIG = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 64}
+
+SOURCES = {
+    "config.json not JSON": (b"{not json", "config.json: not valid JSON"),
+    "config.json not UTF-8": (b'{"a": "\xff"}', "config.json: not valid JSON"),
+    "config.json nested 100k deep": (b"[" * 100_000 + b"]" * 100_000, "nested deeper than JSON decoding allows"),
+    "config.json a list": (b"[1]", "config.json: expected a JSON object, found list"),
+    "a string for a size": ({"hidden_size": "big"}, "config.dim: expected an integer in 1..65,536, found <str>"),
+    "a string for the context": ({"max_position_embeddings": "long"}, "config.json:"),
+    "dim 1,000,000": ({"hidden_size": 1_000_000, "num_attention_heads": 1000}, "config.dim: expected an integer in 1..65,536"),
+    "an embedding of 512 GiB": ({"vocab_size": 1 << 20, "hidden_size": 65536, "num_attention_heads": 256, "num_key_value_heads": 256},
+                                "of memory, this machine has"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SOURCES))
+def test_a_hostile_checkpoint_to_convert_is_refused(refusal, case):
+    from safetensors.torch import save_file
+
+    config, needle = SOURCES[case]
+    src = refusal.world / "hf"
+    src.mkdir()
+    (src / "config.json").write_bytes(config if isinstance(config, bytes) else json.dumps({**HF_CONFIG, **config}).encode())
+    save_file({}, str(src / "model.safetensors"))
+    refusal.check("sdllm-convert", src, "-o", refusal.world / "m.pt", needle=needle)
+
+
 # hardware configs -------------------------------------------------------------------------------
 
 def _hw_edit(edit):
