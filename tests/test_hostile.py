@@ -292,6 +292,13 @@ def test_a_hostile_hardware_config_is_refused(default_model_path, refusal, case)
     refusal.check("sdllm-compile", default_model_path, "--target", path, "-o", refusal.world / "build", needle=needle)
 
 
+def test_a_config_whose_base_names_itself_is_refused(default_model_path, refusal):
+    path = refusal.world / "kapoho_point.yaml"
+    path.write_text("name: mine\nbase: kapoho_point\nsystem: {chips: 2}\n")
+    refusal.check("sdllm-compile", default_model_path, "--target", path, "-o", refusal.world / "build",
+                  needle="base: configs name each other in a cycle (kapoho_point -> kapoho_point)")
+
+
 def test_an_unknown_target_is_refused(default_model_path, refusal):
     refusal.check("sdllm-compile", default_model_path, "--target", "loihi9", "-o", refusal.world / "build",
                   needle="--target 'loihi9': no such hardware config")
@@ -706,14 +713,38 @@ def _maps(pid, needle) -> bool:
         return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
-def test_a_signal_while_the_libraries_import_is_one_line(default_build, tmp_path, sig):
+@pytest.mark.parametrize("command, library, sig", [("run", "_multiarray_umath", signal.SIGINT), ("run", "_multiarray_umath", signal.SIGTERM),
+                                                    ("convert", "libtorch", signal.SIGINT)],
+                         ids=["numpy-INT", "numpy-TERM", "torch-INT"])
+def test_a_signal_while_the_libraries_import_is_one_line(default_build, tmp_path, command, library, sig):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    p = _start(["sdllm-run", default_build, "--prompt", "x", "--backend", "fast"], tmp)
-    assert _wait(lambda: _maps(p.pid, "_multiarray_umath"), 60, 0.002), p.communicate()  # numpy is being imported
+    args = {"run": ["sdllm-run", default_build, "--prompt", "x", "--backend", "fast"],
+            "convert": ["sdllm-convert", "-o", tmp_path / "m.pt"]}[command]
+    p = _start(args, tmp)
+    assert _wait(lambda: _maps(p.pid, library), 60, 0.002), p.communicate()  # the library is being imported
     os.kill(p.pid, sig)
     _ends_cleanly(p, sig, tmp)
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["convert", "eval", "run-lockstep", "demo"])
+def test_sigterm_ends_every_command_with_nothing_half_written(default_model_path, default_build, tmp_path, command):
+    tmp, world = tmp_path / "tmp", tmp_path / "world"
+    tmp.mkdir()
+    world.mkdir()
+    (world / "m.pt").write_bytes(b"an older model, kept")
+    args = {"convert": ["sdllm-convert", "-o", world / "m.pt"],
+            "eval": ["sdllm-eval", default_model_path, "--plot", world / "p.png", "--ablation"],
+            "run-lockstep": ["sdllm-run", default_build, "--prompt", "The if", "--max-new-tokens", "120", "--backend", "lockstep"],
+            "demo": ["sdllm-demo", "--out", world]}[command]
+    before = snapshot(world)
+    p = _start(args, tmp)
+    assert _wait(lambda: _maps(p.pid, "libtorch") or _maps(p.pid, "_multiarray_umath"), 60), p.communicate()
+    time.sleep(2)  # at work
+    os.kill(p.pid, signal.SIGTERM)
+    _ends_cleanly(p, signal.SIGTERM, tmp)
+    assert snapshot(world) == before
 
 
 @pytest.fixture

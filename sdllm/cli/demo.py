@@ -67,8 +67,9 @@ def _demo(args) -> int:
         raise SdllmError(f"--out {args.out}: cannot create it ({e.strerror})") from None
     model_path, build_dir = os.path.join(args.out, "model.pt"), os.path.join(args.out, "build")
     print("== 1. convert the embedded default model to an SDLLM")
-    if convert_main([default_float(), "-o", model_path, "--act-bits", str(args.act_bits)]) != 0:
-        return 2
+    code = convert_main([default_float(), "-o", model_path, "--act-bits", str(args.act_bits)])
+    if code:
+        return code  # its one line is said: an error (2) or a signal (128 + its number)
     model = modelformat.load(model_path)
 
     print("\n== 2. compile for Loihi 2")
