@@ -290,8 +290,8 @@ def load_float(path: str) -> Llama:
     from sdllm.formats.model import load_blob
 
     blob = load_blob(path, FLOAT_FORMAT)
-    if blob.get("format_version") != 1:
-        raise SdllmError(f"{path}: float checkpoint format_version {blob.get('format_version')!r} is not supported (reads 1)")
+    if type(blob.get("format_version")) is not int or blob["format_version"] != 1:
+        raise SdllmError(f"{path}: float checkpoint format_version {str(blob.get('format_version'))[:40]} is not supported (reads 1)")
     return Llama.from_float_state(blob)
 
 

@@ -12,6 +12,7 @@ in float BLAS only where every partial sum is an integer below 2**24 (float32) o
 import numpy as np
 
 from sdllm import stages
+from sdllm.errors import OutOfRange
 from sdllm.formats.model import ModelFile
 from sdllm.models import fixedpoint as fx
 from sdllm.models.float_ops import FloatNonlinearities
@@ -25,7 +26,7 @@ def exact_float_type(bound: int):
         return np.float32
     if bound < 1 << 53:
         return np.float64
-    raise OverflowError(f"integer product bound {bound} exceeds float64's exact range")
+    raise OutOfRange(f"integer product bound {bound} exceeds float64's exact range")
 
 
 class IntegerSDLLM:

@@ -20,16 +20,8 @@ class Interrupted(KeyboardInterrupt):
     """A signal asked the command to end."""
 
     def __init__(self, signum: int):
-        super().__init__(signum)
+        super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 def _interrupt(signum, _frame):

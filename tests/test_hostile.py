@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pickle
+import random
 import shutil
 import signal
 import subprocess
@@ -33,8 +34,8 @@ TOOLS = {"sdllm-compile": "sdllm.cli.compile", "sdllm-convert": "sdllm.cli.conve
          "sdllm-eval": "sdllm.cli.eval"}
 
 
-def snapshot(root) -> dict:
-    """Everything under root: path -> file digest, link target or 'dir'."""
+def snapshot(root, times: bool = True) -> dict:
+    """Everything under root: path -> file size, time (unless not asked) and digest, link target or 'dir'."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -45,8 +46,9 @@ def snapshot(root) -> dict:
             elif os.path.isdir(full):
                 out[rel] = "dir"
             else:
-                with open(full, "rb") as f:
-                    out[rel] = hashlib.sha256(f.read()).hexdigest()
+                st = os.stat(full)
+                with open(full, "rb") as f:  # the digest of at most 64 MiB, with size and time for the rest
+                    out[rel] = (st.st_size, st.st_mtime_ns if times else 0, hashlib.sha256(f.read(1 << 26)).hexdigest())
     return out
 
 
@@ -199,6 +201,13 @@ def test_a_model_pt_with_code_is_refused_and_the_code_never_runs(refusal):
     refusal.check("sdllm-compile", path, "-o", refusal.world / "build", needle="refused to load: it references code (posix.system)")
 
 
+def test_a_model_pt_bigger_than_the_memory_is_refused_before_reading(refusal):
+    path = refusal.world / "model.pt"
+    with open(path, "wb") as f:
+        f.truncate(1 << 43)  # sparse: no disk used
+    refusal.check("sdllm-compile", path, "-o", refusal.world / "build", needle="needs at least 8.0 TiB of memory")
+
+
 def test_a_missing_model_pt_and_a_directory_are_refused(refusal):
     refusal.check("sdllm-compile", refusal.world / "nope.pt", "-o", refusal.world / "build", needle="nope.pt: no such file")
     (refusal.world / "dir.pt").mkdir()
@@ -339,6 +348,12 @@ def _npy_claiming(n):
     return apply
 
 
+def _edit_route(build, core, row, column, value):
+    table = np.load(build / f"arrays/{core}.routes.npy").astype(np.int64)
+    table[row, column] = value
+    np.save(build / f"arrays/{core}.routes.npy", table)
+
+
 def _outside_link(build):
     (build / "arrays/c00000.routes.npy").unlink()
     (build / "arrays/c00000.routes.npy").symlink_to("/etc/hostname")
@@ -372,10 +387,20 @@ BUILD_CASES = {
                                            "axons of core 1 within its"),
     "negative route fields": (lambda b: np.save(b / "arrays/c00000.routes.npy", np.array([[1, -5, 0, 1]], np.int16)), "routes: expected values >= 0, found -5"),
     "routes of the wrong shape": (lambda b: np.save(b / "arrays/c00000.routes.npy", np.zeros((2, 3), np.int16)), "routes: expected shape (any, 4), found [2, 3]"),
+    "a core with no routes": (lambda b: np.save(b / "arrays/c00002.routes.npy", np.zeros((0, 4), np.int8)),
+                              "routes: expected a routing table (every core sends its outputs on), found none"),
+    "routes that narrow a stage": (lambda b: np.save(b / "arrays/c00002.routes.npy", np.array([[1, 0, 128, 127]], np.int16)),
+                                   "build: stage L0.qkv: its routes carry 128 inputs to 127 outputs, the stage has (128, 256)"),
+    "KV spikes from outside the stage": (lambda b: _edit_route(b, "c00001", 5, 1, 0), "build: core L0.qk"),
+    "a list for an edge's node": (_json(_set("edges", 3, 1, value=["L0.unit"])), "edges[3]: expected [source node"),
+    "a string for weight bits": (_json(lambda d: _first_synapse(d)["params"].update(weight_bits="")),
+                                 "params.weight_bits: expected an integer in 2..8, found "),
     "negative axon count": (_json(_set("cores", 2, "n_axons", value=-5)), "cores[2].n_axons: expected an integer in 0.."),
     "axon count past the limit": (_json(_set("cores", 2, "n_axons", value=10**12)), "cores[2].n_axons: expected an integer in 0..67,108,864"),
     "array of the wrong shape": (_replace_array(_unit, "v_range", np.ones(7, np.int16)), "v_range: expected shape (2, 32), found [7]"),
-    "array of floats": (_replace_array(_unit, "rope_cos", np.zeros((128, 16), np.float32)), "rope_cos: expected integers, found float32"),
+    "array of unsigned 64-bit integers": (_replace_array(_unit, "v_range", np.full((2, 32), 2**64 - 1, np.uint64)),
+                                          "v_range: expected signed integers, found uint64"),
+    "array of floats": (_replace_array(_unit, "rope_cos", np.zeros((128, 16), np.float32)), "rope_cos: expected signed integers, found float32"),
     "weights past their bits": (_replace_array(_first_synapse, "weight_nibbles", np.full(100, 127, np.int8)), "weight_nibbles: expected shape"),
     "absolute array path": (_json(_set("cores", 1, "arrays", "v_range", value="/etc/passwd")), "expected a file arrays/NAME.npy inside the build, found '/etc/passwd'"),
     "array path with ..": (_json(_set("cores", 1, "arrays", "v_range", value="arrays/../../etc/passwd.npy")), "expected a file arrays/NAME.npy inside the build"),
@@ -406,6 +431,75 @@ def test_a_hostile_build_is_refused(default_build, refusal, case):
     shutil.copytree(default_build, build)
     edit(build)
     refusal.check("sdllm-run", build, "--prompt", "ab", "--max-new-tokens", "1", "--backend", "fast", needle=needle)
+
+
+def _leaves(doc, path=()):
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _leaves(v, (*path, i))
+    if path:
+        yield path
+
+
+ODD_VALUES = [None, True, -1, 0, 1, 2**31, 2**63, 1.5, math.nan, "x", "", [], {}, [0, 1], [1, 0], [[]], "arrays/c00000.routes.npy"]
+
+
+def _damage(build, rng) -> None:
+    """One or two random edits: a JSON value replaced by an odd one, or an array's element, length or dtype changed."""
+    for _ in range(rng.choice([1, 2])):
+        if rng.random() < 0.5:
+            doc = json.loads((build / "network.json").read_text())
+            path = rng.choice(list(_leaves(doc)))
+            _at(doc, path)[path[-1]] = rng.choice(ODD_VALUES)
+            (build / "network.json").write_text(json.dumps(doc))
+        else:
+            f = rng.choice(sorted((build / "arrays").iterdir()))
+            a = np.load(f).astype(np.int64)
+            kind = rng.randrange(4)
+            if kind == 0 and a.size:
+                a.flat[rng.randrange(a.size)] = rng.choice([-1, 0, 7, 127, -128, 2**15, 2**40, -(2**62)])
+            elif kind == 1:
+                a = a.reshape(-1)[: max(a.size - 1, 0)]
+            elif kind == 2:
+                a = np.concatenate([a.reshape(-1), a.reshape(-1)[:3]])
+            else:
+                a = np.zeros((0, *a.shape[1:]), np.int64)
+            np.save(f, a)
+
+
+def test_a_build_with_random_damage_is_refused_or_runs(default_build, tmp_path):
+    """Seeded random damage to a build: reading and running it (fast and lockstep) either works or
+    ends in an SdllmError, never in another exception."""
+    from sdllm.errors import SdllmError
+    from sdllm.formats.build import read
+    from sdllm.runtime.backends import run
+
+    rng = random.Random(12)
+    refused = 0
+    for i in range(60):
+        build = tmp_path / f"b{i}"
+        shutil.copytree(default_build, build)
+        _damage(build, rng)
+        try:
+            run(read(str(build)), [1, 2], 2, "fast" if i % 2 else "lockstep")
+        except SdllmError:
+            refused += 1
+        shutil.rmtree(build)
+    assert refused > 30
+
+
+def test_random_bytes_as_a_model_pt_are_refused(tmp_path):
+    from sdllm.errors import SdllmError
+
+    path = tmp_path / "m.pt"
+    rng = random.Random(3)
+    for size in [0, 1, 2, 3, 8, 64, 4096] * 40:
+        path.write_bytes(rng.randbytes(size))
+        with pytest.raises(SdllmError):
+            modelformat.load(str(path))
 
 
 def test_a_build_past_the_memory_available_is_refused(default_build, refusal, monkeypatch):
@@ -563,7 +657,7 @@ def test_a_build_replaces_the_one_there_and_leaves_nothing_beside_it(default_mod
     shutil.copytree(default_build, out)
     (out / "network.json").write_text("{}")  # stale: must be replaced
     emit(compile_model(default_model, "loihi2"), str(out))
-    assert snapshot(out) == snapshot(default_build)
+    assert snapshot(out, times=False) == snapshot(default_build, times=False)
     assert sorted(os.listdir(tmp_path)) == ["build"]
 
 
@@ -576,7 +670,7 @@ def test_a_symlinked_output_is_replaced_where_it_points(default_model, default_b
     (tmp_path / "link").symlink_to("real")
     emit(compile_model(default_model, "loihi2"), str(tmp_path / "link"))
     assert os.readlink(tmp_path / "link") == "real"
-    assert snapshot(real) == snapshot(default_build)
+    assert snapshot(real, times=False) == snapshot(default_build, times=False)
     assert sorted(os.listdir(tmp_path)) == ["link", "real"]
 
 
@@ -606,7 +700,7 @@ def test_two_compiles_to_one_target_both_succeed_and_the_target_never_goes_missi
         assert "wrote" in stdout
     assert not missing
     assert sorted(os.listdir(tmp_path)) == ["build"]
-    assert snapshot(out) == snapshot(default_build)
+    assert snapshot(out, times=False) == snapshot(default_build, times=False)
 
 
 def test_model_pt_is_byte_deterministic_with_the_umask_mode(default_model, tmp_path):

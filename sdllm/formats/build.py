@@ -342,7 +342,8 @@ class _Reader:
     def _edges(self, edges: list) -> None:
         for e in edges:
             v = e.value
-            ok = isinstance(v, list) and len(v) == 5 and v[0] in self.nodes and v[1] in self.nodes
+            ok = (isinstance(v, list) and len(v) == 5 and all(isinstance(x, str) for x in v[:4])
+                  and v[0] in self.nodes and v[1] in self.nodes)
             if ok:
                 src, dst = self.nodes[v[0]]["outputs"].get(v[2]), self.nodes[v[1]]["inputs"].get(v[3])
                 ok = src is not None and dst is not None and src[1] - src[0] == dst[1] - dst[0] == v[4]
@@ -371,8 +372,8 @@ class _Reader:
             a = np.load(full, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise FormatError(self.doc_path, where, "a readable .npy array", f"{type(e).__name__}: {' '.join(str(e).split())}") from None
-        if a.dtype.kind not in "iu":
-            raise FormatError(self.doc_path, where, "integers", str(a.dtype))
+        if a.dtype.kind != "i":  # emit writes signed types only; unsigned 64-bit values would wrap
+            raise FormatError(self.doc_path, where, "signed integers", str(a.dtype))
         self._count(a.size, where)
         return np.array(a, dtype=np.int64)
 
@@ -424,8 +425,8 @@ class _Reader:
         cfg, where = self.cfg, self.doc_path
         T = stages.CoreType
         if ctype == T.SYNAPSE:
-            bits = int(p.get("weight_bits", 0))
-            q = qmax(bits) if 2 <= bits <= 8 else c.fail("params.weight_bits", "2..8", p.get("weight_bits"))
+            bits = p.get("weight_bits")
+            q = qmax(bits) if isinstance(bits, int) and 2 <= bits <= 8 else c.fail("params.weight_bits", "an integer in 2..8", bits)
             if "weight_nibbles" in p:
                 check_array(p["weight_nibbles"], where, f"{name}.weight_nibbles", ((n_axons * n_neurons + 1) // 2,), lo=-128, hi=127)
                 p["weight_dense"] = nibbles.unpack(p.pop("weight_nibbles"), n_neurons * n_axons)
@@ -477,9 +478,9 @@ class _Reader:
     def _routes(self, cores: list, tables: tuple) -> None:
         n_total = 0
         for core, table in zip(cores, tables):
-            if table is None:
-                continue
             name = f"cores[{core.id}] ({core.name!r}).routes"
+            if table is None or not len(table):
+                raise FormatError(self.doc_path, name, "a routing table (every core sends its outputs on)", "none")
             dest, src, dst, length = table.T
             if len(table) and (dest.max() >= len(cores) or length.min() < 1):
                 raise FormatError(self.doc_path, name, f"destinations in 0..{len(cores) - 1} and lengths >= 1",

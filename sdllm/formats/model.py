@@ -27,7 +27,6 @@ import os
 import pickle
 import re
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -36,6 +35,7 @@ from sdllm import stages
 from sdllm.errors import SdllmError
 from sdllm.formats.fields import Doc, FormatError
 from sdllm.outputs import write_file
+from sdllm.resources import require_memory
 
 FORMAT = "sdllm"
 FORMAT_VERSION = 1
@@ -208,8 +208,8 @@ class ModelFile:
         d = Doc(blob, where)
         d.str("format", (FORMAT,))
         version = d.raw("format_version")
-        if version != FORMAT_VERSION:
-            raise SdllmError(f"{where}: format_version {version!r} is not supported (this sdllm reads {FORMAT_VERSION})")
+        if type(version) is not int or version != FORMAT_VERSION:
+            raise SdllmError(f"{where}: format_version {str(version)[:40]} is not supported (this sdllm reads {FORMAT_VERSION})")
         cfg = read_config(d.doc("config"))
         spec = read_quant(d.doc("quant"))
         synthetic_seed = d.doc("synthetic").int("seed", -(1 << 63), (1 << 63) - 1) if d.has("synthetic") else None
@@ -267,6 +267,7 @@ def load_blob(path: str, expected_format: str) -> dict:
 
     if not os.path.isfile(path):
         raise SdllmError(f"{path}: no such file")
+    require_memory(os.path.getsize(path), path)  # torch.load reads it whole
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -276,11 +277,11 @@ def load_blob(path: str, expected_format: str) -> dict:
         if code:
             raise SdllmError(f"{path}: refused to load: it references code ({code.group(1)}); only tensors and plain values are read") from None
         raise SdllmError(f"{path}: not a readable checkpoint (truncated or corrupt: not a tensor archive)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 — torch's reader fails on damaged files with any type (IndexError, KeyError, struct.error...)
         raise SdllmError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != expected_format:
+    if not isinstance(blob, dict) or not isinstance(blob.get("format"), str) or blob["format"] != expected_format:
         got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise SdllmError(f"{path}: expected format '{expected_format}', found {got!r}")
+        raise SdllmError(f"{path}: expected format '{expected_format}', found {' '.join(repr(got).split())[:60]}")
     return blob
 
 
