@@ -139,7 +139,7 @@ def stop(anchor) -> None:
     while stopper.is_alive() and time.monotonic() < deadline:
         stopper.join(0.2)
         if infra is not None and not any(_alive(a) for a in actors):
-            stopper.join(1.0)  # every worker has ended (a failed run): Lava may wait for replies that never come
+            stopper.join(3.0)  # every worker has ended (a failed run): Lava may wait for replies that never come
             break
     if stopper.is_alive():
         _end([a for a in actors if _alive(a)])

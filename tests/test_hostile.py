@@ -661,6 +661,32 @@ def test_a_build_replaces_the_one_there_and_leaves_nothing_beside_it(default_mod
     assert sorted(os.listdir(tmp_path)) == ["build"]
 
 
+def test_replacing_a_build_never_leaves_the_target_missing(default_model, default_build, tmp_path, monkeypatch):
+    """One atomic exchange, not two renames with no build in between (where a concurrent compile
+    found 'Directory not empty' and a reader found nothing)."""
+    import errno
+
+    from sdllm import outputs
+    from sdllm.compiler.emit import emit
+    from sdllm.compiler.pipeline import compile_model
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    if outputs._renameat2(str(tmp_path / "a"), str(tmp_path / "b"), outputs._RENAME_EXCHANGE) in (errno.EINVAL, errno.ENOSYS):
+        pytest.skip("this file system cannot exchange two names")
+    out = tmp_path / "build"
+    shutil.copytree(default_build, out)
+    missing, rename = [], os.rename
+
+    def spy(src, dst):
+        rename(src, dst)
+        missing.append(not (out / "network.json").is_file())
+
+    monkeypatch.setattr(os, "rename", spy)
+    emit(compile_model(default_model, "loihi2"), str(out))
+    assert not any(missing) and (out / "network.json").is_file()
+
+
 def test_a_symlinked_output_is_replaced_where_it_points(default_model, default_build, tmp_path):
     from sdllm.compiler.emit import emit
     from sdllm.compiler.pipeline import compile_model

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from sdllm import outputs, stages
+from sdllm import outputs, resources, stages
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
 
@@ -48,6 +48,7 @@ def report(args) -> None:
     plot = args.plot or os.path.splitext(args.model)[0] + ".spikes.png"
     outputs.check_file(plot, "--plot")  # before the evaluation, not after
     model = modelformat.load(args.model)
+    resources.require_memory(resources.model_bytes(model.config), args.model)  # the integer reference's int64 weights
     build = buildformat.read(args.build) if args.build else None
     float_model, _ = load_source(args.float_path, model.config.max_seq_len)
     r = evaluate(model, float_model, args.windows)
