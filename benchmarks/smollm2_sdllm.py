@@ -20,13 +20,14 @@ import time
 
 import torch
 
-from sdllm.cli.eval import ablation_lines, code_lines, layer_lines, plot_histogram
+from sdllm.cli.eval import ablation_lines, code_lines, histogram_png, layer_lines
 from sdllm.formats.model import QuantSpec
 from sdllm.models.conversion import convert
 from sdllm.models.corpus import calibration_windows, held_out_windows
 from sdllm.models.evaluate import ablation, evaluate, nonlinearity_costs
 from sdllm.models.importers import load_source
 from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.outputs import write_file
 
 SEQ = 256
 TARGETS = {(8, 8): 1.05, (4, 8): 1.5}
@@ -77,7 +78,7 @@ def main():
     print("\n".join(layer_lines(w4a4, 7)))
     print("\n".join(code_lines(w4a4, 4)))
     plot = os.path.join(os.path.dirname(args.markdown) or ".", "smollm2_w4a4_spikes.png")
-    plot_histogram(w4a4["histogram"], 7, plot)
+    write_file(histogram_png(w4a4["histogram"], 7), plot)
     print(f"plot: {plot}")
 
     ref = IntegerSDLLM(blobs[(4, 4)])

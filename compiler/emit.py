@@ -76,10 +76,24 @@ def network_document(net: Network, save, progress: bool = False) -> dict:
     }
 
 
+def build_bytes(net: Network) -> int:
+    """The build's size on disk, at the least: every synapse core's table (dense: half a byte or a
+    byte per weight; sparse: a weight and a neuron index per non-zero, a pointer per axon), a
+    routing-table row per route run, and the JSON of each core."""
+    total = 0
+    for c in net.cores:
+        if c.type == CoreType.SYNAPSE:
+            dense = c.params["encoding"] == "dense"
+            total += (c.synapse_entries + 1) // 2 if dense and c.params["weight_bits"] <= 4 else c.synapse_entries
+            total += 0 if dense else c.synapse_entries + c.n_axons
+        total += 4 * net.routes[c.id].entries + 500
+    return total
+
+
 def emit(net: Network, out_dir: str, progress: bool = False) -> dict:
     """Write the build directory atomically; returns the mapping report (as report.json holds it)."""
     net.need("emit", "checked")
-    with build.BuildWriter(out_dir) as w:
+    with build.BuildWriter(out_dir, build_bytes(net)) as w:
         doc = network_document(net, w.array, progress)
         report = build_report(net)
         w.json("network.json", doc)

@@ -81,12 +81,12 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
     # an input channel's quantisation error costs the squared column norm of the weights reading it
     channel_weight = {tap: (w**2).sum(0).float() for _, tap, w in stage_matrices(prepared)}
     stats = CalibrationStats(spec, channel_weight, spec.calibrate_gamma, spec.gptq)
-    stats.run(prepared, tqdm(calib_tokens, desc="calibration", disable=not progress, leave=False))
+    stats.run(prepared, tqdm(calib_tokens, desc="calibration", disable=None if progress else True, leave=False))
 
     weights, scales = {}, {}
     n_static = len(stages.static_shapes(cfg))
     for name, tap, w in tqdm(stage_matrices(prepared), total=n_static, desc="GPTQ" if spec.gptq else "RTN",
-                             disable=not progress, leave=False):
+                             disable=None if progress else True, leave=False):
         weights[name], scales[name] = quantize_weight(w, spec.weight_bits, stats.hessian(tap) if spec.gptq else None)
     points = [(p, i) for i in range(cfg.n_layers) for p in stages.LAYER_POINTS if p.gamma] + [(stages.HEAD_IN, None)]
     gamma = {p.tap(i): stats.gamma(p.tap(i)) for p, i in points}

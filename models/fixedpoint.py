@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from sdllm.errors import OutOfRange
 from sdllm.formats.model import qmax  # noqa: F401 — the integer range of a bit width, here with the arithmetic
 
 FRAC = 12
@@ -42,11 +43,11 @@ def quantile_index(n: int, gamma: float) -> int:
 
 
 def round_div(n, d):
-    """n / d rounded half away from zero; d > 0. Raises OverflowError past 2**62."""
+    """n / d rounded half away from zero; d > 0. Raises OutOfRange (an OverflowError) past 2**62."""
     n = np.asarray(n, dtype=np.int64)
     mag = np.abs(n)
     if n.size and int(mag.max()) >= _LIMIT:
-        raise OverflowError(f"fixed-point intermediate exceeds 2**62 (max |value| {int(mag.max())})")
+        raise OutOfRange(f"fixed-point intermediate exceeds 2**62 (max |value| {int(mag.max())})")
     if np.ndim(d) == 0 and int(d) & (int(d) - 1) == 0:  # a power of two: the same integers by shifts
         mag += int(d) >> 1
         mag >>= int(d).bit_length() - 1

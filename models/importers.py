@@ -20,7 +20,10 @@ import numpy as np
 import torch
 
 from sdllm.errors import SdllmError
+from sdllm.formats.fields import Doc
+from sdllm.formats.model import read_config
 from sdllm.models.llama import Llama, LlamaConfig
+from sdllm.resources import model_bytes, require_memory
 
 DEFAULT_SEQ_LEN = 256
 FLOAT_FORMAT = "sdllm-float-llama"
@@ -69,6 +72,8 @@ def _first_line(e: Exception) -> str:
 
 
 def _build(cfg: LlamaConfig, state: dict, source: str) -> Llama:
+    cfg = read_config(Doc(cfg.to_dict(), source, "config"))  # types, ranges, consistency: before allocating
+    require_memory(model_bytes(cfg, weight_bytes=4), source)
     model = Llama(cfg)
     expected = set(model.state_dict())
     if cfg.tie_embeddings:
@@ -108,10 +113,15 @@ def _hf_config(path: str) -> dict:
     if not os.path.isfile(config_path):
         raise SdllmError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
     try:
-        with open(config_path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
+        with open(config_path, encoding="utf-8") as f:
+            c = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SdllmError(f"{config_path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise SdllmError(f"{config_path}: not valid JSON (nested deeper than JSON decoding allows)") from None
+    if not isinstance(c, dict):
+        raise SdllmError(f"{config_path}: expected a JSON object, found {type(c).__name__}")
+    return c
 
 
 def load_hf(path: str, max_seq_len: int | None = None) -> Llama:
@@ -127,13 +137,16 @@ def load_hf(path: str, max_seq_len: int | None = None) -> Llama:
     if missing:
         raise SdllmError(f"{path}: config.json lacks {', '.join(missing)}")
     n_heads = c["num_attention_heads"]
-    cfg = LlamaConfig(
-        vocab_size=c["vocab_size"], dim=c["hidden_size"], n_layers=c["num_hidden_layers"], n_heads=n_heads,
-        n_kv_heads=c.get("num_key_value_heads", n_heads), ffn_dim=c["intermediate_size"],
-        max_seq_len=_context(max_seq_len, c.get("max_position_embeddings", 2048), path), rope_theta=_hf_rope_theta(c, path),
-        norm_eps=float(c.get("rms_norm_eps", 1e-5)), tie_embeddings=bool(c.get("tie_word_embeddings", False)),
-        attn_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
-    )
+    try:  # a value of the wrong type in the source's config
+        cfg = LlamaConfig(
+            vocab_size=c["vocab_size"], dim=c["hidden_size"], n_layers=c["num_hidden_layers"], n_heads=n_heads,
+            n_kv_heads=c.get("num_key_value_heads", n_heads), ffn_dim=c["intermediate_size"],
+            max_seq_len=_context(max_seq_len, c.get("max_position_embeddings", 2048), path), rope_theta=_hf_rope_theta(c, path),
+            norm_eps=float(c.get("rms_norm_eps", 1e-5)), tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+            attn_bias=bool(c.get("attention_bias", c.get("model_type") == "qwen2")),
+        )
+    except (TypeError, ValueError) as e:
+        raise SdllmError(f"{path}: config.json: {e}") from None
     files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
         raise SdllmError(f"{path}: no .safetensors files")
@@ -185,14 +198,17 @@ def load_gguf(path: str, max_seq_len: int | None = None) -> Llama:
     if "token_embd.weight" not in tensors:
         raise SdllmError(f"{path}: no token_embd.weight tensor")
     emb = tensors["token_embd.weight"]
-    cfg = LlamaConfig(
-        vocab_size=int(emb.shape[1]), dim=int(field(f"{arch}.embedding_length")), n_layers=int(field(f"{arch}.block_count")),
-        n_heads=n_heads, n_kv_heads=n_kv, ffn_dim=int(field(f"{arch}.feed_forward_length")),
-        max_seq_len=_context(max_seq_len, int(field(f"{arch}.context_length", 2048)), path),
-        rope_theta=float(field(f"{arch}.rope.freq_base", 10000.0)),
-        norm_eps=float(field(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
-        tie_embeddings="output.weight" not in tensors, attn_bias="blk.0.attn_q.bias" in tensors,
-    )
+    try:  # a value of the wrong type in the source's config
+        cfg = LlamaConfig(
+            vocab_size=int(emb.shape[1]), dim=int(field(f"{arch}.embedding_length")), n_layers=int(field(f"{arch}.block_count")),
+            n_heads=n_heads, n_kv_heads=n_kv, ffn_dim=int(field(f"{arch}.feed_forward_length")),
+            max_seq_len=_context(max_seq_len, int(field(f"{arch}.context_length", 2048)), path),
+            rope_theta=float(field(f"{arch}.rope.freq_base", 10000.0)),
+            norm_eps=float(field(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
+            tie_embeddings="output.weight" not in tensors, attn_bias="blk.0.attn_q.bias" in tensors,
+        )
+    except (TypeError, ValueError) as e:
+        raise SdllmError(f"{path}: GGUF metadata: {e}") from None
     state = {}
     for name, t in tensors.items():
         w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
@@ -319,8 +335,8 @@ def load_float(path: str) -> Llama:
     from sdllm.formats.model import load_blob
 
     blob = load_blob(path, FLOAT_FORMAT)
-    if blob.get("format_version") != 1:
-        raise SdllmError(f"{path}: float checkpoint format_version {blob.get('format_version')!r} is not supported (reads 1)")
+    if type(blob.get("format_version")) is not int or blob["format_version"] != 1:
+        raise SdllmError(f"{path}: float checkpoint format_version {str(blob.get('format_version'))[:40]} is not supported (reads 1)")
     return Llama.from_float_state(blob)
 
 

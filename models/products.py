@@ -11,10 +11,12 @@ decides the arithmetic:
   float32  bound < 2**24: BLAS on integer-valued floats (every partial sum exact).
   float64  bound < 2**53.
 
-Past 2**53 no float type is exact: an OverflowError.
+Past 2**53 no float type is exact: OutOfRange (an SdllmError and an OverflowError).
 """
 
 import numpy as np
+
+from sdllm.errors import OutOfRange
 
 EXACT_BITS = {"float32": 24, "float64": 53}
 SERIAL_ROWS = 16
@@ -43,7 +45,7 @@ def exact_type(bound_: int, w_max: int, q_max: int, int8: bool = True) -> str:
         return "float32"
     if bound_ < 1 << EXACT_BITS["float64"]:
         return "float64"
-    raise OverflowError(f"integer product bound {bound_} exceeds float64's exact range")
+    raise OutOfRange(f"integer product bound {bound_} exceeds float64's exact range")
 
 
 class ExactProduct:

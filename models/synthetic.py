@@ -14,7 +14,7 @@ import yaml
 
 from sdllm import stages
 from sdllm.errors import SdllmError
-from sdllm.formats.fields import Doc
+from sdllm.formats.fields import Doc, load_yaml
 from sdllm.formats.model import LlamaConfig, ModelFile, QuantSpec, read_config
 from sdllm.models import fixedpoint as fx
 from sdllm.models.llama import rope_tables
@@ -41,11 +41,13 @@ def shape_of(config: str) -> LlamaConfig:
     elif os.path.isfile(config):
         if os.path.getsize(config) > MAX_SHAPE_BYTES:
             raise SdllmError(f"{where}: {os.path.getsize(config):,} bytes; a shape file of at most {MAX_SHAPE_BYTES:,} is read")
-        with open(config, "rb") as f:
-            try:
-                fields = yaml.safe_load(f)
-            except yaml.YAMLError as e:
-                raise SdllmError(f"{where}: not YAML or JSON ({' '.join(str(e).split())})") from None
+        try:
+            with open(config, "rb") as f:
+                fields = load_yaml(f)
+        except yaml.YAMLError as e:
+            raise SdllmError(f"{where}: not YAML or JSON ({' '.join(str(e).split())})") from None
+        except OSError as e:
+            raise SdllmError(f"{where}: unreadable ({e.strerror})") from None
         if not isinstance(fields, dict):
             raise SdllmError(f"{where}: expected a mapping of LlamaConfig fields")
     else:

@@ -1,5 +1,6 @@
 """Running a build: the backends side by side, and what a run request must satisfy."""
 
+from sdllm import resources
 from sdllm.errors import SdllmError
 from sdllm.formats.build import Build
 from sdllm.runtime.sampling import GREEDY
@@ -26,6 +27,10 @@ def run(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granular
     on every backend. eos_id: stop after this token. on_token(id): called with each generated
     token as it is produced (Lava and lockstep: at the end of its token period)."""
     check_request(build, prompt_tokens, n_new)
+    cfg = build.config
+    # on top of the build already read: the KV caches, the logits, and the fast executor's folded stage matrices
+    need = resources.kv_bytes(cfg) + resources.INT_BYTES * (len(prompt_tokens) + n_new) * cfg.vocab_size
+    resources.require_memory(need + (resources.weight_bytes(cfg) if backend == "fast" else 0), f"sdllm-run {build.path}")
     if backend == "lava":
         from sdllm.runtime.lava_backend import run_lava
 

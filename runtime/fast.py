@@ -21,6 +21,7 @@ from sdllm import codes, stages
 from sdllm.errors import SdllmError
 from sdllm.models.integer_ref import IntegerSDLLM
 from sdllm.models.units import order_key, qmax_key, scale_key, theta_key
+from sdllm.resources import require_memory
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.result import RunResult
 from sdllm.runtime.sampling import GREEDY
@@ -89,6 +90,8 @@ class FoldedBuild:
         cores = self.build.cores
         onward = {}  # reduce core id -> (its outputs sorted, the unit axon each is routed to)
         for r in (c for c in members if c.type == CoreType.REDUCE):
+            if len(r.routes) != 1:
+                raise SdllmError(f"build: stage {name}: reduce core {r.name} sends to {len(r.routes)} cores, not to its unit alone")
             ((_, src, dst),) = r.routes
             order = np.argsort(src)
             onward[r.id] = (src[order], dst[order])
@@ -104,14 +107,21 @@ class FoldedBuild:
                 else:
                     d = dst
                 paths.append((dense[c.id][src], feed, d))
+        if not paths:
+            raise SdllmError(f"build: stage {name}: no route carries its sums to a neuron unit")
         lo_out, hi_out = min(int(d.min()) for *_, d in paths), max(int(d.max()) for *_, d in paths)
         lo_in, hi_in = min(int(f.min()) for _, f, _ in paths), max(int(f.max()) for _, f, _ in paths)
-        folded = np.zeros((hi_out - lo_out + 1, hi_in - lo_in + 1), np.int64)
+        shape = (hi_out - lo_out + 1, hi_in - lo_in + 1)
+        require_memory(8 * shape[0] * shape[1], f"build: stage {name}'s folded matrix")
+        folded = np.zeros(shape, np.int64)
         for w, feed, d in paths:
             if len(np.unique(d)) == len(d) and len(np.unique(feed)) == len(feed):
                 folded[np.ix_(d - lo_out, feed - lo_in)] += w
             else:
                 np.add.at(folded, (d[:, None] - lo_out, feed[None, :] - lo_in), w)
+        if shape != stages.static_shapes(self.build.config)[name]:
+            raise SdllmError(f"build: stage {name}: its routes carry {shape[1]} inputs to {shape[0]} outputs, "
+                             f"the stage has {stages.static_shapes(self.build.config)[name][::-1]}")
         self.windows[name] = (lo_out, lo_in)
         return folded
 
@@ -150,6 +160,8 @@ class FoldedBuild:
                         partial.append((c, spikes[name][:, self.feed[c.id] - lo_in] @ self.partial_w[c.id].T))
             for c in (c for c in members if c.type in KV_CORES):
                 spike_axons = self.feed[c.id][: c.params["n_spike_axons"]] - self._kv_offset(c)
+                if spike_axons.size and (spike_axons.min() < 0 or spike_axons.max() >= q.shape[1]):
+                    raise SdllmError(f"build: core {c.name}: spike axons fed from outside its stage's unit outputs")
                 s = q[:, spike_axons].sum(1)
                 out[c.name] = s * stages.stage_of(name).fanout(cfg, pos=pos)
             for r in (c for c in members if c.type == CoreType.REDUCE):

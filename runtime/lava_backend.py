@@ -1,5 +1,6 @@
 """Build a Lava process graph from a build directory and run it on Loihi2SimCfg('fixed_pt')."""
 
+import contextlib
 import glob
 import multiprocessing
 import os
@@ -7,10 +8,13 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
+from multiprocessing import resource_tracker
 
 import numpy as np
 from tqdm import tqdm
 
+from sdllm import interrupts, resources
 from sdllm.errors import SdllmError
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.group import chip_pairs, make_groups, packets_by_pair
@@ -21,6 +25,7 @@ from sdllm.stages import CoreType
 
 GRANULARITIES = ("auto", "core", "chip")
 AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip
+STOP_GRACE_S = 10.0  # how long Lava may take to stop before its processes are ended
 
 
 def choose_granularity(build, granularity: str) -> str:
@@ -57,8 +62,11 @@ def build_processes(build, prompt, n_positions: int, granularity: str, error_dir
 def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: bool = False, sampler=GREEDY,
              eos_id=None, on_token=None) -> RunResult:
     granularity = choose_granularity(build, granularity)
+    n_workers = len(build.cores) if granularity == "core" else len({c.chip for c in build.cores})
+    resources.require_memory(n_workers * resources.LAVA_WORKER_BYTES, f"--backend lava with {n_workers} worker processes")
     n_positions = len(prompt) + n_new - 1
     generation = Generation(len(prompt), eos_id, on_token)
+    _start_resource_tracker()
     error_dir = tempfile.mkdtemp(prefix="sdllm-lava-")
     try:
         return _run(build, prompt, n_positions, granularity, error_dir, progress, sampler, generation)
@@ -66,6 +74,17 @@ def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: boo
         raise SdllmError(f"Lava run failed: {_worker_error(error_dir) or e}") from None
     finally:
         shutil.rmtree(error_dir, ignore_errors=True)
+
+
+def _start_resource_tracker() -> None:
+    """multiprocessing's resource tracker (it unlinks the shared memory of processes that die)
+    ignores SIGINT and SIGTERM but not SIGHUP; started here with SIGHUP blocked, it outlives a
+    terminal's hang-up to the process group until this process has stopped Lava."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _worker_error(error_dir: str) -> str:
@@ -92,21 +111,14 @@ def _run(build, prompt, n_positions: int, granularity: str, error_dir: str, prog
     done = n_positions
     try:
         period = build.schedule["period"]
-        interrupted = []  # Ctrl-C while the workers start
         with tqdm(total=n_positions, desc="Lava", unit="token", disable=None if progress else True, leave=False) as bar:
             for i in range(n_positions):  # one token per run call, for the progress bar
-                # The first call starts Lava's worker processes (forked): they must not act on Ctrl-C
-                # themselves (they would die mid-step and leave the others at the barrier). While
-                # they start, a Ctrl-C is only noted — the workers inherit that handler, so for them
-                # it does nothing — and this process acts on it once the start is over: it stops them.
-                previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1)) if i == 0 else None
-                try:
+                # The first call forks Lava's workers. A signal while they start is acted on once the
+                # start is over (this process then stops them); the workers inherit the handler that
+                # only notes it, so a terminal's Ctrl-C or hang-up sent to the whole process group
+                # does not kill them mid-step (which would leave the others waiting at a barrier).
+                with interrupts.deferred() if i == 0 else contextlib.nullcontext():
                     anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
-                finally:
-                    if previous is not None:
-                        signal.signal(signal.SIGINT, previous)
-                if interrupted:
-                    raise KeyboardInterrupt
                 anchor.wait()
                 bar.update()
                 if i + 1 >= len(prompt) and generation.needs_tokens():
@@ -129,21 +141,54 @@ def _run(build, prompt, n_positions: int, granularity: str, error_dir: str, prog
                      traffic=traffic, core_spikes=spikes, chip_packets=packets_by_pair(build, packets))
 
 
-def stop(anchor, grace_s: float = 10.0) -> None:
-    """Stop Lava; if it does not stop within grace_s (interrupted mid-run), end its processes."""
+def stop(anchor) -> None:
+    """Stop Lava. If it does not stop within STOP_GRACE_S (a run interrupted as it starts can leave a
+    worker waiting for a command that never comes; after a worker's failure Lava waits for replies
+    from processes that have ended), end its workers. Then make sure its shared-memory manager is
+    shut down, which unlinks the segments, and end any process still left."""
+    infra = getattr(getattr(anchor, "runtime", None), "_messaging_infrastructure", None)
+    actors = list(getattr(infra, "actors", ()))
     stopper = threading.Thread(target=_quiet_stop, args=(anchor,), daemon=True)
     stopper.start()
-    stopper.join(grace_s)
-    for child in multiprocessing.active_children():
-        child.terminate()
-        child.join(2.0)
-        if child.is_alive():
-            child.kill()
-            child.join()
+    deadline = time.monotonic() + STOP_GRACE_S
+    while stopper.is_alive() and time.monotonic() < deadline:
+        stopper.join(0.2)
+        if infra is not None and not any(_alive(a) for a in actors):
+            stopper.join(3.0)  # every worker has ended (a failed run): Lava may wait for replies that never come
+            break
+    if stopper.is_alive():
+        _end([a for a in actors if _alive(a)])
+    if getattr(infra, "smm", None) is not None:
+        try:  # a no-op where Lava's own stop got this far; where it failed, this unlinks the segments
+            infra.smm.shutdown()
+        except Exception:  # noqa: BLE001 — the manager is gone: nothing to unlink through it
+            pass
+    _end(multiprocessing.active_children())
+
+
+def _alive(process) -> bool:
+    try:
+        return process.is_alive()
+    except ValueError:  # closed: Lava has joined it
+        return False
+
+
+def _end(processes: list) -> None:
+    """SIGTERM, then SIGKILL to those still there a moment later (workers ignore the signals their
+    parent acts on). Process.join itself: Lava's actors override it without a timeout."""
+    for p in processes:
+        p.terminate()
+    deadline = time.monotonic() + 2.0
+    for p in processes:
+        multiprocessing.Process.join(p, max(deadline - time.monotonic(), 0.0))
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+            multiprocessing.Process.join(p)
 
 
 def _quiet_stop(anchor) -> None:
     try:
         anchor.stop()
-    except Exception:  # noqa: BLE001 — a failed stop is handled by terminating the processes
+    except Exception:  # noqa: BLE001 — a failed stop is handled by ending the processes
         pass

@@ -181,12 +181,18 @@ def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str 
             placement: str = "traffic", rate_tokens: int = 128, progress: bool = False) -> Build:
     """Compile an SDLLM (a `Model`, or a model.pt path) for a target (a name in hw_configs/ or a
     YAML path) into the build directory `output` (written atomically); returns it as a `Build`."""
+    from sdllm import resources
     from sdllm.compiler.emit import emit
     from sdllm.compiler.pipeline import compile_model, passes
 
     if rate_tokens < 0:
         raise SdllmError(f"--rate-tokens: must be >= 0, got {rate_tokens}")
-    file = model.file if isinstance(model, Model) else model if isinstance(model, ModelFile) else modelformat.load(model)
+    buildformat.check_target(output)  # before any work: the place to write it is there and ours to replace
+    if isinstance(model, str):
+        path, model = model, modelformat.load(model)
+        # the integer reference that measures spike rates holds the weights as int64
+        resources.require_memory(resources.model_bytes(model.config, resources.INT_BYTES if rate_tokens else 1), path)
+    file = model.file if isinstance(model, Model) else model
     report = emit(compile_model(file, target, passes(placement, rate_tokens, progress=progress)), output, progress=progress)
     return Build(output, report)
 

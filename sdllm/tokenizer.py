@@ -31,7 +31,10 @@ def kind(spec: dict) -> str:
 def _hf(json_text: str):
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(json_text)
+    try:
+        return Tokenizer.from_str(json_text)
+    except Exception as e:  # noqa: BLE001 — tokenizers raises a bare Exception for a malformed tokenizer.json
+        raise SdllmError(f"tokenizer: not a valid tokenizer.json ({' '.join(str(e).split())[:120]})") from None
 
 
 def _no_tokenizer(spec: dict) -> None:
@@ -41,6 +44,12 @@ def _no_tokenizer(spec: dict) -> None:
 
 def encode(spec: dict, text: str) -> list:
     _no_tokenizer(spec)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # undecodable bytes of a command line arrive as lone surrogates
+        bad = ord(text[e.start])
+        what = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"code point U+{bad:04X}"
+        raise SdllmError(f"prompt: not valid UTF-8 text ({what} at character {e.start})") from None
     if kind(spec) == "bytes":
         return list(text.encode("utf-8"))
     return _hf(spec["json"]).encode(text, add_special_tokens=False).ids

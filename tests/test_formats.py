@@ -96,7 +96,7 @@ BUILD_CASES = {
     "missing key": (lambda b: _edit_json(b, _del(["schedule", "period"])), "schedule.period: expected a value, found nothing"),
     "wrong shape": (lambda b: _replace_array(b, _unit, "v_range", np.ones(7, np.int16)), "v_range: expected shape (2, 32), found [7]"),
     "wrong dtype": (lambda b: _replace_array(b, _unit, "rope_cos", np.zeros((128, 16), np.float32)),
-                    "rope_cos: expected integers, found float32"),
+                    "rope_cos: expected signed integers, found float32"),
     "NaN": (lambda b: _edit_json(b, _set(["hw", "energy", "sop_pj"], math.nan)), "hw: energy.sop_pj: expected a finite number"),
     "route out of range": (lambda b: np.save(b / "arrays/c00000.routes.npy", np.array([[999, 0, 0, 1]], np.int16)),
                            "routes: expected destinations in 0..15 and lengths >= 1, found destination 999"),

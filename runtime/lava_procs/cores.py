@@ -81,26 +81,27 @@ class GroupModelBase(PyLoihiProcessModel):
         self.group.chip_packets = self.chip_packets
 
     def run_spk(self):
+        try:
+            self._step()
+        except Exception as e:
+            self._report(e)
+            raise
+
+    def _step(self):
         if self.ports is None:
             self._bind()
         t = self.time_step - 1
         idle = t >= self.n_positions * self.group.period  # every position done (RunContinuous runs on)
         if idle:
             self.pending = [np.zeros_like(v) for v in self.pending]
-        try:
-            self._before_send(t)
-            for port, v in zip(self.ports, self.pending):
-                port.send(v.astype(PORT_TYPE))
-            x = self.a_in.recv()
-            if idle:
-                return
-            self.group.step(t, x)
-            self._after_step(t)
-        except SdllmError as e:
-            if self.error_dir is not None:
-                with open(os.path.join(self.error_dir, "error.txt"), "a") as f:
-                    f.write(f"{e}\n")
-            raise
+        self._before_send(t)
+        for port, v in zip(self.ports, self.pending):
+            port.send(v.astype(PORT_TYPE))
+        x = self.a_in.recv()
+        if idle:
+            return
+        self.group.step(t, x)
+        self._after_step(t)
         self.pending = self.group.outgoing(self.dest_axons)
 
     def _before_send(self, t: int) -> None:
@@ -108,6 +109,18 @@ class GroupModelBase(PyLoihiProcessModel):
 
     def _after_step(self, t: int) -> None:
         """Step t, after the group has stepped."""
+
+    def _report(self, e: Exception) -> None:
+        """The failure as one line for the parent (Lava itself passes on only "see output above")."""
+        if self.error_dir is None:
+            return
+        if isinstance(e, SdllmError):
+            line = str(e)
+        else:
+            cores = "+".join(c.name for c in self.group.cores)
+            line = f"{type(e).__name__}: {e} (in {cores[:80]})"
+        with open(os.path.join(self.error_dir, "error.txt"), "a") as f:
+            f.write(" ".join(line.split()) + "\n")
 
 
 class GroupModel(GroupModelBase):

@@ -1,19 +1,42 @@
 """The command-line layer: the only code that parses arguments or prints reports (one module per
-command). `guarded` is what every command does with a user-facing error or Ctrl-C: one line,
-no traceback."""
+command). `guarded` is what every command does with a user-facing error or a signal: one line,
+no traceback.
 
+A command module imports nothing heavy at its top (numpy, torch, Lava are imported inside the
+guarded body), so that its signal handling is in place before any slow import starts.
+"""
+
+import signal
 import sys
 
 from sdllm.errors import SdllmError
+from sdllm.interrupts import SIGNALS, install, received
 
 
 def guarded(prog: str, body) -> int:
-    """Run body(); SdllmError -> 'prog: error: ...' and exit code 2, Ctrl-C -> exit code 130."""
+    """Run body() with SIGINT, SIGTERM and SIGHUP turned into `Interrupted`: SdllmError -> 'prog:
+    error: ...' and exit code 2; a signal -> one line and exit code 128 + its number."""
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    install()
     try:
         return body() or 0
-    except SdllmError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; nothing half-written is left, no process left running", file=sys.stderr)
-        return 130
+    except BaseException as e:
+        signum = received() or (signal.SIGINT if isinstance(e, KeyboardInterrupt) else None)
+        if signum is not None:
+            _say(f"{prog}: interrupted ({signal.Signals(signum).name}); nothing half-written is left, no process left running")
+            return 128 + signum
+        if isinstance(e, SdllmError):
+            _say(f"{prog}: error: {e}")
+            return 2
+        raise
+    finally:
+        for s, handler in previous.items():
+            if handler is not None:
+                signal.signal(s, handler)
+
+
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # the terminal is gone (SIGHUP)
+        pass

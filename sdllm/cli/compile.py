@@ -11,6 +11,10 @@ RATE_TOKENS = 128
 
 
 def main(argv=None):
+    return guarded("sdllm-compile", lambda: _main(argv))
+
+
+def _main(argv):
     ap = argparse.ArgumentParser(prog="sdllm-compile", description="Compile an SDLLM model.pt for a neuromorphic target.")
     ap.add_argument("model", nargs="?", help="model.pt written by sdllm-convert")
     ap.add_argument("--synthetic", metavar="CONFIG",
@@ -29,31 +33,33 @@ def main(argv=None):
     ap.add_argument("-q", "--quiet", action="store_true", help="do not print the mapping report")
     args = ap.parse_args(argv)
 
-    def body():
-        import sdllm
-        from sdllm.formats import model as modelformat
+    import sdllm
+    from sdllm.formats import model as modelformat
 
-        if (args.model is None) == (args.synthetic is None):
-            raise SdllmError("sdllm-compile: give a model.pt or --synthetic CONFIG (one of them)")
-        if args.synthetic:
-            from sdllm.models.synthetic import shape_of, synthetic_model
+    if (args.model is None) == (args.synthetic is None):
+        raise SdllmError("sdllm-compile: give a model.pt or --synthetic CONFIG (one of them)")
+    if args.synthetic:
+        from sdllm import resources
+        from sdllm.formats import build as buildformat
+        from sdllm.models.synthetic import shape_of, synthetic_model
 
-            for flag, bits in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits)):
-                if not 2 <= bits <= 8:
-                    raise SdllmError(f"{flag}: 2..8 bits, got {bits}")
-            spec = modelformat.QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, rotate=False, gptq=False)
-            model = synthetic_model(shape_of(args.synthetic), spec, args.seed)
-        else:
-            model = args.model
-        build = sdllm.compile(model, args.target, args.output, placement=args.placement, rate_tokens=args.rate_tokens,
-                              progress=True)
-        report = build.report
-        if not args.quiet:
-            print(report.text, end="")
-        print(f"wrote {args.output}: {report.cores_used:,} cores on {report.chips_used} chip(s), "
-              f"{report.timesteps_per_token} timesteps per token; report.txt, report.json, report.html")
-
-    return guarded("sdllm-compile", body)
+        for flag, bits in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits)):
+            if not 2 <= bits <= 8:
+                raise SdllmError(f"{flag}: 2..8 bits, got {bits}")
+        buildformat.check_target(args.output)  # before any work: the place to write it is there and ours to replace
+        spec = modelformat.QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, rotate=False, gptq=False)
+        shape = shape_of(args.synthetic)
+        resources.require_memory(resources.model_bytes(shape, weight_bytes=0), f"--synthetic {args.synthetic}")
+        model = synthetic_model(shape, spec, args.seed)
+    else:
+        model = args.model
+    build = sdllm.compile(model, args.target, args.output, placement=args.placement, rate_tokens=args.rate_tokens,
+                          progress=True)
+    report = build.report
+    if not args.quiet:
+        print(report.text, end="")
+    print(f"wrote {args.output}: {report.cores_used:,} cores on {report.chips_used} chip(s), "
+          f"{report.timesteps_per_token} timesteps per token; report.txt, report.json, report.html")
 
 
 if __name__ == "__main__":

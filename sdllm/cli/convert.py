@@ -16,7 +16,6 @@ import sys
 from sdllm import stages
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
-from sdllm.formats.model import QuantSpec
 
 DEFAULT_SEQ_LEN = 256
 
@@ -33,6 +32,10 @@ def point_bits(pairs: list) -> tuple:
 
 
 def main(argv=None):
+    return guarded("sdllm-convert", lambda: _main(argv))
+
+
+def _main(argv):
     ap = argparse.ArgumentParser(prog="sdllm-convert", description="Convert a float LLaMA-family checkpoint into an SDLLM model.pt.")
     ap.add_argument("src", nargs="?", help="our float .pt (default: the embedded default model), a Hugging Face directory or a .gguf")
     ap.add_argument("-o", "--output", required=True)
@@ -61,21 +64,21 @@ def main(argv=None):
                     help="calibrate on your own text (UTF-8 files, or JSON lines with a \"text\" field) instead of pydoc topics")
     args = ap.parse_args(argv)
 
-    def body():
-        import sdllm
+    import sdllm
+    from sdllm import outputs
+    from sdllm.formats.model import QuantSpec
 
-        spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, attn_bits=args.attn_bits,
-                         kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits), code=args.code,
-                         clip_budget=args.clip_budget,
-                         rotate=not args.no_rotate, gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
-        model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
-                              calib_text=args.calib_text, progress=True)
-        model.save(args.output)
-        print(f"wrote {args.output}: {spec.describe()}, spike trains of {spec.window(stages.ATTN_IN)} steps "
-              f"(linear inputs, {spec.code_of(stages.ATTN_IN)}) and {spec.window(stages.PROBS)} "
-              f"(attention, {spec.code_of(stages.PROBS)}), context {model.config.max_seq_len} tokens")
-
-    return guarded("sdllm-convert", body)
+    outputs.check_file(args.output, "-o")  # before any work
+    spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, attn_bits=args.attn_bits,
+                     kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits), code=args.code,
+                     clip_budget=args.clip_budget,
+                     rotate=not args.no_rotate, gptq=not args.rtn, calibrate_gamma=not args.gamma_one, seed=args.seed)
+    model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
+                          calib_text=args.calib_text, progress=True)
+    model.save(args.output)
+    print(f"wrote {args.output}: {spec.describe()}, spike trains of {spec.window(stages.ATTN_IN)} steps "
+          f"(linear inputs, {spec.code_of(stages.ATTN_IN)}) and {spec.window(stages.PROBS)} "
+          f"(attention, {spec.code_of(stages.PROBS)}), context {model.config.max_seq_len} tokens")
 
 
 if __name__ == "__main__":

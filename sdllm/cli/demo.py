@@ -9,9 +9,8 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 from sdllm.cli import guarded
+from sdllm.errors import SdllmError
 
 
 def plot_sops(result, path: str) -> None:
@@ -33,22 +32,30 @@ def plot_sops(result, path: str) -> None:
 
 
 def main(argv=None):
+    return guarded("sdllm-demo", lambda: _demo(_args(argv)))
+
+
+def _args(argv):
     ap = argparse.ArgumentParser(prog="sdllm-demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out", help="working directory for model.pt and the build")
     ap.add_argument("--prompt", default="The if statement")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--act-bits", type=int, default=4)
-    args = ap.parse_args(argv)
-    return guarded("sdllm-demo", lambda: _demo(args))
+    return ap.parse_args(argv)
 
 
 def _demo(args) -> int:
+    import numpy as np
+
     import sdllm
     from sdllm.cli.run import print_result
     from sdllm.models.evaluate import evaluate
     from sdllm.models.importers import default_float, load_float
 
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        raise SdllmError(f"--out {args.out}: cannot create it ({e.strerror})") from None
     model_path, build_dir = os.path.join(args.out, "model.pt"), os.path.join(args.out, "build")
     print("== 1. convert the embedded default model to an SDLLM")
     model = sdllm.convert(act_bits=args.act_bits, progress=True)

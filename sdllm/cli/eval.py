@@ -13,14 +13,16 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
-from sdllm import stages
+from sdllm import outputs, resources, stages
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
 
 
 def main(argv=None):
+    return guarded("sdllm-eval", lambda: report(_args(argv)))
+
+
+def _args(argv):
     ap = argparse.ArgumentParser(prog="sdllm-eval", description="What spiking costs: an SDLLM against its float model on held-out text.")
     ap.add_argument("model", help="model.pt")
     ap.add_argument("--float", dest="float_path", help="the float model it was converted from: our float .pt, a Hugging Face "
@@ -33,8 +35,7 @@ def main(argv=None):
     ap.add_argument("--ablation", action="store_true", help="convert and score the ablation variants (slow on big models)")
     ap.add_argument("--nonlinearities", action="store_true", help="cost of each integer-only nonlinearity vs float")
     ap.add_argument("--calib-windows", type=int, default=16, help="calibration windows for the ablation's conversions")
-    args = ap.parse_args(argv)
-    return guarded("sdllm-eval", lambda: report(args))
+    return ap.parse_args(argv)
 
 
 def report(args) -> None:
@@ -46,7 +47,10 @@ def report(args) -> None:
 
     if args.windows < 1:
         raise SdllmError(f"--windows: must be at least 1, got {args.windows}")
+    plot = args.plot or os.path.splitext(args.model)[0] + ".spikes.png"
+    outputs.check_file(plot, "--plot")  # before the evaluation, not after
     model = modelformat.load(args.model)
+    resources.require_memory(resources.model_bytes(model.config), args.model)  # the integer reference's int64 weights
     build = buildformat.read(args.build) if args.build else None
     texts = domains(model, args.windows, args.text)
     float_model, _ = load_source(args.float_path, model.config.max_seq_len)
@@ -66,8 +70,7 @@ def report(args) -> None:
     print(f"spikes per token {r['spikes_per_token']:,.0f}, SOPs per token {r['sops_per_token']:,.0f}")
     print("\n".join(layer_lines(r)))
     print("\n".join(code_lines(r, q)))
-    plot = args.plot or os.path.splitext(args.model)[0] + ".spikes.png"
-    plot_histogram(r["histogram"], plot)
+    outputs.write_file(histogram_png(r["histogram"]), plot, "--plot")
     print(f"plot: {plot}")
     if args.nonlinearities:
         print("integer-only nonlinearities: perplexity with each replaced by its float version")
@@ -142,9 +145,12 @@ def ablation_lines(r: dict, rows: list, q) -> list:
     return lines
 
 
-def plot_histogram(histogram: dict, path: str) -> None:
-    """Histogram of the integers each stage's inputs carry (|q|), one line per stage kind."""
+def histogram_png(histogram: dict) -> bytes:
+    """Histogram of the integers each stage's inputs carry (|q|), one line per stage kind, as a PNG."""
+    import io
+
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -162,8 +168,10 @@ def plot_histogram(histogram: dict, path: str) -> None:
     ax.set_title("spike-count histogram per stage kind (integer reference, held-out text)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
+    return buf.getvalue()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout, ge
 
 
 def main(argv=None):
+    return guarded("sdllm-run", lambda: _main(argv))
+
+
+def _main(argv):
     from sdllm.runtime.backends import BACKENDS
 
     ap = argparse.ArgumentParser(prog="sdllm-run", description="Run a compiled SDLLM build directory.")
@@ -65,27 +69,24 @@ def main(argv=None):
     ap.add_argument("--report", metavar="DIR", help="write the run report (run.html, run.json) into DIR")
     args = ap.parse_args(argv)
 
-    def body():
-        import sdllm
+    import sdllm
 
-        if (args.prompt is None) == (not args.interactive):
-            raise SdllmError("sdllm-run: give --prompt TEXT or --interactive (one of them)")
-        build = sdllm.load_build(args.build)
-        if args.chat:
-            from sdllm.chat import template_of
+    if (args.prompt is None) == (not args.interactive):
+        raise SdllmError("sdllm-run: give --prompt TEXT or --interactive (one of them)")
+    build = sdllm.load_build(args.build)
+    if args.chat:
+        from sdllm.chat import template_of
 
-            template_of(build.tokenizer)  # no template: the one error line, before anything runs
-        options = dict(backend=args.backend, granularity=args.granularity, temperature=args.temperature, top_k=args.top_k,
-                       top_p=args.top_p, seed=args.seed, stop_at_eos=not args.ignore_eos)
-        if args.interactive:
-            return interactive(build, args, options)
-        run = generate(build, args.prompt, args.chat, args.max_new_tokens, options)
-        print_result(build.network, run.prompt_tokens, run.result, run.wall_s, generated=False)
-        if args.report:
-            paths = run.report(progress=True).write(args.report)
-            print(f"run report: {', '.join(paths)}")
-
-    return guarded("sdllm-run", body)
+        template_of(build.tokenizer)  # no template: the one error line, before anything runs
+    options = dict(backend=args.backend, granularity=args.granularity, temperature=args.temperature, top_k=args.top_k,
+                   top_p=args.top_p, seed=args.seed, stop_at_eos=not args.ignore_eos)
+    if args.interactive:
+        return interactive(build, args, options)
+    run = generate(build, args.prompt, args.chat, args.max_new_tokens, options)
+    print_result(build.network, run.prompt_tokens, run.result, run.wall_s, generated=False)
+    if args.report:
+        paths = run.report(progress=True).write(args.report)
+        print(f"run report: {', '.join(paths)}")
 
 
 def generate(build, prompt, chat: bool, max_new_tokens: int, options: dict, show_prompt: bool = True):

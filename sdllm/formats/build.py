@@ -23,13 +23,14 @@ hostile build is one line naming the field, never a traceback. The runtime reads
 import json
 import os
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
-from sdllm import nibbles, stages
+from sdllm import interrupts, nibbles, outputs, resources, stages
 from sdllm.errors import SdllmError
 from sdllm.formats import hw as hwformat
 from sdllm.formats.fields import Doc, FormatError, check_array
@@ -77,26 +78,33 @@ def expand(table: np.ndarray):
 # writing ----------------------------------------------------------------------------------------
 
 class BuildWriter:
-    """Writes a build into a temporary sibling directory and, on success, moves it into place in
-    one step; on any failure the temporary directory is removed and the target left as it was.
+    """Writes a build into a temporary sibling directory (NAME.tmp-PID-...) and, on success, swaps
+    it into place in one atomic step (`sdllm.outputs.swap_in`), then removes the previous build.
+    On any failure or signal the temporary directory is removed and the target left as it was.
+    A target that holds files a build does not consist of is refused, never deleted; a symlinked
+    target is replaced where the link points.
 
         with BuildWriter(out_dir) as w:
             rel = w.array("c00001.routes", table)     # arrays/c00001.routes.npy
             w.json("network.json", doc)
     """
 
-    def __init__(self, out_dir: str):
-        self.out_dir = os.path.abspath(out_dir)
-        _check_target(self.out_dir)
-        self.tmp = f"{self.out_dir}.tmp-{os.getpid()}"
-        self.old = f"{self.out_dir}.old-{os.getpid()}"
+    def __init__(self, out_dir: str, expected_bytes: int = 0):
+        self.out_dir = check_target(out_dir)
+        self.parent = os.path.dirname(self.out_dir)
+        resources.require_disk(expected_bytes, self.parent, f"-o {out_dir}")
+        self.tmp = f"{self.out_dir}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
 
     def __enter__(self) -> "BuildWriter":
-        shutil.rmtree(self.tmp, ignore_errors=True)
         try:
-            os.makedirs(os.path.join(self.tmp, "arrays"))
+            os.mkdir(self.tmp)
+            os.mkdir(os.path.join(self.tmp, "arrays"))
         except OSError as e:
+            self._remove_tmp()
             raise SdllmError(f"-o {self.out_dir}: cannot write ({e.strerror})") from None
+        except BaseException:
+            self._remove_tmp()
+            raise
         return self
 
     def array(self, name: str, array) -> str:
@@ -115,19 +123,62 @@ class BuildWriter:
     def __exit__(self, exc_type, *_):
         try:
             if exc_type is None:
-                if os.path.exists(self.out_dir):
-                    os.rename(self.out_dir, self.old)
-                os.rename(self.tmp, self.out_dir)
+                with interrupts.deferred(), outputs.locked(self.parent):
+                    check_target(self.out_dir)  # again: another process may have written there meanwhile
+                    try:
+                        previous = outputs.swap_in(self.tmp, self.out_dir)
+                    except OSError as e:
+                        raise SdllmError(f"-o {self.out_dir}: cannot replace it ({e.strerror})") from None
+                    if previous is not None:
+                        shutil.rmtree(previous, ignore_errors=True)
         finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            shutil.rmtree(self.old, ignore_errors=True)
+            self._remove_tmp()
         return False
 
+    def _remove_tmp(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
-def _check_target(path: str) -> None:
-    if os.path.exists(path) and not os.path.isfile(os.path.join(path, "network.json")):
-        if not os.path.isdir(path) or os.listdir(path):
-            raise SdllmError(f"-o {path}: exists and is not an sdllm build directory; refusing to replace it")
+
+BUILD_FILES = ("network.json", "report.txt", "report.json", "report.html")
+OWN_ARRAY = re.compile(r"c\d{5,}\.[A-Za-z0-9_]+\.npy")
+
+
+def foreign_files(path: str) -> list:
+    """What in an existing directory is not part of a build as `emit` writes it: names a build
+    does not have, links, folders. sdllm deletes none of these."""
+    out = []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name == "arrays" and os.path.isdir(full) and not os.path.islink(full):
+            out += [f"arrays/{n}" for n in sorted(os.listdir(full)) if not (OWN_ARRAY.fullmatch(n) and _plain_file(os.path.join(full, n)))]
+        elif name not in BUILD_FILES or not _plain_file(full):
+            out.append(name)
+    return out
+
+
+def _plain_file(path: str) -> bool:
+    return os.path.isfile(path) and not os.path.islink(path)
+
+
+def check_target(out_dir: str) -> str:
+    """The real path a build is to be written to (a symlink resolved), after checking that its
+    directory takes new files and that whatever is there is a build sdllm may replace."""
+    path = os.path.realpath(out_dir)
+    outputs.check_directory(path, "-o")
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            raise SdllmError(f"-o {out_dir}: exists and is not a directory; refusing to replace it")
+        try:
+            foreign = foreign_files(path)
+        except OSError as e:
+            raise SdllmError(f"-o {out_dir}: cannot read it ({e.strerror}); refusing to replace it") from None
+        if foreign and not os.path.isfile(os.path.join(path, "network.json")):
+            raise SdllmError(f"-o {out_dir}: exists and is not an sdllm build directory; refusing to replace it")
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise SdllmError(f"-o {out_dir}: holds files a build does not ({shown}); refusing to replace it "
+                             "(move them, or choose another directory)")
+    return path
 
 
 # reading ----------------------------------------------------------------------------------------
@@ -218,6 +269,7 @@ class _Reader:
     def __init__(self, path: str, doc_path: str, doc):
         self.path, self.doc_path, self.raw = path, doc_path, doc
         self.d = Doc(doc, doc_path)
+        self.loaded, self.memory = 0, resources.available_memory()
 
     def build(self) -> Build:
         d = self.d
@@ -293,7 +345,8 @@ class _Reader:
     def _edges(self, edges: list) -> None:
         for e in edges:
             v = e.value
-            ok = isinstance(v, list) and len(v) == 5 and v[0] in self.nodes and v[1] in self.nodes
+            ok = (isinstance(v, list) and len(v) == 5 and all(isinstance(x, str) for x in v[:4])
+                  and v[0] in self.nodes and v[1] in self.nodes)
             if ok:
                 src, dst = self.nodes[v[0]]["outputs"].get(v[2]), self.nodes[v[1]]["inputs"].get(v[3])
                 ok = src is not None and dst is not None and src[1] - src[0] == dst[1] - dst[0] == v[4]
@@ -302,27 +355,36 @@ class _Reader:
                        "equal-sized segments", v)
 
     def _array(self, c: Doc, key: str, value):
-        """A core's array: a [start, stop] range inline, or an .npy file inside arrays/."""
+        """A core's array: a [start, stop] range inline, or an .npy file inside arrays/; counted
+        against the memory the build may take once read."""
         where = f"{c.path}.arrays.{key}"
         if isinstance(value, list):
             if not (len(value) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
                     and 0 <= value[0] <= value[1] <= MAX_SIZE):
                 raise FormatError(self.doc_path, where, f"[start, stop] within 0..{MAX_SIZE:,}", value)
+            self._count(value[1] - value[0], where)
             return np.arange(*value, dtype=np.int64)
         if not isinstance(value, str) or not ARRAY_PATH.fullmatch(value) or ".." in value:
             raise FormatError(self.doc_path, where, "a file arrays/NAME.npy inside the build", repr(value)[:80])
         full = os.path.join(self.path, value)
-        if not os.path.isfile(full) or os.path.islink(full):
-            raise FormatError(self.doc_path, where, "an existing file (not a link)", repr(value))
+        if not os.path.isfile(full) or os.path.realpath(full) != os.path.join(os.path.realpath(self.path), value):
+            raise FormatError(self.doc_path, where, "an existing file inside the build (not a link)", repr(value))
         if os.path.getsize(full) > MAX_ARRAY_BYTES:
             raise FormatError(self.doc_path, where, f"at most {MAX_ARRAY_BYTES:,} bytes", f"{os.path.getsize(full):,}")
-        try:
-            a = np.load(full, allow_pickle=False)
+        try:  # mapped, not read: the header's shape is checked against the file's size before any allocation
+            a = np.load(full, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise FormatError(self.doc_path, where, "a readable .npy array", f"{type(e).__name__}: {' '.join(str(e).split())}") from None
-        if a.dtype.kind not in "iu":
-            raise FormatError(self.doc_path, where, "integers", str(a.dtype))
-        return a.astype(np.int64)
+        if a.dtype.kind != "i":  # emit writes signed types only; unsigned 64-bit values would wrap
+            raise FormatError(self.doc_path, where, "signed integers", str(a.dtype))
+        self._count(a.size, where)
+        return np.array(a, dtype=np.int64)
+
+    def _count(self, n: int, where: str) -> None:
+        self.loaded += n * resources.INT_BYTES
+        if self.loaded > self.memory:
+            raise FormatError(self.doc_path, where, f"a build that fits the {self.memory:,} bytes of memory available",
+                              f"{self.loaded:,} bytes of arrays so far")
 
     def _core(self, c: Doc, index: int) -> CoreImage:
         cfg, hw = self.cfg, self.hw
@@ -366,8 +428,8 @@ class _Reader:
         cfg, where = self.cfg, self.doc_path
         T = stages.CoreType
         if ctype == T.SYNAPSE:
-            bits = int(p.get("weight_bits", 0))
-            q = qmax(bits) if 2 <= bits <= 8 else c.fail("params.weight_bits", "2..8", p.get("weight_bits"))
+            bits = p.get("weight_bits")
+            q = qmax(bits) if isinstance(bits, int) and 2 <= bits <= 8 else c.fail("params.weight_bits", "an integer in 2..8", bits)
             if "weight_nibbles" in p:
                 check_array(p["weight_nibbles"], where, f"{name}.weight_nibbles", ((n_axons * n_neurons + 1) // 2,), lo=-128, hi=127)
                 p["weight_dense"] = nibbles.unpack(p.pop("weight_nibbles"), n_neurons * n_axons)
@@ -421,9 +483,9 @@ class _Reader:
     def _routes(self, cores: list, tables: tuple) -> None:
         n_total = 0
         for core, table in zip(cores, tables):
-            if table is None:
-                continue
             name = f"cores[{core.id}] ({core.name!r}).routes"
+            if table is None or not len(table):
+                raise FormatError(self.doc_path, name, "a routing table (every core sends its outputs on)", "none")
             dest, src, dst, length = table.T
             if len(table) and (dest.max() >= len(cores) or length.min() < 1):
                 raise FormatError(self.doc_path, name, f"destinations in 0..{len(cores) - 1} and lengths >= 1",

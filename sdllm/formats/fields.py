@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import yaml
 
 from sdllm.errors import SdllmError
 
@@ -154,3 +155,32 @@ def check_array(value, where: str, name: str, shape: tuple, kinds: str = "i", lo
 
 def _shape(shape: tuple) -> str:
     return "(" + ", ".join("any" if s is None else f"{s:,}" for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+MAX_YAML_DEPTH = 32
+
+
+class _Plain(yaml.SafeLoader):
+    """safe_load without aliases and without deep nesting: no sdllm document has a use for
+    either, and nested aliases ("billion laughs") expand without bound while deep nesting ends
+    the recursive composer in a RecursionError."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not accepted")
+        if self.depth >= MAX_YAML_DEPTH:
+            line = self.peek_event().start_mark.line + 1
+            raise yaml.YAMLError(f"line {line}: nested deeper than {MAX_YAML_DEPTH} levels")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def load_yaml(stream):
+    """yaml.safe_load, with aliases and deep nesting refused (a yaml.YAMLError)."""
+    return yaml.load(stream, Loader=_Plain)  # noqa: S506 — a SafeLoader

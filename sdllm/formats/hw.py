@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from sdllm.errors import SdllmError
-from sdllm.formats.fields import Doc
+from sdllm.formats.fields import Doc, load_yaml
 
 FORMAT_VERSION = 1
 MAX_FILE_BYTES = 1 << 20
@@ -126,24 +126,13 @@ def resolve(target: str) -> str:
     raise SdllmError(f"--target {target!r}: no such hardware config (known: {', '.join(known())}; or give a YAML path)")
 
 
-class _NoAliases(yaml.SafeLoader):
-    """safe_load without aliases: a hardware config has no use for them, and nested ones
-    ("billion laughs") expand without bound."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.events.AliasEvent):
-            event = self.peek_event()
-            raise yaml.YAMLError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not accepted")
-        return super().compose_node(parent, index)
-
-
 def _read_yaml(path: str) -> dict:
     try:
         size = os.path.getsize(path)
         if size > MAX_FILE_BYTES:
             raise SdllmError(f"{path}: a hardware config of {size:,} bytes; at most {MAX_FILE_BYTES:,} are read")
         with open(path, "rb") as f:
-            raw = yaml.load(f, Loader=_NoAliases)  # noqa: S506 — a SafeLoader
+            raw = load_yaml(f)
     except yaml.YAMLError as e:
         raise SdllmError(f"{path}: not a valid hardware config (YAML: {' '.join(str(e).split())})") from None
     except (OSError, UnicodeDecodeError) as e:

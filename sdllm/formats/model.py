@@ -27,9 +27,7 @@ import io
 import os
 import pickle
 import re
-import secrets
 import warnings
-import zipfile
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -37,6 +35,8 @@ import numpy as np
 from sdllm import codes, stages
 from sdllm.errors import SdllmError
 from sdllm.formats.fields import Doc, FormatError
+from sdllm.outputs import write_file
+from sdllm.resources import require_memory
 
 FORMAT = "sdllm"
 FORMAT_VERSION = 2
@@ -268,8 +268,8 @@ class ModelFile:
         d = Doc(blob, where)
         d.str("format", (FORMAT,))
         version = d.raw("format_version")
-        if version not in READS:
-            raise SdllmError(f"{where}: format_version {version!r} is not supported (this sdllm reads "
+        if type(version) is not int or version not in READS:
+            raise SdllmError(f"{where}: format_version {str(version)[:40]} is not supported (this sdllm reads "
                              f"{', '.join(map(str, READS))})")
         cfg = read_config(d.doc("config"))
         spec = read_quant(d.doc("quant"), version)
@@ -312,32 +312,6 @@ class ModelFile:
 
 # files ------------------------------------------------------------------------------------------
 
-def write_bytes(data: bytes, path: str) -> None:
-    """Atomically: a temporary file beside `path` (created with the umask's mode), then one
-    rename; an error or a signal never leaves a half-written file at `path` nor the temporary."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise SdllmError(f"{path}: cannot write: directory {directory} does not exist")
-    fd, tmp = None, None
-    try:
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            fd = None
-            f.write(data)
-        os.replace(tmp, path)
-        tmp = None
-    except PermissionError:
-        raise SdllmError(f"{path}: cannot write: permission denied in {directory}") from None
-    except IsADirectoryError:
-        raise SdllmError(f"{path}: cannot write: it is a directory") from None
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_blob(blob: dict, path: str) -> None:
     """torch.save into memory (so the archive's entry names do not carry a temporary file's name:
     the same contents give the same bytes), then an atomic write."""
@@ -345,7 +319,7 @@ def save_blob(blob: dict, path: str) -> None:
 
     buf = io.BytesIO()
     torch.save(blob, buf)
-    write_bytes(buf.getvalue(), path)
+    write_file(buf.getvalue(), path)
 
 
 def load_blob(path: str, expected_format: str) -> dict:
@@ -354,6 +328,7 @@ def load_blob(path: str, expected_format: str) -> dict:
 
     if not os.path.isfile(path):
         raise SdllmError(f"{path}: no such file")
+    require_memory(os.path.getsize(path), path)  # torch.load reads it whole
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -363,11 +338,11 @@ def load_blob(path: str, expected_format: str) -> dict:
         if code:
             raise SdllmError(f"{path}: refused to load: it references code ({code.group(1)}); only tensors and plain values are read") from None
         raise SdllmError(f"{path}: not a readable checkpoint (truncated or corrupt: not a tensor archive)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 — torch's reader fails on damaged files with any type (IndexError, KeyError, struct.error...)
         raise SdllmError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != expected_format:
+    if not isinstance(blob, dict) or not isinstance(blob.get("format"), str) or blob["format"] != expected_format:
         got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise SdllmError(f"{path}: expected format '{expected_format}', found {got!r}")
+        raise SdllmError(f"{path}: expected format '{expected_format}', found {' '.join(repr(got).split())[:60]}")
     return blob
 
 

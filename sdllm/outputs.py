@@ -1,0 +1,105 @@
+"""Where the tools write. An output path is checked before any work is done on it (its directory
+exists and takes new files), and a directory is put in place in one atomic step.
+
+`swap_in` uses Linux's renameat2(RENAME_EXCHANGE): the new directory and the old one trade
+names in one step, so the target never goes missing and a concurrent writer never finds it
+half-replaced. Where the kernel or file system cannot exchange, it falls back to two renames;
+callers hold `locked(parent)` so that two sdllm processes never interleave them.
+"""
+
+import ctypes
+import errno
+import fcntl
+import os
+import secrets
+from contextlib import contextmanager
+
+from sdllm.errors import SdllmError
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def check_directory(path: str, flag: str = "") -> str:
+    """The directory an output path goes into: it must exist and take new files; else one line."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} is read-only for this user")
+    return directory
+
+
+def check_file(path: str, flag: str = "") -> str:
+    """An output file: its directory takes new files and the path is not a directory."""
+    directory = check_directory(path, flag)
+    if os.path.isdir(path):
+        raise SdllmError(f"{_name(path, flag)}: cannot write: it is a directory")
+    return directory
+
+
+def _name(path: str, flag: str) -> str:
+    return f"{flag} {path}" if flag else path
+
+
+def write_file(data: bytes, path: str, flag: str = "") -> None:
+    """Atomically: a temporary file beside `path` (created with the umask's mode), then one
+    rename; an error or a signal never leaves a half-written file at `path` nor the temporary."""
+    directory = check_file(path, flag)
+    fd, tmp = None, None
+    try:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            fd = None
+            f.write(data)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise SdllmError(f"{_name(path, flag)}: cannot write ({e.strerror})") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _renameat2(src: str, dst: str, flags: int) -> int:
+    """0, or the errno of renameat2(2) (ENOSYS where the C library has none)."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return errno.ENOSYS
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def swap_in(new: str, target: str) -> str | None:
+    """Put directory `new` at `target`; returns where the previous target now is (for the caller
+    to remove), or None when there was none."""
+    err = _renameat2(new, target, _RENAME_EXCHANGE)
+    if err == 0:
+        return new
+    if err == errno.ENOENT and not os.path.lexists(target):
+        os.rename(new, target)
+        return None
+    if err not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        raise OSError(err, os.strerror(err), target)
+    old = None
+    if os.path.lexists(target):
+        old = f"{new}.old"
+        os.rename(target, old)
+    os.rename(new, target)
+    return old
+
+
+@contextmanager
+def locked(directory: str):
+    """An exclusive lock on a directory (flock on the directory itself: nothing is left behind)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
