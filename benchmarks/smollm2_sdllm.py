@@ -1,150 +1,271 @@
-"""Issue 3's figures: SmolLM2-135M-Instruct (Q4_1 GGUF) converted to SDLLMs and measured on
-held-out pydoc topics (256-token windows from the last 40%).
+"""Issue 11's figures: SmolLM2-135M-Instruct (Q4_1 GGUF) as an SDLLM, against its float model.
 
-Prints: conversion time and peak memory; perplexity of float / weight-only / fake-quant / integer
-reference at W8A8, W4A8 and W4A4 against the targets; for W4A4 the per-layer fidelity, the spike
-codes, the ablation table (with the W4A4 round-to-nearest ANN baseline) and the cost of each
-integer-only nonlinearity; the integer reference's throughput against torch's float forward.
-Writes a markdown table to --markdown (default out/smollm2_sdllm.md) and the spike histogram plot.
+For each setting (the W4A4 default: 4-bit ternary inputs to every linear layer, attention
+probabilities and KV at 8 bits; mixed precision; calibrated membrane clipping; the learned
+rotation; W4A8; W8A8) it converts with `sdllm-convert` in a child process (time, peak memory)
+and measures, with the integer reference (what the compiled network equals bit for bit):
 
-    .venv/bin/python benchmarks/smollm2_sdllm.py [--windows 8] [--calib-windows 16] [--quick]
+  * perplexity in-domain (held-out pydoc topics) and out of domain (stdlib docstrings, text
+    calibration never sees), each as a ratio to float on the same windows;
+  * synaptic operations per token under each spike code (ternary, bit planes) and the 45 nm
+    energy estimate (SOPs x E_AC) against the dense model's FP16 MACs on the same tokens.
 
-About 45 minutes on 2 cores (--quick: W4A4 only, no ablation, ~12 min).
+Then: the per-layer fidelity and the ablation table of the W4A4 default, a plot of perplexity
+against SOPs per token (every setting and code; the dense model's MACs marked), greedy
+continuations of a few prompts from float and from the SDLLM, and the targets, met or missed by
+how much. Writes out/smollm2_sdllm.md (the README's tables) and out/smollm2_pareto.png.
+
+    .venv/bin/python benchmarks/smollm2_sdllm.py [--windows 8] [--quick] [--no-ablation]
+
+Converted models are cached in --cache (keyed by their flags); delete it to re-convert. About
+2 hours on 2 cores from an empty cache (--quick: the W4A4 default only, ~20 min).
 """
 
 import argparse
+import hashlib
+import json
 import os
-import resource
 import subprocess
+import sys
 import time
 
 import torch
 
-from sdllm.cli.eval import ablation_lines, code_lines, histogram_png, layer_lines
-from sdllm.formats.model import QuantSpec
-from sdllm.models.conversion import convert
-from sdllm.models.corpus import calibration_windows, held_out_windows
-from sdllm.models.evaluate import ablation, evaluate, nonlinearity_costs
+from sdllm import stages
+from sdllm.cli.eval import ablation_lines, layer_lines
+from sdllm.formats import model as modelformat
+from sdllm.models.corpus import calibration_tokens, docstring_windows, held_out_windows
+from sdllm.models.evaluate import ablation, evaluate
 from sdllm.models.importers import load_source
 from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.outputs import write_file
+from sdllm.runtime.energy import E_AC_45NM_PJ, E_MAC_FP16_45NM_PJ, dense_macs
+from sdllm.tokenizer import decode, encode
 
 SEQ = 256
-TARGETS = {(8, 8): 1.05, (4, 8): 1.5}
+CODES = ("ternary", "bitplane")
+# (name, sdllm-convert flags); the first is the default every other is compared with
+SETTINGS = [
+    ("W4A4", []),
+    ("W4A4, clip budget 5%", ["--clip-budget", "0.05"]),
+    ("W4A4, clip budget 20%", ["--clip-budget", "0.2"]),
+    ("W4A4, down_proj input 8-bit", ["--point-bits", "down=8"]),
+    ("W4A4, learned rotation", ["--rotation", "learned"]),
+    ("W4A8", ["--act-bits", "8"]),
+    ("W8A8", ["--weight-bits", "8", "--act-bits", "8"]),
+]
+QUICK = ("W4A4",)
+TARGETS = {  # setting -> (in-domain, out-of-domain) ratio to float
+    "W4A4": (1.5, 2.0),
+    "W4A8": (1.10, 1.10),
+    "W8A8": (1.01, 1.01),
+}
+ENERGY_TARGET = 0.5  # SOPs x E_AC against the dense model's FP16 MACs, at the W4A4 default
+PROMPTS = ["The capital of France is", "def fibonacci(n):\n", "Water boils at a temperature of",
+           "Once upon a time, a little robot"]
+NEW_TOKENS = 24
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
+    """(model.pt path, conversion seconds, peak GB): sdllm-convert in a child process, or the cached file."""
+    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows]).encode()).hexdigest()[:16]
+    path, meta = os.path.join(cache, f"{key}.pt"), os.path.join(cache, f"{key}.json")
+    if os.path.exists(path) and os.path.exists(meta):
+        with open(meta) as f:
+            m = json.load(f)
+        return path, m["seconds"], m["peak_gb"]
+    code = ("import resource, sys; from sdllm.cli.convert import main; rc = main(sys.argv[1:]); "
+            "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-c", code, gguf, "-o", path, "--calib-windows", str(windows), *flags],
+                       stdout=subprocess.PIPE, text=True)
+    if p.returncode:
+        raise SystemExit(f"sdllm-convert {' '.join(flags)} failed ({p.returncode})")
+    seconds = time.time() - t0
+    peak = int(p.stdout.split("peak_kb")[-1]) / 2**20
+    with open(meta, "w") as f:
+        json.dump({"flags": flags, "seconds": seconds, "peak_gb": peak}, f)
+    return path, seconds, peak
+
+
+def energy_ratio(sops: float, macs: float) -> float:
+    return sops * E_AC_45NM_PJ / (macs * E_MAC_FP16_45NM_PJ)
+
+
+def continuations(model, float_model, tokenizer) -> list:
+    ref = IntegerSDLLM(model)
+    out = []
+    for prompt in PROMPTS:
+        ids = encode(tokenizer, prompt)
+        with torch.no_grad():
+            f = float_model.generate(ids, NEW_TOKENS)
+        s, _, _ = ref.generate(ids, NEW_TOKENS)
+        out.append((prompt, decode(tokenizer, f[len(ids):]), decode(tokenizer, s[len(ids):])))
+    return out
+
+
+def pareto_png(points: list, macs: float, float_ppl: float, path: str) -> None:
+    """Perplexity against SOPs per token, one marker per (setting, code); the front joined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for code, marker in zip(CODES, "os"):
+        sel = [p for p in points if p[1] == code]
+        ax.scatter([p[2] / 1e6 for p in sel], [p[3] for p in sel], marker=marker, label=f"{code} code", zorder=3)
+        for name, _, sops, ppl in sel:
+            ax.annotate(name, (sops / 1e6, ppl), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front, best = [], float("inf")
+    for _, _, sops, ppl in sorted(points, key=lambda p: (p[2], p[3])):
+        if ppl < best:
+            front.append((sops / 1e6, ppl))
+            best = ppl
+    ax.plot(*zip(*front), color="grey", lw=1, zorder=2, label="Pareto front")
+    ax.axvline(macs / 1e6, color="black", ls="--", lw=1, label=f"dense model: {macs / 1e6:.0f} M MACs per token")
+    ax.axvline(ENERGY_TARGET * macs * E_MAC_FP16_45NM_PJ / E_AC_45NM_PJ / 1e6, color="green", ls=":", lw=1,
+               label=f"{ENERGY_TARGET}x the dense FP16 energy (45 nm)")
+    ax.axhline(float_ppl, color="red", ls="--", lw=1, label=f"float perplexity {float_ppl:.1f}")
+    ax.set_xlabel("synaptic operations per token (millions)")
+    ax.set_ylabel("perplexity, held-out pydoc topics (integer reference)")
+    ax.set_title("SmolLM2-135M-Instruct as an SDLLM: perplexity against SOPs per token")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--windows", type=int, default=8, help="evaluation windows per domain")
     ap.add_argument("--calib-windows", type=int, default=16)
-    ap.add_argument("--quick", action="store_true", help="W4A4 only, no ablation")
+    ap.add_argument("--quick", action="store_true", help="the W4A4 default only, no ablation")
+    ap.add_argument("--no-ablation", action="store_true")
+    ap.add_argument("--cache", default=os.path.join("out", "smollm2_models"))
     ap.add_argument("--markdown", default=os.path.join("out", "smollm2_sdllm.md"))
     args = ap.parse_args()
     torch.set_num_threads(2)
     here = os.path.dirname(os.path.abspath(__file__))
-    gguf_path = subprocess.run([os.path.join(here, "..", "scripts", "fetch_smollm2.sh")], check=True,
-                               capture_output=True, text=True).stdout.strip()
-    os.makedirs(os.path.dirname(args.markdown) or ".", exist_ok=True)
+    gguf = subprocess.run([os.path.join(here, "..", "scripts", "fetch_smollm2.sh")], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    out_dir = os.path.dirname(args.markdown) or "."
+    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(args.cache, exist_ok=True)
 
-    t0 = time.time()
-    model, tokenizer = load_source(gguf_path, SEQ)
-    t_import = time.time() - t0
-    rows = held_out_windows(tokenizer, SEQ, args.windows)
-    calib = torch.from_numpy(calibration_windows(tokenizer, SEQ, args.calib_windows))
-    print(f"SmolLM2-135M-Instruct: import {t_import:.1f} s; held-out {rows.shape[0]} x {SEQ} tokens, "
-          f"calibration {calib.shape[0]} x {SEQ} tokens")
+    float_model, tokenizer = load_source(gguf, SEQ)
+    float_model.eval()
+    domains = {"in-domain": held_out_windows(tokenizer, SEQ, args.windows),
+               "out of domain": docstring_windows(tokenizer, SEQ, args.windows)}
+    macs = float(dense_macs(float_model.cfg, SEQ - 1).mean())
+    print(f"SmolLM2-135M-Instruct: {args.windows} x {SEQ}-token windows per domain (in-domain: held-out pydoc "
+          f"topics; out of domain: stdlib docstrings); dense model {macs / 1e6:.1f} M MACs per token")
 
-    settings = [(4, 4)] if args.quick else [(4, 4), (4, 8), (8, 8)]
-    results, blobs, conversion_peak = {}, {}, None
-    for wb, ab in settings:
-        spec = QuantSpec(weight_bits=wb, act_bits=ab)
-        t0 = time.time()
-        blob = convert(model, spec, calib, tokenizer, progress=True)
-        t_conv = time.time() - t0
-        conversion_peak = conversion_peak or peak_rss_gb()  # the first conversion: import + calibration + GPTQ
-        blobs[(wb, ab)] = blob
-        print(f"\n== W{wb}A{ab} (T = {spec.timesteps}): conversion {t_conv:.0f} s, peak memory so far {peak_rss_gb():.2f} GB")
-        r = results[(wb, ab)] = evaluate(blob, model, args.windows)
-        r["convert_s"] = t_conv
-        print(f"  float {r['float']:.2f} | weight-only {r['weight_only']:.2f} | fake-quant {r['fake_quant']:.2f} | "
-              f"integer {r['integer']:.2f} ({r['integer'] / r['float']:.3f} x float)")
+    settings = [s for s in SETTINGS if s[0] in QUICK] if args.quick else SETTINGS
+    results, models = {}, {}
+    for name, flags in settings:
+        try:
+            path, seconds, peak = convert_cached(gguf, flags, args.cache, args.calib_windows)
+        except SystemExit as e:
+            print(f"\n== {name}: skipped ({e})")
+            continue
+        model = models[name] = modelformat.load(path)
+        r = {"convert_s": seconds, "peak_gb": peak, "spec": model.quant.describe()}
+        for domain, rows in domains.items():
+            r[domain] = evaluate(model, float_model, rows=rows, fidelity=name == "W4A4" and domain == "in-domain")
+        results[name] = r
+        ind, ood = r["in-domain"], r["out of domain"]
+        print(f"\n== {name} ({r['spec']}, {model.quant.precision()}): conversion {seconds:.0f} s, peak {peak:.2f} GB")
+        for domain in domains:
+            d = r[domain]
+            print(f"  {domain:<14} float {d['float']:.2f} | weight-only {d['weight_only']:.2f} | fake-quant "
+                  f"{d['fake_quant']:.2f} | integer {d['integer']:.2f} ({d['integer'] / d['float']:.3f} x float)")
+        for code in CODES:
+            sops = ind["codes"][code]["sops_per_token"]
+            print(f"  {code:<9} code: {sops / 1e6:7.1f} M SOPs per token, 45 nm {sops * E_AC_45NM_PJ / 1e6:.0f} uJ "
+                  f"= {energy_ratio(sops, macs):.2f} x the dense FP16 MACs ({macs * E_MAC_FP16_45NM_PJ / 1e6:.0f} uJ)")
+        del ood
 
-    w4a4 = results[(4, 4)]
-    print("\n== W4A4 (the paper's setting) in detail")
-    print("\n".join(layer_lines(w4a4, 7)))
-    print("\n".join(code_lines(w4a4, 4)))
-    plot = os.path.join(os.path.dirname(args.markdown) or ".", "smollm2_w4a4_spikes.png")
-    write_file(histogram_png(w4a4["histogram"], 7), plot)
+    base = results["W4A4"]
+    print("\n== W4A4 default in detail (in-domain)")
+    print("\n".join(layer_lines(base["in-domain"])))
+
+    points = [(name, code, r["in-domain"]["codes"][code]["sops_per_token"], r["in-domain"]["integer"])
+              for name, r in results.items() for code in CODES]
+    plot = os.path.join(out_dir, "smollm2_pareto.png")
+    pareto_png(points, macs, base["in-domain"]["float"], plot)
     print(f"plot: {plot}")
 
-    ref = IntegerSDLLM(blobs[(4, 4)])
-    t0 = time.time()
-    for row in rows:
-        ref.reset()
-        ref.forward(row[:-1])
-    t_int = time.time() - t0
-    t0 = time.time()
-    with torch.no_grad():
-        for row in torch.from_numpy(rows):
-            model(row[None, :-1])
-    t_float = time.time() - t0
-    n_tok = rows.shape[0] * (rows.shape[1] - 1)
-    print(f"throughput, teacher-forced {SEQ}-token windows: integer reference {n_tok / t_int:.0f} tokens/s, "
-          f"torch float {n_tok / t_float:.0f} tokens/s: ratio {t_float / t_int:.3f}")
-
-    costs = {}
-    for setting in [(8, 8), (4, 4)] if (8, 8) in blobs else [(4, 4)]:
-        costs[setting] = nonlinearity_costs(blobs[setting], rows)
-        base = results[setting]["integer"]
-        print(f"integer-only nonlinearities (W{setting[0]}A{setting[1]}, integer {base:.2f}): perplexity with each "
-              "replaced by its float version")
-        for names, ppl in costs[setting].items():
-            print(f"  float {names:<28} {ppl:.2f}   fixed-point costs {base / ppl:.3f} x")
-
     abl = None
-    if not args.quick:
-        abl = ablation(blobs[(4, 4)], model, rows, calib)
-        print("\n".join(ablation_lines(w4a4, abl, blobs[(4, 4)].quant)))
+    if not (args.quick or args.no_ablation):
+        rows = domains["in-domain"]
+        calib = calibration_tokens(tokenizer, SEQ, args.calib_windows)
+        abl = ablation(models["W4A4"], float_model, rows, calib)
+        for name in ("W4A4, learned rotation", "W4A4, clip budget 5%"):
+            if name in results:
+                d = results[name]["in-domain"]
+                abl.append((name.replace("W4A4, ", "with "), models[name].quant.window(stages.ATTN_IN), d["integer"],
+                            d["sops_per_token"]))
+        print("\n".join(ablation_lines(base["in-domain"], abl, models["W4A4"].quant)))
+
+    conts = continuations(models["W4A4"], float_model, tokenizer)
+    print("\n== greedy continuations, float vs the W4A4 SDLLM (integer reference)")
+    for prompt, f, s in conts:
+        print(f"  prompt: {prompt!r}\n    float: {f!r}\n    SDLLM: {s!r}")
 
     print("\n== targets")
-    for (wb, ab), limit in TARGETS.items():
-        if (wb, ab) in results:
-            ratio = results[(wb, ab)]["integer"] / results[(wb, ab)]["float"]
-            print(f"  W{wb}A{ab} integer / float = {ratio:.3f} (target <= {limit}): {'MET' if ratio <= limit else 'MISSED'}")
-    if abl:
-        ann = [ppl for label, _, ppl, _ in abl if "ANN" in label][0]
-        ok = w4a4["integer"] < ann
-        print(f"  W4A4 SDLLM {w4a4['integer']:.1f} vs W4A4 RTN ANN {ann:.1f}: {'MET' if ok else 'MISSED'} "
-              f"(SDLLM is {w4a4['integer'] / w4a4['float']:.2f} x float)")
-    conv = max(r["convert_s"] for r in results.values())
-    print(f"  conversion <= 300 s: {conv:.0f} s (slowest of the settings); peak memory <= 6 GB: {conversion_peak:.2f} GB "
-          f"(import + first conversion; the whole run, holding several models, peaked at {peak_rss_gb():.2f} GB)")
-    print(f"  integer reference throughput vs torch float: {t_float / t_int:.3f}")
-    write_markdown(args.markdown, results, abl, costs)
+    lines = target_lines(results, macs)
+    print("\n".join(lines))
+    write_markdown(args.markdown, results, abl, conts, macs, lines)
     print(f"markdown: {args.markdown}")
 
 
-def write_markdown(path, results, abl, costs):
-    w4a4 = results[(4, 4)]
-    lines = ["| SDLLM | T | float | weight-only | fake-quant | integer | integer / float | SOPs / token |",
-             "|---|---|---|---|---|---|---|---|"]
-    for (wb, ab), r in sorted(results.items()):
-        lines.append(f"| W{wb}A{ab} | {(1 << (ab - 1)) - 1} | {r['float']:.2f} | {r['weight_only']:.2f} | {r['fake_quant']:.2f} | "
-                     f"{r['integer']:.2f} | {r['integer'] / r['float']:.3f} | {r['sops_per_token'] / 1e6:.1f} M |")
+def target_lines(results: dict, macs: float) -> list:
+    lines = []
+    for name, limits in TARGETS.items():
+        if name not in results:
+            continue
+        for domain, limit in zip(("in-domain", "out of domain"), limits):
+            d = results[name][domain]
+            ratio = d["integer"] / d["float"]
+            verdict = "MET" if ratio <= limit else f"MISSED by {ratio / limit:.2f}x"
+            lines.append(f"  {name} {domain}: integer / float = {ratio:.3f} (target <= {limit}): {verdict}")
+    best = min(((energy_ratio(r["in-domain"]["codes"][c]["sops_per_token"], macs), name, c)
+                for name, r in results.items() if name.startswith("W4A4") for c in CODES))
+    default = energy_ratio(results["W4A4"]["in-domain"]["codes"]["ternary"]["sops_per_token"], macs)
+    lines.append(f"  W4A4 default energy (ternary code) = {default:.2f} x dense FP16 (target <= {ENERGY_TARGET}): "
+                 + ("MET" if default <= ENERGY_TARGET else f"MISSED by {default / ENERGY_TARGET:.2f}x"))
+    lines.append(f"  closest W4A4 point on the front: {best[1]}, {best[2]} code = {best[0]:.2f} x dense FP16 "
+                 f"({results[best[1]]['in-domain']['integer'] / results[best[1]]['in-domain']['float']:.3f} x float perplexity)")
+    slow = max(results.values(), key=lambda r: r["convert_s"])
+    lines.append(f"  conversion <= 15 min and <= 8 GB: slowest {slow['convert_s'] / 60:.1f} min, "
+                 f"largest peak {max(r['peak_gb'] for r in results.values()):.2f} GB")
+    return lines
+
+
+def write_markdown(path, results, abl, conts, macs, target) -> None:
+    lines = ["| SDLLM | precision | float (in / out) | integer (in / out) | x float in-domain | x float out of domain | "
+             "M SOPs / token (ternary / bit-plane) | energy vs dense FP16 | convert |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        i, o = r["in-domain"], r["out of domain"]
+        t, b = (i["codes"][c]["sops_per_token"] for c in CODES)
+        lines.append(f"| {name} | {r['spec']} | {i['float']:.2f} / {o['float']:.2f} | {i['integer']:.2f} / {o['integer']:.2f} | "
+                     f"{i['integer'] / i['float']:.3f} | {o['integer'] / o['float']:.3f} | {t / 1e6:.1f} / {b / 1e6:.1f} | "
+                     f"{energy_ratio(t, macs):.2f} / {energy_ratio(b, macs):.2f} | {r['convert_s'] / 60:.1f} min, "
+                     f"{r['peak_gb']:.1f} GB |")
     if abl:
-        lines += ["", "| W4A4 ablation | T | perplexity | x float | SOPs / token |", "|---|---|---|---|---|"]
+        base = results["W4A4"]["in-domain"]
+        lines += ["", "| W4A4 ablation (in-domain) | T | perplexity | x float | M SOPs / token |", "|---|---|---|---|---|"]
+        lines.append(f"| W4A4 default | 7 | {base['integer']:.2f} | {base['integer'] / base['float']:.3f} | "
+                     f"{base['sops_per_token'] / 1e6:.1f} |")
         for label, T, ppl, sops in abl:
-            lines.append(f"| {label} | {T or '-'} | {ppl:.1f} | {ppl / w4a4['float']:.2f} | "
-                         f"{f'{sops / 1e6:.1f} M' if sops else '-'} |")
-    for (wb, ab), per in costs.items():
-        base = results[(wb, ab)]["integer"]
-        lines += ["", f"| W{wb}A{ab} (integer {base:.2f}), float version of | perplexity | fixed-point cost |", "|---|---|---|"]
-        for names, ppl in per.items():
-            lines.append(f"| {names} | {ppl:.2f} | {base / ppl:.3f} x |")
+            lines.append(f"| {label} | {T or '-'} | {ppl:.2f} | {ppl / base['float']:.3f} | "
+                         f"{f'{sops / 1e6:.1f}' if sops else '-'} |")
+    lines += ["", "| prompt | float | W4A4 SDLLM |", "|---|---|---|"]
+    for prompt, f, s in conts:
+        cell = [x.replace("\n", "\\n").replace("|", "\\|") for x in (prompt, f, s)]
+        lines.append(f"| `{cell[0]}` | {cell[1]} | {cell[2]} |")
+    lines += ["", "Targets:", "", "```", *target, "```"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -16,12 +16,11 @@ E_MAC_45NM_PJ = 0.9 + 3.7
 E_MAC_FP16_45NM_PJ = 0.4 + 1.1
 
 
-def dense_macs(build, n_positions: int) -> np.ndarray:
+def dense_macs(cfg, n_positions: int) -> np.ndarray:
     """Multiply-accumulates per position of the same model run densely (an ANN): every weight of
     every static stage once, plus Q·Kᵀ and P·V over the keys so far."""
-    c = build.config
-    static = sum(n_out * n_in for n_out, n_in in stages.static_shapes(c).values())
-    attention = 2 * c.n_layers * c.n_heads * c.head_dim
+    static = sum(n_out * n_in for n_out, n_in in stages.static_shapes(cfg).values())
+    attention = 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim
     return static + attention * (np.arange(n_positions) + 1)
 
 
@@ -59,7 +58,7 @@ def estimate(build, result) -> dict:
         "neuron_energy_nj": neuron_nj,
         "energy_per_token_uj": (sop_nj + neuron_nj + noc_nj) / 1e3,
         "latency_per_token_ms": build.schedule["period"] * build.hw.timestep_us / 1e3,
-        **paper_estimate(float(sops.mean()), float(dense_macs(build, len(sops)).mean())),
+        **paper_estimate(float(sops.mean()), float(dense_macs(build.config, len(sops)).mean())),
     }
 
 
