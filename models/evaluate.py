@@ -207,7 +207,7 @@ def evaluate(model: ModelFile, float_model, n_windows: int = 8, progress: bool =
     prepared = None
     if float_model is not None:
         spec = model.quant
-        prepared = prepare(float_model.eval(), spec.rotate, spec.seed)
+        prepared = prepare(float_model.eval(), spec.rotate, spec.seed, spec.head_rotation)
         out["float"] = torch_perplexity(float_model.eval(), rows)
         out["weight_only"] = torch_perplexity(FakeQuantSDLLM(float_model, model, quantize_activations=False), rows)
         out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, model), rows)
@@ -220,6 +220,11 @@ def ablation_specs(spec: QuantSpec) -> list:
     rows: each part of γ-SQP taken away, one at a time."""
     rows = [
         ("no rotation", dataclasses.replace(spec, rotate=False), "integer", None),
+    ]
+    if spec.rotate and spec.head_rotation:
+        rows.append(("no per-head value rotation (residual and online Hadamards only)",
+                     dataclasses.replace(spec, head_rotation=False), "integer", None))
+    rows += [
         ("γ = 1 (max scaling)", dataclasses.replace(spec, calibrate_gamma=False), "integer", None),
         ("RTN weights (no GPTQ)", dataclasses.replace(spec, gptq=False), "integer", None),
     ]
