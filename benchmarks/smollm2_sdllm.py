@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 from sdllm import stages
@@ -48,6 +49,7 @@ SETTINGS = [
     ("W4A4", []),
     ("W4A4, clip budget 5%", ["--clip-budget", "0.05"]),
     ("W4A4, clip budget 20%", ["--clip-budget", "0.2"]),
+    ("W4A4, bit-plane code, clip budget 5%", ["--code", "bitplane", "--clip-budget", "0.05"]),
     ("W4A4, down_proj input 8-bit", ["--point-bits", "down=8"]),
     ("W4A4, learned rotation", ["--rotation", "learned"]),
     ("W4A8", ["--act-bits", "8"]),
@@ -85,6 +87,30 @@ def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
     with open(meta, "w") as f:
         json.dump({"flags": flags, "seconds": seconds, "peak_gb": peak}, f)
     return path, seconds, peak
+
+
+def cached_json(path: str, compute):
+    """compute() once; its JSON-able result kept at path for the next run."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    value = json.loads(json.dumps(compute(), default=lambda x: x.tolist() if hasattr(x, "tolist") else str(x)))
+    with open(path, "w") as f:
+        json.dump(value, f)
+    return value
+
+
+def spec_converter(float_model, calib, tokenizer, cache: str):
+    """converter(spec) -> ModelFile for the ablation: converted once per spec, kept in the cache."""
+    from sdllm.models.conversion import convert
+
+    def converter(spec):
+        path = os.path.join(cache, "spec-" + hashlib.sha256(repr(spec).encode()).hexdigest()[:16] + ".pt")
+        if not os.path.exists(path):
+            modelformat.save(convert(float_model, spec, calib, tokenizer), path)
+        return modelformat.load(path)
+
+    return converter
 
 
 def energy_ratio(sops: float, macs: float) -> float:
@@ -171,7 +197,10 @@ def main():
         model = models[name] = modelformat.load(path)
         r = {"convert_s": seconds, "peak_gb": peak, "spec": model.quant.describe()}
         for domain, rows in domains.items():
-            r[domain] = evaluate(model, float_model, rows=rows, fidelity=name == "W4A4" and domain == "in-domain")
+            fidelity = name == "W4A4" and domain == "in-domain"
+            r[domain] = d = cached_json(f"{os.path.splitext(path)[0]}.{domain.replace(' ', '-')}.{args.windows}.json",
+                                        lambda: evaluate(model, float_model, rows=rows, fidelity=fidelity))  # noqa: B023
+            d["histogram"] = {k: np.asarray(v) for k, v in d["histogram"].items()}
         results[name] = r
         ind, ood = r["in-domain"], r["out of domain"]
         print(f"\n== {name} ({r['spec']}, {model.quant.precision()}): conversion {seconds:.0f} s, peak {peak:.2f} GB")
@@ -199,8 +228,12 @@ def main():
     if not (args.quick or args.no_ablation):
         rows = domains["in-domain"]
         calib = calibration_tokens(tokenizer, SEQ, args.calib_windows)
-        abl = ablation(models["W4A4"], float_model, rows, calib)
-        for name in ("W4A4, learned rotation", "W4A4, clip budget 5%"):
+        key = hashlib.sha256(repr(models["W4A4"].quant).encode()).hexdigest()[:16]
+        abl = [tuple(row) for row in cached_json(
+            os.path.join(args.cache, f"ablation-{key}.{args.windows}.json"),
+            lambda: ablation(models["W4A4"], float_model, rows, calib,
+                             converter=spec_converter(float_model, calib, tokenizer, args.cache)))]
+        for name in ("W4A4, learned rotation", "W4A4, clip budget 5%", "W4A4, clip budget 20%"):
             if name in results:
                 d = results[name]["in-domain"]
                 abl.append((name.replace("W4A4, ", "with "), models[name].quant.window(stages.ATTN_IN), d["integer"],

@@ -247,14 +247,15 @@ def linear_inputs(name: str) -> bool:
     return stages.stage_of(name).input.bits == "act_bits"
 
 
-def ablation(model: ModelFile, float_model, rows: np.ndarray, calib, progress: bool = True) -> list:
+def ablation(model: ModelFile, float_model, rows: np.ndarray, calib, progress: bool = True, converter=None) -> list:
     """[(label, T, perplexity, SOPs per token or None)] for the ablation rows, on `rows`; T and
-    SOPs are those of the row's codes (the linear layers' inputs in the row's code if it names one)."""
+    SOPs are those of the row's codes (the linear layers' inputs in the row's code if it names one).
+    converter(spec) -> ModelFile replaces converting `float_model` on `calib` (e.g. a cache)."""
     out = []
     for label, variant, measure, code in _progress(ablation_specs(model.quant), "ablation", progress):
         if any(variant.theta_of(p) >= variant.q_max(p) for p in stages.POINTS.values() if p.spiked):
             continue
-        vmodel = convert(float_model, variant, calib, model.tokenizer)
+        vmodel = converter(variant) if converter else convert(float_model, variant, calib, model.tokenizer)
         if measure == "fake_quant":
             out.append((label, None, torch_perplexity(FakeQuantSDLLM(float_model, vmodel), rows), None))
             continue
