@@ -76,7 +76,7 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
     if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
         raise SdllmError(f"model config: dim {cfg.dim} must divide by n_heads {cfg.n_heads}, "
                          f"and n_heads by n_kv_heads {cfg.n_kv_heads}")
-    prepared = prepare(model.eval(), spec.rotate, spec.seed)
+    prepared = prepare(model.eval(), spec.rotate, spec.seed, spec.head_rotation)
     cfg = prepared.cfg
     # an input channel's quantisation error costs the squared column norm of the weights reading it
     channel_weight = {tap: (w**2).sum(0).float() for _, tap, w in stage_matrices(prepared)}

@@ -207,7 +207,7 @@ def evaluate(model: ModelFile, float_model, n_windows: int = 8, progress: bool =
     prepared = None
     if float_model is not None:
         spec = model.quant
-        prepared = prepare(float_model.eval(), spec.rotate, spec.seed)
+        prepared = prepare(float_model.eval(), spec.rotate, spec.seed, spec.head_rotation)
         out["float"] = torch_perplexity(float_model.eval(), rows)
         out["weight_only"] = torch_perplexity(FakeQuantSDLLM(float_model, model, quantize_activations=False), rows)
         out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, model), rows)

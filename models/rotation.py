@@ -10,9 +10,14 @@
    has the worst outliers and is not on the residual stream); down_proj absorbs Hᵀ.
 4. `add_qk_hadamard`: an online Hadamard on each head's query and key after RoPE (QuaRot does
    it for its KV cache): q·k is unchanged, and the 4-bit query spikes lose less.
+5. `rotate_heads`: an orthogonal R on every head's values, fused offline (SpinQuant's R2):
+   v_proj's rows (and bias) of each KV head absorb Rᵀ, o_proj's columns of each query head R
+   (query head h reads KV head h // (n_heads / n_kv_heads)). P·V is linear per head, so each
+   head's attention output arrives rotated by R and o_proj undoes it; the cached values and o's
+   input lose their outlier channels. Free at run time: no online transform.
 The neuron units run the online transforms with additions (`fixedpoint.hadamard`).
 Each gives a model whose logits equal the input model's up to float rounding: `fold_norms`
-a new one, the other two rewrite the (gain-free) model they are given, to keep one copy in memory.
+a new one, the others rewrite the (gain-free) model they are given, to keep one copy in memory.
 """
 
 import dataclasses
@@ -121,13 +126,43 @@ def add_qk_hadamard(model: Llama) -> Llama:
     return model
 
 
-def prepare(model: Llama, rotate: bool, seed: int) -> Llama:
+@torch.no_grad()
+def rotate_heads(model: Llama, heads) -> Llama:
+    """Values -> v·R on every head (in place). heads: per layer one head_dim × head_dim orthogonal R
+    shared by the layer's heads, or (n_kv_heads, head_dim, head_dim), one per KV head. v_proj's rows
+    (and bias) of KV head j absorb R_jᵀ, o_proj's columns of query head h R_{h // group}."""
+    c = model.cfg
+    group = c.n_heads // c.n_kv_heads
+    for layer, r in zip(model.layers, heads, strict=True):
+        a = layer.attn
+        r = torch.as_tensor(r, dtype=torch.float64).expand(c.n_kv_heads, c.head_dim, c.head_dim)
+        w = a.v_proj.weight  # rows: (kv head, head_dim)
+        w.copy_((r.transpose(1, 2) @ w.double().unflatten(0, (c.n_kv_heads, c.head_dim))).flatten(0, 1).to(w.dtype))
+        if a.v_proj.bias is not None:
+            b = a.v_proj.bias
+            b.copy_((b.double().unflatten(0, (c.n_kv_heads, 1, c.head_dim)) @ r).flatten().to(b.dtype))
+        w = a.o_proj.weight  # columns: (query head, head_dim)
+        cols = w.double().unflatten(1, (c.n_heads, c.head_dim)).transpose(0, 1)  # (heads, dim, head_dim)
+        w.copy_((cols @ r.repeat_interleave(group, dim=0)).transpose(0, 1).flatten(1).to(w.dtype))
+    return model
+
+
+def head_hadamards(cfg, seed: int) -> list:
+    """One randomised Hadamard per layer for `rotate_heads`, shared by the layer's heads, seeded per
+    layer from `seed` (not the residual's: 1_000_003·(seed + 1) + layer)."""
+    return [randomized_hadamard(cfg.head_dim, 1_000_003 * (seed + 1) + i) for i in range(cfg.n_layers)]
+
+
+def prepare(model: Llama, rotate: bool, seed: int, head_rotation: bool = True) -> Llama:
     """The float model an SDLLM is quantised from: gains folded, and with `rotate` the residual
-    rotation, the online Hadamard before down_proj and, when head_dim is a power of two, the
-    online Hadamard on queries and keys."""
+    rotation, the online Hadamard before down_proj, when head_dim is a power of two the online
+    Hadamard on queries and keys, and with `head_rotation` a randomised Hadamard on every head's
+    values fused into v_proj/o_proj (`rotate_heads`, `head_hadamards`)."""
     out = fold_norms(model)
     if rotate:
         out = add_down_hadamard(rotate_residual(out, randomized_hadamard(model.cfg.dim, seed)))
         if _two_power(out.cfg.head_dim) == out.cfg.head_dim:
             out = add_qk_hadamard(out)
+        if head_rotation:
+            out = rotate_heads(out, head_hadamards(out.cfg, seed))
     return out

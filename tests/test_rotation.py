@@ -11,8 +11,11 @@ from sdllm.models.rotation import (
     add_down_hadamard,
     add_qk_hadamard,
     fold_norms,
+    head_hadamards,
     prepare,
+    random_orthogonal,
     randomized_hadamard,
+    rotate_heads,
     rotate_residual,
 )
 
@@ -47,6 +50,38 @@ def test_rotated_model_gives_the_same_logits(which):
     assert rotated.cfg.qk_hadamard == (which == "default")  # head_dim 32 is a power of two, 12 is not
     # the rotation really moved the weights: not an identity in disguise
     assert not torch.allclose(rotated.embed.weight, model.embed.weight, atol=1e-3)
+
+
+def test_head_rotation_keeps_the_logits_and_is_seeded():
+    """The per-head value rotation (fused into v_proj/o_proj; GQA, two query heads per KV head; q/k/v
+    biases) changes no logit beyond float64 rounding, and a seed always gives the same model."""
+    import copy
+    import dataclasses
+
+    cfg = dataclasses.replace(ODD, dim=64, attn_bias=True)  # head_dim 16: the online q/k Hadamard too
+    model = _random_model(cfg)
+    tokens = torch.randint(0, cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(1))
+    plain = prepare(model, True, 4, head_rotation=False).double()
+    per_kv = [torch.stack([random_orthogonal(cfg.head_dim, 10 * i + j) for j in range(cfg.n_kv_heads)])
+              for i in range(cfg.n_layers)]  # one matrix per KV head: the query heads' mapping to theirs
+    with torch.no_grad():
+        ref = plain(tokens)
+        for heads in (head_hadamards(cfg, 4), per_kv):
+            got = rotate_heads(copy.deepcopy(plain), heads)(tokens)
+            assert (got - ref).abs().max() < 1e-9 * ref.abs().max()
+        rotated = prepare(model, True, 4)  # float32, as conversion runs it
+        assert (rotated(tokens) - model(tokens)).abs().max() < 1e-5 * ref.abs().max()
+    plain = plain.float()
+    for name in ("v_proj.weight", "v_proj.bias", "o_proj.weight"):  # it really moved the value weights
+        assert not torch.allclose(rotated.layers[0].attn.get_parameter(name), plain.layers[0].attn.get_parameter(name))
+    for name in ("q_proj.weight", "k_proj.weight"):  # and nothing else
+        assert torch.equal(rotated.layers[0].attn.get_parameter(name), plain.layers[0].attn.get_parameter(name))
+    again = prepare(model, True, 4)
+    assert all(torch.equal(a, b) for a, b in zip(rotated.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(prepare(model, True, 5).layers[0].attn.v_proj.weight, rotated.layers[0].attn.v_proj.weight)
+    h = head_hadamards(cfg, 4)
+    assert len(h) == cfg.n_layers and not torch.equal(h[0], h[1])
+    assert all(torch.allclose(r @ r.T, torch.eye(cfg.head_dim, dtype=r.dtype), atol=1e-12) for r in h)
 
 
 @pytest.mark.parametrize("n", [64, 48, 576])
@@ -85,3 +120,4 @@ def test_integer_forward_on_a_window_equals_token_by_token(default_model):
     first, _ = ref.forward(tokens[:20])
     rest, _ = ref.forward(tokens[20:], start=20)
     assert np.array_equal(np.concatenate([first, rest]), block_logits)
+

@@ -91,6 +91,7 @@ class QuantSpec:
     thetas: tuple = ()  # ((point, θ), ...): per-point dead zones overriding theta (calibrated clipping)
     code: str = "auto"  # "auto": per point `codes.for_bits`; "ternary": the paper's trains everywhere
     rotate: bool = True  # rotation of the residual stream + online Hadamards
+    head_rotation: bool = True  # with rotate: a randomised Hadamard on every head's values, fused into v/o
     gptq: bool = True  # GPTQ weights (else round-to-nearest with max scaling)
     calibrate_gamma: bool = True  # γ per quantisation point calibrated (else γ = 1: max scaling)
     seed: int = 0  # of the random rotation
@@ -162,7 +163,8 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
     lo, hi = BIT_RANGE
     bits = lambda key: d.int(key, lo, hi)  # noqa: E731
     flags = dict(rotate=d.bool("rotate"), gptq=d.bool("gptq"), calibrate_gamma=d.bool("calibrate_gamma"),
-                 seed=d.int("seed", -(1 << 63), (1 << 63) - 1))
+                 seed=d.int("seed", -(1 << 63), (1 << 63) - 1),
+                 head_rotation=d.bool("head_rotation") if d.has("head_rotation") else False)  # older files had none
     if version == 1:  # one activation width and the paper's ternary trains everywhere
         act = bits("act_bits")
         spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=act, attn_bits=act, kv_bits=bits("kv_bits"),
