@@ -21,7 +21,7 @@ from sdllm.models import gptq
 from sdllm.models.calibration import CalibrationStats
 from sdllm.models.clipping import calibrate_dead_zones, with_thetas
 from sdllm.models.llama import Llama, rope_tables
-from sdllm.models.rotation import prepare
+from sdllm.models.rotation import prepare_as
 
 
 def stage_matrices(model: Llama):
@@ -76,7 +76,14 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
     if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
         raise SdllmError(f"model config: dim {cfg.dim} must divide by n_heads {cfg.n_heads}, "
                          f"and n_heads by n_kv_heads {cfg.n_kv_heads}")
-    prepared = prepare(model.eval(), spec.rotate, spec.seed, spec.head_rotation)
+    rotation = None
+    if spec.rotate and spec.rotation == "learned":
+        from sdllm.models.learned_rotation import RotationTraining, learn_rotations
+
+        r1, r2, _ = learn_rotations(model.eval(), spec, calib_tokens,
+                                    RotationTraining(steps=spec.rotation_steps, heads=spec.head_rotation), progress)
+        rotation = {"residual": r1.numpy()} | ({"heads": r2.numpy()} if r2 is not None else {})
+    prepared = prepare_as(model.eval(), spec, rotation)
     cfg = prepared.cfg
     # an input channel's quantisation error costs the squared column norm of the weights reading it
     channel_weight = {tap: (w**2).sum(0).float() for _, tap, w in stage_matrices(prepared)}
@@ -104,6 +111,7 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
         bias_fx=[fx.to_fixed(entry_bias(prepared, i).numpy()) for i in range(cfg.n_layers)],
         v_range_fx=[np.maximum(fx.to_fixed(stats.v_range[stages.VALUE.tap(i)].numpy()), 1) for i in range(cfg.n_layers)],
         weights=weights,
+        rotation=rotation,
     )
     if spec.clip_budget > 0:
         thetas, _ = calibrate_dead_zones(sdllm, np.asarray(calib_tokens), spec.clip_budget, progress)

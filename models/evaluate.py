@@ -27,7 +27,7 @@ from sdllm.models.corpus import docstring_windows, held_out_windows, text_window
 from sdllm.models.fakequant import FakeQuantSDLLM
 from sdllm.models.float_ops import NONLINEARITIES
 from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.rotation import prepare
+from sdllm.models.rotation import prepare_as
 from sdllm.models.units import causal
 
 
@@ -207,7 +207,7 @@ def evaluate(model: ModelFile, float_model, n_windows: int = 8, progress: bool =
     prepared = None
     if float_model is not None:
         spec = model.quant
-        prepared = prepare(float_model.eval(), spec.rotate, spec.seed, spec.head_rotation)
+        prepared = prepare_as(float_model.eval(), spec, model.rotation)
         out["float"] = torch_perplexity(float_model.eval(), rows)
         out["weight_only"] = torch_perplexity(FakeQuantSDLLM(float_model, model, quantize_activations=False), rows)
         out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, model), rows)

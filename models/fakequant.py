@@ -14,7 +14,7 @@ from sdllm.formats.model import ModelFile
 from sdllm.models import fixedpoint as fx
 from sdllm.models.conversion import part_divisors, projections
 from sdllm.models.llama import Llama
-from sdllm.models.rotation import prepare
+from sdllm.models.rotation import prepare_as
 
 
 def _ste(x, x_hat):
@@ -49,7 +49,7 @@ class FakeQuantSDLLM(torch.nn.Module):
     def __init__(self, float_model: Llama, model: ModelFile, quantize_activations: bool = True):
         super().__init__()
         self.cfg, self.spec = model.config, model.quant
-        self.model = prepare(float_model, self.spec.rotate, self.spec.seed, self.spec.head_rotation)
+        self.model = prepare_as(float_model, self.spec, model.rotation)
         self._load_weights(model)
         self.model.eval()
         self.quantize_activations = quantize_activations

@@ -153,16 +153,25 @@ def head_hadamards(cfg, seed: int) -> list:
     return [randomized_hadamard(cfg.head_dim, 1_000_003 * (seed + 1) + i) for i in range(cfg.n_layers)]
 
 
-def prepare(model: Llama, rotate: bool, seed: int, head_rotation: bool = True) -> Llama:
+def prepare(model: Llama, rotate: bool, seed: int, head_rotation: bool = True, residual=None, heads=None) -> Llama:
     """The float model an SDLLM is quantised from: gains folded, and with `rotate` the residual
-    rotation, the online Hadamard before down_proj, when head_dim is a power of two the online
-    Hadamard on queries and keys, and with `head_rotation` a randomised Hadamard on every head's
-    values fused into v_proj/o_proj (`rotate_heads`, `head_hadamards`)."""
+    rotation (`residual`, by default the randomised Hadamard of `seed`), the online Hadamard
+    before down_proj, when head_dim is a power of two the online Hadamard on queries and keys,
+    and with `head_rotation` a rotation of every head's values fused into v_proj/o_proj
+    (`rotate_heads`; `heads`, by default the randomised Hadamards of `head_hadamards`)."""
     out = fold_norms(model)
     if rotate:
-        out = add_down_hadamard(rotate_residual(out, randomized_hadamard(model.cfg.dim, seed)))
+        q = randomized_hadamard(model.cfg.dim, seed) if residual is None else torch.as_tensor(residual, dtype=torch.float64)
+        out = add_down_hadamard(rotate_residual(out, q))
         if _two_power(out.cfg.head_dim) == out.cfg.head_dim:
             out = add_qk_hadamard(out)
         if head_rotation:
-            out = rotate_heads(out, head_hadamards(out.cfg, seed))
+            out = rotate_heads(out, head_hadamards(out.cfg, seed) if heads is None else heads)
     return out
+
+
+def prepare_as(model: Llama, spec, rotation: dict | None = None) -> Llama:
+    """`prepare` as a QuantSpec says, with a learned rotation's matrices ({'residual', 'heads'}, as
+    model.pt stores them) in place of the Hadamards."""
+    r = rotation or {}
+    return prepare(model, spec.rotate, spec.seed, spec.head_rotation, r.get("residual"), r.get("heads"))

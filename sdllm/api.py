@@ -27,7 +27,7 @@ from sdllm import stages, tokenizer
 from sdllm.errors import SdllmError
 from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
-from sdllm.formats.model import BIT_RANGE, ModelFile, QuantSpec
+from sdllm.formats.model import BIT_RANGE, ROTATIONS, ModelFile, QuantSpec
 
 __all__ = ["Build", "MappingReport", "Model", "Run", "RunReport", "check_quant", "compile", "convert", "load_build",
            "load_model", "run"]
@@ -42,6 +42,10 @@ def check_quant(spec: QuantSpec) -> None:
             raise SdllmError(f"--{name.replace('_', '-')}: must be within {lo}..{hi}, got {value}")
     if not 0 <= spec.clip_budget <= 10:
         raise SdllmError(f"--clip-budget: must be within 0..10 (a fraction of perplexity), got {spec.clip_budget}")
+    if spec.rotation not in ROTATIONS:
+        raise SdllmError(f"--rotation: must be one of {', '.join(ROTATIONS)}, got {spec.rotation!r}")
+    if not 1 <= spec.rotation_steps <= 1 << 20:
+        raise SdllmError(f"--rotation-steps: must be within 1..{1 << 20}, got {spec.rotation_steps}")
     for name, value in spec.point_bits:
         if not lo <= value <= hi:
             raise SdllmError(f"--point-bits {name}: must be within {lo}..{hi}, got {value}")

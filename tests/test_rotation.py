@@ -120,3 +120,45 @@ def test_integer_forward_on_a_window_equals_token_by_token(default_model):
     first, _ = ref.forward(tokens[:20])
     rest, _ = ref.forward(tokens[20:], start=20)
     assert np.array_equal(np.concatenate([first, rest]), block_logits)
+
+
+def test_a_learned_rotation_keeps_the_float_logits_and_is_seeded(tmp_path):
+    """A few Cayley SGD steps move R1 and R2 off the Hadamards, stay orthogonal, give the same
+    rotations for a seed, and the model prepared with them has the float model's logits; a learned
+    conversion stores them in model.pt, and the fake-quant model is prepared with them."""
+    import dataclasses
+
+    from sdllm.formats import model as modelformat
+    from sdllm.formats.model import QuantSpec
+    from sdllm.models.conversion import convert
+    from sdllm.models.fakequant import FakeQuantSDLLM
+    from sdllm.models.learned_rotation import RotationTraining, learn_rotations
+    from sdllm.models.rotation import prepare_as
+
+    cfg = dataclasses.replace(ODD, dim=64, max_seq_len=24)  # head_dim 16
+    model = _random_model(cfg)
+    calib = torch.randint(0, cfg.vocab_size, (3, cfg.max_seq_len), generator=torch.Generator().manual_seed(2))
+    spec = QuantSpec(rotation="learned", rotation_steps=4, seed=3)
+    training = RotationTraining(steps=4, lr=0.5, windows_per_step=2)
+    r1, r2, losses = learn_rotations(model, spec, calib, training)
+    again = learn_rotations(model, spec, calib, training)
+    assert torch.equal(r1, again[0]) and torch.equal(r2, again[1]) and losses == again[2]
+    assert r1.shape == (cfg.dim, cfg.dim) and r2.shape == (cfg.n_layers, cfg.head_dim, cfg.head_dim)
+    assert not torch.allclose(r1, randomized_hadamard(cfg.dim, 3), atol=1e-3)
+    assert not torch.allclose(r2[0], head_hadamards(cfg, 3)[0], atol=1e-3)
+    assert torch.allclose(r1 @ r1.T, torch.eye(cfg.dim, dtype=r1.dtype), atol=1e-10)
+    assert torch.allclose(r2 @ r2.transpose(1, 2), torch.eye(cfg.head_dim, dtype=r2.dtype).expand_as(r2), atol=1e-10)
+    tokens = calib[:, :-1]
+    with torch.no_grad():
+        ref = model(tokens)
+        got = prepare_as(model, spec, {"residual": r1, "heads": r2})(tokens)
+    assert (got - ref).abs().max() < 1e-4 * ref.abs().max()  # float32 rounding, as test_rotated_model_gives_the_same_logits
+
+    converted = convert(model, spec, calib, {"type": "bytes"})
+    assert set(converted.rotation) == {"residual", "heads"}
+    modelformat.save(converted, str(tmp_path / "m.pt"))
+    back = modelformat.load(str(tmp_path / "m.pt"))
+    assert back.quant.rotation == "learned" and back.quant.rotation_steps == 4
+    assert all(np.array_equal(back.rotation[k], converted.rotation[k]) for k in converted.rotation)
+    fq = FakeQuantSDLLM(model, back)  # its embedding is the one conversion rotated and stored
+    assert np.abs(fq.model.embed.weight.detach().double().numpy() * (1 << fx.FRAC) - back.embed_fx).max() <= 1

@@ -2,7 +2,8 @@
 
     sdllm-convert [SRC] -o model.pt [--weight-bits 4] [--act-bits 4] [--attn-bits 8] [--kv-bits 8]
                   [--point-bits POINT=BITS ...] [--code auto|ternary] [--theta 0]
-                  [--max-seq-len N] [--no-rotate] [--no-head-rotation] [--rtn] [--gamma-one] [--seed 0]
+                  [--max-seq-len N] [--no-rotate] [--no-head-rotation]
+                  [--rotation hadamard|learned] [--rotation-steps 100] [--rtn] [--gamma-one] [--seed 0]
 
 SRC is a float checkpoint written by `sdllm.models.train_default` (default: the embedded default
 model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
@@ -36,6 +37,8 @@ def main(argv=None):
 
 
 def _main(argv):
+    from sdllm.formats.model import ROTATIONS, QuantSpec
+
     ap = argparse.ArgumentParser(prog="sdllm-convert", description="Convert a float LLaMA-family checkpoint into an SDLLM model.pt.")
     ap.add_argument("src", nargs="?", help="our float .pt (default: the embedded default model), a Hugging Face directory or a .gguf")
     ap.add_argument("-o", "--output", required=True)
@@ -58,6 +61,11 @@ def _main(argv):
     ap.add_argument("--no-rotate", action="store_true", help="no Hadamard rotation (ablation)")
     ap.add_argument("--no-head-rotation", action="store_true",
                     help="no randomised Hadamard on each head's values, fused into v_proj/o_proj (ablation)")
+    ap.add_argument("--rotation", choices=ROTATIONS, default="hadamard",
+                    help="hadamard: the seeded randomised Hadamards; learned: optimised from them on the calibration "
+                         "text (SpinQuant's Cayley SGD against the fake-quant model's KL to the float model)")
+    ap.add_argument("--rotation-steps", type=int, default=QuantSpec.rotation_steps,
+                    help="Cayley SGD steps of --rotation learned")
     ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
     ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")
     ap.add_argument("--seed", type=int, default=0, help="of the random rotation")
@@ -68,13 +76,13 @@ def _main(argv):
 
     import sdllm
     from sdllm import outputs
-    from sdllm.formats.model import QuantSpec
 
     outputs.check_file(args.output, "-o")  # before any work
     spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, attn_bits=args.attn_bits,
                      kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits), code=args.code,
                      clip_budget=args.clip_budget,
-                     rotate=not args.no_rotate, head_rotation=not args.no_head_rotation, gptq=not args.rtn,
+                     rotate=not args.no_rotate, head_rotation=not args.no_head_rotation, rotation=args.rotation,
+                     rotation_steps=args.rotation_steps, gptq=not args.rtn,
                      calibrate_gamma=not args.gamma_one, seed=args.seed)
     model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
                           calib_text=args.calib_text, progress=True)

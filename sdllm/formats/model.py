@@ -16,6 +16,9 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
                   (n_out,) per static stage, '{entry stage}.bias_fx' (its n_out,), 'v_range_fx'
                   (kv heads, head_dim), 'gamma' {point: γ} for the γ-calibrated points
     head          'weight', 'scale_fx', 'gamma' of the LM head
+    rotation      (optional, a learned rotation) {'residual': (dim, dim) float64 R1, and with the
+                  head rotation 'heads': (layers, head_dim, head_dim) float64 R2}: what the float
+                  model is prepared with in place of the seeded Hadamards (evaluation needs it)
     synthetic     (optional) {'seed': s}: no weight matrices; each static stage's is drawn on
                   demand from a generator seeded by (s, the stage's index in forward order)
 
@@ -96,6 +99,7 @@ class QuantSpec:
     calibrate_gamma: bool = True  # γ per quantisation point calibrated (else γ = 1: max scaling)
     seed: int = 0  # of the random rotation
     rotation: str = "hadamard"  # the residual rotation: a seeded randomised Hadamard, or "learned" from it
+    rotation_steps: int = 100  # Cayley SGD steps of a learned rotation (`sdllm.models.learned_rotation`)
     clip_budget: float = 0.0  # dead zones calibrated within this relative perplexity increase (0: none)
 
     def bits(self, point: stages.Point) -> int:
@@ -181,6 +185,7 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
         spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=bits("act_bits"), attn_bits=bits("attn_bits"),
                          kv_bits=bits("kv_bits"), theta=d.int("theta", 0, qmax(hi)), code=d.str("code", ("auto", *codes.CARRIED)),
                          rotation=d.str("rotation", ROTATIONS),
+                         rotation_steps=d.int("rotation_steps", 1, 1 << 20) if d.has("rotation_steps") else QuantSpec.rotation_steps,
                          clip_budget=d.float("clip_budget", 0.0, 10.0) if d.has("clip_budget") else 0.0,
                          **per_point, **flags)
     for point in stages.POINTS.values():
@@ -220,6 +225,7 @@ class ModelFile:
     v_range_fx: list  # per layer: (kv heads, head_dim) static range of the cached values, FRAC
     weights: dict = field(default_factory=dict)  # node -> (n_out, n_in) int8; empty for a synthetic model
     synthetic_seed: int | None = None
+    rotation: dict | None = None  # a learned rotation: 'residual' (dim, dim), 'heads' (layers, hd, hd), float64
 
     def weight(self, node: str) -> np.ndarray:
         """A static stage's integer weights (n_out, n_in), int8: stored, or drawn for a synthetic model."""
@@ -262,6 +268,8 @@ class ModelFile:
         }
         if self.synthetic:
             blob["synthetic"] = {"seed": self.synthetic_seed}
+        if self.rotation is not None:
+            blob["rotation"] = {k: t(v) for k, v in self.rotation.items()}
         return blob
 
     @classmethod
@@ -302,11 +310,28 @@ class ModelFile:
         embed = d.array("embed_fx", (cfg.vocab_size, cfg.dim), lo=-lim, hi=lim)
         rope = [d.array(k, (cfg.max_seq_len, hd // 2), lo=-lim, hi=lim) for k in ("rope_cos_fx", "rope_sin_fx")]
         as_np = lambda a: a.numpy() if hasattr(a, "numpy") else np.asarray(a)  # noqa: E731
+        rotation = None
+        if d.has("rotation"):
+            r = d.doc("rotation")
+            rotation = {"residual": as_np(r.array("residual", (cfg.dim, cfg.dim), "f", -1.0, 1.0, ("float64",)))}
+            if r.has("heads"):
+                rotation["heads"] = as_np(r.array("heads", (cfg.n_layers, hd, hd), "f", -1.0, 1.0, ("float64",)))
+            for key, m in rotation.items():
+                eye = np.eye(m.shape[-1])
+                if np.abs(m @ np.swapaxes(m, -1, -2) - eye).max() > 1e-6:
+                    r.fail(key, "orthogonal matrices", "a matrix that is not")
+        learned = spec.rotate and spec.rotation == "learned" and synthetic_seed is None
+        if learned != (rotation is not None):
+            d.fail("rotation", "the learned rotation's matrices exactly when quant.rotation is 'learned' (rotated)",
+                   "them" if rotation is not None else "none")
+        if rotation is not None and spec.head_rotation != ("heads" in rotation):
+            d.fail("rotation.heads", "present exactly when quant.head_rotation is true", "heads" in rotation)
         return cls(config=cfg, quant=spec, tokenizer=read_tokenizer(d.doc("tokenizer")), embed_fx=as_np(embed),
                    rope_cos_fx=as_np(rope[0]), rope_sin_fx=as_np(rope[1]), eps_fx=d.int("eps_fx", 0, lim),
                    scales_fx={k: as_np(v) for k, v in scales.items()}, gamma=gamma,
                    bias_fx=[as_np(b) for b in bias], v_range_fx=[as_np(v) for v in v_range],
-                   weights={k: as_np(v) for k, v in weights.items()}, synthetic_seed=synthetic_seed)
+                   weights={k: as_np(v) for k, v in weights.items()}, synthetic_seed=synthetic_seed,
+                   rotation=rotation)
 
     def with_(self, **changes) -> "ModelFile":
         return ModelFile(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
