@@ -7,7 +7,7 @@ and measures, with the integer reference (what the compiled network equals bit f
 
   * perplexity in-domain (held-out pydoc topics) and out of domain (stdlib docstrings, text
     calibration never sees), each as a ratio to float on the same windows;
-  * synaptic operations per token under each spike code (ternary, bit planes) and the 45 nm
+  * synaptic operations per token under its own codes and under bit planes everywhere and the 45 nm
     energy estimate (SOPs x E_AC) against the dense model's FP16 MACs on the same tokens.
 
 Then: the per-layer fidelity and the ablation table of the W4A4 default, a plot of perplexity
@@ -43,7 +43,8 @@ from sdllm.runtime.energy import E_AC_45NM_PJ, E_MAC_FP16_45NM_PJ, dense_macs
 from sdllm.tokenizer import decode, encode
 
 SEQ = 256
-CODES = ("ternary", "bitplane")
+CODES = ("own", "bitplane")  # the model's own codes (ternary up to 4 bits, bit planes above), or bit planes everywhere
+CODE_LABELS = {"own": "its own code (ternary <= 4 bits)", "bitplane": "bit planes everywhere"}
 # (name, sdllm-convert flags); the first is the default every other is compared with
 SETTINGS = [
     ("W4A4", []),
@@ -51,9 +52,11 @@ SETTINGS = [
     ("W4A4, clip budget 20%", ["--clip-budget", "0.2"]),
     ("W4A4, bit-plane code, clip budget 5%", ["--code", "bitplane", "--clip-budget", "0.05"]),
     ("W4A4, down_proj input 8-bit", ["--point-bits", "down=8"]),
+    ("W4A4, down_proj and LM head inputs 8-bit", ["--point-bits", "down=8", "head=8"]),
     ("W4A8", ["--act-bits", "8"]),
     ("W8A8", ["--weight-bits", "8", "--act-bits", "8"]),
-    ("W4A4, learned rotation", ["--rotation", "learned", "--rotation-steps", "20"]),
+    ("W4A4, learned rotation (20 steps)", ["--rotation", "learned", "--rotation-steps", "20"]),
+    ("W4A4, learned rotation (100 steps)", ["--rotation", "learned", "--rotation-steps", "100"]),
 ]
 QUICK = ("W4A4",)
 TARGETS = {  # setting -> (in-domain, out-of-domain) ratio to float
@@ -113,6 +116,11 @@ def spec_converter(float_model, calib, tokenizer, cache: str):
     return converter
 
 
+def sops_of(d: dict, code: str) -> float:
+    """SOPs per token of a result under `code` ("own": the model's own codes)."""
+    return d["sops_per_token"] if code == "own" else d["codes"][code]["sops_per_token"]
+
+
 def energy_ratio(sops: float, macs: float) -> float:
     return sops * E_AC_45NM_PJ / (macs * E_MAC_FP16_45NM_PJ)
 
@@ -136,12 +144,13 @@ def pareto_png(points: list, macs: float, float_ppl: float, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     for code, marker in zip(CODES, "os"):
         sel = [p for p in points if p[1] == code]
-        ax.scatter([p[2] / 1e6 for p in sel], [p[3] for p in sel], marker=marker, label=f"{code} code", zorder=3)
+        ax.scatter([p[2] / 1e6 for p in sel], [p[3] for p in sel], marker=marker, label=CODE_LABELS[code], zorder=3)
         for name, _, sops, ppl in sel:
-            ax.annotate(name, (sops / 1e6, ppl), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            short = name.replace("W4A4, ", "").replace(" inputs 8-bit", " 8-bit").replace(" input 8-bit", " 8-bit")
+            ax.annotate(short, (sops / 1e6, ppl), fontsize=6, xytext=(4, 3), textcoords="offset points")
     front, best = [], float("inf")
     for _, _, sops, ppl in sorted(points, key=lambda p: (p[2], p[3])):
         if ppl < best:
@@ -154,8 +163,8 @@ def pareto_png(points: list, macs: float, float_ppl: float, path: str) -> None:
     ax.axhline(float_ppl, color="red", ls="--", lw=1, label=f"float perplexity {float_ppl:.1f}")
     ax.set_xlabel("synaptic operations per token (millions)")
     ax.set_ylabel("perplexity, held-out pydoc topics (integer reference)")
-    ax.set_title("SmolLM2-135M-Instruct as an SDLLM: perplexity against SOPs per token")
-    ax.legend(fontsize=7, loc="best")
+    ax.set_title("SmolLM2-135M-Instruct as an SDLLM: perplexity against SOPs per token (labels: W4A4 variants unless named)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
@@ -217,8 +226,8 @@ def main():
             print(f"  {domain:<14} float {d['float']:.2f} | {more}integer {d['integer']:.2f} "
                   f"({d['integer'] / d['float']:.3f} x float)")
         for code in CODES:
-            sops = ind["codes"][code]["sops_per_token"]
-            print(f"  {code:<9} code: {sops / 1e6:7.1f} M SOPs per token, 45 nm {sops * E_AC_45NM_PJ / 1e6:.0f} uJ "
+            sops = sops_of(ind, code)
+            print(f"  {CODE_LABELS[code]:<34}: {sops / 1e6:7.1f} M SOPs per token, 45 nm {sops * E_AC_45NM_PJ / 1e6:.0f} uJ "
                   f"= {energy_ratio(sops, macs):.2f} x the dense FP16 MACs ({macs * E_MAC_FP16_45NM_PJ / 1e6:.0f} uJ)")
         del ood
 
@@ -226,7 +235,7 @@ def main():
     print("\n== W4A4 default in detail (in-domain)")
     print("\n".join(layer_lines(base["in-domain"])))
 
-    points = [(name, code, r["in-domain"]["codes"][code]["sops_per_token"], r["in-domain"]["integer"])
+    points = [(name, code, sops_of(r["in-domain"], code), r["in-domain"]["integer"])
               for name, r in results.items() for code in CODES]
     plot = os.path.join(out_dir, "smollm2_pareto.png")
     pareto_png(points, macs, base["in-domain"]["float"], plot)
@@ -241,7 +250,8 @@ def main():
             os.path.join(args.cache, f"ablation-{key}.{args.windows}.json"),
             lambda: ablation(models["W4A4"], float_model, rows, calib,
                              converter=spec_converter(float_model, calib, tokenizer, args.cache)))]
-        for name in ("W4A4, learned rotation", "W4A4, clip budget 5%", "W4A4, clip budget 20%"):
+        for name in ("W4A4, learned rotation (20 steps)", "W4A4, learned rotation (100 steps)", "W4A4, clip budget 5%",
+                     "W4A4, clip budget 20%"):
             if name in results:
                 d = results[name]["in-domain"]
                 abl.append((name.replace("W4A4, ", "with "), models[name].quant.window(stages.ATTN_IN), d["integer"],
@@ -270,12 +280,18 @@ def target_lines(results: dict, macs: float) -> list:
             ratio = d["integer"] / d["float"]
             verdict = "MET" if ratio <= limit else f"MISSED by {ratio / limit:.2f}x"
             lines.append(f"  {name} {domain}: integer / float = {ratio:.3f} (target <= {limit}): {verdict}")
-    best = min(((energy_ratio(r["in-domain"]["codes"][c]["sops_per_token"], macs), name, c)
+    limits = TARGETS["W4A4"]
+    for name, r in results.items():
+        if name.startswith("W4A4,"):
+            i, o = (r[d]["integer"] / r[d]["float"] for d in ("in-domain", "out of domain"))
+            met = ", ".join("MET" if x <= lim else f"missed by {x / lim:.2f}x" for x, lim in zip((i, o), limits))
+            lines.append(f"  (variant) {name}: {i:.3f} / {o:.3f} against <= {limits[0]} / {limits[1]}: {met}")
+    best = min(((energy_ratio(sops_of(r["in-domain"], c), macs), name, c)
                 for name, r in results.items() if name.startswith("W4A4") for c in CODES))
-    default = energy_ratio(results["W4A4"]["in-domain"]["codes"]["ternary"]["sops_per_token"], macs)
-    lines.append(f"  W4A4 default energy (ternary code) = {default:.2f} x dense FP16 (target <= {ENERGY_TARGET}): "
+    default = energy_ratio(sops_of(results["W4A4"]["in-domain"], "own"), macs)
+    lines.append(f"  W4A4 default energy (its own code) = {default:.2f} x dense FP16 (target <= {ENERGY_TARGET}): "
                  + ("MET" if default <= ENERGY_TARGET else f"MISSED by {default / ENERGY_TARGET:.2f}x"))
-    lines.append(f"  closest W4A4 point on the front: {best[1]}, {best[2]} code = {best[0]:.2f} x dense FP16 "
+    lines.append(f"  closest W4A4 point on the front: {best[1]}, {CODE_LABELS[best[2]]} = {best[0]:.2f} x dense FP16 "
                  f"({results[best[1]]['in-domain']['integer'] / results[best[1]]['in-domain']['float']:.3f} x float perplexity)")
     slow = max(results.values(), key=lambda r: r["convert_s"])
     lines.append(f"  conversion <= 15 min and <= 8 GB: slowest {slow['convert_s'] / 60:.1f} min, "
@@ -285,11 +301,11 @@ def target_lines(results: dict, macs: float) -> list:
 
 def write_markdown(path, results, abl, conts, macs, target) -> None:
     lines = ["| SDLLM | precision | float (in / out) | integer (in / out) | x float in-domain | x float out of domain | "
-             "M SOPs / token (ternary / bit-plane) | energy vs dense FP16 | convert |",
+             "M SOPs / token (own code / bit planes) | energy vs dense FP16 (own / bit planes) | convert |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         i, o = r["in-domain"], r["out of domain"]
-        t, b = (i["codes"][c]["sops_per_token"] for c in CODES)
+        t, b = (sops_of(i, c) for c in CODES)
         lines.append(f"| {name} | {r['spec']} | {i['float']:.2f} / {o['float']:.2f} | {i['integer']:.2f} / {o['integer']:.2f} | "
                      f"{i['integer'] / i['float']:.3f} | {o['integer'] / o['float']:.3f} | {t / 1e6:.1f} / {b / 1e6:.1f} | "
                      f"{energy_ratio(t, macs):.2f} / {energy_ratio(b, macs):.2f} | {r['convert_s'] / 60:.1f} min, "

@@ -7,7 +7,7 @@ What is trained is the float model with its weights in float (GPTQ comes after, 
 model, as for the random Hadamard) and every activation fake-quantised at the SDLLM's
 quantisation points with the spec's bits, γ and dead zones; the loss is KL(float model ‖ that
 model) per token. The rotations are not fused into the weights while training: a quantisation
-point that reads the residual stream (qkv, gate_up, head) sees x·R1 and hands on Q(x·R1)·R1ᵀ, the
+point that reads the residual stream (the attention and MLP entries, the LM head) sees x·R1 and hands on Q(x·R1)·R1ᵀ, the
 values and the attention output see each head rotated by R2 (`rotation.rotate_heads`'
 convention) — the numbers the fused model gives, at a fraction of the cost of rotating every
 weight in every step. In float, without the quantisers, nothing depends on R1 or R2: any

@@ -97,7 +97,9 @@ def test_run_continuous_then_pause_reads_what_ran_and_idles_after_its_positions(
             time.sleep(1.0)
             net.pause()
             sops = net.core_sops()
-            if all(v[n_positions - 1] > 0 for k, v in sops.items() if "unit" not in k) or time.time() > deadline:
+            last_token_out = tokens_sink.data.get()[0][n_positions * P] != 0  # the host's choice after the last position
+            if all(v[n_positions - 1] > 0 for k, v in sops.items() if "unit" not in k) and last_token_out \
+                    or time.time() > deadline:
                 break
             net.run(condition=RunContinuous(), run_cfg=cfg)
         chosen = tokens_sink.data.get()[0].astype(np.int64)
