@@ -18,7 +18,7 @@ how much. Writes out/smollm2_sdllm.md (the README's tables) and out/smollm2_pare
     .venv/bin/python benchmarks/smollm2_sdllm.py [--windows 8] [--quick] [--no-ablation]
 
 Converted models are cached in --cache (keyed by their flags); delete it to re-convert. About
-2 hours on 2 cores from an empty cache (--quick: the W4A4 default only, ~20 min).
+2 hours on 2 cores from an empty cache (--quick: the W4A4 default only, ~10 min).
 """
 
 import argparse
@@ -218,7 +218,7 @@ def main():
                 else {"float": float_ppl[domain], **integer_scores(model, rows)})  # noqa: B023
             d["histogram"] = {k: np.asarray(v) for k, v in d["histogram"].items()}
         results[name] = r
-        ind, ood = r["in-domain"], r["out of domain"]
+        ind = r["in-domain"]
         print(f"\n== {name} ({r['spec']}, {model.quant.precision()}): conversion {seconds:.0f} s, peak {peak:.2f} GB")
         for domain in domains:
             d = r[domain]
@@ -229,7 +229,6 @@ def main():
             sops = sops_of(ind, code)
             print(f"  {CODE_LABELS[code]:<34}: {sops / 1e6:7.1f} M SOPs per token, 45 nm {sops * E_AC_45NM_PJ / 1e6:.0f} uJ "
                   f"= {energy_ratio(sops, macs):.2f} x the dense FP16 MACs ({macs * E_MAC_FP16_45NM_PJ / 1e6:.0f} uJ)")
-        del ood
 
     base = results["W4A4"]
     print("\n== W4A4 default in detail (in-domain)")
