@@ -192,11 +192,10 @@ def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str 
     if rate_tokens < 0:
         raise SdllmError(f"--rate-tokens: must be >= 0, got {rate_tokens}")
     buildformat.check_target(output)  # before any work: the place to write it is there and ours to replace
-    if isinstance(model, str):
-        path, model = model, modelformat.load(model)
-        # the integer reference that measures spike rates holds the weights as int64
-        resources.require_memory(resources.model_bytes(model.config, resources.INT_BYTES if rate_tokens else 1), path)
-    file = model.file if isinstance(model, Model) else model
+    where = model if isinstance(model, str) else "the model"
+    file = model.file if isinstance(model, Model) else model if isinstance(model, ModelFile) else modelformat.load(model)
+    # the integer reference that measures spike rates holds the weights as int64
+    resources.require_memory(resources.model_bytes(file.config, resources.INT_BYTES if rate_tokens else 1), where)
     report = emit(compile_model(file, target, passes(placement, rate_tokens, progress=progress)), output, progress=progress)
     return Build(output, report)
 
