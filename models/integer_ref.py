@@ -16,7 +16,7 @@ from sdllm.formats.model import ModelFile
 from sdllm.models import kernels
 from sdllm.models.float_ops import FloatNonlinearities
 from sdllm.models.llama import rope_tables
-from sdllm.models.products import ExactProduct, exact_type
+from sdllm.models.products import ExactProduct, exact_type, float_matmul
 from sdllm.models.units import DecoderLayerUnit, head_in, head_params, logits_out, unit_params
 
 
@@ -78,7 +78,7 @@ class IntegerSDLLM:
         mem = cache[:, :keys]  # (kv heads, keys, hd); head h reads kv head h // group
         spikes = x.reshape(n, nkv, group, -1)[..., :keys] if stage.kind is stages.NodeKind.KV_PV else x.reshape(n, nkv, group, -1)
         spikes = spikes.transpose(1, 0, 2, 3).reshape(nkv, n * group, -1).astype(mem.dtype)
-        acc = spikes @ (mem.transpose(0, 2, 1) if stage.kind is stages.NodeKind.KV_QK else mem)
+        acc = float_matmul(spikes, mem.transpose(0, 2, 1) if stage.kind is stages.NodeKind.KV_QK else mem)
         return acc.reshape(nkv, n, group, -1).transpose(1, 0, 2, 3).reshape(n, c.n_heads, -1).astype(np.int64)
 
     def forward(self, tokens, start: int = 0, trace: dict | None = None):

@@ -14,6 +14,7 @@ calls (one token in a Lava worker) run serially, which also keeps forked process
 """
 
 import os
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -23,16 +24,23 @@ from sdllm.models import fixedpoint as fx
 PARALLEL_ROWS = 16
 _PID = os.getpid()  # a process forked after import (a Lava worker) runs the serial kernels
 SHORT_ROW = 256
+TOP_KEPT = 64
 LIMIT = np.int64(1 << 62)
 BUCKET_BITS = 11
 _LN2, _EXP_A, _EXP_B, _EXP_C, _EXP_MAX = fx._LN2, fx._EXP_A, fx._EXP_B, fx._EXP_C, fx._EXP_MAX_SHIFT
 _EXP_SHIFT = 3 * fx.FRAC - fx.EXP_FRAC
 _ONE = np.int64(1 << fx.EXP_FRAC)
+_INV_LN2 = 1.0 / _LN2
 
 
 def _twice(fn):
-    """(parallel, serial) compilations of one kernel."""
-    return njit(parallel=True, cache=True, nogil=True)(fn), njit(cache=True, nogil=True)(fn)
+    """(parallel, serial) compilations of one kernel. The serial one compiles a copy under its own
+    name: numba's on-disk cache keys a function by name and signature, not by `parallel`, so one
+    function compiled both ways shares one cache entry — a forked Lava worker's "serial" kernel
+    could load the parallel code and start a thread pool after fork (the GNU OpenMP layer kills it)."""
+    serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__, fn.__closure__)
+    serial.__qualname__ = fn.__qualname__ + "_serial"
+    return njit(parallel=True, cache=True, nogil=True)(fn), njit(cache=True, nogil=True)(serial)
 
 
 @njit(inline="always", cache=True)
@@ -71,9 +79,22 @@ def over(n):
 
 @njit(cache=True)
 def kth_abs(x, k):
-    """The k-th smallest |x| (0-based) of a row: short rows by a sort; long ones by a histogram
-    of the top BUCKET_BITS bits and a sort of the one bucket that holds it."""
+    """The k-th smallest |x| (0-based) of a row: near the top (γ-quantiles are) by one pass
+    keeping the n - k largest; else short rows by a sort, long ones by a histogram of the top
+    BUCKET_BITS bits and a sort of the one bucket that holds it."""
     n = x.shape[0]
+    m = n - k
+    if m <= TOP_KEPT:
+        top = np.full(m, np.int64(-1))  # the m largest |x| so far, ascending: top[0] is the answer
+        for i in range(n):
+            a = abs(x[i])
+            if a > top[0]:
+                j = 1
+                while j < m and top[j] < a:
+                    top[j - 1] = top[j]
+                    j += 1
+                top[j - 1] = a
+        return top[0]
     if n <= SHORT_ROW:
         return np.sort(np.abs(x))[k]
     mx = np.int64(0)
@@ -212,14 +233,16 @@ def _rope(x, cos, sin):
 
 
 @njit(inline="always", cache=True)
-def iexp(x):
-    """fixedpoint.iexp of one x <= 0."""
-    z = (-x) // _LN2
-    if z > _EXP_MAX:
-        return np.int64(0)
-    p = x + z * _LN2
-    poly = rshift(_EXP_A * (p + _EXP_B) * (p + _EXP_B), _EXP_SHIFT) + _EXP_C
-    return poly >> z
+def iexp_abs(a):
+    """fixedpoint.iexp(-a) of one a >= 0, without branches or integer divisions (so the loops
+    around it vectorise): a // ln2 as a float64 estimate with one exact integer correction."""
+    z = np.int64(np.float64(a) * _INV_LN2)
+    r = a - z * _LN2
+    z += np.int64(r >= _LN2) - np.int64(r < 0)
+    p = z * _LN2 - a
+    poly = rshift(_EXP_A * (p + _EXP_B) * (p + _EXP_B), _EXP_SHIFT) + _EXP_C  # p + B > 0
+    e = poly >> min(z, np.int64(_EXP_MAX))
+    return e if z <= _EXP_MAX else np.int64(0)
 
 
 def _silu_mul(gate, up):
@@ -230,7 +253,7 @@ def _silu_mul(gate, up):
         top = np.int64(0)
         for j in range(n):
             g = gate[r, j]
-            e = iexp(-abs(g))
+            e = iexp_abs(abs(g))
             sig = rdiv(_ONE * _ONE if g >= 0 else e * _ONE, _ONE + e)
             a = g * sig
             b = rshift(a, fx.EXP_FRAC) * up[r, j]
@@ -255,7 +278,7 @@ def _softmax_quantize(s, last, q_max, theta):
             best = max(best, s[r, j])
         tmax, tsum = np.int64(0), np.int64(0)
         for j in range(n):
-            v = iexp(s[r, j] - best)
+            v = iexp_abs(best - s[r, j])
             e[j] = v
             tmax = max(tmax, v)
             tsum += v
@@ -365,7 +388,7 @@ def _rows(a, tail: int = 1):
 
 
 def _call(kernels, rows: int, *args):
-    out = kernels[0 if rows >= PARALLEL_ROWS and os.getpid() == _PID else 1](*args)
+    out = _pick(kernels, rows)(*args)
     if out[-1].any():
         raise OverflowError("fixed-point intermediate exceeds 2**62")
     return out[:-1]
@@ -460,3 +483,8 @@ def hadamard(x, block: int, shift: int):
     x2, lead = _rows(x)
     (out,) = _call(_HADAMARD, len(x2), x2, np.int64(block), np.int64(shift))
     return out.reshape(*lead, -1)
+
+
+def _pick(kernels, rows: int):
+    return kernels[0 if rows >= PARALLEL_ROWS and os.getpid() == _PID else 1]
+

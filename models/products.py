@@ -28,6 +28,15 @@ def bound(w: np.ndarray, q_max: int) -> int:
     return int(q_max) * int(np.abs(w.astype(np.int64)).sum(1).max(initial=0))
 
 
+def float_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b through torch: its thread pool is the one the int8 GEMMs and the numba kernels take
+    turns with. numpy's OpenBLAS threads spin after each call and starve the kernels that follow
+    (a third of a window's time on 2 cores)."""
+    import torch
+
+    return torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
 def _onednn():
     try:
         import torch
@@ -69,7 +78,7 @@ class ExactProduct:
     def __call__(self, x) -> np.ndarray:
         x = np.asarray(x)
         if self.kind != "int8":
-            return (x.astype(self._wt.dtype) @ self._wt).astype(np.int64)
+            return float_matmul(x.astype(self._wt.dtype), self._wt).astype(np.int64)
         import torch
 
         rows = x.reshape(-1, x.shape[-1])

@@ -14,10 +14,6 @@ __version__ = "0.1.0"
 # parallel region (OpenMP's default) starve the other pool. Set before torch loads its OpenMP;
 # a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# numba's fork-safe thread pool: Lava forks its workers from a process whose kernels ran in
-# parallel, and a worker that compiles a kernel under the GNU OpenMP layer is killed ("fork()
-# called from a process already using GNU OpenMP"). Set before numba is imported.
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 _API = ("Build", "MappingReport", "Model", "Run", "RunReport", "compile", "convert", "load_build", "load_model", "run")
 __all__ = [*_API, "SDLLM", "SdllmError"]

@@ -77,6 +77,20 @@ def test_dequantisers_rope_silu_and_static_quantiser(rows):
     _same(kx.quantize_static(v, v_range, 127), fx.quantize_static(v, v_range, 127))
 
 
+def test_the_exponential_on_every_input_until_it_vanishes():
+    """The kernels' branch-free i-exp (`iexp_abs`) against the definition's on every gate value
+    from past where exp underflows to zero on one side to the other (serial and parallel rows),
+    and on score differences as large as the window's."""
+    reach = (fx._EXP_MAX_SHIFT + 2) * fx._LN2
+    gate = np.arange(-reach, reach + 1, dtype=np.int64)
+    up = np.full_like(gate, 1 << fx.FRAC)
+    for rows in (1, kx.PARALLEL_ROWS):
+        g, u = gate[: len(gate) // rows * rows].reshape(rows, -1), up[: len(gate) // rows * rows].reshape(rows, -1)
+        _same(kx.silu_mul(g, u), fx.silu_mul(g, u))
+    scores = np.concatenate([np.zeros(1, np.int64), -np.arange(0, 3 * reach, 7), [-(1 << 40)]])[None]
+    _same(kx.softmax_quantize(scores, 127, 0), fx.softmax_quantize(scores, 127, 0))
+
+
 @pytest.mark.parametrize("rows", ROWS)
 def test_attention_scores_softmax_and_output(rows):
     rng = np.random.default_rng(7 + rows)
