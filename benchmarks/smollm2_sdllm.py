@@ -21,6 +21,10 @@ Converted models are cached in --cache (keyed by their flags); delete it to re-c
 2 hours on 2 cores from an empty cache (--quick: the W4A4 default only, ~10 min).
 """
 
+# isort: off
+import sdllm  # noqa: F401  (before torch: sdllm sets OMP_WAIT_POLICY=PASSIVE for torch's OpenMP threads, read when torch loads)
+# isort: on
+
 import argparse
 import hashlib
 import json
@@ -45,18 +49,21 @@ from sdllm.tokenizer import decode, encode
 SEQ = 256
 CODES = ("own", "bitplane")  # the model's own codes (ternary up to 4 bits, bit planes above), or bit planes everywhere
 CODE_LABELS = {"own": "its own code (ternary <= 4 bits)", "bitplane": "bit planes everywhere"}
-# (name, sdllm-convert flags); the first is the default every other is compared with
+# (name, sdllm-convert flags); the first is the default every other is compared with. DEFAULT in
+# flags stands for the default's model.pt: those settings reuse its learned rotation.
+DEFAULT = "{W4A4}"
 SETTINGS = [
     ("W4A4", []),
-    ("W4A4, clip budget 5%", ["--clip-budget", "0.05"]),
-    ("W4A4, clip budget 20%", ["--clip-budget", "0.2"]),
-    ("W4A4, bit-plane code, clip budget 5%", ["--code", "bitplane", "--clip-budget", "0.05"]),
-    ("W4A4, down_proj input 8-bit", ["--point-bits", "down=8"]),
-    ("W4A4, down_proj and LM head inputs 8-bit", ["--point-bits", "down=8", "head=8"]),
-    ("W4A8", ["--act-bits", "8"]),
-    ("W8A8", ["--weight-bits", "8", "--act-bits", "8"]),
-    ("W4A4, learned rotation (20 steps)", ["--rotation", "learned", "--rotation-steps", "20"]),
-    ("W4A4, learned rotation (100 steps)", ["--rotation", "learned", "--rotation-steps", "100"]),
+    ("W4A4, random Hadamard rotations", ["--rotation", "hadamard"]),
+    ("W4A4, learned rotation (20 steps)", ["--rotation-steps", "20"]),
+    ("W4A4, down_proj input 8-bit", ["--point-bits", "down=8", "--rotation-from", DEFAULT]),
+    ("W4A4, down_proj and LM head inputs 8-bit", ["--point-bits", "down=8", "head=8", "--rotation-from", DEFAULT]),
+    ("W4A8", ["--act-bits", "8", "--rotation-from", DEFAULT]),
+    ("W8A8", ["--weight-bits", "8", "--act-bits", "8", "--rotation-from", DEFAULT]),
+    ("W4A4, random Hadamard, clip budget 5%", ["--clip-budget", "0.05", "--rotation", "hadamard"]),
+    ("W4A4, random Hadamard, clip budget 20%", ["--clip-budget", "0.2", "--rotation", "hadamard"]),
+    ("W4A4, random Hadamard, bit-plane code, clip budget 5%",
+     ["--code", "bitplane", "--clip-budget", "0.05", "--rotation", "hadamard"]),
 ]
 QUICK = ("W4A4",)
 TARGETS = {  # setting -> (in-domain, out-of-domain) ratio to float
@@ -104,13 +111,17 @@ def cached_json(path: str, compute):
 
 
 def spec_converter(float_model, calib, tokenizer, cache: str):
-    """converter(spec) -> ModelFile for the ablation: converted once per spec, kept in the cache."""
+    """converter(spec, rotation) -> ModelFile for the ablation: converted once per spec and given
+    rotation, kept in the cache."""
     from sdllm.models.conversion import convert
 
-    def converter(spec):
-        path = os.path.join(cache, "spec-" + hashlib.sha256(repr(spec).encode()).hexdigest()[:16] + ".pt")
+    def converter(spec, rotation):
+        key = hashlib.sha256(repr(spec).encode())
+        for name in sorted(rotation or {}):
+            key.update(name.encode() + np.ascontiguousarray(rotation[name]).tobytes())
+        path = os.path.join(cache, "spec-" + key.hexdigest()[:16] + ".pt")
         if not os.path.exists(path):
-            modelformat.save(convert(float_model, spec, calib, tokenizer), path)
+            modelformat.save(convert(float_model, spec, calib, tokenizer, rotation=rotation), path)
         return modelformat.load(path)
 
     return converter
@@ -202,13 +213,14 @@ def main():
         settings = [s for s in settings if s[0] in QUICK or s[0] in args.only]
     results, models = {}, {}
     for name, flags in settings:
+        flags = [results["W4A4"]["path"] if f == DEFAULT else f for f in flags] if "W4A4" in results else flags
         try:
             path, seconds, peak = convert_cached(gguf, flags, args.cache, args.calib_windows)
         except SystemExit as e:
             print(f"\n== {name}: skipped ({e})")
             continue
         model = models[name] = modelformat.load(path)
-        r = {"convert_s": seconds, "peak_gb": peak, "spec": model.quant.describe()}
+        r = {"convert_s": seconds, "peak_gb": peak, "spec": model.quant.describe(), "path": path}
         for domain, rows in domains.items():
             fidelity = name == "W4A4" and domain == "in-domain"
             # the default gets every figure; the others float and the integer reference (what runs)
@@ -249,8 +261,8 @@ def main():
             os.path.join(args.cache, f"ablation-{key}.{args.windows}.json"),
             lambda: ablation(models["W4A4"], float_model, rows, calib,
                              converter=spec_converter(float_model, calib, tokenizer, args.cache)))]
-        for name in ("W4A4, learned rotation (20 steps)", "W4A4, learned rotation (100 steps)", "W4A4, clip budget 5%",
-                     "W4A4, clip budget 20%"):
+        for name in ("W4A4, learned rotation (20 steps)", "W4A4, random Hadamard, clip budget 5%",
+                     "W4A4, random Hadamard, clip budget 20%"):
             if name in results:
                 d = results[name]["in-domain"]
                 abl.append((name.replace("W4A4, ", "with "), models[name].quant.window(stages.ATTN_IN), d["integer"],

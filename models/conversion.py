@@ -68,16 +68,34 @@ def quantize_weight(w, bits: int, hessian=None):
     return w_int.numpy(), fx.to_fixed(scale.double().numpy(), fx.SCALE_FRAC)
 
 
-def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progress: bool = False) -> ModelFile:
-    """Float model + calibration text -> the SDLLM."""
+def given_rotation(cfg, spec: QuantSpec, rotation: dict) -> dict | None:
+    """A learned rotation handed to `convert`, checked against the model, as far as the spec uses it."""
+    if not spec.rotate:
+        return None
+    if spec.rotation != "learned":
+        raise SdllmError(f"convert: a given rotation needs rotation 'learned' in the spec, got {spec.rotation!r}")
+    shapes = {"residual": (cfg.dim, cfg.dim), "heads": (cfg.n_layers, cfg.head_dim, cfg.head_dim)}
+    wanted = ("residual", "heads") if spec.head_rotation else ("residual",)
+    for key in wanted:
+        got = np.shape(rotation.get(key))
+        if got != shapes[key]:
+            raise SdllmError(f"convert: the given rotation's {key!r} must be {shapes[key]} for this model, got {got}")
+    return {key: np.asarray(rotation[key], np.float64) for key in wanted}
+
+
+def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progress: bool = False,
+            rotation: dict | None = None) -> ModelFile:
+    """Float model + calibration text -> the SDLLM. rotation: a learned rotation to use as it is
+    ({'residual', 'heads'} as model.pt stores it, e.g. another conversion's) instead of learning one."""
     from tqdm import tqdm
 
     cfg = model.cfg
     if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
         raise SdllmError(f"model config: dim {cfg.dim} must divide by n_heads {cfg.n_heads}, "
                          f"and n_heads by n_kv_heads {cfg.n_kv_heads}")
-    rotation = None
-    if spec.rotate and spec.rotation == "learned":
+    if rotation is not None:
+        rotation = given_rotation(cfg, spec, rotation)
+    elif spec.rotate and spec.rotation == "learned":
         from sdllm.models.learned_rotation import RotationTraining, learn_rotations
 
         r1, r2, _ = learn_rotations(model.eval(), spec, calib_tokens,

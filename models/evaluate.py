@@ -221,6 +221,8 @@ def ablation_specs(spec: QuantSpec) -> list:
     rows = [
         ("no rotation", dataclasses.replace(spec, rotate=False), "integer", None),
     ]
+    if spec.rotate and spec.rotation == "learned":
+        rows.append(("random Hadamard rotations (not learned)", dataclasses.replace(spec, rotation="hadamard"), "integer", None))
     if spec.rotate and spec.head_rotation:
         rows.append(("no per-head value rotation (residual and online Hadamards only)",
                      dataclasses.replace(spec, head_rotation=False), "integer", None))
@@ -250,12 +252,16 @@ def linear_inputs(name: str) -> bool:
 def ablation(model: ModelFile, float_model, rows: np.ndarray, calib, progress: bool = True, converter=None) -> list:
     """[(label, T, perplexity, SOPs per token or None)] for the ablation rows, on `rows`; T and
     SOPs are those of the row's codes (the linear layers' inputs in the row's code if it names one).
-    converter(spec) -> ModelFile replaces converting `float_model` on `calib` (e.g. a cache)."""
+    A row that keeps a learned rotation keeps the model's own (as far as it uses it), so that it
+    differs from the model in its one part. converter(spec, rotation) -> ModelFile replaces
+    converting `float_model` on `calib` (e.g. a cache)."""
     out = []
     for label, variant, measure, code in _progress(ablation_specs(model.quant), "ablation", progress):
         if any(variant.theta_of(p) >= variant.q_max(p) for p in stages.POINTS.values() if p.spiked):
             continue
-        vmodel = converter(variant) if converter else convert(float_model, variant, calib, model.tokenizer)
+        rotation = model.rotation if variant.rotate and variant.rotation == "learned" else None
+        vmodel = (converter(variant, rotation) if converter
+                  else convert(float_model, variant, calib, model.tokenizer, rotation=rotation))
         if measure == "fake_quant":
             out.append((label, None, torch_perplexity(FakeQuantSDLLM(float_model, vmodel), rows), None))
             continue

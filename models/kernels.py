@@ -344,21 +344,37 @@ def _quantize_static(x, x_range, q_max):
     return out, bad
 
 
+@njit(inline="always", cache=True)
+def _wht8(y, b, s):
+    """The 8-point Walsh–Hadamard butterflies of y[b], y[b+s], ..., y[b+7s], in place."""
+    a0, a1, a2, a3 = y[b], y[b + s], y[b + 2 * s], y[b + 3 * s]
+    a4, a5, a6, a7 = y[b + 4 * s], y[b + 5 * s], y[b + 6 * s], y[b + 7 * s]
+    b0, b1, b2, b3, b4, b5, b6, b7 = a0 + a1, a0 - a1, a2 + a3, a2 - a3, a4 + a5, a4 - a5, a6 + a7, a6 - a7
+    c0, c1, c2, c3, c4, c5, c6, c7 = b0 + b2, b1 + b3, b0 - b2, b1 - b3, b4 + b6, b5 + b7, b4 - b6, b5 - b7
+    y[b], y[b + s], y[b + 2 * s], y[b + 3 * s] = c0 + c4, c1 + c5, c2 + c6, c3 + c7
+    y[b + 4 * s], y[b + 5 * s], y[b + 6 * s], y[b + 7 * s] = c0 - c4, c1 - c5, c2 - c6, c3 - c7
+
+
 def _hadamard(x, block, shift):
-    """Blockwise fast Walsh–Hadamard transform (butterflies) of each row, then a rounded shift."""
+    """Blockwise fast Walsh–Hadamard transform of each row (radix-8 butterflies while the block
+    allows, then radix 2: the same sums in a third of the passes), then a rounded shift."""
     rows, n = x.shape
     out = np.empty((rows, n), np.int64)
     bad = np.zeros(rows, np.bool_)
     for r in prange(rows):
         y = x[r].copy()
-        for b0 in range(0, n, block):
-            h = 1
-            while h < block:
-                for i in range(b0, b0 + block, 2 * h):
-                    for j in range(i, i + h):
-                        a, c = y[j], y[j + h]
-                        y[j], y[j + h] = a + c, a - c
-                h *= 2
+        h = 1
+        while h * 8 <= block:
+            for i in range(0, n, 8 * h):
+                for j in range(i, i + h):
+                    _wht8(y, j, h)
+            h *= 8
+        while h < block:
+            for i in range(0, n, 2 * h):
+                for j in range(i, i + h):
+                    a, c = y[j], y[j + h]
+                    y[j], y[j + h] = a + c, a - c
+            h *= 2
         top = np.int64(0)
         for j in range(n):
             top = max(top, abs(y[j]))

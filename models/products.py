@@ -82,7 +82,7 @@ class ExactProduct:
         import torch
 
         rows = x.reshape(-1, x.shape[-1])
-        xu = torch.from_numpy((rows + self.q_max).astype(np.uint8))
+        xu = torch.from_numpy(np.add(rows, self.q_max, dtype=np.uint8, casting="unsafe"))  # one pass, no int64 temporary
         threads = torch.get_num_threads()
         if len(rows) < SERIAL_ROWS:  # a few rows (one token): waking a second thread costs more than it saves
             torch.set_num_threads(1)

@@ -150,13 +150,15 @@ class Model:
 
 
 def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_len: int | None = None,
-            calib_windows: int = 16, calib_text=(), progress: bool = False, **quant_fields) -> Model:
+            calib_windows: int = 16, calib_text=(), progress: bool = False, rotation_from=None,
+            **quant_fields) -> Model:
     """A float LLaMA-family checkpoint -> an SDLLM.
 
     src: our float .pt (default: the embedded default model), a Hugging Face directory or a
     .gguf. quant: a `QuantSpec`, or its fields as keywords (weight_bits=4, act_bits=4, ...).
     γ and GPTQ are calibrated on `calib_windows` windows of pydoc topics, or of `calib_text`
-    (paths of UTF-8 or JSON-lines files)."""
+    (paths of UTF-8 or JSON-lines files). rotation_from: a `Model` or model.pt path of the same
+    float model whose learned rotation is used as it is (no learning: e.g. other bits, same rotation)."""
     from sdllm.models.conversion import convert as convert_model
     from sdllm.models.corpus import calibration_tokens
     from sdllm.models.importers import load_source
@@ -171,9 +173,20 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     check_quant(spec)
     if calib_windows < 1:
         raise SdllmError(f"--calib-windows: must be at least 1, got {calib_windows}")
+    rotation = None
+    if rotation_from is not None:
+        if not isinstance(rotation_from, Model) and not os.path.isfile(rotation_from):
+            raise SdllmError(f"--rotation-from: {rotation_from}: no such file")
+        donor = rotation_from if isinstance(rotation_from, Model) else load_model(rotation_from)
+        if donor.file.rotation is None:
+            raise SdllmError(f"--rotation-from: {rotation_from} holds no learned rotation (converted with rotation "
+                             f"{donor.quant.rotation!r})")
+        if spec.rotation != "learned":
+            raise SdllmError(f"--rotation-from: gives a learned rotation, but rotation is {spec.rotation!r}")
+        rotation = donor.file.rotation
     float_model, tok = load_source(src, max_seq_len)
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, tuple(calib_text))
-    return Model(convert_model(float_model, spec, calib, tok, progress=progress))
+    return Model(convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation))
 
 
 def load_model(path: str) -> Model:

@@ -99,6 +99,7 @@ def test_eval_reports_perplexities_firing_and_the_compiled_network(default_model
                    "in-domain (held-out pydoc topics)", "out-of-domain (stdlib docstrings)", "logits KL", "L1.down      cos", "attention KL", "carries qkv, o, gate_up, down, head 4-bit ternary; q, p 8-bit bitplane",
                    "ternary                            7, 127", "unsigned                          14, 254",
                    "bitplane                             3, 7", "float softmax", "no rotation", "γ = 1", "RTN weights",
+                   "random Hadamard rotations (not learned)",
                    "queries and probabilities at 4 bits", "unsigned count code within T = 7 (3-bit values)", "dead zone θ = 1",
                    "W4A4 P8 KV8 round-to-nearest ANN"):
         assert needle in p.stdout, p.stdout

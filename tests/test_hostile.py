@@ -7,6 +7,7 @@ test's directory (inputs, pre-existing outputs, a file the user keeps beside the
 process left. The commands run in this process where only their exit code and output matter
 (fast), in their own process where signals and the process table do."""
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -599,6 +600,24 @@ def test_convert_into_a_read_only_directory_is_refused(refusal, read_only_dir):
 def test_convert_onto_a_directory_is_refused(refusal):
     (refusal.world / "m.pt").mkdir()
     refusal.check("sdllm-convert", "-o", refusal.world / "m.pt", needle="cannot write: it is a directory")
+
+
+def test_a_rotation_from_a_missing_file_a_model_without_one_or_for_another_model_is_refused(refusal, tiny_model,
+                                                                                         default_model_path):
+    out = refusal.world / "m.pt"
+    refusal.check("sdllm-convert", "-o", out, "--rotation-from", refusal.world / "none.pt",
+                  needle=f"--rotation-from: {refusal.world / 'none.pt'}: no such file")
+    refusal.check("sdllm-convert", "-o", out, "--rotation", "hadamard", "--rotation-from", default_model_path,
+                  needle="--rotation-from: gives a learned rotation, but rotation is 'hadamard'")
+    plain = refusal.world / "plain.pt"
+    modelformat.save(dataclasses.replace(tiny_model, quant=dataclasses.replace(tiny_model.quant, rotation="hadamard"),
+                                         rotation=None), plain)
+    refusal.check("sdllm-convert", "-o", out, "--rotation-from", plain, needle="holds no learned rotation")
+    other = refusal.world / "other.pt"
+    modelformat.save(dataclasses.replace(tiny_model, quant=dataclasses.replace(tiny_model.quant, rotation="learned"),
+                                         rotation={"residual": np.eye(32), "heads": np.stack([np.eye(8)] * 2)}), other)
+    refusal.check("sdllm-convert", "-o", out, "--rotation-from", other,
+                  needle="convert: the given rotation's 'residual' must be (128, 128) for this model, got (32, 32)")
 
 
 def test_eval_plot_into_a_missing_or_read_only_directory_is_refused_before_the_evaluation(default_model_path, refusal, read_only_dir):

@@ -107,7 +107,7 @@ def test_attention_scores_softmax_and_output(rows):
     _same(kx.attention_output(pv, v_range, top, total, 127, 127), fx.attention_output(pv, v_range, top, total, 127, 127))
 
 
-@pytest.mark.parametrize("block, shift", [(64, 3), (512, 5), (1, 0)])
+@pytest.mark.parametrize("block, shift", [(64, 3), (512, 5), (1, 0), (2, 1), (16, 2), (128, 3), (256, 4)])
 def test_hadamard(block, shift):
     rng = np.random.default_rng(block)
     for rows in ROWS:

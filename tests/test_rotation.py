@@ -162,3 +162,12 @@ def test_a_learned_rotation_keeps_the_float_logits_and_is_seeded(tmp_path):
     assert all(np.array_equal(back.rotation[k], converted.rotation[k]) for k in converted.rotation)
     fq = FakeQuantSDLLM(model, back)  # its embedding is the one conversion rotated and stored
     assert np.abs(fq.model.embed.weight.detach().double().numpy() * (1 << fx.FRAC) - back.embed_fx).max() <= 1
+
+    # a learned rotation handed to another conversion is used as it is: the same integers as
+    # learning it again, and without R2 where the spec has no value rotation
+    given = convert(model, spec, calib, {"type": "bytes"}, rotation=back.rotation)
+    assert all(np.array_equal(given.weight(n), converted.weight(n)) for n in converted.weights)
+    residual_only = convert(model, dataclasses.replace(spec, head_rotation=False), calib, {"type": "bytes"},
+                            rotation=back.rotation)
+    assert set(residual_only.rotation) == {"residual"}
+    assert np.array_equal(residual_only.rotation["residual"], back.rotation["residual"])

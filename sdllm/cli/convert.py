@@ -3,7 +3,7 @@
     sdllm-convert [SRC] -o model.pt [--weight-bits 4] [--act-bits 4] [--attn-bits 8] [--kv-bits 8]
                   [--point-bits POINT=BITS ...] [--code auto|ternary] [--theta 0]
                   [--max-seq-len N] [--no-rotate] [--no-head-rotation]
-                  [--rotation hadamard|learned] [--rotation-steps 100] [--rtn] [--gamma-one] [--seed 0]
+                  [--rotation learned|hadamard] [--rotation-steps 100] [--rotation-from MODEL_PT] [--rtn] [--gamma-one] [--seed 0]
 
 SRC is a float checkpoint written by `sdllm.models.train_default` (default: the embedded default
 model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
@@ -61,11 +61,14 @@ def _main(argv):
     ap.add_argument("--no-rotate", action="store_true", help="no Hadamard rotation (ablation)")
     ap.add_argument("--no-head-rotation", action="store_true",
                     help="no randomised Hadamard on each head's values, fused into v_proj/o_proj (ablation)")
-    ap.add_argument("--rotation", choices=ROTATIONS, default="hadamard",
-                    help="hadamard: the seeded randomised Hadamards; learned: optimised from them on the calibration "
-                         "text (SpinQuant's Cayley SGD against the fake-quant model's KL to the float model)")
+    ap.add_argument("--rotation", choices=ROTATIONS, default=QuantSpec.rotation,
+                    help="learned (default): optimised from the seeded randomised Hadamards on the calibration text "
+                         "(SpinQuant's Cayley SGD against the fake-quant model's KL to the float model); hadamard: "
+                         "those Hadamards as they are (faster to convert)")
     ap.add_argument("--rotation-steps", type=int, default=QuantSpec.rotation_steps,
                     help="Cayley SGD steps of --rotation learned")
+    ap.add_argument("--rotation-from", metavar="MODEL_PT",
+                    help="use the learned rotation of this model.pt (of the same float model) instead of learning one")
     ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
     ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")
     ap.add_argument("--seed", type=int, default=0, help="of the random rotation")
@@ -85,7 +88,7 @@ def _main(argv):
                      rotation_steps=args.rotation_steps, gptq=not args.rtn,
                      calibrate_gamma=not args.gamma_one, seed=args.seed)
     model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
-                          calib_text=args.calib_text, progress=True)
+                          calib_text=args.calib_text, progress=True, rotation_from=args.rotation_from)
     model.save(args.output)
     print(f"wrote {args.output}: {spec.describe()}, spike trains of {spec.window(stages.ATTN_IN)} steps "
           f"(linear inputs, {spec.code_of(stages.ATTN_IN)}) and {spec.window(stages.PROBS)} "

@@ -98,7 +98,7 @@ class QuantSpec:
     gptq: bool = True  # GPTQ weights (else round-to-nearest with max scaling)
     calibrate_gamma: bool = True  # γ per quantisation point calibrated (else γ = 1: max scaling)
     seed: int = 0  # of the random rotation
-    rotation: str = "hadamard"  # the residual rotation: a seeded randomised Hadamard, or "learned" from it
+    rotation: str = "learned"  # the residual and value rotations: learned from the seeded randomised Hadamards, or those
     rotation_steps: int = 100  # Cayley SGD steps of a learned rotation (`sdllm.models.learned_rotation`)
     clip_budget: float = 0.0  # dead zones calibrated within this relative perplexity increase (0: none)
 
