@@ -56,7 +56,7 @@ def calibrate_dead_zones(model: ModelFile, rows: np.ndarray, budget: float, prog
     trace = [(dict(thetas), ppl0, sops0)]
     limit = ppl0 * (1 + budget)
     current = (ppl0, sops0)
-    bar = tqdm(desc="dead zones", unit="trial", disable=not progress, leave=False)
+    bar = tqdm(desc="dead zones", unit="trial", disable=None if progress else True, leave=False)
     while True:
         best = None
         for name, theta in thetas.items():

@@ -143,7 +143,7 @@ def learn_rotations(model: Llama, spec, calib_tokens, training: RotationTraining
     order = torch.cat([torch.randperm(n, generator=gen)
                        for _ in range(math.ceil(training.steps * training.windows_per_step / n))])
     losses = []
-    bar = tqdm(range(training.steps), desc="learning rotations", disable=not progress, leave=False)
+    bar = tqdm(range(training.steps), desc="learning rotations", disable=None if progress else True, leave=False)
     for step in bar:
         lr = 0.5 * training.lr * (1 + math.cos(math.pi * step / training.steps))
         p1 = r1.clone().requires_grad_(True)
