@@ -13,7 +13,7 @@ same CPU, every ratio measured in this one run (SmolLM2-135M-Instruct, W4A4 defa
 
     .venv/bin/python benchmarks/executor_speed.py [--windows 4] [--repeats 3] [--skip-lava]
 
-About 10 minutes on 2 cores, plus ~3 to convert SmolLM2 once (cached in out/, shared with the
+About 5 minutes on 2 cores, plus ~3 to convert SmolLM2 once (cached in out/, shared with the
 other SmolLM2 benchmarks).
 """
 
