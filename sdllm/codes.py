@@ -37,13 +37,15 @@ def qmax(bits: int) -> int:
     return (1 << (bits - 1)) - 1
 
 
+_BYTE_BITS = np.array([bin(i).count("1") for i in range(256)], np.int64)
+
+
 def _popcount(a):
-    a = np.asarray(a, np.int64).copy()
-    n = np.zeros_like(a)
-    while a.any():
-        n += a & 1
-        a >>= 1
-    return n
+    """Set bits of each non-negative integer: a table per byte (every code here is below 2**16)."""
+    a = np.asarray(a, np.int64)
+    if a.size and (a.min() < 0 or a.max() >= 1 << 16):
+        raise ValueError("popcount: values must be within 0..65535")
+    return _BYTE_BITS[a & 0xFF] + _BYTE_BITS[a >> 8]
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,10 @@ class Code:
         q = np.asarray(q)
         if q.dtype.kind not in "iu":
             raise TypeError(f"{self.name} code: q must be an integer array, got dtype {q.dtype}")
-        q = q.astype(np.int64)
+        q = q.astype(np.int64, copy=False)
         q_max = self.qmax(bits)
-        bad = q[np.abs(q) > q_max]
-        if bad.size:
+        if q.size and (q.max() > q_max or q.min() < -q_max):
+            bad = q[np.abs(q) > q_max]
             raise ValueError(f"{self.name} code: |q| must be at most {q_max} for {bits}-bit values, got {int(bad[0])}")
         return q
 
