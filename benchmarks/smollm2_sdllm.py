@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from sdllm import stages
-from sdllm.cli.eval import ablation_lines, layer_lines
+from sdllm.cli.eval import ablation_lines, figure, layer_lines
 from sdllm.formats import model as modelformat
 from sdllm.models.corpus import calibration_tokens, docstring_windows, held_out_windows
 from sdllm.models.evaluate import ablation, evaluate, integer_scores, torch_perplexity
@@ -334,7 +334,7 @@ def write_markdown(path, results, abl, conts, macs, target) -> None:
         lines.append(f"| W4A4 default | 7 | {base['integer']:.2f} | {base['integer'] / base['float']:.3f} | "
                      f"{base['sops_per_token'] / 1e6:.1f} |")
         for label, T, ppl, sops in abl:
-            lines.append(f"| {label} | {T or '-'} | {ppl:.2f} | {ppl / base['float']:.3f} | "
+            lines.append(f"| {label} | {T or '-'} | {figure(ppl, 2)} | {figure(ppl / base['float'])} | "
                          f"{f'{sops / 1e6:.1f}' if sops else '-'} |")
     lines += ["", "| prompt | float | W4A4 SDLLM |", "|---|---|---|"]
     for prompt, f, s in conts:

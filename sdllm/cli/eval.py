@@ -133,6 +133,11 @@ def code_lines(r: dict, spec) -> list:
     return lines
 
 
+def figure(x: float, digits: int = 3) -> str:
+    """A perplexity or ratio for a table: fixed decimals, or three significant digits past 10,000."""
+    return f"{x:.3g}" if abs(x) >= 1e4 else f"{x:.{digits}f}"
+
+
 def ablation_lines(r: dict, rows: list, q) -> list:
     lines = [f"ablation ({q.describe()}, same held-out windows; T of the linear layers' inputs):",
              f"  {'model':<62} {'T':>4} {'perplexity':>11} {'x float':>8} {'SOPs/token':>13}"]
@@ -141,7 +146,7 @@ def ablation_lines(r: dict, rows: list, q) -> list:
     for label, T, ppl, sops in base + rows:
         t = f"{T:>4}" if T else "   -"
         s = f"{sops:>13,.0f}" if sops else "            -"
-        lines.append(f"  {label:<62} {t} {ppl:>11.3f} {ppl / r['float']:>8.3f} {s}")
+        lines.append(f"  {label:<62} {t} {figure(ppl):>11} {figure(ppl / r['float']):>8} {s}")
     return lines
 
 

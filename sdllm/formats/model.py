@@ -172,7 +172,7 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
     if version == 1:  # one activation width and the paper's ternary trains everywhere
         act = bits("act_bits")
         spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=act, attn_bits=act, kv_bits=bits("kv_bits"),
-                         theta=d.int("theta", 0, qmax(hi)), code="ternary", **flags)
+                         theta=d.int("theta", 0, qmax(hi)), code="ternary", rotation="hadamard", **flags)
     else:
         per_point = {}
         for key in ("point_bits", "thetas"):
