@@ -403,6 +403,11 @@ def _rows(a, tail: int = 1):
     return a.reshape(-1, *a.shape[a.ndim - tail:]), lead
 
 
+def _pick(kernels, rows: int):
+    """The parallel compilation for a window in the importing process, else the serial one."""
+    return kernels[0 if rows >= PARALLEL_ROWS and os.getpid() == _PID else 1]
+
+
 def _call(kernels, rows: int, *args):
     out = _pick(kernels, rows)(*args)
     if out[-1].any():
@@ -499,8 +504,3 @@ def hadamard(x, block: int, shift: int):
     x2, lead = _rows(x)
     (out,) = _call(_HADAMARD, len(x2), x2, np.int64(block), np.int64(shift))
     return out.reshape(*lead, -1)
-
-
-def _pick(kernels, rows: int):
-    return kernels[0 if rows >= PARALLEL_ROWS and os.getpid() == _PID else 1]
-

@@ -175,14 +175,16 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
         raise SdllmError(f"--calib-windows: must be at least 1, got {calib_windows}")
     rotation = None
     if rotation_from is not None:
+        if not spec.rotate:
+            raise SdllmError("--rotation-from: gives a learned rotation, but --no-rotate asks for none")
+        if spec.rotation != "learned":
+            raise SdllmError(f"--rotation-from: gives a learned rotation, but rotation is {spec.rotation!r}")
         if not isinstance(rotation_from, Model) and not os.path.isfile(rotation_from):
             raise SdllmError(f"--rotation-from: {rotation_from}: no such file")
         donor = rotation_from if isinstance(rotation_from, Model) else load_model(rotation_from)
         if donor.file.rotation is None:
             raise SdllmError(f"--rotation-from: {rotation_from} holds no learned rotation (converted with rotation "
                              f"{donor.quant.rotation!r})")
-        if spec.rotation != "learned":
-            raise SdllmError(f"--rotation-from: gives a learned rotation, but rotation is {spec.rotation!r}")
         rotation = donor.file.rotation
     float_model, tok = load_source(src, max_seq_len)
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, tuple(calib_text))

@@ -609,6 +609,8 @@ def test_a_rotation_from_a_missing_file_a_model_without_one_or_for_another_model
                   needle=f"--rotation-from: {refusal.world / 'none.pt'}: no such file")
     refusal.check("sdllm-convert", "-o", out, "--rotation", "hadamard", "--rotation-from", default_model_path,
                   needle="--rotation-from: gives a learned rotation, but rotation is 'hadamard'")
+    refusal.check("sdllm-convert", "-o", out, "--no-rotate", "--rotation-from", default_model_path,
+                  needle="--rotation-from: gives a learned rotation, but --no-rotate asks for none")
     plain = refusal.world / "plain.pt"
     modelformat.save(dataclasses.replace(tiny_model, quant=dataclasses.replace(tiny_model.quant, rotation="hadamard"),
                                          rotation=None), plain)
