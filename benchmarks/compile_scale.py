@@ -29,6 +29,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from shared_smollm2 import w4a4_model  # noqa: E402
 
 from sdllm.models.synthetic import shape_of  # noqa: E402
 from sdllm.stages import static_shapes  # noqa: E402
@@ -60,15 +61,7 @@ def timed_compile(args: list, out: str) -> dict:
 
 
 def smollm2_model(out_dir: str) -> str:
-    path = os.path.join(out_dir, "smollm2_w4a4.pt")
-    if not os.path.isfile(path):
-        here = os.path.dirname(os.path.abspath(__file__))
-        gguf = subprocess.run([os.path.join(here, "..", "scripts", "fetch_smollm2.sh")], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        subprocess.run([os.path.join(BIN, "sdllm-convert"), gguf, "-o", path, "--weight-bits", "4", "--act-bits", "4",
-                        "--rotation", "hadamard"],  # 3 minutes; a learned rotation changes no shape here
-                       check=True)
-    return path
+    return w4a4_model(out_dir)
 
 
 def n_params(config: str) -> int:

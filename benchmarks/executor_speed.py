@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 import torch
+from shared_smollm2 import gguf as fetch_gguf
+from shared_smollm2 import w4a4_model
 
 from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
@@ -39,7 +41,6 @@ from sdllm.models.integer_ref import IntegerSDLLM
 from sdllm.runtime.fast import FoldedBuild, run_fast
 
 BIN = os.path.dirname(sys.executable)
-HERE = os.path.dirname(os.path.abspath(__file__))
 SEQ = 256
 
 
@@ -49,17 +50,13 @@ def ok(flag: bool) -> str:
 
 def smollm2(out_dir: str):
     """(gguf path, model.pt path, build directory): converted and compiled once, then reused."""
-    gguf = subprocess.run([os.path.join(HERE, "..", "scripts", "fetch_smollm2.sh")], check=True, capture_output=True,
-                          text=True).stdout.strip()
-    model_path = os.path.join(out_dir, "smollm2_w4a4.pt")
-    if not os.path.isfile(model_path):
-        # the random Hadamards: a 3-minute conversion; a learned rotation changes no shape or count here
-        subprocess.run([os.path.join(BIN, "sdllm-convert"), gguf, "-o", model_path, "--rotation", "hadamard"], check=True)
+    source = fetch_gguf()
+    model_path = w4a4_model(out_dir, source)
     build_path = os.path.join(out_dir, "smollm2_kapoho")
     if not os.path.isfile(os.path.join(build_path, "network.json")):
         subprocess.run([os.path.join(BIN, "sdllm-compile"), model_path, "--target", "kapoho_point", "-o", build_path, "-q"],
                        check=True)
-    return gguf, model_path, build_path
+    return source, model_path, build_path
 
 
 def timed(fn) -> float:

@@ -31,6 +31,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from shared_smollm2 import gguf as fetch_gguf  # noqa: E402
+from shared_smollm2 import w4a4_model  # noqa: E402
 
 from sdllm import stages, tokenizer  # noqa: E402
 from sdllm.compiler.emit import emit  # noqa: E402
@@ -78,17 +80,11 @@ def granularity(out_dir: str, repeats: int) -> float:
 
 
 def smollm2(out_dir: str):
-    model_path = os.path.join(out_dir, "smollm2_w4a4.pt")
-    here = os.path.dirname(os.path.abspath(__file__))
-    gguf = subprocess.run([os.path.join(here, "..", "scripts", "fetch_smollm2.sh")], check=True,
-                          capture_output=True, text=True).stdout.strip()
-    if not os.path.isfile(model_path):
-        subprocess.run([os.path.join(BIN, "sdllm-convert"), gguf, "-o", model_path, "--weight-bits", "4", "--act-bits", "4",
-                        "--rotation", "hadamard"],  # 3 minutes; a learned rotation changes no shape or count here
-                       check=True)
+    source = fetch_gguf()
+    model_path = w4a4_model(out_dir, source)
     build_path = os.path.join(out_dir, "smollm2_kapoho")
     subprocess.run([os.path.join(BIN, "sdllm-compile"), model_path, "--target", "kapoho_point", "-o", build_path, "-q"], check=True)
-    return gguf, model_path, load_build(build_path)
+    return source, model_path, load_build(build_path)
 
 
 def main():

@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 import torch
+from shared_smollm2 import gguf as fetch_gguf
 
 from sdllm import stages
 from sdllm.cli.eval import ablation_lines, figure, layer_lines
@@ -199,9 +200,7 @@ def main():
     ap.add_argument("--markdown", default=os.path.join("out", "smollm2_sdllm.md"))
     args = ap.parse_args()
     torch.set_num_threads(2)
-    here = os.path.dirname(os.path.abspath(__file__))
-    gguf = subprocess.run([os.path.join(here, "..", "scripts", "fetch_smollm2.sh")], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    gguf = fetch_gguf()
     out_dir = os.path.dirname(args.markdown) or "."
     os.makedirs(out_dir, exist_ok=True)
     os.makedirs(args.cache, exist_ok=True)
