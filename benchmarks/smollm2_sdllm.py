@@ -40,6 +40,7 @@ from shared_smollm2 import gguf as fetch_gguf
 from sdllm import stages
 from sdllm.cli.eval import ablation_lines, figure, layer_lines
 from sdllm.formats import model as modelformat
+from sdllm.formats.model import QuantSpec
 from sdllm.models.corpus import calibration_tokens, docstring_windows, held_out_windows
 from sdllm.models.evaluate import ablation, evaluate, integer_scores, torch_perplexity
 from sdllm.models.importers import load_source
@@ -80,7 +81,8 @@ NEW_TOKENS = 24
 
 def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
     """(model.pt path, conversion seconds, peak GB): sdllm-convert in a child process, or the cached file."""
-    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows]).encode()).hexdigest()[:16]
+    # the defaults' repr: a model converted before a default changed is not taken for one after
+    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows, repr(QuantSpec())]).encode()).hexdigest()[:16]
     path, meta = os.path.join(cache, f"{key}.pt"), os.path.join(cache, f"{key}.json")
     if os.path.exists(path) and os.path.exists(meta):
         with open(meta) as f:

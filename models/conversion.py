@@ -1,5 +1,5 @@
-"""Float LLaMA -> SDLLM: γ-SQP step 1 (the rotation of `sdllm.models.rotation`, then γ-quantile
-per-token scales calibrated on text) and per-output-channel symmetric integer weights (GPTQ or
+"""Float LLaMA -> SDLLM: γ-SQP step 1 (the rotation of `sdllm.models.rotation` and the channel
+balancing of `sdllm.models.balance`, then γ-quantile per-token scales calibrated on text) and per-output-channel symmetric integer weights (GPTQ or
 round-to-nearest, `sdllm.models.gptq`).
 
 Step 2 (integer -> bidirectional ternary spike train, T = 2**(b-1) - 1 timesteps) is what the
@@ -18,6 +18,7 @@ from sdllm.errors import SdllmError
 from sdllm.formats.model import ModelFile, QuantSpec
 from sdllm.models import fixedpoint as fx
 from sdllm.models import gptq
+from sdllm.models.balance import balance, balance_scales, input_rms
 from sdllm.models.calibration import CalibrationStats
 from sdllm.models.clipping import calibrate_dead_zones, with_thetas
 from sdllm.models.llama import Llama, rope_tables
@@ -102,6 +103,11 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
                                     RotationTraining(steps=spec.rotation_steps, heads=spec.head_rotation), progress)
         rotation = {"residual": r1.numpy()} | ({"heads": r2.numpy()} if r2 is not None else {})
     prepared = prepare_as(model.eval(), spec, rotation)
+    channels = None
+    if spec.balance:
+        channels = balance_scales(prepared, input_rms(prepared, calib_tokens), spec.balance)
+        prepared = balance(prepared, channels)
+        channels = {k: v.numpy() for k, v in channels.items()}
     cfg = prepared.cfg
     # an input channel's quantisation error costs the squared column norm of the weights reading it
     channel_weight = {tap: (w**2).sum(0).float() for _, tap, w in stage_matrices(prepared)}
@@ -130,6 +136,7 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
         v_range_fx=[np.maximum(fx.to_fixed(stats.v_range[stages.VALUE.tap(i)].numpy()), 1) for i in range(cfg.n_layers)],
         weights=weights,
         rotation=rotation,
+        balance=channels,
     )
     if spec.clip_budget > 0:
         thetas, _ = calibrate_dead_zones(sdllm, np.asarray(calib_tokens), spec.clip_budget, progress)

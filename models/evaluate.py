@@ -207,7 +207,7 @@ def evaluate(model: ModelFile, float_model, n_windows: int = 8, progress: bool =
     prepared = None
     if float_model is not None:
         spec = model.quant
-        prepared = prepare_as(float_model.eval(), spec, model.rotation)
+        prepared = prepare_as(float_model.eval(), spec, model.rotation, model.balance)
         out["float"] = torch_perplexity(float_model.eval(), rows)
         out["weight_only"] = torch_perplexity(FakeQuantSDLLM(float_model, model, quantize_activations=False), rows)
         out["fake_quant"] = torch_perplexity(FakeQuantSDLLM(float_model, model), rows)
@@ -226,6 +226,9 @@ def ablation_specs(spec: QuantSpec) -> list:
     if spec.rotate and spec.head_rotation:
         rows.append(("no per-head value rotation (residual and online Hadamards only)",
                      dataclasses.replace(spec, head_rotation=False), "integer", None))
+    if spec.balance:
+        rows.append(("no channel balancing (down_proj and o_proj inputs)", dataclasses.replace(spec, balance=0.0),
+                     "integer", None))
     rows += [
         ("γ = 1 (max scaling)", dataclasses.replace(spec, calibrate_gamma=False), "integer", None),
         ("RTN weights (no GPTQ)", dataclasses.replace(spec, gptq=False), "integer", None),

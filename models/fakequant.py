@@ -49,7 +49,7 @@ class FakeQuantSDLLM(torch.nn.Module):
     def __init__(self, float_model: Llama, model: ModelFile, quantize_activations: bool = True):
         super().__init__()
         self.cfg, self.spec = model.config, model.quant
-        self.model = prepare_as(float_model, self.spec, model.rotation)
+        self.model = prepare_as(float_model, self.spec, model.rotation, model.balance)
         self._load_weights(model)
         self.model.eval()
         self.quantize_activations = quantize_activations

@@ -15,6 +15,7 @@
    (query head h reads KV head h // (n_heads / n_kv_heads)). P·V is linear per head, so each
    head's attention output arrives rotated by R and o_proj undoes it; the cached values and o's
    input lose their outlier channels. Free at run time: no online transform.
+After them `sdllm.models.balance` may scale the channels of down_proj's and o_proj's inputs.
 The neuron units run the online transforms with additions (`fixedpoint.hadamard`).
 Each gives a model whose logits equal the input model's up to float rounding: `fold_norms`
 a new one, the others rewrite the (gain-free) model they are given, to keep one copy in memory.
@@ -24,6 +25,7 @@ import dataclasses
 
 import torch
 
+from sdllm.models.balance import balance as fold_balance
 from sdllm.models.llama import Llama, hadamard, hadamard_shift, online_hadamard
 
 
@@ -153,12 +155,14 @@ def head_hadamards(cfg, seed: int) -> list:
     return [randomized_hadamard(cfg.head_dim, 1_000_003 * (seed + 1) + i) for i in range(cfg.n_layers)]
 
 
-def prepare(model: Llama, rotate: bool, seed: int, head_rotation: bool = True, residual=None, heads=None) -> Llama:
+def prepare(model: Llama, rotate: bool, seed: int, head_rotation: bool = True, residual=None, heads=None,
+            balance=None) -> Llama:
     """The float model an SDLLM is quantised from: gains folded, and with `rotate` the residual
     rotation (`residual`, by default the randomised Hadamard of `seed`), the online Hadamard
     before down_proj, when head_dim is a power of two the online Hadamard on queries and keys,
     and with `head_rotation` a rotation of every head's values fused into v_proj/o_proj
-    (`rotate_heads`; `heads`, by default the randomised Hadamards of `head_hadamards`)."""
+    (`rotate_heads`; `heads`, by default the randomised Hadamards of `head_hadamards`); then,
+    given them, the channel scales of `sdllm.models.balance`."""
     out = fold_norms(model)
     if rotate:
         q = randomized_hadamard(model.cfg.dim, seed) if residual is None else torch.as_tensor(residual, dtype=torch.float64)
@@ -167,11 +171,13 @@ def prepare(model: Llama, rotate: bool, seed: int, head_rotation: bool = True, r
             out = add_qk_hadamard(out)
         if head_rotation:
             out = rotate_heads(out, head_hadamards(out.cfg, seed) if heads is None else heads)
+    if balance is not None:
+        out = fold_balance(out, balance)
     return out
 
 
-def prepare_as(model: Llama, spec, rotation: dict | None = None) -> Llama:
+def prepare_as(model: Llama, spec, rotation: dict | None = None, balance: dict | None = None) -> Llama:
     """`prepare` as a QuantSpec says, with a learned rotation's matrices ({'residual', 'heads'}, as
-    model.pt stores them) in place of the Hadamards."""
+    model.pt stores them) in place of the Hadamards, and channel scales ({'down', 'values'}) if given."""
     r = rotation or {}
-    return prepare(model, spec.rotate, spec.seed, spec.head_rotation, r.get("residual"), r.get("heads"))
+    return prepare(model, spec.rotate, spec.seed, spec.head_rotation, r.get("residual"), r.get("heads"), balance)

@@ -42,6 +42,8 @@ def check_quant(spec: QuantSpec) -> None:
             raise SdllmError(f"--{name.replace('_', '-')}: must be within {lo}..{hi}, got {value}")
     if not 0 <= spec.clip_budget <= 10:
         raise SdllmError(f"--clip-budget: must be within 0..10 (a fraction of perplexity), got {spec.clip_budget}")
+    if not 0 <= spec.balance <= 1:
+        raise SdllmError(f"--balance: must be within 0..1 (an exponent), got {spec.balance}")
     if spec.rotation not in ROTATIONS:
         raise SdllmError(f"--rotation: must be one of {', '.join(ROTATIONS)}, got {spec.rotation!r}")
     if not 1 <= spec.rotation_steps <= 1 << 20:

@@ -147,6 +147,13 @@ MODEL_EDITS = {
     "a float for an int": (_set("config", "dim", value=128.0), "config.dim: expected an integer in 1..65,536, found 128"),
     "eps past the fixed-point range": (_set("eps_fx", value=1 << 50), "eps_fx: expected an integer in 0..1,099,511,627,776"),
     "synthetic seed a string": (_set("synthetic", value={"seed": "x"}), "synthetic.seed: expected an integer"),
+    "channel scales missing": (_del("balance"), "balance: expected channel scales exactly when quant.balance > 0"),
+    "channel scales without balancing": (_set("quant", "balance", value=0.0),
+                                         "balance: expected channel scales exactly when quant.balance > 0"),
+    "a zero channel scale": (_set("balance", "down", value=lambda t: t * 0), "balance.down: expected values >= 0.0009765625"),
+    "channel scales of another shape": (_set("balance", "values", value=lambda t: t[:, :-1]),
+                                        "balance.values: expected shape (2, 64), found [2, 63]"),
+    "balance exponent past 1": (_set("quant", "balance", value=2.0), "quant.balance: expected a finite number in [0, 1]"),
 }
 
 

@@ -69,10 +69,12 @@ def test_a_version_1_model_pt_reads_as_ternary_everywhere(tiny_model, tmp_path):
     blob["quant"] = {"weight_bits": q.weight_bits, "act_bits": q.act_bits, "kv_bits": q.kv_bits, "theta": 0,
                      "rotate": q.rotate, "gptq": q.gptq, "calibrate_gamma": q.calibrate_gamma, "seed": q.seed}
     blob.pop("rotation", None)  # version 1 had the random Hadamards only
+    blob.pop("balance", None)  # and no channel balancing
     modelformat.save_blob(blob, str(tmp_path / "old.pt"))
     old = modelformat.load(str(tmp_path / "old.pt"))
     assert old.quant.attn_bits == q.act_bits and all(old.quant.code_of(p) == "ternary" for p in POINTS.values() if p.spiked)
     assert old.quant.rotation == "hadamard" and old.rotation is None
+    assert old.quant.balance == 0 and old.balance is None
 
 
 def test_bit_planes_cost_fewer_spikes_than_ternary_trains_of_the_same_integers(default_model):

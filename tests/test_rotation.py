@@ -171,3 +171,57 @@ def test_a_learned_rotation_keeps_the_float_logits_and_is_seeded(tmp_path):
                             rotation=back.rotation)
     assert set(residual_only.rotation) == {"residual"}
     assert np.array_equal(residual_only.rotation["residual"], back.rotation["residual"])
+
+
+@pytest.mark.parametrize("which", ["default", "odd_dim", "unrotated"])
+def test_channel_balancing_keeps_the_float_logits_and_scales_the_quantised_inputs(which):
+    """Balancing folds s into up/down and v/o: the logits stay, and down_proj's input (before its
+    online Hadamard) and o_proj's input arrive multiplied by s channel by channel (query heads by
+    their KV head's s)."""
+    from sdllm.models.balance import MAX_RATIO, balance, balance_scales, input_rms
+
+    model = load_float(default_float()) if which == "default" else _random_model(ODD)
+    prepared = prepare(model, which != "unrotated", 5)
+    calib = torch.randint(0, model.cfg.vocab_size, (3, 16), generator=torch.Generator().manual_seed(1))
+    rms = input_rms(prepared, calib)
+    scales = balance_scales(prepared, rms, 0.5)
+    c = model.cfg
+    assert scales["down"].shape == (c.n_layers, c.ffn_dim) and scales["values"].shape == (c.n_layers, c.n_kv_heads * c.head_dim)
+    for s in scales.values():
+        assert (s >= 1 / MAX_RATIO).all() and (s <= MAX_RATIO).all() and s.std() > 0.05
+    tokens = calib[:, :-1]
+    with torch.no_grad():
+        ref = model(tokens)
+        balanced = balance(prepare(model, which != "unrotated", 5), scales)
+        got = balanced(tokens)
+    assert (got - ref).abs().max() < 1e-4 * ref.abs().max()
+    after = input_rms(balanced, calib)
+    assert torch.allclose(after["down"], rms["down"] * scales["down"], rtol=1e-3, atol=1e-6)
+    group = c.n_heads // c.n_kv_heads
+    per_head = scales["values"].reshape(c.n_layers, c.n_kv_heads, 1, c.head_dim).expand(-1, -1, group, -1).flatten(1)
+    assert torch.allclose(after["values"], rms["values"] * per_head, rtol=1e-3, atol=1e-6)
+    assert torch.equal(balance_scales(prepared, rms, 0.0)["down"], torch.ones_like(scales["down"]))
+
+
+def test_a_balanced_conversion_stores_its_scales_and_evaluation_prepares_with_them(tiny_model, tmp_path):
+    """model.pt keeps the channel scales conversion folded; the fake-quant model is prepared with
+    them (its float weights read back the stored integers' scale), and balance 0 stores none."""
+    import dataclasses
+
+    from sdllm.formats import model as modelformat
+    from sdllm.formats.model import QuantSpec
+    from sdllm.models.conversion import convert
+
+    cfg = dataclasses.replace(ODD, dim=64, max_seq_len=24)
+    model = _random_model(cfg)
+    calib = torch.randint(0, cfg.vocab_size, (3, cfg.max_seq_len), generator=torch.Generator().manual_seed(2))
+    spec = QuantSpec(rotation="hadamard", seed=3)
+    converted = convert(model, spec, calib, {"type": "bytes"})
+    assert converted.balance["down"].shape == (cfg.n_layers, cfg.ffn_dim)
+    modelformat.save(converted, str(tmp_path / "m.pt"))
+    back = modelformat.load(str(tmp_path / "m.pt"))
+    assert back.quant.balance == 0.5 and all(np.array_equal(back.balance[k], converted.balance[k]) for k in converted.balance)
+    plain = convert(model, dataclasses.replace(spec, balance=0.0), calib, {"type": "bytes"})
+    assert plain.balance is None
+    assert not np.array_equal(plain.weight("L0.down"), converted.weight("L0.down"))
+    assert tiny_model.balance is not None  # the default spec balances

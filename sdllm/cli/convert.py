@@ -3,7 +3,8 @@
     sdllm-convert [SRC] -o model.pt [--weight-bits 4] [--act-bits 4] [--attn-bits 8] [--kv-bits 8]
                   [--point-bits POINT=BITS ...] [--code auto|ternary] [--theta 0]
                   [--max-seq-len N] [--no-rotate] [--no-head-rotation]
-                  [--rotation learned|hadamard] [--rotation-steps 100] [--rotation-from MODEL_PT] [--rtn] [--gamma-one] [--seed 0]
+                  [--rotation learned|hadamard] [--rotation-steps 100] [--rotation-from MODEL_PT]
+                  [--balance 0.5] [--rtn] [--gamma-one] [--seed 0]
 
 SRC is a float checkpoint written by `sdllm.models.train_default` (default: the embedded default
 model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
@@ -69,6 +70,9 @@ def _main(argv):
                     help="Cayley SGD steps of --rotation learned")
     ap.add_argument("--rotation-from", metavar="MODEL_PT",
                     help="use the learned rotation of this model.pt (of the same float model) instead of learning one")
+    ap.add_argument("--balance", type=float, default=QuantSpec.balance, metavar="ALPHA",
+                    help="channel balancing of down_proj's and o_proj's inputs: scales (|w_j| / rms(x_j))**ALPHA "
+                         "folded into up/down and v/o (0: none)")
     ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
     ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")
     ap.add_argument("--seed", type=int, default=0, help="of the random rotation")
@@ -85,7 +89,7 @@ def _main(argv):
                      kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits), code=args.code,
                      clip_budget=args.clip_budget,
                      rotate=not args.no_rotate, head_rotation=not args.no_head_rotation, rotation=args.rotation,
-                     rotation_steps=args.rotation_steps, gptq=not args.rtn,
+                     rotation_steps=args.rotation_steps, balance=args.balance, gptq=not args.rtn,
                      calibrate_gamma=not args.gamma_one, seed=args.seed)
     model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
                           calib_text=args.calib_text, progress=True, rotation_from=args.rotation_from)

@@ -19,6 +19,9 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
     rotation      (optional, a learned rotation) {'residual': (dim, dim) float64 R1, and with the
                   head rotation 'heads': (layers, head_dim, head_dim) float64 R2}: what the float
                   model is prepared with in place of the seeded Hadamards (evaluation needs it)
+    balance       (optional, channel balancing) {'down': (layers, ffn_dim), 'values': (layers,
+                  kv heads · head_dim)} float64 channel scales folded into up/down and v/o
+                  (`sdllm.models.balance`): present exactly when quant.balance > 0
     synthetic     (optional) {'seed': s}: no weight matrices; each static stage's is drawn on
                   demand from a generator seeded by (s, the stage's index in forward order)
 
@@ -45,6 +48,7 @@ FORMAT = "sdllm"
 FORMAT_VERSION = 2
 READS = (1, 2)  # version 1: one activation width, ternary everywhere (read as such)
 ROTATIONS = ("hadamard", "learned")
+BALANCE_LIMIT = 1024.0  # a channel scale lies within 1/BALANCE_LIMIT..BALANCE_LIMIT
 
 # Sane upper bounds on a model's shape: far above any LLaMA-family model we target, far below what
 # would exhaust a machine before anything is checked (a KV cache of max_seq_len positions is allocated).
@@ -101,6 +105,7 @@ class QuantSpec:
     rotation: str = "learned"  # the residual and value rotations: learned from the seeded randomised Hadamards, or those
     rotation_steps: int = 100  # Cayley SGD steps of a learned rotation (`sdllm.models.learned_rotation`)
     clip_budget: float = 0.0  # dead zones calibrated within this relative perplexity increase (0: none)
+    balance: float = 0.5  # α of the channel balancing of down_proj's and o_proj's inputs (`sdllm.models.balance`; 0: none)
 
     def bits(self, point: stages.Point) -> int:
         return dict(self.point_bits).get(point.name, getattr(self, point.bits))
@@ -172,7 +177,7 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
     if version == 1:  # one activation width and the paper's ternary trains everywhere
         act = bits("act_bits")
         spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=act, attn_bits=act, kv_bits=bits("kv_bits"),
-                         theta=d.int("theta", 0, qmax(hi)), code="ternary", rotation="hadamard", **flags)
+                         theta=d.int("theta", 0, qmax(hi)), code="ternary", rotation="hadamard", balance=0.0, **flags)
     else:
         per_point = {}
         for key in ("point_bits", "thetas"):
@@ -187,6 +192,7 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
                          rotation=d.str("rotation", ROTATIONS),
                          rotation_steps=d.int("rotation_steps", 1, 1 << 20) if d.has("rotation_steps") else QuantSpec.rotation_steps,
                          clip_budget=d.float("clip_budget", 0.0, 10.0) if d.has("clip_budget") else 0.0,
+                         balance=d.float("balance", 0.0, 1.0) if d.has("balance") else 0.0,  # older files had none
                          **per_point, **flags)
     for point in stages.POINTS.values():
         if point.spiked and spec.theta_of(point) >= spec.q_max(point):
@@ -226,6 +232,7 @@ class ModelFile:
     weights: dict = field(default_factory=dict)  # node -> (n_out, n_in) int8; empty for a synthetic model
     synthetic_seed: int | None = None
     rotation: dict | None = None  # a learned rotation: 'residual' (dim, dim), 'heads' (layers, hd, hd), float64
+    balance: dict | None = None  # channel scales: 'down' (layers, ffn_dim), 'values' (layers, kv heads · hd), float64
 
     def weight(self, node: str) -> np.ndarray:
         """A static stage's integer weights (n_out, n_in), int8: stored, or drawn for a synthetic model."""
@@ -270,6 +277,8 @@ class ModelFile:
             blob["synthetic"] = {"seed": self.synthetic_seed}
         if self.rotation is not None:
             blob["rotation"] = {k: t(v) for k, v in self.rotation.items()}
+        if self.balance is not None:
+            blob["balance"] = {k: t(v) for k, v in self.balance.items()}
         return blob
 
     @classmethod
@@ -326,12 +335,21 @@ class ModelFile:
                    "them" if rotation is not None else "none")
         if rotation is not None and spec.head_rotation != ("heads" in rotation):
             d.fail("rotation.heads", "present exactly when quant.head_rotation is true", "heads" in rotation)
+        balance = None
+        if d.has("balance"):
+            b = d.doc("balance")
+            shapes = {"down": (cfg.n_layers, cfg.ffn_dim), "values": (cfg.n_layers, cfg.n_kv_heads * hd)}
+            balance = {k: as_np(b.array(k, shape, "f", 1.0 / BALANCE_LIMIT, BALANCE_LIMIT, ("float64",)))
+                       for k, shape in shapes.items()}
+        if (spec.balance > 0 and synthetic_seed is None) != (balance is not None):
+            d.fail("balance", "channel scales exactly when quant.balance > 0 (not synthetic)",
+                   "them" if balance is not None else "none")
         return cls(config=cfg, quant=spec, tokenizer=read_tokenizer(d.doc("tokenizer")), embed_fx=as_np(embed),
                    rope_cos_fx=as_np(rope[0]), rope_sin_fx=as_np(rope[1]), eps_fx=d.int("eps_fx", 0, lim),
                    scales_fx={k: as_np(v) for k, v in scales.items()}, gamma=gamma,
                    bias_fx=[as_np(b) for b in bias], v_range_fx=[as_np(v) for v in v_range],
                    weights={k: as_np(v) for k, v in weights.items()}, synthetic_seed=synthetic_seed,
-                   rotation=rotation)
+                   rotation=rotation, balance=balance)
 
     def with_(self, **changes) -> "ModelFile":
         return ModelFile(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
