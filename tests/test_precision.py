@@ -77,6 +77,19 @@ def test_a_version_1_model_pt_reads_as_ternary_everywhere(tiny_model, tmp_path):
     assert old.quant.balance == 0 and old.balance is None
 
 
+def test_a_version_2_model_pt_from_before_learned_rotations_reads_with_its_hadamards(tiny_model, tmp_path):
+    """Format-2 files written before quant.rotation, rotation_steps and balance existed."""
+    import dataclasses
+
+    old_spec = dataclasses.replace(tiny_model.quant, rotation="hadamard", balance=0.0)
+    blob = dataclasses.replace(tiny_model, quant=old_spec, rotation=None, balance=None).to_blob()
+    for key in ("rotation", "rotation_steps", "balance"):
+        del blob["quant"][key]
+    modelformat.save_blob(blob, str(tmp_path / "old.pt"))
+    old = modelformat.load(str(tmp_path / "old.pt"))
+    assert old.quant == old_spec and old.rotation is None and old.balance is None
+
+
 def test_bit_planes_cost_fewer_spikes_than_ternary_trains_of_the_same_integers(default_model):
     """The same 8-bit queries and probabilities: 127-step ternary trains, or 7 bit planes."""
     from sdllm.models.integer_ref import IntegerSDLLM

@@ -189,7 +189,7 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
                                           for name in sub.value))
         spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=bits("act_bits"), attn_bits=bits("attn_bits"),
                          kv_bits=bits("kv_bits"), theta=d.int("theta", 0, qmax(hi)), code=d.str("code", ("auto", *codes.CARRIED)),
-                         rotation=d.str("rotation", ROTATIONS),
+                         rotation=d.str("rotation", ROTATIONS) if d.has("rotation") else "hadamard",  # older files: Hadamards
                          rotation_steps=d.int("rotation_steps", 1, 1 << 20) if d.has("rotation_steps") else QuantSpec.rotation_steps,
                          clip_budget=d.float("clip_budget", 0.0, 10.0) if d.has("clip_budget") else 0.0,
                          balance=d.float("balance", 0.0, 1.0) if d.has("balance") else 0.0,  # older files had none
