@@ -60,6 +60,7 @@ SETTINGS = [
     ("W4A4, learned rotation (20 steps)", ["--rotation-steps", "20"]),
     ("W4A4, down_proj input 8-bit", ["--point-bits", "down=8", "--rotation-from", DEFAULT]),
     ("W4A4, down_proj and LM head inputs 8-bit", ["--point-bits", "down=8", "head=8", "--rotation-from", DEFAULT]),
+    ("W4A4, gate/up input 8-bit", ["--point-bits", "gate_up=8", "--rotation-from", DEFAULT]),
     ("W4A8", ["--act-bits", "8", "--rotation-from", DEFAULT]),
     ("W8A8", ["--weight-bits", "8", "--act-bits", "8", "--rotation-from", DEFAULT]),
     ("W4A4, random Hadamard, clip budget 5%", ["--clip-budget", "0.05", "--rotation", "hadamard"]),

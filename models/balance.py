@@ -15,7 +15,8 @@ writers. The scale: with a per-token scale after a Hadamard, the quantisation no
 same in every channel and grows with ‖s ⊙ x‖; the reader W turns it into
 ‖W·diag(1/s)‖²_F · ‖s ⊙ x‖², smallest at s_j² ∝ ‖w_j‖ / rms(x_j) (Cauchy–Schwarz). So
 s_j = (‖w_j‖ / rms(x_j))^α with α = `QuantSpec.balance` (0.5: that optimum; 0: off), divided by
-its root mean square and kept within 1/MAX_RATIO..MAX_RATIO.
+its root mean square and kept within 1/MAX_RATIO..MAX_RATIO. A learned rotation is learned
+before, without balancing; the scales are measured on the rotated model.
 """
 
 import torch
