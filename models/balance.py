@@ -41,8 +41,7 @@ def input_rms(model: Llama, calib_tokens) -> dict:
 
     hooks = []
     for i, layer in enumerate(model.layers):
-        mlp = layer.mlp
-        hooks.append(mlp.register_forward_pre_hook(
+        hooks.append(layer.mlp.register_forward_pre_hook(
             lambda m, inp, i=i: add("down", i, F.silu(m.gate_proj(inp[0])) * m.up_proj(inp[0]))))
         hooks.append(layer.attn.o_proj.register_forward_pre_hook(lambda m, inp, i=i: add("values", i, inp[0])))
     try:

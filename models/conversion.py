@@ -1,6 +1,6 @@
 """Float LLaMA -> SDLLM: γ-SQP step 1 (the rotation of `sdllm.models.rotation` and the channel
-balancing of `sdllm.models.balance`, then γ-quantile per-token scales calibrated on text) and per-output-channel symmetric integer weights (GPTQ or
-round-to-nearest, `sdllm.models.gptq`).
+balancing of `sdllm.models.balance`, then γ-quantile per-token scales calibrated on text) and
+per-output-channel symmetric integer weights (GPTQ or round-to-nearest, `sdllm.models.gptq`).
 
 Step 2 (integer -> bidirectional ternary spike train, T = 2**(b-1) - 1 timesteps) is what the
 compiled network does with the integers this module fixes; other codes are compared in
