@@ -22,7 +22,7 @@ before, without balancing; the scales are measured on the rotated model.
 import torch
 import torch.nn.functional as F
 
-from sdllm.models.llama import Llama, hadamard
+from sdllm.models.llama import Llama, blockwise, hadamard
 
 MAX_RATIO = 16.0  # a channel is scaled by at most this (or its inverse): fixed point keeps its resolution
 WINDOWS = 16  # calibration windows the channels' root mean squares are measured on
@@ -86,7 +86,7 @@ def _down_unmixed(w, block: int):
     """down_proj's weight as it reads the SwiGLU output before the online Hadamard (up to a constant)."""
     if not block:
         return w
-    return (w.unflatten(-1, (-1, block)) @ _orthonormal_hadamard(block)).flatten(-2)
+    return blockwise(w, _orthonormal_hadamard(block))
 
 
 @torch.no_grad()
@@ -95,22 +95,22 @@ def balance(model: Llama, scales: dict) -> Llama:
     those of the model given (up to float rounding)."""
     c = model.cfg
     group = c.n_heads // c.n_kv_heads
+    b = c.down_hadamard
+    h = _orthonormal_hadamard(b) if b else None
     for layer, s_down, s_val in zip(model.layers, torch.as_tensor(scales["down"]), torch.as_tensor(scales["values"]),
                                     strict=True):
         s_down, s_val = s_down.double(), s_val.double()
         m, a = layer.mlp, layer.attn
         m.up_proj.weight.copy_((m.up_proj.weight.double() * s_down[:, None]).to(m.up_proj.weight.dtype))
         w = m.down_proj.weight
-        b = c.down_hadamard
         if b:  # W·B⁻¹·diag(1/s)·B with B the blockwise Hadamard: orthonormal and symmetric, B⁻¹ = B
-            h = _orthonormal_hadamard(b)
-            new = ((_down_unmixed(w.double(), b) / s_down).unflatten(-1, (-1, b)) @ h).flatten(-2)
+            new = blockwise(_down_unmixed(w.double(), b) / s_down, h)
         else:
             new = w.double() / s_down
         w.copy_(new.to(w.dtype))
         a.v_proj.weight.copy_((a.v_proj.weight.double() * s_val[:, None]).to(a.v_proj.weight.dtype))
         if a.v_proj.bias is not None:
             a.v_proj.bias.copy_((a.v_proj.bias.double() * s_val).to(a.v_proj.bias.dtype))
-        per_query_head = s_val.reshape(c.n_kv_heads, 1, c.head_dim).expand(c.n_kv_heads, group, c.head_dim).flatten()
+        per_query_head = s_val.reshape(c.n_kv_heads, c.head_dim).repeat_interleave(group, dim=0).flatten()
         a.o_proj.weight.copy_((a.o_proj.weight.double() / per_query_head).to(a.o_proj.weight.dtype))
     return model

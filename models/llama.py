@@ -55,6 +55,11 @@ def hadamard_shift(block: int) -> int:
     return block.bit_length() // 2
 
 
+def blockwise(x, h):
+    """x times the block-diagonal matrix diag(h, h, …) on its last axis: h (b, b) applied to each block of b."""
+    return (x.unflatten(-1, (-1, h.shape[0])) @ h).flatten(-2)
+
+
 def online_hadamard(block: int):
     """What the online Hadamard before down_proj multiplies each block by: H / 2**shift."""
     return (hadamard(block) / 2 ** hadamard_shift(block)).float()
@@ -126,8 +131,7 @@ class MLP(nn.Module):
     def forward(self, x, tap=None, name=""):
         h = F.silu(self.gate_proj(x)) * self.up_proj(x)
         if hasattr(self, "hadamard"):
-            b = self.hadamard.shape[0]
-            h = (h.unflatten(-1, (-1, b)) @ self.hadamard.to(h.dtype)).flatten(-2)
+            h = blockwise(h, self.hadamard.to(h.dtype))
         return self.down_proj(tap(f"{name}.{MLP_ACT.name}", h) if tap else h)
 
 

@@ -26,7 +26,7 @@ import dataclasses
 import torch
 
 from sdllm.models.balance import balance as fold_balance
-from sdllm.models.llama import Llama, hadamard, hadamard_shift, online_hadamard
+from sdllm.models.llama import Llama, blockwise, hadamard, hadamard_shift, online_hadamard
 
 
 def _two_power(n: int) -> int:
@@ -104,7 +104,7 @@ def add_down_hadamard(model: Llama) -> Llama:
     for layer in model.layers:
         layer.mlp.register_buffer("hadamard", online_hadamard(block), persistent=False)
         w = layer.mlp.down_proj.weight
-        w.copy_((w.double().unflatten(-1, (-1, block)) @ h).flatten(-2).to(w.dtype))
+        w.copy_(blockwise(w.double(), h).to(w.dtype))
     return model
 
 
