@@ -4,11 +4,16 @@ runs — Lava stopped, its workers reaped, temporary files removed — and the c
 128 + the signal's number.
 
 The first signal interrupts; later ones are ignored while that cleanup runs (it is bounded).
+Python drops an exception raised inside a finalizer or a C callback (numba's compiler calls back
+into Python): an `Interrupted` dropped that way is raised again as soon as control is back in
+Python code, and once a signal has interrupted, what half-built objects say as they are collected
+is not reported (the command has said in one line why it ended).
 `deferred()` holds signals back over a step that must not be cut in two (starting Lava's
 workers, swapping a build into place) and raises the first one after it.
 """
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -36,6 +41,33 @@ def _ignore(_signum, _frame):
     pass
 
 
+def _unraisable(report) -> None:
+    if isinstance(report.exc_value, Interrupted) and threading.current_thread() is threading.main_thread():
+        _dropped.append(report.exc_value.signum)
+        signal.signal(report.exc_value.signum, _interrupt)
+        signal.signal(signal.SIGALRM, _deliver_dropped)
+        signal.setitimer(signal.ITIMER_REAL, _REDELIVERY_S)
+    elif not _received:
+        _reports[-1](report)
+
+
+def _deliver_dropped(_alarm, frame):
+    if frame is not None and frame.f_code is _unraisable.__code__:  # not yet back where it was dropped
+        signal.setitimer(signal.ITIMER_REAL, _REDELIVERY_S)
+        return
+    if not _dropped:
+        return
+    signum = _dropped.pop()
+    handler = signal.getsignal(signum)  # inside `deferred()`, the one that notes it
+    if callable(handler):
+        handler(signum, frame)
+
+
+_REDELIVERY_S = 0.001
+_dropped = []  # the signal whose `Interrupted` Python dropped, until it is raised again
+_reports = []  # the hooks that reported dropped exceptions before each `install`
+
+
 def install() -> None:
     """Make SIGINT, SIGTERM and SIGHUP raise `Interrupted` (main thread only). A signal this
     process was started with ignored (`nohup`, a background job's SIGINT) stays ignored."""
@@ -43,6 +75,20 @@ def install() -> None:
     for s in SIGNALS:
         if signal.getsignal(s) is not signal.SIG_IGN:
             signal.signal(s, _interrupt)
+    if sys.unraisablehook is not _unraisable:
+        _reports.append(sys.unraisablehook)
+        sys.unraisablehook = _unraisable
+
+
+def uninstall() -> None:
+    """No dropped signal is raised again after this; dropped exceptions are reported as before
+    `install` unless a signal interrupted (signal handlers are the caller's to restore)."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    _dropped.clear()
+    if signal.getsignal(signal.SIGALRM) is _deliver_dropped:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    if sys.unraisablehook is _unraisable and not _received:
+        sys.unraisablehook = _reports.pop()
 
 
 def received() -> int | None:

@@ -895,6 +895,42 @@ def test_sigterm_ends_every_command_with_nothing_half_written(default_model_path
     assert snapshot(world) == before
 
 
+_SIGNAL_WHERE_PYTHON_DROPS_IT = """
+import ctypes, os, pathlib, signal, sys, time
+from sdllm.cli import guarded
+
+class HalfBuilt:  # as an object whose constructor the signal cut short
+    def __del__(self):
+        self.handle.close()
+
+def body():
+    HalfBuilt()  # its finalizer's complaint is reported: no signal yet
+    callback = ctypes.CFUNCTYPE(None)(lambda: [os.kill(os.getpid(), signal.SIGTERM), sum(range(10**5))])
+    callback()  # C code calls back into Python, as numba's compiler does; the signal arrives there
+    garbage = [HalfBuilt() for _ in range(3)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # work the signal should have ended
+        pass
+    pathlib.Path(sys.argv[1]).write_text("written after the signal")
+
+sys.exit(guarded("probe", body))
+"""
+
+
+def test_a_signal_python_drops_in_a_c_callback_still_ends_the_command(tmp_path):
+    """Python drops an exception raised in a C callback or a finalizer: a SIGTERM taken there must
+    still end the command (it once ran to the end and exited 0), and the finalizers of what the
+    signal cut short must not add tracebacks to its one line."""
+    start = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", _SIGNAL_WHERE_PYTHON_DROPS_IT, tmp_path / "out"],
+                       capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - start < 20, p.stderr
+    before, _, rest = p.stderr.partition("probe: interrupted (SIGTERM)")
+    assert "AttributeError" in before and rest.count("\n") == 1 and "Traceback" not in rest, p.stderr
+    assert p.returncode == 128 + signal.SIGTERM, p.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def lava_segments(monkeypatch):
     """The shared-memory segments of the Lava runs in this test, as mapped when they stop."""

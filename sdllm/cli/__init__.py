@@ -10,7 +10,7 @@ import signal
 import sys
 
 from sdllm.errors import SdllmError
-from sdllm.interrupts import SIGNALS, install, received
+from sdllm.interrupts import SIGNALS, install, received, uninstall
 
 
 def guarded(prog: str, body) -> int:
@@ -19,12 +19,14 @@ def guarded(prog: str, body) -> int:
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     install()
     try:
-        return body() or 0
+        code = body() or 0
+        if received() is None:
+            return code
+        return _interrupted(prog, received())  # the signal came as the body ended
     except BaseException as e:
         signum = received() or (signal.SIGINT if isinstance(e, KeyboardInterrupt) else None)
         if signum is not None:
-            _say(f"{prog}: interrupted ({signal.Signals(signum).name}); nothing half-written is left, no process left running")
-            return 128 + signum
+            return _interrupted(prog, signum)
         if isinstance(e, SdllmError):
             _say(f"{prog}: error: {e}")
             return 2
@@ -33,6 +35,12 @@ def guarded(prog: str, body) -> int:
         for s, handler in previous.items():
             if handler is not None:
                 signal.signal(s, handler)
+        uninstall()
+
+
+def _interrupted(prog: str, signum: int) -> int:
+    _say(f"{prog}: interrupted ({signal.Signals(signum).name}); nothing half-written is left, no process left running")
+    return 128 + signum
 
 
 def _say(line: str) -> None:
