@@ -94,16 +94,15 @@ def to_json(report: dict) -> str:
     return json.dumps(report, sort_keys=True, indent=1) + "\n"
 
 
-def write(out_dir: str, report: dict) -> list:
-    """run.json and run.html into out_dir (created if missing); returns their paths."""
+def write(out_dir: str, report: dict, flag: str = "") -> list:
+    """run.json and run.html into out_dir (created if missing), each in one atomic step; returns their paths."""
     import os
 
+    from sdllm import outputs
     from sdllm.runtime.run_page import format_html
 
-    os.makedirs(out_dir, exist_ok=True)
+    outputs.make_report_directory(out_dir, flag)
     paths = [os.path.join(out_dir, "run.json"), os.path.join(out_dir, "run.html")]
     for path, text in zip(paths, (to_json(report), format_html(report))):
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+        outputs.write_file(text.encode("utf-8"), path, flag)
     return paths

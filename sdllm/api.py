@@ -52,7 +52,7 @@ def check_quant(spec: QuantSpec) -> None:
         if not lo <= value <= hi:
             raise SdllmError(f"--point-bits {name}: must be within {lo}..{hi}, got {value}")
     for point in stages.POINTS.values():
-        if point.spiked and spec.theta_of(point) >= spec.q_max(point):
+        if point.spiked and not 0 <= spec.theta_of(point) < spec.q_max(point):
             raise SdllmError(f"--theta: must be within 0..{spec.q_max(point) - 1} for the {spec.bits(point)}-bit point "
                              f"{point.name}, got {spec.theta_of(point)}")
 
@@ -107,11 +107,12 @@ class RunReport(_Report):
 
         return format_html(self.data)
 
-    def write(self, out_dir: str) -> list:
-        """run.json and run.html into out_dir; returns their paths."""
+    def write(self, out_dir: str, flag: str = "") -> list:
+        """run.json and run.html into out_dir (created if missing); returns their paths. flag: how
+        the caller names out_dir in an error line (e.g. '--report')."""
         from sdllm.runtime.run_report import write
 
-        return write(out_dir, self.data)
+        return write(out_dir, self.data, flag)
 
 
 class Model:

@@ -38,6 +38,29 @@ def check_file(path: str, flag: str = "") -> str:
     return directory
 
 
+def check_report_directory(path: str, flag: str = "") -> str:
+    """A directory files are written into, created if missing: an existing one must take new
+    files, a missing one's parent must; a file there is refused."""
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise SdllmError(f"{_name(path, flag)}: cannot write: directory {path} is read-only for this user")
+        return path
+    if os.path.lexists(path):
+        raise SdllmError(f"{_name(path, flag)}: cannot write: it exists and is not a directory")
+    check_directory(path, flag)
+    return path
+
+
+def make_report_directory(path: str, flag: str = "") -> str:
+    """`check_report_directory`, then the directory created (with its missing parents: none, once checked)."""
+    check_report_directory(path, flag)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise SdllmError(f"{_name(path, flag)}: cannot create it ({e.strerror})") from None
+    return path
+
+
 def _name(path: str, flag: str) -> str:
     return f"{flag} {path}" if flag else path
 

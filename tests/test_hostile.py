@@ -636,6 +636,22 @@ def test_eval_plot_into_a_missing_or_read_only_directory_is_refused_before_the_e
     refusal.check("sdllm-eval", default_model_path, "--plot", refusal.world / "p.png", needle="it is a directory")
 
 
+def test_a_run_report_into_a_missing_directory_onto_a_file_or_of_a_prompt_loop_is_refused_before_the_run(default_build,
+                                                                                                        refusal):
+    run = ("sdllm-run", default_build, "--prompt", "The if", "--backend", "fast", "--report")
+    missing = refusal.world / "no" / "report"
+    refusal.check(*run, missing, needle=f"--report {missing}: cannot write: directory {missing.parent} does not exist")
+    refusal.check(*run, refusal.world / "keep.txt", needle="cannot write: it exists and is not a directory")
+    refusal.check("sdllm-run", default_build, "--interactive", "--report", refusal.world / "r",
+                  needle="--report: writes the report of one --prompt run, not of --interactive")
+
+
+def test_a_negative_dead_zone_or_calibration_window_count_is_refused(default_model_path, refusal):
+    refusal.check("sdllm-convert", "-o", refusal.world / "m.pt", "--theta", "-1", needle="--theta: must be within 0..6")
+    refusal.check("sdllm-eval", default_model_path, "--ablation", "--calib-windows", "0",
+                  needle="--calib-windows: must be at least 1, got 0")
+
+
 def test_a_build_too_big_for_the_disk_is_refused_before_writing(tmp_path):
     from sdllm.errors import SdllmError
     from sdllm.formats.build import BuildWriter

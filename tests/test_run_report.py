@@ -109,3 +109,4 @@ def test_sdllm_run_writes_the_report(default_build, tmp_path):
     assert r["chip_traffic"] == [] and r["raster"]["position"] == 0 and len(r["raster"]["sent"][0]) == 3
     assert (out / "run.html").read_text().startswith("<!DOCTYPE html>")
     assert f"run report: {out / 'run.json'}, {out / 'run.html'}" in p.stdout
+    assert sorted(os.listdir(out)) == ["run.html", "run.json"]

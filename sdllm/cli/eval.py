@@ -47,6 +47,8 @@ def report(args) -> None:
 
     if args.windows < 1:
         raise SdllmError(f"--windows: must be at least 1, got {args.windows}")
+    if args.calib_windows < 1:
+        raise SdllmError(f"--calib-windows: must be at least 1, got {args.calib_windows}")
     plot = args.plot or os.path.splitext(args.model)[0] + ".spikes.png"
     outputs.check_file(plot, "--plot")  # before the evaluation, not after
     model = modelformat.load(args.model)

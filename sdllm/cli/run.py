@@ -8,6 +8,7 @@ Generates on a backend, printing the tokens as they are produced, then the run's
 import argparse
 import sys
 
+from sdllm import outputs
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
 
@@ -73,6 +74,10 @@ def _main(argv):
 
     if (args.prompt is None) == (not args.interactive):
         raise SdllmError("sdllm-run: give --prompt TEXT or --interactive (one of them)")
+    if args.report:
+        if args.interactive:
+            raise SdllmError("--report: writes the report of one --prompt run, not of --interactive")
+        outputs.check_report_directory(args.report, "--report")  # before the run, not after
     build = sdllm.load_build(args.build)
     if args.chat:
         from sdllm.chat import template_of
@@ -85,7 +90,7 @@ def _main(argv):
     run = generate(build, args.prompt, args.chat, args.max_new_tokens, options)
     print_result(build.network, run.prompt_tokens, run.result, run.wall_s, generated=False)
     if args.report:
-        paths = run.report(progress=True).write(args.report)
+        paths = run.report(progress=True).write(args.report, "--report")
         print(f"run report: {', '.join(paths)}")
 
 
