@@ -6,12 +6,20 @@ from sdllm.formats.build import Build
 from sdllm.runtime.sampling import GREEDY
 
 BACKENDS = ("lava", "lockstep", "fast")
+GRANULARITIES = ("auto", "core", "chip")  # Lava: one process per core, per chip, or per core up to a size
 
 
-def check_request(build: Build, prompt_tokens, n_new: int) -> None:
-    ctx = build.config.max_seq_len
-    if not prompt_tokens:
+def check_request(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granularity: str = "auto") -> None:
+    ctx, vocab = build.config.max_seq_len, build.config.vocab_size
+    if backend not in BACKENDS:
+        raise SdllmError(f"--backend: one of {', '.join(BACKENDS)}, got {backend!r}")
+    if granularity not in GRANULARITIES:
+        raise SdllmError(f"--granularity: one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if not len(prompt_tokens):
         raise SdllmError("--prompt: must not be empty")
+    outside = [t for t in prompt_tokens if not 0 <= t < vocab]
+    if outside:
+        raise SdllmError(f"prompt: token ids must be within 0..{vocab - 1} (the vocabulary), got {outside[0]}")
     if n_new < 1:
         raise SdllmError(f"--max-new-tokens: must be at least 1, got {n_new}")
     if len(prompt_tokens) + n_new - 1 > ctx:
@@ -26,7 +34,7 @@ def run(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granular
     sampler: picks each next token (`sdllm.runtime.sampling.Sampler`; greedy by default), the same
     on every backend. eos_id: stop after this token. on_token(id): called with each generated
     token as it is produced (Lava and lockstep: at the end of its token period)."""
-    check_request(build, prompt_tokens, n_new)
+    check_request(build, prompt_tokens, n_new, backend, granularity)
     cfg = build.config
     # on top of the build already read: the KV caches, the logits, and the fast executor's folded stage matrices
     need = resources.kv_bytes(cfg) + resources.INT_BYTES * (len(prompt_tokens) + n_new) * cfg.vocab_size
@@ -44,4 +52,4 @@ def run(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granular
         from sdllm.runtime.lockstep import run_lockstep
 
         return run_lockstep(build, prompt_tokens, n_new, sampler=sampler, eos_id=eos_id, on_token=on_token)
-    raise SdllmError(f"--backend: one of {', '.join(BACKENDS)}, got {backend!r}")
+    raise AssertionError(backend)  # check_request admits only BACKENDS

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from sdllm import interrupts, resources
 from sdllm.errors import SdllmError
+from sdllm.runtime.backends import GRANULARITIES
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.group import chip_pairs, make_groups, packets_by_pair
 from sdllm.runtime.lava_procs.cores import group_classes
@@ -23,7 +24,6 @@ from sdllm.runtime.result import RunResult
 from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType
 
-GRANULARITIES = ("auto", "core", "chip")
 AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip
 STOP_GRACE_S = 10.0  # how long Lava may take to stop before its processes are ended
 

@@ -17,6 +17,7 @@ one-line message.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,11 @@ def check_quant(spec: QuantSpec) -> None:
         if point.spiked and not 0 <= spec.theta_of(point) < spec.q_max(point):
             raise SdllmError(f"--theta: must be within 0..{spec.q_max(point) - 1} for the {spec.bits(point)}-bit point "
                              f"{point.name}, got {spec.theta_of(point)}")
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Report:
@@ -292,7 +298,10 @@ class Build:
         elif isinstance(prompt, str):
             ids = self.encode(prompt)
         else:
-            ids = [int(t) for t in prompt]
+            try:
+                ids = [operator.index(t) for t in prompt]
+            except TypeError:
+                raise SdllmError(f"prompt: text, token ids (integers) or chat messages, got {_shown(prompt)}") from None
         sampler = Sampler(temperature, top_k, top_p, seed)
         eos = tokenizer.eos_id(self.tokenizer) if stop_at_eos else None
         stream = tokenizer.TextStream(self.tokenizer) if on_text is not None else None

@@ -56,6 +56,21 @@ def test_api_errors_are_one_line(tmp_path):
         sdllm.load_build(str(tmp_path))
 
 
+@pytest.mark.parametrize("prompt, options, message", [
+    ([256], {}, "prompt: token ids must be within 0..255 (the vocabulary), got 256"),
+    ([65, -1], {}, "prompt: token ids must be within 0..255 (the vocabulary), got -1"),
+    (["a", "b"], {}, "prompt: text, token ids (integers) or chat messages, got ['a', 'b']"),
+    ([65.0], {}, "prompt: text, token ids (integers) or chat messages, got [65.0]"),
+    (None, {}, "prompt: text, token ids (integers) or chat messages, got None"),
+    ("hi", {"granularity": "socket"}, "--granularity: one of auto, core, chip, got 'socket'"),
+], ids=["past the vocabulary", "negative", "strings", "floats", "none", "granularity"])
+def test_a_bad_run_request_is_one_line_before_any_work(default_build, prompt, options, message):
+    build = sdllm.load_build(default_build)
+    with pytest.raises(SdllmError) as e:
+        build.run(prompt, 2, backend="fast", **options)
+    assert str(e.value) == message
+
+
 def test_import_sdllm_is_light_and_the_api_is_there_on_first_use():
     code = ("import sys, sdllm\n"
             "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'lava', 'matplotlib', 'transformers') "

@@ -48,7 +48,7 @@ def main(argv=None):
 
 
 def _main(argv):
-    from sdllm.runtime.backends import BACKENDS
+    from sdllm.runtime.backends import BACKENDS, GRANULARITIES
 
     ap = argparse.ArgumentParser(prog="sdllm-run", description="Run a compiled SDLLM build directory.")
     ap.add_argument("build", help="build directory written by sdllm-compile")
@@ -65,7 +65,7 @@ def _main(argv):
     ap.add_argument("--backend", choices=BACKENDS, default="lava",
                     help="lava: Lava processes on Loihi2SimCfg('fixed_pt'); lockstep: the same cores in one process; "
                          "fast: without stepping, a window at once, through the build's tables folded per stage")
-    ap.add_argument("--granularity", choices=("auto", "core", "chip"), default="auto",
+    ap.add_argument("--granularity", choices=GRANULARITIES, default="auto",
                     help="lava: one process per core or per chip (auto: per core up to 32 cores)")
     ap.add_argument("--report", metavar="DIR", help="write the run report (run.html, run.json) into DIR")
     args = ap.parse_args(argv)
