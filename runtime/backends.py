@@ -9,12 +9,16 @@ BACKENDS = ("lava", "lockstep", "fast")
 GRANULARITIES = ("auto", "core", "chip")  # Lava: one process per core, per chip, or per core up to a size
 
 
+def check_granularity(granularity: str) -> None:
+    if granularity not in GRANULARITIES:
+        raise SdllmError(f"--granularity: one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+
+
 def check_request(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granularity: str = "auto") -> None:
     ctx, vocab = build.config.max_seq_len, build.config.vocab_size
     if backend not in BACKENDS:
         raise SdllmError(f"--backend: one of {', '.join(BACKENDS)}, got {backend!r}")
-    if granularity not in GRANULARITIES:
-        raise SdllmError(f"--granularity: one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    check_granularity(granularity)
     if not len(prompt_tokens):
         raise SdllmError("--prompt: must not be empty")
     outside = [t for t in prompt_tokens if not 0 <= t < vocab]

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from sdllm import interrupts, resources
 from sdllm.errors import SdllmError
-from sdllm.runtime.backends import GRANULARITIES
+from sdllm.runtime.backends import check_granularity
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.group import chip_pairs, make_groups, packets_by_pair
 from sdllm.runtime.lava_procs.cores import group_classes
@@ -31,8 +31,7 @@ STOP_GRACE_S = 10.0  # how long Lava may take to stop before its processes are e
 def choose_granularity(build, granularity: str) -> str:
     if granularity == "auto":
         return "core" if len(build.cores) <= AUTO_PER_CORE_MAX else "chip"
-    if granularity not in GRANULARITIES:
-        raise SdllmError(f"--granularity: one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    check_granularity(granularity)
     return granularity
 
 

@@ -28,6 +28,7 @@ from sdllm import stages, tokenizer
 from sdllm.errors import SdllmError
 from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
+from sdllm.formats.fields import shown
 from sdllm.formats.model import BIT_RANGE, ROTATIONS, ModelFile, QuantSpec
 
 __all__ = ["Build", "MappingReport", "Model", "Run", "RunReport", "check_quant", "compile", "convert", "load_build",
@@ -56,11 +57,6 @@ def check_quant(spec: QuantSpec) -> None:
         if point.spiked and not 0 <= spec.theta_of(point) < spec.q_max(point):
             raise SdllmError(f"--theta: must be within 0..{spec.q_max(point) - 1} for the {spec.bits(point)}-bit point "
                              f"{point.name}, got {spec.theta_of(point)}")
-
-
-def _shown(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Report:
@@ -301,7 +297,7 @@ class Build:
             try:
                 ids = [operator.index(t) for t in prompt]
             except TypeError:
-                raise SdllmError(f"prompt: text, token ids (integers) or chat messages, got {_shown(prompt)}") from None
+                raise SdllmError(f"prompt: text, token ids (integers) or chat messages, got {shown(repr(prompt))}") from None
         sampler = Sampler(temperature, top_k, top_p, seed)
         eos = tokenizer.eos_id(self.tokenizer) if stop_at_eos else None
         stream = tokenizer.TextStream(self.tokenizer) if on_text is not None else None

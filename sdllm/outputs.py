@@ -52,7 +52,7 @@ def check_report_directory(path: str, flag: str = "") -> str:
 
 
 def make_report_directory(path: str, flag: str = "") -> str:
-    """`check_report_directory`, then the directory created (with its missing parents: none, once checked)."""
+    """`check_report_directory`, then the directory created if it is missing."""
     check_report_directory(path, flag)
     try:
         os.makedirs(path, exist_ok=True)

@@ -16,10 +16,10 @@ MISSING = object()
 
 class FormatError(SdllmError):
     def __init__(self, where: str, field: str, expected: str, found):
-        super().__init__(f"{where}: {field}: expected {expected}, found {_show(found)}")
+        super().__init__(f"{where}: {field}: expected {expected}, found {shown(found)}")
 
 
-def _show(value) -> str:
+def shown(value) -> str:
     """A found value as the message shows it: numbers as numbers, a description (a str) as it is;
     a user's own string is passed in repr'd by the caller."""
     if value is MISSING:
