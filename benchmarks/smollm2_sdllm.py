@@ -29,18 +29,15 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import time
 
 import numpy as np
 import torch
+from shared_smollm2 import convert_cached
 from shared_smollm2 import gguf as fetch_gguf
 
 from sdllm import stages
 from sdllm.cli.eval import ablation_lines, figure, layer_lines
 from sdllm.formats import model as modelformat
-from sdllm.formats.model import QuantSpec
 from sdllm.models.corpus import calibration_tokens, docstring_windows, held_out_windows
 from sdllm.models.evaluate import ablation, evaluate, integer_scores, torch_perplexity
 from sdllm.models.importers import load_source
@@ -78,29 +75,6 @@ ENERGY_TARGET = 0.5  # SOPs x E_AC against the dense model's FP16 MACs, at the W
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n", "Water boils at a temperature of",
            "Once upon a time, a little robot"]
 NEW_TOKENS = 24
-
-
-def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
-    """(model.pt path, conversion seconds, peak GB): sdllm-convert in a child process, or the cached file."""
-    # the defaults' repr: a model converted before a default changed is not taken for one after
-    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows, repr(QuantSpec())]).encode()).hexdigest()[:16]
-    path, meta = os.path.join(cache, f"{key}.pt"), os.path.join(cache, f"{key}.json")
-    if os.path.exists(path) and os.path.exists(meta):
-        with open(meta) as f:
-            m = json.load(f)
-        return path, m["seconds"], m["peak_gb"]
-    code = ("import resource, sys; from sdllm.cli.convert import main; rc = main(sys.argv[1:]); "
-            "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-    t0 = time.time()
-    p = subprocess.run([sys.executable, "-c", code, gguf, "-o", path, "--calib-windows", str(windows), *flags],
-                       stdout=subprocess.PIPE, text=True)
-    if p.returncode:
-        raise SystemExit(f"sdllm-convert {' '.join(flags)} failed ({p.returncode})")
-    seconds = time.time() - t0
-    peak = int(p.stdout.split("peak_kb")[-1]) / 2**20
-    with open(meta, "w") as f:
-        json.dump({"flags": flags, "seconds": seconds, "peak_gb": peak}, f)
-    return path, seconds, peak
 
 
 def cached_json(path: str, compute):

@@ -17,16 +17,20 @@ from sdllm.models import kernels
 from sdllm.models.float_ops import FloatNonlinearities
 from sdllm.models.llama import rope_tables
 from sdllm.models.products import ExactProduct, exact_type, float_matmul
-from sdllm.models.units import DecoderLayerUnit, head_in, head_params, logits_out, unit_params
+from sdllm.models.units import DecoderLayerUnit, hand_off, head_in, head_params, logits_out, unit_params
 
 
 class IntegerSDLLM:
-    def __init__(self, model: ModelFile, float_ops=(), ops=None):
+    def __init__(self, model: ModelFile, float_ops=(), ops=None, stream: bool = False):
         """float_ops: nonlinearities to run in float instead (`sdllm.models.float_ops`), to measure
-        their cost. ops: the integer arithmetic (`kernels` by default; `fixedpoint`, its definition)."""
-        self.model = model
+        their cost. ops: the integer arithmetic (`kernels` by default; `fixedpoint`, its definition).
+        stream: hold no stage's product between uses — each is made from the model's int8 weights
+        when the stage runs and dropped after (one forward over a window needs one stage's memory;
+        no `stage_sops`)."""
+        self.model, self.stream = model, stream
         cfg = model.config
-        weights = {name: model.weight(name).astype(np.int64) for name in stages.static_shapes(cfg)}
+        # one stage's int8 matrix at a time
+        weights = () if stream else ((name, model.weight(name)) for name in stages.static_shapes(cfg))
         self._setup(cfg, model.quant, weights, model.embed_fx, head_params(model),
                     [unit_params(model, i) for i in range(cfg.n_layers)], FloatNonlinearities(float_ops) if float_ops else ops)
 
@@ -35,15 +39,15 @@ class IntegerSDLLM:
         """The same forward over weights, unit parameters and head parameters from elsewhere
         (the runtime's fast executor: from a build directory)."""
         self = cls.__new__(cls)
-        self.model = None
-        self._setup(cfg, spec, weights, embed, head, layer_params, None)
+        self.model, self.stream = None, False
+        self._setup(cfg, spec, weights.items(), embed, head, layer_params, None)
         return self
 
     def _setup(self, cfg, spec, weights, embed, head, layer_params, ops):
         self.ops = ops or kernels
         self.cfg, self.spec = cfg, spec
         self.products, self.fanout = {}, {}
-        for name, w in weights.items():
+        for name, w in weights:
             self.products[name] = ExactProduct(w, spec.q_max(stages.stage_of(name).input))
             self.fanout[name] = (w != 0).sum(0)
         # a KV accumulator sums one head's inputs: head_dim for Q·Kᵀ, max_seq_len for P·V
@@ -67,6 +71,8 @@ class IntegerSDLLM:
                        for _ in range(c.n_layers)]
 
     def _static(self, name, x):
+        if self.stream:
+            return ExactProduct(self.model.weight(name), self.spec.q_max(stages.stage_of(name).input))(x)
         return self.products[name](x)
 
     def _kv(self, stage, cache, x, n, keys: int):
@@ -86,7 +92,8 @@ class IntegerSDLLM:
         spike counts per stage (tokens, n)): each stage's integer input, i.e. how many ternary
         spikes each input axon carries in that stage's window (|q| spikes of sign(q)).
 
-        trace, if given, receives per layer the residual stream after it ("L{i}.resid", FRAC)
+        trace, if given, receives per layer the residual stream after it ("L{i}.resid", FRAC, before
+        the hand-off to the next layer carries it)
         and the attention's P·V spike counts with their normalisers ("L{i}.attn": p, top, total).
         """
         c = self.cfg
@@ -100,7 +107,7 @@ class IntegerSDLLM:
         h = self.embed[tokens]
         program, (first,) = stages.LAYER_INPUT
         for i, unit in enumerate(self.units):
-            acts = {first.name: getattr(unit, program)(h)}
+            acts = {first.name: getattr(unit, program)(hand_off(h, unit.p))}
             for stage in stages.LAYER:
                 x = spikes[stage.node(i)] = acts[stage.input.name]
                 if stage.static:

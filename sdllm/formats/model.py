@@ -55,6 +55,7 @@ BALANCE_LIMIT = 1024.0  # a channel scale lies within 1/BALANCE_LIMIT..BALANCE_L
 LIMITS = {"vocab_size": 1 << 20, "dim": 1 << 16, "n_layers": 1 << 10, "n_heads": 1 << 10, "n_kv_heads": 1 << 10,
           "ffn_dim": 1 << 18, "max_seq_len": 1 << 15}
 BIT_RANGE = (2, 8)
+RESID_SQUARES_BITS = 60  # a residual's squares summed over its channels stay below 2**60 (the integer RMS's range)
 FIXED_LIMIT = 1 << 40  # |stored fixed-point values|: keeps every intermediate of the integer programs below 2**62
 
 
@@ -79,6 +80,19 @@ class LlamaConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
+
+    @property
+    def resid_bits(self) -> int:
+        """Signed bits of the residual stream (FRAC fixed point) as one layer hands it to the next:
+        the widest whose squares over `dim` channels sum below 2**RESID_SQUARES_BITS, so no
+        integer RMS can overflow. The hand-off saturates there (`sdllm.models.units.hand_off`):
+        26 bits for dim 576 (±8,192 in float), 25 for dim 4,096."""
+        return (RESID_SQUARES_BITS - (self.dim - 1).bit_length()) // 2 + 1
+
+    @property
+    def resid_max(self) -> int:
+        """Largest |value| (FRAC) the residual's hand-off carries."""
+        return qmax(self.resid_bits)
 
     def to_dict(self) -> dict:
         return asdict(self)
