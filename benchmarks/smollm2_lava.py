@@ -51,7 +51,8 @@ def main():
     ap.add_argument("--cache", default=os.path.join("out", "smollm2_models"))
     ap.add_argument("--out", default=os.path.join("out", "smollm2_lava"))
     args = ap.parse_args()
-    os.makedirs(args.cache, exist_ok=True)
+    for folder in (args.cache, args.out):
+        os.makedirs(folder, exist_ok=True)
     gguf = fetch_gguf()
     paths, failures = {}, 0
     print(f"SmolLM2-135M-Instruct on Lava ({TARGET}, one Process per chip), {args.new_tokens} new tokens per prompt")
