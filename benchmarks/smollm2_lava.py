@@ -28,7 +28,7 @@ from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model
 from sdllm.formats import model as modelformat
 from sdllm.formats.build import read as load_build
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.reference import IntegerSDLLM
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.tokenizer import encode

@@ -38,10 +38,10 @@ from shared_smollm2 import gguf as fetch_gguf
 from sdllm import stages
 from sdllm.cli.eval import ablation_lines, figure, layer_lines
 from sdllm.formats import model as modelformat
-from sdllm.models.corpus import calibration_tokens, docstring_windows, held_out_windows
-from sdllm.models.evaluate import ablation, evaluate, integer_scores, torch_perplexity
-from sdllm.models.importers import load_source
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.evaluation.evaluate import ablation, evaluate, integer_scores, torch_perplexity
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.corpus import calibration_tokens, docstring_windows, held_out_windows
+from sdllm.models.source.importers import load_source
 from sdllm.runtime.energy import E_AC_45NM_PJ, E_MAC_FP16_45NM_PJ, dense_macs
 from sdllm.tokenizer import decode, encode
 
@@ -91,7 +91,7 @@ def cached_json(path: str, compute):
 def spec_converter(float_model, calib, tokenizer, cache: str):
     """converter(spec, rotation) -> ModelFile for the ablation: converted once per spec and given
     rotation, kept in the cache."""
-    from sdllm.models.conversion import convert
+    from sdllm.models.conversion.convert import convert
 
     def converter(spec, rotation):
         key = hashlib.sha256(repr(spec).encode())

@@ -5,7 +5,7 @@ import networkx as nx
 
 from sdllm import stages
 from sdllm.compiler.ir import Graph, Network, Node, Segments, Weights
-from sdllm.models.units import (
+from sdllm.models.integer.units import (
     RESID_MAX_KEY,
     carry_params,
     head_params,

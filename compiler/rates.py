@@ -8,8 +8,8 @@ import numpy as np
 
 from sdllm import stages
 from sdllm.compiler.ir import Network, Rates
-from sdllm.models.corpus import calibration_windows
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.corpus import calibration_windows
 from sdllm.stages import NodeKind
 
 

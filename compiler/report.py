@@ -6,8 +6,8 @@ from sdllm import codes, stages
 from sdllm.compiler.ir import Network
 from sdllm.compiler.tile import graded_bounds
 from sdllm.formats.model import qmax
-from sdllm.models import fixedpoint as fx
-from sdllm.models.products import exact_type
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.products import exact_type
 from sdllm.stages import NodeKind
 
 CORE_TABLE_MAX = 200  # the text report lists every core up to this many (report.json always does)
@@ -111,7 +111,7 @@ def graded(net: Network) -> dict:
 def products(net: Network) -> dict:
     """Per static stage, the largest |partial sum| its cores can produce (proved at tiling from
     the weights and the spike code: what leaves its output cores, reduce cores included) and the
-    cheapest arithmetic exact for it (`sdllm.models.products`)."""
+    cheapest arithmetic exact for it (`sdllm.models.integer.products`)."""
     out = {}
     for name, node in net.nodes.items():
         if node.kind is NodeKind.STATIC:

@@ -19,8 +19,8 @@ from sdllm import stages
 from sdllm.compiler.ir import Core, Network
 from sdllm.compiler.synapses import block_bits
 from sdllm.errors import SdllmError
-from sdllm.models import fixedpoint as fx
-from sdllm.models.units import hand_off, piece_bound
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.units import hand_off, piece_bound
 from sdllm.stages import CoreType, NodeKind
 
 MAX_FANIN_SPLIT = 64

@@ -11,7 +11,7 @@ import numpy as np
 
 from sdllm import codes, stages
 from sdllm.errors import SdllmError
-from sdllm.models.units import DecoderLayerUnit, carried, head_in, logits_out, received
+from sdllm.models.integer.units import DecoderLayerUnit, carried, head_in, logits_out, received
 from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType, NodeKind
 
@@ -144,7 +144,7 @@ class KvCore(StageWindow, CoreBehaviour):
 
 class NeuronUnitCore(CoreBehaviour):
     """One decoder layer's programmable neurons: the between-stage integer programs
-    (`sdllm.models.units`), run as the schedule's phases come, plus the encoders that send each
+    (`sdllm.models.integer.units`), run as the schedule's phases come, plus the encoders that send each
     integer activation as its point's spike train (ternary: |q| spikes of sign(q); bit planes:
     the bits of |q|, most significant first, with sign(q))."""
 

@@ -144,8 +144,8 @@ class Model:
         return compile(self, target, output, **options)
 
     def reference(self):
-        """The integer reference (`sdllm.models.integer_ref.IntegerSDLLM`): the oracle a compiled network equals."""
-        from sdllm.models.integer_ref import IntegerSDLLM
+        """The integer reference (`sdllm.models.integer.reference.IntegerSDLLM`): the oracle a compiled network equals."""
+        from sdllm.models.integer.reference import IntegerSDLLM
 
         return IntegerSDLLM(self.file)
 
@@ -164,9 +164,9 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     γ and GPTQ are calibrated on `calib_windows` windows of pydoc topics, or of `calib_text`
     (paths of UTF-8 or JSON-lines files). rotation_from: a `Model` or model.pt path of the same
     float model whose learned rotation is used as it is (no learning: e.g. other bits, same rotation)."""
-    from sdllm.models.conversion import convert as convert_model
-    from sdllm.models.corpus import calibration_tokens
-    from sdllm.models.importers import load_source
+    from sdllm.models.conversion.convert import convert as convert_model
+    from sdllm.models.source.corpus import calibration_tokens
+    from sdllm.models.source.importers import load_source
 
     if quant is not None and quant_fields:
         raise SdllmError("convert: give a QuantSpec or its fields as keywords, not both")

@@ -3,7 +3,7 @@
 A decoder layer is one neuron unit — the layer's programmable neurons: residual stream, norms,
 RoPE, softmax, SiLU, the spike encoders — and six spike-driven stages it drives in turn. Each
 stage consumes the spike counts of one quantisation point and hands its accumulators to one of
-the unit's integer programs (`sdllm.models.units.DecoderLayerUnit`), which returns the next
+the unit's integer programs (`sdllm.models.integer.units.DecoderLayerUnit`), which returns the next
 points. After the last layer the LM head is one more static stage, whose sums the host turns
 into logits. Conversion, calibration, evaluation, the compiler's lowering and schedule, and the
 runtime's cores all iterate over this table; nothing else spells a stage's name.

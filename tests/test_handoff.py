@@ -19,12 +19,12 @@ from sdllm.compiler.pipeline import compile_model
 from sdllm.errors import SdllmError
 from sdllm.formats.build import read as load_build
 from sdllm.formats.model import QuantSpec
-from sdllm.models import fixedpoint as fx
-from sdllm.models.conversion import convert
-from sdllm.models.corpus import calibration_tokens, tokens_of
-from sdllm.models.importers import BYTES, default_float, load_float
-from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.units import hand_off
+from sdllm.models.conversion.convert import convert
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.integer.units import hand_off
+from sdllm.models.source.corpus import calibration_tokens, tokens_of
+from sdllm.models.source.importers import BYTES, default_float, load_float
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep

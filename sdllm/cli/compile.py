@@ -41,7 +41,7 @@ def _main(argv):
     if args.synthetic:
         from sdllm import resources
         from sdllm.formats import build as buildformat
-        from sdllm.models.synthetic import shape_of, synthetic_model
+        from sdllm.models.source.synthetic import shape_of, synthetic_model
 
         for flag, bits in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits)):
             if not 2 <= bits <= 8:

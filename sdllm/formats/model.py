@@ -21,7 +21,7 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
                   model is prepared with in place of the seeded Hadamards (evaluation needs it)
     balance       (optional, channel balancing) {'down': (layers, ffn_dim), 'values': (layers,
                   kv heads · head_dim)} float64 channel scales folded into up/down and v/o
-                  (`sdllm.models.balance`): present exactly when quant.balance > 0
+                  (`sdllm.models.conversion.balance`): present exactly when quant.balance > 0
     synthetic     (optional) {'seed': s}: no weight matrices; each static stage's is drawn on
                   demand from a generator seeded by (s, the stage's index in forward order)
 
@@ -85,7 +85,7 @@ class LlamaConfig:
     def resid_bits(self) -> int:
         """Signed bits of the residual stream (FRAC fixed point) as one layer hands it to the next:
         the widest whose squares over `dim` channels sum below 2**RESID_SQUARES_BITS, so no
-        integer RMS can overflow. The hand-off saturates there (`sdllm.models.units.hand_off`):
+        integer RMS can overflow. The hand-off saturates there (`sdllm.models.integer.units.hand_off`):
         26 bits for dim 576 (±8,192 in float), 25 for dim 4,096."""
         return (RESID_SQUARES_BITS - (self.dim - 1).bit_length()) // 2 + 1
 
@@ -117,9 +117,9 @@ class QuantSpec:
     calibrate_gamma: bool = True  # γ per quantisation point calibrated (else γ = 1: max scaling)
     seed: int = 0  # of the random rotation
     rotation: str = "learned"  # the residual and value rotations: learned from the seeded randomised Hadamards, or those
-    rotation_steps: int = 100  # Cayley SGD steps of a learned rotation (`sdllm.models.learned_rotation`)
+    rotation_steps: int = 100  # Cayley SGD steps of a learned rotation (`sdllm.models.conversion.learned_rotation`)
     clip_budget: float = 0.0  # dead zones calibrated within this relative perplexity increase (0: none)
-    balance: float = 0.5  # α of the channel balancing of down_proj's and o_proj's inputs (`sdllm.models.balance`; 0: none)
+    balance: float = 0.5  # α of the channel balancing of down_proj's and o_proj's inputs (`sdllm.models.conversion.balance`; 0: none)
 
     def bits(self, point: stages.Point) -> int:
         return dict(self.point_bits).get(point.name, getattr(self, point.bits))

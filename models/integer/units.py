@@ -17,9 +17,8 @@ import numpy as np
 
 from sdllm import codes, stages
 from sdllm.formats.model import ModelFile
-from sdllm.models import fixedpoint as fx
-from sdllm.models import kernels
-from sdllm.models.llama import hadamard_shift
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer import kernels
 
 
 def order_key(point: stages.Point) -> str:
@@ -102,8 +101,8 @@ def unit_params(model: ModelFile, layer: int) -> dict:
         RESID_MAX_KEY: cfg.resid_max,
         **point_params(spec, stages.LAYER_POINTS),
         "down_block": cfg.down_hadamard,
-        "down_shift": hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
-        "qk_shift": hadamard_shift(cfg.head_dim) if cfg.qk_hadamard else -1,
+        "down_shift": fx.hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
+        "qk_shift": fx.hadamard_shift(cfg.head_dim) if cfg.qk_hadamard else -1,
         BIAS_KEY: model.bias_fx[layer],
         "v_range": model.v_range_fx[layer],
         "rope_cos": model.rope_cos_fx,

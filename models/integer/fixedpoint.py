@@ -1,7 +1,7 @@
 """Integer arithmetic between spike-driven stages (numpy int64, exact, deterministic).
 
 These functions are the between-stage "neuron programs" of an SDLLM. The integer reference
-(`sdllm.models.integer_ref`) and the runtime's neuron-unit cores call the very same
+(`sdllm.models.integer.reference`) and the runtime's neuron-unit cores call the very same
 functions, so the only thing a compiled network can get wrong is what the compiler owns:
 synapse tables, routing and timing.
 
@@ -37,6 +37,11 @@ _EXP_A = round(0.3585 * (1 << FRAC))
 _EXP_B = round(1.353 * (1 << FRAC))
 _EXP_C = round(0.344 * (1 << EXP_FRAC))
 _EXP_MAX_SHIFT = EXP_FRAC + 2
+
+
+def hadamard_shift(block: int) -> int:
+    """The power of two 2**shift ≈ sqrt(block) that keeps a ±1 Hadamard transform's output in range."""
+    return block.bit_length() // 2
 
 
 def quantile_index(n: int, gamma: float) -> int:

@@ -16,8 +16,8 @@ from sdllm import stages
 from sdllm.errors import SdllmError
 from sdllm.formats.fields import Doc, load_yaml
 from sdllm.formats.model import LlamaConfig, ModelFile, QuantSpec, read_config
-from sdllm.models import fixedpoint as fx
-from sdllm.models.llama import rope_tables
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.source.llama import rope_tables
 
 # Shapes from the models' published config.json files; max_seq_len is sdllm's default context
 # (the KV cache the SDLLM is compiled for), not the model's trained one.
