@@ -151,7 +151,7 @@ def main():
 
         lava_prompt = prompt[:2]
         t = timed(lambda: run_lava(build, lava_prompt, 1, "chip"))
-        steps = build.schedule["period"] * len(lava_prompt)
+        steps = build.schedule.period * len(lava_prompt)
         print(f"\n3. Lava, one Process per chip ({len({c.chip for c in build.cores})} Processes incl. the host's), "
               f"{steps:,} timesteps: {t:.0f} s, {1e3 * t / steps:.2f} ms per timestep (incl. start-up)")
 

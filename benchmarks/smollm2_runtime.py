@@ -72,7 +72,7 @@ def granularity(out_dir: str, repeats: int) -> float:
             ms[g].append(1e3 * (time.time() - t0) / r.timesteps)
     core, chip = statistics.median(ms["core"]), statistics.median(ms["chip"])
     n_core = sum(1 for _ in build.cores)
-    print(f"1. demo model ({n_core} cores, {build.schedule['period']} timesteps per token), Lava, wall incl. start-up, median of {repeats}:")
+    print(f"1. demo model ({n_core} cores, {build.schedule.period} timesteps per token), Lava, wall incl. start-up, median of {repeats}:")
     print(f"   one Process per layer stage ({n_core} Processes): {core:.2f} ms per timestep {[round(v, 2) for v in ms['core']]}")
     print(f"   one fused Process per chip (1 Process):      {chip:.2f} ms per timestep {[round(v, 2) for v in ms['chip']]}")
     print(f"   {core / chip:.1f}x fewer ms per timestep (target >= 5x: {ok(core / chip >= 5)})")
@@ -121,7 +121,7 @@ def main():
           f"{est['chip_crossings_per_token']:,.0f} chip crossings")
     print(f"   energy {est['energy_per_token_uj']:.1f} uJ = {est['sop_energy_nj'] / 1e3:.1f} SOPs + {est['neuron_energy_nj'] / 1e3:.1f} "
           f"neuron updates + {est['noc_energy_nj'] / 1e3:.1f} NoC; latency {est['latency_per_token_ms']:.1f} ms "
-          f"({build.schedule['period']} timesteps)")
+          f"({build.schedule.period} timesteps)")
     print(f"   45 nm estimate: SDLLM {est['sdllm_45nm_uj']:.0f} uJ ({est['sops_per_token']:,.0f} SOPs x 0.9 pJ) vs dense "
           f"{est['dense_macs_per_token']:,.0f} MACs: FP32 {est['dense_fp32_45nm_uj']:.0f} uJ, FP16 {est['dense_fp16_45nm_uj']:.0f} uJ")
 
@@ -145,7 +145,7 @@ def main():
 
     ref = IntegerSDLLM(blob)
     _, spikes = ref.forward(rows[0][:-1])
-    T = build.schedule["timesteps_per_spike_train"]
+    T = build.schedule.timesteps_per_spike_train
     layers = build.config.n_layers
     n = len(rows[0]) - 1
     causal = np.arange(build.config.max_seq_len) < np.arange(1, n + 1)[:, None]  # P·V inputs of keys so far

@@ -8,10 +8,11 @@ weights at a time. The mapping report (text, JSON, HTML) is written beside the n
 import numpy as np
 from tqdm import tqdm
 
+from sdllm import nibbles
 from sdllm.compiler.html_report import format_html
 from sdllm.compiler.ir import Network
 from sdllm.compiler.report import build_report, format_report
-from sdllm.compiler.synapses import synapse_arrays
+from sdllm.cores.synapse import synapse_arrays
 from sdllm.formats import build
 from sdllm.stages import CoreType, NodeKind
 
@@ -69,7 +70,7 @@ def network_document(net: Network, save, progress: bool = False) -> dict:
         "model": {"config": model.config.to_dict(), "quant": model.quant.to_dict(), "synthetic": model.synthetic},
         "tokenizer": model.tokenizer,
         "hw": net.hw.raw,
-        "schedule": net.schedule,
+        "schedule": net.schedule.to_json(),
         "nodes": {n.name: {"kind": n.kind.value, "layer": n.layer, "inputs": n.inputs.to_json(), "outputs": n.outputs.to_json()}
                   for n in net.nodes.values()},
         "edges": [[s, d, e["src_seg"], e["dst_seg"], e["size"]] for s, d, e in net.graph.edges.edges(data=True)],
@@ -85,7 +86,7 @@ def build_bytes(net: Network) -> int:
     for c in net.cores:
         if c.type == CoreType.SYNAPSE:
             dense = c.params["encoding"] == "dense"
-            total += (c.synapse_entries + 1) // 2 if dense and c.params["weight_bits"] <= 4 else c.synapse_entries
+            total += nibbles.stored_bytes(c.synapse_entries, c.params["weight_bits"]) if dense else c.synapse_entries
             total += 0 if dense else c.synapse_entries + c.n_axons
         total += 4 * net.routes[c.id].entries + 500
     return total

@@ -4,7 +4,7 @@ from collections import defaultdict
 
 from sdllm import codes, stages
 from sdllm.compiler.ir import Network
-from sdllm.compiler.tile import graded_bounds
+from sdllm.cores.unit import graded_bounds
 from sdllm.formats.model import qmax
 from sdllm.models.integer import fixedpoint as fx
 from sdllm.models.integer.products import exact_type
@@ -50,7 +50,7 @@ def build_report(net: Network) -> dict:
         v["chip"] = k
         v["core_util"] = round(v["cores"] / hw.cores_per_chip, 4)
         v["synapse_util"] = round(v["synapse_bits"] / (hw.cores_per_chip * lim.synapse_memory_bits), 4)
-    s = net.schedule
+    s = net.schedule.to_json()
     used, bound = sum(c["span"] for c in cores), sum(bounds.values())
     placement = dict(net.placement.figures)
     return {

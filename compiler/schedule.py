@@ -13,6 +13,7 @@ and receives the logits at the last phase, where it picks the next token. Adds `
 
 from sdllm import stages
 from sdllm.compiler.ir import Network
+from sdllm.schedule import HostPhases, LayerPhases, Schedule, Window
 from sdllm.stages import CoreType
 
 
@@ -22,31 +23,24 @@ def schedule(net: Network) -> Network:
     return net.add("schedule", schedule=timestep_schedule(net.model.quant, net.model.config.n_layers, reduced))
 
 
-def timestep_schedule(spec, n_layers: int, reduced=()) -> dict:
+def timestep_schedule(spec, n_layers: int, reduced=()) -> Schedule:
     """The schedule for the spike trains of `spec`'s points (each stage's window is its input's
     train in its code); `reduced`: the stages with reduce cores (one more step each)."""
     layers, windows = [], {}
 
     def window(stage, first):
-        return {"first": first, "last": first + spec.window(stage.input) - 1, "code": spec.code_of(stage.input)}
+        return Window(first, first + spec.window(stage.input) - 1, spec.code_of(stage.input))
 
     r = 0
     for i in range(n_layers):
         emits = [r]
         for stage in stages.LAYER:
             emits.append(emits[-1] + spec.window(stage.input) + 1 + (stage.node(i) in reduced))
-        layers.append({"resid_in": r, "emit": emits})
+        layers.append(LayerPhases(r, tuple(emits)))
         for k, stage in enumerate(stages.LAYER):
             windows[stage.node(i)] = window(stage, emits[k] + 1)
         r = emits[-1] + 1
-    head_emit = layers[-1]["emit"][-1]
+    head_emit = layers[-1].emit[-1]
     windows[stages.HEAD.name] = window(stages.HEAD, head_emit + 1)
-    period = windows[stages.HEAD.name]["last"] + 2 + (stages.HEAD.name in reduced)
-    return {
-        "timesteps_per_spike_train": max(w["last"] - w["first"] + 1 for w in windows.values()),
-        "period": period,
-        "layers": layers,
-        "stages": windows,
-        "reduced": list(reduced),
-        "host": {"embed_arrives": 0, "ratio_arrives": head_emit + 1, "logits_arrive": period - 1},
-    }
+    period = windows[stages.HEAD.name].last + 2 + (stages.HEAD.name in reduced)
+    return Schedule(period, tuple(layers), windows, tuple(reduced), HostPhases(0, head_emit + 1, period - 1))

@@ -35,9 +35,9 @@ def estimate(build, result) -> dict:
     hop, plus the chip-crossing energy when it leaves its chip; host I/O is not counted.
     """
     e = build.hw.energy
-    windows = build.schedule["stages"]
+    windows = build.schedule.stages
     sops = result.sops_per_token().astype(float)
-    neuron_updates = sum(c.n_neurons * (windows[c.node]["last"] - windows[c.node]["first"] + 1)
+    neuron_updates = sum(c.n_neurons * windows[c.node].steps
                          for c in build.cores if c.type in stages.SYNAPTIC_CORES)
     neuron_updates += sum(c.n_neurons for c in build.cores if c.type == CoreType.REDUCE)
     sop_nj = sops.mean() * e["sop_pj"] / 1e3
@@ -57,7 +57,7 @@ def estimate(build, result) -> dict:
         "sop_energy_nj": sop_nj,
         "neuron_energy_nj": neuron_nj,
         "energy_per_token_uj": (sop_nj + neuron_nj + noc_nj) / 1e3,
-        "latency_per_token_ms": build.schedule["period"] * build.hw.timestep_us / 1e3,
+        "latency_per_token_ms": build.schedule.period * build.hw.timestep_us / 1e3,
         **paper_estimate(float(sops.mean()), float(dense_macs(build.config, len(sops)).mean())),
     }
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 import numpy as np
 
 from sdllm import codes, stages
+from sdllm.cores import reduce, synapse
 from sdllm.errors import SdllmError
 from sdllm.models.integer.likelihood import nll
 from sdllm.models.integer.reference import IntegerSDLLM
@@ -71,12 +72,14 @@ class FoldedBuild:
         self.weights, self.windows = {}, {}
         self.fanout = {}  # stage -> (its synapse cores, (stage inputs x cores) non-zero fan-out)
         self.partial_w = {}  # partial tiles keep their weights, for their reduce cores' SOPs
+        shapes = stages.static_shapes(build.config)
         for name, members in self.stages.items():
             if members[0].type in KV_CORES:
                 continue
             syn = [c for c in members if c.type == CoreType.SYNAPSE]
             dense = {c.id: c.weights() for c in syn}
-            self.weights[name] = self._fold(name, members, dense)
+            self.weights[name], self.windows[name] = synapse.fold(name, members, dense, self.feed, cores, shapes[name],
+                                                                  require_memory)
             lo_in = self.windows[name][1]
             fan = np.zeros((self.weights[name].shape[1], len(syn)), np.float64)
             for k, c in enumerate(syn):
@@ -84,47 +87,6 @@ class FoldedBuild:
                 if len(syn) < len(members):
                     self.partial_w[c.id] = dense[c.id]
             self.fanout[name] = (syn, fan)
-
-    def _fold(self, name: str, members: list, dense: dict) -> np.ndarray:
-        """The stage's (unit inputs x unit outputs) matrix: Σ over its synapse cores of
-        (routes on, via a reduce core where there is one) · synapses · (routes in)."""
-        cores = self.build.cores
-        onward = {}  # reduce core id -> (its outputs sorted, the unit axon each is routed to)
-        for r in (c for c in members if c.type == CoreType.REDUCE):
-            if len(r.routes) != 1:
-                raise SdllmError(f"build: stage {name}: reduce core {r.name} sends to {len(r.routes)} cores, not to its unit alone")
-            ((_, src, dst),) = r.routes
-            order = np.argsort(src)
-            onward[r.id] = (src[order], dst[order])
-        paths = []
-        for c in (c for c in members if c.type == CoreType.SYNAPSE):
-            feed = self.feed[c.id]
-            if (feed < 0).any():
-                raise SdllmError(f"build: stage {name}: core {c.name} has axons no neuron unit feeds")
-            for dest, src, dst in c.routes:
-                if dest in onward:
-                    r_src, r_dst = onward[dest]
-                    d = r_dst[np.searchsorted(r_src, dst % cores[dest].n_neurons)]  # axon a·m + j adds into output j
-                else:
-                    d = dst
-                paths.append((dense[c.id][src], feed, d))
-        if not paths:
-            raise SdllmError(f"build: stage {name}: no route carries its sums to a neuron unit")
-        lo_out, hi_out = min(int(d.min()) for *_, d in paths), max(int(d.max()) for *_, d in paths)
-        lo_in, hi_in = min(int(f.min()) for _, f, _ in paths), max(int(f.max()) for _, f, _ in paths)
-        shape = (hi_out - lo_out + 1, hi_in - lo_in + 1)
-        require_memory(8 * shape[0] * shape[1], f"build: stage {name}'s folded matrix")
-        folded = np.zeros(shape, np.int64)
-        for w, feed, d in paths:
-            if len(np.unique(d)) == len(d) and len(np.unique(feed)) == len(feed):
-                folded[np.ix_(d - lo_out, feed - lo_in)] += w
-            else:
-                np.add.at(folded, (d[:, None] - lo_out, feed[None, :] - lo_in), w)
-        if shape != stages.static_shapes(self.build.config)[name]:
-            raise SdllmError(f"build: stage {name}: its routes carry {shape[1]} inputs to {shape[0]} outputs, "
-                             f"the stage has {stages.static_shapes(self.build.config)[name][::-1]}")
-        self.windows[name] = (lo_out, lo_in)
-        return folded
 
     def executor(self) -> IntegerSDLLM:
         """The window forward over the folded stages (made once, reset for every run)."""
@@ -166,12 +128,7 @@ class FoldedBuild:
                 s = q[:, spike_axons].sum(1)
                 out[c.name] = s * stages.stage_of(name).fanout(cfg, pos=pos)
             for r in (c for c in members if c.type == CoreType.REDUCE):
-                count = np.zeros(len(pos), np.int64)
-                for c, sums in partial:
-                    for dest, src, _ in c.routes:
-                        if dest == r.id:
-                            count += np.count_nonzero(sums[:, src], axis=1)
-                out[r.name] = count
+                out[r.name] = reduce.core_sops(partial, r, len(pos))
         for c in self.build.cores:
             if c.type == CoreType.NEURON_UNIT:
                 out[c.name] = np.zeros(len(pos), np.int64)
@@ -210,7 +167,7 @@ def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None, sampl
     n_positions = min(len(prompt) + n_new - 1, len(tokens) - 1)
     return RunResult(tokens=tokens[: n_positions + 1], logits=all_logits[:n_positions],
                      core_sops={k: v[:n_positions] for k, v in folded.core_sops(all_spikes, positions).items()},
-                     timesteps=n_positions * build.schedule["period"], traffic=None, stepped=False)
+                     timesteps=n_positions * build.schedule.period, traffic=None, stepped=False)
 
 
 def build_perplexity(build, rows: np.ndarray, progress: bool = True) -> float:

@@ -10,7 +10,7 @@ outputs that are non-zero.
 
 import numpy as np
 
-from sdllm.runtime.behaviours import make_behaviour
+from sdllm.cores import behaviour
 from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType
 
@@ -49,7 +49,7 @@ def _csr(rows: list, values: list, n_rows: int):
 class CoreGroup:
     def __init__(self, build, core_ids, group_of: dict, n_positions: int, prompt, sampler=GREEDY):
         self.cores = [build.cores[i] for i in core_ids]
-        self.behaviours = [make_behaviour(c, build, n_positions, prompt, sampler) for c in self.cores]
+        self.behaviours = [behaviour(c, build, n_positions, prompt, sampler) for c in self.cores]
         local = {c.id: k for k, c in enumerate(self.cores)}
         offsets = np.cumsum([0] + [c.n_axons for c in self.cores])
         self.axon_slices = [slice(offsets[k], offsets[k + 1]) for k in range(len(self.cores))]
@@ -73,7 +73,7 @@ class CoreGroup:
         self.external = external
         # NoC traffic per position: [packets, packet-hops, chip crossings]; a packet is one
         # non-zero value (a spike or a graded payload) sent on one route.
-        self.period = build.schedule["period"]
+        self.period = build.schedule.period
         self.traffic = np.zeros((n_positions, 3), np.int64)
         # measured per run: non-zero outputs (spikes, graded payloads) each member sends per
         # position, and packets per (source chip, destination chip) pair (`chip_pairs`)

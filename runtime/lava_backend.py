@@ -109,7 +109,7 @@ def _run(build, prompt, n_positions: int, granularity: str, error_dir: str, prog
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     done = n_positions
     try:
-        period = build.schedule["period"]
+        period = build.schedule.period
         with tqdm(total=n_positions, desc="Lava", unit="token", disable=None if progress else True, leave=False) as bar:
             for i in range(n_positions):  # one token per run call, for the progress bar
                 # The first call forks Lava's workers. A signal while they start is acted on once the

@@ -12,7 +12,7 @@ from sdllm.runtime.sampling import GREEDY
 
 def run_lockstep(build, prompt, n_new: int, sampler=GREEDY, eos_id=None, on_token=None) -> RunResult:
     n_positions = len(prompt) + n_new - 1
-    period = build.schedule["period"]
+    period = build.schedule.period
     (group,) = make_groups(build, "all", n_positions, prompt, sampler)
     generation = Generation(len(prompt), eos_id, on_token)
     host = group.host()

@@ -32,7 +32,7 @@ def _layer_name(layer: int, cfg) -> str:
 def run_report(build, result, prompt_tokens, backend: str, sampler, trace=None, text: str | None = None) -> dict:
     """The report of `result` (a `RunResult` of `build`), with `trace` (a `TokenTrace`) as its raster."""
     n_pos = len(result.logits)
-    period = build.schedule["period"]
+    period = build.schedule.period
     est = energy.estimate(build, result)
     cores, by_stage, by_layer = [], {}, {}
     for c in build.cores:
@@ -79,14 +79,14 @@ def run_report(build, result, prompt_tokens, backend: str, sampler, trace=None, 
 def raster(build, trace) -> dict:
     """The traced token's phases: what each core sent per step ("sent": [core index, phase, values
     sent], non-zero ones only), the unit's spikes ([phase, output, sign]), the stage windows."""
-    windows = build.schedule["stages"]
+    windows = build.schedule.stages
     return {
         "position": trace.position, "cores": trace.cores,
         "sent": np.column_stack([*np.nonzero(trace.sent), trace.sent[np.nonzero(trace.sent)]]).tolist(),
         "unit": trace.unit, "unit_segments": {k: list(v) for k, v in trace.unit_segments.items()},
         "spikes": trace.spikes.tolist(),
-        "windows": [{"node": node, "first": w["first"], "last": w["last"]}
-                    for node, w in sorted(windows.items(), key=lambda kv: kv[1]["first"])],
+        "windows": [{"node": node, "first": w.first, "last": w.last}
+                    for node, w in sorted(windows.items(), key=lambda kv: kv[1].first)],
     }
 
 

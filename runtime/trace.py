@@ -28,7 +28,7 @@ class TokenTrace:
 
 def trace_token(build, tokens, position: int, unit_layer: int = 0, progress: bool = False) -> TokenTrace:
     """Replay tokens[:position + 1] and record the period of `position`."""
-    period = build.schedule["period"]
+    period = build.schedule.period
     (group,) = make_groups(build, "all", position + 1, list(tokens[: position + 1]))
     keep = [k for k, c in enumerate(group.cores) if c.type != CoreType.HOST]
     unit = next(k for k, c in enumerate(group.cores) if c.type == CoreType.NEURON_UNIT and c.layer == unit_layer)

@@ -255,7 +255,7 @@ class Build:
     @property
     def period(self) -> int:
         """Timesteps per token (the compiled schedule)."""
-        return self.network.schedule["period"]
+        return self.network.schedule.period
 
     @property
     def report(self) -> MappingReport:

@@ -2,6 +2,18 @@
 
 import numpy as np
 
+MAX_BITS = 4  # weights of up to this many bits are stored as nibbles
+
+
+def holds(weight_bits: int) -> bool:
+    """Whether a dense block of weight_bits-bit weights is stored two per byte."""
+    return weight_bits <= MAX_BITS
+
+
+def stored_bytes(n: int, weight_bits: int) -> int:
+    """Bytes a dense block of n weights takes in a build."""
+    return (n + 1) // 2 if holds(weight_bits) else n
+
 
 def pack(values: np.ndarray) -> np.ndarray:
     """Flattened values in [-8, 7] -> int8 bytes, low nibble first (odd counts padded with 0)."""

@@ -10,12 +10,14 @@ runtime's cores all iterate over this table; nothing else spells a stage's name.
 
 To add a stage: a `Stage` here (where in `LAYER`, its kind, the point it consumes, its sizes,
 the unit program that takes its sums and the points that program returns), that program in
-`DecoderLayerUnit`, and — for a new kind — its core behaviour in `sdllm.runtime.behaviours`.
+`DecoderLayerUnit`, and — for a new kind — its core type's module in `sdllm.cores`.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+
+import numpy as np
 
 
 class NodeKind(str, Enum):
@@ -129,6 +131,11 @@ class Stage:
         if self.kind is NodeKind.KV_PV:
             return cfg.head_dim
         return weight_fanout
+
+
+def reduce_sops(partials) -> int:
+    """The reduce cores' SOP rule: one per non-zero partial sum received (a synapse of weight 1)."""
+    return int(np.count_nonzero(partials))
 
 
 # The unit's first program, on the residual it receives: RMSNorm fused with the first quantisation.

@@ -72,9 +72,9 @@ def test_ctrl_c_stops_lava_and_leaves_no_process(default_build):
 _FAILING_WORKER = """
 import sys
 from sdllm.errors import SdllmError
-from sdllm.runtime import behaviours
+from sdllm.cores import synapse
 
-step = behaviours.SynapseCore.step
+step = synapse.SynapseCore.step
 
 
 def failing(self, t, x):
@@ -83,7 +83,7 @@ def failing(self, t, x):
     return step(self, t, x)
 
 
-behaviours.SynapseCore.step = failing  # the forked Lava workers inherit it
+synapse.SynapseCore.step = failing  # the forked Lava workers inherit it
 from sdllm.cli.run import main
 
 sys.exit(main(sys.argv[1:]))

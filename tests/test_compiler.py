@@ -10,7 +10,7 @@ from helpers import compile_split, write_hw
 from sdllm import nibbles
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model, passes
-from sdllm.compiler.synapses import synapse_arrays
+from sdllm.cores.synapse import synapse_arrays
 from sdllm.errors import SdllmError
 from sdllm.formats.build import expand
 from sdllm.formats.build import read as load_build
@@ -94,20 +94,20 @@ def test_schedule_matches_the_timestep_contract(tiny_model):
     """3-bit ternary trains (3 steps) into the linear layers, 8-bit bit planes (7 steps) into Q·Kᵀ and P·V."""
     net = compile_model(tiny_model, "loihi2")
     s = net.schedule
-    windows = {name: (w["last"] - w["first"] + 1, w["code"]) for name, w in s["stages"].items()}
+    windows = {name: (w.steps, w.code) for name, w in s.stages.items()}
     assert windows["L0.qkv"] == windows["L1.down"] == windows["head"] == (3, "ternary")
     assert windows["L0.qk"] == windows["L1.pv"] == (7, "bitplane")
     layer = 4 * (3 + 1) + 2 * (7 + 1) + 1  # each stage's window and one step to the unit; one to hand on
-    assert s["period"] == tiny_model.config.n_layers * layer + 3 + 1 and not s["reduced"]
+    assert s.period == tiny_model.config.n_layers * layer + 3 + 1 and not s.reduced
     for i in range(2):  # each stage starts the step after the unit emits it
-        assert [s["stages"][f"L{i}.{k}"]["first"] for k in ("qkv", "qk", "pv", "o", "gate_up", "down")] == [
-            e + 1 for e in s["layers"][i]["emit"][:6]]
+        assert [s.stages[f"L{i}.{k}"].first for k in ("qkv", "qk", "pv", "o", "gate_up", "down")] == [
+            e + 1 for e in s.layers[i].emit[:6]]
 
 
 def test_reduce_cores_add_one_step_to_their_stage(tiny_model, tmp_path):
     s = compile_split(tiny_model, tmp_path).schedule
-    emits = s["layers"][0]["emit"]
-    assert "L0.gate_up" in s["reduced"] and "L0.qk" not in s["reduced"]
+    emits = s.layers[0].emit
+    assert "L0.gate_up" in s.reduced and "L0.qk" not in s.reduced
     assert emits[5] - emits[4] == 3 + 2 and emits[2] - emits[1] == 7 + 1  # gate_up (3 steps) reduced, qk (7) not
 
 
@@ -145,7 +145,7 @@ def test_a_core_limit_violation_names_stage_limit_and_values(default_model, tmp_
 
 def test_build_is_self_contained(default_build):
     b = load_build(default_build)
-    assert b.doc["format_version"] == 4 and b.schedule["period"] > 0
+    assert b.doc["format_version"] == 4 and b.schedule.period > 0
     assert {c.type for c in b.cores} == {"host_io", "neuron_unit", "synapse", "kv_qk", "kv_pv"}
 
 

@@ -896,7 +896,7 @@ def test_sigterm_ends_every_command_with_nothing_half_written(default_model_path
     before = snapshot(world)
     p = _start(args, tmp)
     assert _wait(lambda: _maps(p.pid, "libtorch") or _maps(p.pid, "_multiarray_umath"), 60), p.communicate()
-    time.sleep(2)  # at work
+    time.sleep(0.5 if command == "run-lockstep" else 2)  # at work (the lockstep run of 120 tokens takes ~1 s)
     os.kill(p.pid, signal.SIGTERM)
     _ends_cleanly(p, signal.SIGTERM, tmp)
     assert snapshot(world) == before
@@ -960,14 +960,14 @@ def _gone(segments) -> bool:
 def test_a_failing_lava_worker_reports_its_own_exception(default_build, monkeypatch, lava_segments):
     import multiprocessing
 
+    from sdllm.cores import unit
     from sdllm.errors import SdllmError
     from sdllm.formats.build import read
-    from sdllm.runtime import behaviours
 
     def broken(self, t, x):
         raise ValueError("boom")
 
-    monkeypatch.setattr(behaviours.NeuronUnitCore, "step", broken)  # the forked workers inherit it
+    monkeypatch.setattr(unit.NeuronUnitCore, "step", broken)  # the forked workers inherit it
     with pytest.raises(SdllmError, match=r"^Lava run failed: ValueError: boom \(in L\d\.unit\)$"):
         lava_backend.run_lava(read(default_build), [1, 2], 1)
     assert multiprocessing.active_children() == []

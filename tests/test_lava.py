@@ -16,7 +16,7 @@ from sdllm.runtime.lockstep import run_lockstep
 
 def spike_events(build, node, q):
     """Spikes per input in the stage input's code: |q| for ternary trains, the set bits of |q| for bit planes."""
-    code = build.schedule["stages"][node]["code"]
+    code = build.schedule.stages[node].code
     if code == "ternary":
         return np.abs(q)
     assert code == "bitplane"
@@ -53,7 +53,7 @@ def check_equal(build, model, prompt, n_new, result):
     tokens, logits, spikes = ref.generate(prompt, n_new)
     assert result.tokens == tokens
     assert np.array_equal(result.logits, logits)
-    assert result.timesteps == len(logits) * build.schedule["period"]
+    assert result.timesteps == len(logits) * build.schedule.period
     for pos, sp in enumerate(spikes):
         expected = analytic_core_sops(build, sp, pos)
         assert {k: int(v[pos]) for k, v in result.core_sops.items()} == expected

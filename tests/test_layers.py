@@ -6,15 +6,16 @@ import pathlib
 import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PACKAGES = {"sdllm": "sdllm", "models": "sdllm.models", "compiler": "sdllm.compiler", "runtime": "sdllm.runtime",
-            "hw_configs": "sdllm.hw_configs"}
+PACKAGES = {"sdllm": "sdllm", "models": "sdllm.models", "cores": "sdllm.cores", "compiler": "sdllm.compiler",
+            "runtime": "sdllm.runtime", "hw_configs": "sdllm.hw_configs"}
 TOP = ("sdllm.cli", "sdllm.api")  # the command-line layer and the public API: may import anything
 ALLOWED = {  # layer -> the layers its modules may import
     "base": {"base"},
     "models": {"base", "models"},
-    "compiler": {"base", "models", "compiler"},
-    "runtime": {"base", "models", "runtime"},
-    "top": {"base", "models", "compiler", "runtime", "top"},
+    "cores": {"base", "models", "cores"},
+    "compiler": {"base", "models", "cores", "compiler"},
+    "runtime": {"base", "models", "cores", "runtime"},
+    "top": {"base", "models", "cores", "compiler", "runtime", "top"},
 }
 
 
@@ -33,7 +34,7 @@ def modules() -> dict:
 def layer(module: str) -> str:
     if module == "sdllm" or module.startswith(TOP):
         return "top"
-    for name in ("models", "compiler", "runtime"):
+    for name in ("models", "cores", "compiler", "runtime"):
         if module == f"sdllm.{name}" or module.startswith(f"sdllm.{name}."):
             return name
     return "base"

@@ -46,7 +46,7 @@ def test_per_point_bits_round_trip_through_model_pt_and_the_build(mixed_model, t
     expected = {"qkv": (3, "ternary"), "q": (5, "bitplane"), "p": (3, "ternary"), "o": (3, "ternary"),
                 "gate_up": (3, "ternary"), "down": (6, "bitplane"), "head": (3, "ternary"), "k": (6, None), "v": (6, None)}
     assert {name: (MIXED.bits(p), MIXED.code_of(p) if p.spiked else None) for name, p in POINTS.items()} == expected
-    windows = {name: (w["last"] - w["first"] + 1, w["code"]) for name, w in build.schedule["stages"].items()}
+    windows = {name: (w.steps, w.code) for name, w in build.schedule.stages.items()}
     assert windows["L1.qkv"] == (3, "ternary") and windows["L1.qk"] == (4, "bitplane") and windows["L1.down"] == (5, "bitplane")
     unit = next(c for c in build.cores if c.type == "neuron_unit")
     assert (unit.params["qmax_down"], unit.params["qmax_q"], unit.params["qmax_k"], unit.params["theta_o"]) == (31, 15, 31, 1)

@@ -65,7 +65,7 @@ class SDLLM(AbstractProcess):
         sampler = Sampler(temperature, top_k, top_p, seed)
         super().__init__(build=b, n_positions=n_positions, granularity=granularity, sampler=sampler, name=name)
         self.build = b
-        self.period = b.schedule["period"]
+        self.period = b.schedule.period
         self.n_positions = n_positions
         self.token_in = InPort(shape=(1,))
         self.token_out = OutPort(shape=(1,))

@@ -25,7 +25,7 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout, ge
     if generated:
         print(f"prompt:    {decode(build.tokenizer, prompt_tokens)!r}", file=out)
         print(f"generated: {decode(build.tokenizer, result.tokens[len(prompt_tokens):])!r}", file=out)
-    print(f"timesteps: {result.timesteps} ({build.schedule['period']} per token x {n_pos} positions), "
+    print(f"timesteps: {result.timesteps} ({build.schedule.period} per token x {n_pos} positions), "
           f"wall {wall_s:.1f} s " + (f"({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)" if result.stepped
                                      else "(fast executor: computed, not stepped)"), file=out)
     per = result.sops_per_token()

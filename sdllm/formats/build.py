@@ -36,6 +36,7 @@ from sdllm.formats import hw as hwformat
 from sdllm.formats.fields import Doc, FormatError, check_array
 from sdllm.formats.model import FORMAT_VERSION as MODEL_VERSION
 from sdllm.formats.model import LlamaConfig, QuantSpec, qmax, read_config, read_quant, read_tokenizer
+from sdllm.schedule import HostPhases, LayerPhases, Schedule, Window
 
 FORMAT = "sdllm-build"
 FORMAT_VERSION = 4
@@ -216,10 +217,7 @@ class Build:
     config: LlamaConfig
     quant: QuantSpec
     hw: hwformat.HwConfig
-
-    @property
-    def schedule(self) -> dict:
-        return self.doc["schedule"]
+    schedule: Schedule
 
     @property
     def tokenizer(self) -> dict:
@@ -285,7 +283,7 @@ class _Reader:
         read_tokenizer(d.doc("tokenizer"))
         hw = hwformat.from_raw(d.raw("hw"), f"{self.doc_path}: hw")
         self.cfg, self.quant, self.hw = cfg, quant, hw
-        self._schedule(d.doc("schedule"))
+        schedule = self._schedule(d.doc("schedule"))
         self._nodes(d.doc("nodes"))
         self._edges(d.items("edges"))
         cores, tables = zip(*[self._core(c, i) for i, c in enumerate(d.items("cores", max_length=MAX_SIZE))])
@@ -296,33 +294,36 @@ class _Reader:
             d.fail("cores", "exactly one host_io core", f"{types.count(stages.CoreType.HOST)}")
         if types.count(stages.CoreType.NEURON_UNIT) != cfg.n_layers:
             d.fail("cores", f"{cfg.n_layers} neuron_unit cores (one per layer)", types.count(stages.CoreType.NEURON_UNIT))
-        return Build(self.path, self.raw, cores, cfg, quant, hw)
+        return Build(self.path, self.raw, cores, cfg, quant, hw, schedule)
 
-    def _schedule(self, s: Doc) -> None:
+    def _schedule(self, s: Doc) -> Schedule:
         period = s.int("period", 1, 1 << 24)
         s.int("timesteps_per_spike_train", 1, period)
         phase = lambda doc, key: doc.int(key, 0, period - 1)  # noqa: E731
-        layers = s.items("layers", length=self.cfg.n_layers)
-        for layer in layers:
-            phase(layer, "resid_in")
+        layers = []
+        for layer in s.items("layers", length=self.cfg.n_layers):
             values = layer.ints("emit", len(stages.LAYER) + 1, 0, period - 1)
             if values != sorted(values):
                 layer.fail("emit", "non-decreasing phases", values)
+            layers.append(LayerPhases(phase(layer, "resid_in"), tuple(values)))
         st = s.doc("stages")
+        windows = {}
         layer_stages = [(stg, i) for i in range(self.cfg.n_layers) for stg in stages.LAYER]
         for stg, i in layer_stages + [(stages.HEAD, None)]:
             w = st.doc(stg.node(i))
             window = self.quant.window(stg.input)
-            if phase(w, "last") - phase(w, "first") + 1 != window:
+            first, last = phase(w, "first"), phase(w, "last")
+            if last - first + 1 != window:
                 w.fail("last", f"first + {window - 1} (a {window}-step window for {stg.input.name}'s train)", w.value["last"])
-            w.str("code", (self.quant.code_of(stg.input),))
-        s.items("reduced")
+            windows[stg.node(i)] = Window(first, last, w.str("code", (self.quant.code_of(stg.input),)))
+        reduced = [item.value for item in s.items("reduced")]
+        if any(name not in windows for name in reduced) or len(set(reduced)) != len(reduced):
+            s.fail("reduced", "distinct stage names", reduced)
         host = s.doc("host")
-        for key in ("embed_arrives", "ratio_arrives"):
-            phase(host, key)
+        embed_at, ratio_at = phase(host, "embed_arrives"), phase(host, "ratio_arrives")
         if host.int("logits_arrive", 0, period - 1) != period - 1:
             host.fail("logits_arrive", f"the last phase {period - 1}", host.value["logits_arrive"])
-        self.period = period
+        return Schedule(period, tuple(layers), windows, tuple(reduced), HostPhases(embed_at, ratio_at, period - 1))
 
     def _nodes(self, nodes: Doc) -> None:
         self.nodes = {}

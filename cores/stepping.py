@@ -1,0 +1,47 @@
+"""What every core's step shares, independent of Lava.
+
+`step(t, x)` takes the step number and the vector that arrived on the core's axons in this step
+and returns the core's outputs computed in it (its node-space outputs, local order), which their
+destinations receive in step t + 1 (DESIGN §3). A core acts only in some phases of a token's
+period (`phases`); in every other phase its step returns its shared zero vector and need not
+run. Synaptic operations are counted per token position inside the core.
+"""
+
+import numpy as np
+
+from sdllm import codes
+from sdllm.errors import SdllmError
+
+
+class CoreBehaviour:
+    def __init__(self, core, build, n_positions: int):
+        self.core = core
+        self.period = build.schedule.period
+        self.sops = np.zeros(n_positions, np.int64)
+        self.zeros = np.zeros(core.n_neurons, np.int64)
+
+    def clock(self, t: int):
+        """(token position, phase) of step t."""
+        return divmod(t, self.period)
+
+    def phases(self) -> set:
+        """The phases of a token in which the core reads its axons or sends anything."""
+        return set(range(self.period))
+
+
+def check_spikes(core, x) -> None:
+    if x.size and np.abs(x).max() > 1:
+        raise SdllmError(f"core {core.name}: received a value of {int(np.abs(x).max())} on a spike axon (spikes are -1, 0, +1)")
+
+
+class StageWindow:
+    """The phases a stage's spike train arrives in and the radix its cores accumulate it with
+    (`codes.Code.radix`: 1 for counts, 2 for bit planes, most significant first)."""
+
+    def __init__(self, core, build):
+        window = build.schedule.stages[core.node]
+        self.first, self.last = window.first, window.last
+        self.radix = codes.CODES[window.code].radix
+
+    def phases(self) -> set:
+        return set(range(self.first, self.last + 1))
