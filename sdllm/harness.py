@@ -37,9 +37,11 @@ read them) does not import other packages' models, so `sdllm-lm-eval` (or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import threading
 
 import numpy as np
 from lm_eval.api.model import TemplateLM
@@ -79,6 +81,60 @@ def _file(name: str, path, what: str, directory: bool = False) -> str:
     if not (os.path.isdir(path) if directory else os.path.exists(path)):
         raise _bad(name, f"an existing {'directory' if directory else 'path'} ({what})", path)
     return path
+
+
+class _QuietOpenMP:
+    """While held, torch's OpenMP workers sleep between parallel regions instead of spinning.
+
+    With OMP_WAIT_POLICY unset when torch loads GNU libgomp (as when torch is imported before
+    sdllm, whose import sets it to PASSIVE), a worker spins for ~3 ms after each GEMM — through
+    the numba kernels that run between the exact products, on the cores they need. libgomp spins
+    only 100 times when it manages more threads than there are CPUs (GOMP_SPINCOUNT in the
+    libgomp manual), so a parked thread whose own team takes the count past the CPUs makes the
+    policy effectively passive for as long as it is parked; its exit gives the count back.
+    Harmless with another OpenMP runtime (two idle threads). Reentrant."""
+
+    def __init__(self):
+        self._depth, self._done, self._thread = 0, None, None
+
+    def __enter__(self):
+        self._depth += 1
+        if self._depth == 1:
+            import torch
+
+            main = torch.get_num_threads()
+            team = max(2, len(os.sched_getaffinity(0)) - main + 2)  # main + (team - 1) > CPUs
+            self._done, started = threading.Event(), threading.Event()
+
+            def park():
+                torch.set_num_threads(team)
+                torch.ones(max(1 << 20, team << 16)).add_(1)  # one parallel region of `team` threads
+                torch.set_num_threads(main)  # the global setting back; this thread's team stays docked
+                started.set()
+                self._done.wait()
+
+            self._thread = threading.Thread(target=park, name="sdllm-quiet-openmp", daemon=True)
+            self._thread.start()
+            started.wait()
+        return self
+
+    def __exit__(self, *exc):
+        self._depth -= 1
+        if self._depth == 0:
+            self._done.set()
+            self._thread.join()
+
+
+QUIET_OPENMP = _QuietOpenMP()
+
+
+def _quiet(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with QUIET_OPENMP:
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def _float_row_logprobs(logits, targets) -> np.ndarray:
@@ -202,6 +258,7 @@ class SdllmLM(TemplateLM):
             return self._last
         return np.concatenate([self._last, ex.forward(list(continuation[:-1]), len(prefix))[0]])
 
+    @_quiet
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list:
         from sdllm.models.evaluate import nll
 
@@ -246,6 +303,7 @@ class SdllmLM(TemplateLM):
             out.append((float(lp.sum()), bool((rows.argmax(-1).numpy() == np.asarray(c)).all())))
         return out
 
+    @_quiet
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list:
         """Each text's log-likelihood over the harness's rolling windows of the model's context
         (`lm_eval.utils.get_rolling_token_windows`: every token predicted once, with the most
@@ -261,6 +319,7 @@ class SdllmLM(TemplateLM):
         return out
 
     # generation -----------------------------------------------------------------------------------
+    @_quiet
     def generate_until(self, requests, disable_tqdm: bool = False) -> list:
         out = []
         eos = tokenizer.eos_id(self.spec)

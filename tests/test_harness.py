@@ -193,3 +193,31 @@ def test_task_generator_gives_the_same_files_twice(task_dir, tmp_path):
         assert r["id"] == f"{r['module']}.{name}" and len(set(r["choices"])) == 4
         assert not any(re.search(rf"\b{re.escape(c)}\b", r["sentence"], re.I) for c in r["choices"])
 
+
+
+def test_torch_openmp_workers_sleep_while_the_adapter_scores():
+    """Imported before sdllm, torch's GNU OpenMP workers spin after each parallel region (~3 ms)
+    through the numba kernels that follow; while the adapter scores they sleep at once."""
+    code = """if True:
+        import resource, time, torch
+        from sdllm.harness import QUIET_OPENMP
+        a = torch.randn(384, 384)
+        def cpu_ms_while_idle():
+            used = 0.0
+            for _ in range(20):
+                a @ a
+                r = resource.getrusage(resource.RUSAGE_SELF); before = r.ru_utime + r.ru_stime
+                time.sleep(0.02)
+                r = resource.getrusage(resource.RUSAGE_SELF); used += r.ru_utime + r.ru_stime - before
+            return 1e3 * used / 20
+        spinning = cpu_ms_while_idle()
+        with QUIET_OPENMP:
+            quiet = cpu_ms_while_idle()
+        print(torch.get_num_threads(), spinning, quiet, cpu_ms_while_idle())
+    """
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**env, "OMP_NUM_THREADS": "2"})
+    assert p.returncode == 0, p.stderr
+    threads, spinning, quiet, after = map(float, p.stdout.split())
+    assert threads == 2 and spinning > 0.5 and after > 0.5  # the default: a worker spins ~3 ms after each GEMM
+    assert quiet < 0.2 * spinning and quiet < 0.5
