@@ -77,6 +77,12 @@ class _Report:
     def to_json(self) -> str:
         return json.dumps(self.data, sort_keys=True, indent=1) + "\n"
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows the report's page (`html`), framed so that its style stays inside."""
+        from sdllm.pages import frame
+
+        return frame(self.html)
+
 
 class MappingReport(_Report):
     """The core-mapping report of a build (report.json as data): cores used against the lower

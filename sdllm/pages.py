@@ -48,3 +48,10 @@ def page(title: str, summary: list, body: list[str], style: str = "") -> str:
     out += body
     out.append("</body></html>\n")
     return "".join(out)
+
+
+def frame(page_html: str, height: int = 720) -> str:
+    """A page as a notebook cell shows it: in an iframe (`srcdoc`), so that the page's style stays
+    inside it instead of restyling the notebook."""
+    return (f'<iframe srcdoc="{html.escape(page_html, quote=True)}" style="width:100%;height:{height}px;border:0">'
+            "</iframe>")

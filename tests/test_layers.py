@@ -8,7 +8,7 @@ import re
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = {"sdllm": "sdllm", "models": "sdllm.models", "cores": "sdllm.cores", "compiler": "sdllm.compiler",
             "runtime": "sdllm.runtime", "hw_configs": "sdllm.hw_configs"}
-TOP = ("sdllm.cli", "sdllm.api")  # the command-line layer and the public API: may import anything
+TOP = ("sdllm.cli", "sdllm.api", "sdllm.harness")  # the command-line layer, the public API, the lm-eval model: may import anything
 ALLOWED = {  # layer -> the layers its modules may import
     "base": {"base"},
     "models": {"base", "models"},

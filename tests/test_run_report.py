@@ -110,3 +110,18 @@ def test_sdllm_run_writes_the_report(default_build, tmp_path):
     assert (out / "run.html").read_text().startswith("<!DOCTYPE html>")
     assert f"run report: {out / 'run.json'}, {out / 'run.html'}" in p.stdout
     assert sorted(os.listdir(out)) == ["run.html", "run.json"]
+
+
+def test_reports_render_in_notebooks(default_build):
+    """MappingReport and RunReport show their pages in Jupyter (`_repr_html_`), framed."""
+    import html
+    import re
+
+    import sdllm
+
+    build = sdllm.load_build(default_build)
+    run = build.run("The if", 2, backend="fast")
+    for report in (build.report, run.report(raster_position=None)):
+        frame = report._repr_html_()
+        match = re.fullmatch(r'<iframe srcdoc="([^"]*)" style="[^"]*"></iframe>', frame)
+        assert match and html.unescape(match.group(1)) == report.html

@@ -1,5 +1,5 @@
 """The wheel: built from a copy of the source tree without setuptools warnings, it holds every
-module of every package, the hardware configs, the default model and the five commands — and
+module of every package, the hardware configs, the default model and the six commands — and
 nothing else (no tests, benchmarks or scripts)."""
 
 import configparser
@@ -13,7 +13,7 @@ import zipfile
 from test_layers import PACKAGES, modules
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-COMMANDS = {"sdllm-convert", "sdllm-compile", "sdllm-run", "sdllm-eval", "sdllm-demo"}
+COMMANDS = {"sdllm-convert", "sdllm-compile", "sdllm-run", "sdllm-eval", "sdllm-demo", "sdllm-lm-eval"}
 BENIGN = re.compile(r"byte-compiling is disabled")  # the environment's PYTHONDONTWRITEBYTECODE, not the package
 
 
@@ -47,6 +47,7 @@ def test_wheel_holds_every_package_the_configs_the_default_model_and_the_command
         scripts = configparser.ConfigParser()
         scripts.read_string(z.read(info).decode())
         assert set(scripts["console_scripts"]) == COMMANDS
+        assert dict(scripts["lm_eval.models"]) == {"sdllm": "sdllm.harness:SdllmLM"}  # the harness's plugin group
         stray = {n for n in names if not n.startswith(("sdllm/", "sdllm-"))} | (names - expected - {
             n for n in names if ".dist-info/" in n})
         assert not stray, sorted(stray)

@@ -125,14 +125,23 @@ def _quiet_import(name: str):
     return None if out.getvalue() else module
 
 
+def stdlib_modules():
+    """(name, module) for each top-level stdlib module in sorted order (`sys.stdlib_module_names`,
+    no private `_names`, none of DOCSTRING_EXCLUDED, only those that import without error or output)."""
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in DOCSTRING_EXCLUDED:
+            continue
+        module = _quiet_import(name)
+        if module is not None:
+            yield name, module
+
+
 def collect_docstrings() -> str:
     """The docstring corpus as this interpreter sees it (`docstring_text` calls this in a fresh
     interpreter: libraries imported before, e.g. torch, patch some stdlib functions).
 
-    For each top-level stdlib module in sorted order (`sys.stdlib_module_names`, no private
-    `_names`, none of DOCSTRING_EXCLUDED, only those that import without error or output):
-    `inspect.getdoc` of the module, then of its public functions and classes defined in it, in
-    sorted order. Empty and already-seen docstrings are skipped; the rest are joined by blank lines.
+    For each module of `stdlib_modules()`: `inspect.getdoc` of the module, then of its public
+    functions and classes defined in it, in sorted order. Empty and already-seen docstrings are skipped; the rest are joined by blank lines.
     """
     seen, parts = set(), []
 
@@ -141,12 +150,7 @@ def collect_docstrings() -> str:
             seen.add(doc)
             parts.append(doc.strip())
 
-    for name in sorted(sys.stdlib_module_names):
-        if name.startswith("_") or name in DOCSTRING_EXCLUDED:
-            continue
-        module = _quiet_import(name)
-        if module is None:
-            continue
+    for name, module in stdlib_modules():
         add(inspect.getdoc(module))
         for attr in sorted(dir(module)):
             if attr.startswith("_"):
