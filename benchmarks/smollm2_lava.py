@@ -1,5 +1,6 @@
 """The real model on Lava, as the README promises it: SmolLM2-135M-Instruct converted with the
-defaults (W4A4, and W4A8 and W8A8 with its learned rotation), compiled for Kapoho Point, run on
+defaults (W4A4, and W4A8 and W8A8 with its learned rotation), compiled for Kapoho Point (W8A8,
+whose 8-bit synapses need more than its 1,024 cores: Hala Point), run on
 Lava's simulator (one Process per chip) for a few ordinary prompts, and checked equal — tokens and
 logits — to the fast executor and the integer reference. Also prints, per prompt, the largest
 residual a layer hands on (the first position's massive activations: beyond one 24-bit graded
@@ -40,7 +41,8 @@ SETTINGS = {
     "W8A8": ["--weight-bits", "8", "--act-bits", "8", "--rotation-from", DEFAULT],
 }
 PROMPTS = ["Hello world", "The capital of France is", "def add(a, b):", "Water boils at"]
-TARGET = "kapoho_point"
+# Kapoho Point (8 chips) holds the 4-bit-weight networks; W8A8's 8-bit synapses need 1,393 cores: Hala Point's chips
+TARGETS = {"W4A4": "kapoho_point", "W4A8": "kapoho_point", "W8A8": "hala_point"}
 
 
 def main():
@@ -55,7 +57,7 @@ def main():
         os.makedirs(folder, exist_ok=True)
     gguf = fetch_gguf()
     paths, failures = {}, 0
-    print(f"SmolLM2-135M-Instruct on Lava ({TARGET}, one Process per chip), {args.new_tokens} new tokens per prompt")
+    print(f"SmolLM2-135M-Instruct on Lava (one Process per chip), {args.new_tokens} new tokens per prompt")
     print(f"{'setting':<6} {'prompt':<26} {'positions':>9} {'largest hand-off':>16} {'2-piece channels':>16} "
           f"{'Lava s':>7}  fast = Lava = reference")
     for name in ["W4A4"] + [s for s in args.settings if s != "W4A4"]:
@@ -65,8 +67,9 @@ def main():
             continue
         model = modelformat.load(paths[name])
         build_dir = os.path.join(args.out, name)
-        emit(compile_model(model, TARGET), build_dir)
+        emit(compile_model(model, TARGETS[name]), build_dir)
         build = load_build(build_dir)
+        print(f"{name}: {TARGETS[name]}, {len(build.cores):,} cores on {len({c.chip for c in build.cores if c.chip >= 0})} chips")
         unit = next(c for c in build.cores if c.type == "neuron_unit")
         one_piece = (1 << unit.params["resid_piece_bits"]) - 1
         for text in PROMPTS:
