@@ -28,7 +28,7 @@ import yaml
 
 from sdllm.formats import model as modelformat
 from sdllm.formats.hw import resolve
-from sdllm.runtime import lava_backend  # Lava sets multiprocessing's start method: before anything uses multiprocessing
+from sdllm.runtime import lava_backend, lava_lifetime  # Lava fixes the start method: before anything uses it
 
 BIN = os.path.dirname(sys.executable)
 TOOLS = {"sdllm-compile": "sdllm.cli.compile", "sdllm-convert": "sdllm.cli.convert", "sdllm-run": "sdllm.cli.run",
@@ -847,7 +847,7 @@ def test_a_signal_stops_a_lava_run_and_leaves_nothing(default_build, tmp_path, s
     assert _wait(lambda: len(_session(p.pid)) >= 10, 120), p.communicate()  # Lava has started its workers
     time.sleep(2)
     segments = _shared_memory(_session(p.pid))
-    assert segments and any(n.startswith("sdllm-lava-") for n in os.listdir(tmp))
+    assert segments and any(n.startswith("pymp-") for n in os.listdir(tmp))  # the shared-memory manager's socket
     (os.killpg if to_group else os.kill)(p.pid, sig)
     _ends_cleanly(p, sig, tmp)
     assert _gone(segments)
@@ -954,9 +954,9 @@ def lava_segments(monkeypatch):
 
     seen, real_stop = set(), lava_backend.stop
 
-    def stop(anchor):
+    def stop(anchor, *args):
         seen.update(_shared_memory([os.getpid(), *(c.pid for c in multiprocessing.active_children())]))
-        real_stop(anchor)
+        real_stop(anchor, *args)
 
     monkeypatch.setattr(lava_backend, "stop", stop)
     return seen
@@ -990,8 +990,8 @@ def test_a_lava_run_that_will_not_stop_is_ended(default_build, monkeypatch, lava
 
     from sdllm.formats.build import read
 
-    monkeypatch.setattr(lava_backend, "STOP_GRACE_S", 1.0)
-    monkeypatch.setattr(lava_backend, "_quiet_stop", lambda anchor: threading.Event().wait())
+    monkeypatch.setattr(lava_lifetime, "STOP_GRACE_S", 1.0)
+    monkeypatch.setattr(lava_lifetime, "_quiet_stop", lambda anchor: threading.Event().wait())
     result = lava_backend.run_lava(read(default_build), [1, 2], 1)
     assert len(result.tokens) == 3
     assert multiprocessing.active_children() == []
