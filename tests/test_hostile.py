@@ -219,7 +219,7 @@ def test_a_model_pt_bigger_than_the_memory_is_refused_before_reading(refusal):
 def test_a_missing_model_pt_and_a_directory_are_refused(refusal):
     refusal.check("sdllm-compile", refusal.world / "nope.pt", "-o", refusal.world / "build", needle="nope.pt: no such file")
     (refusal.world / "dir.pt").mkdir()
-    refusal.check("sdllm-compile", refusal.world / "dir.pt", "-o", refusal.world / "build", needle="dir.pt: no such file")
+    refusal.check("sdllm-compile", refusal.world / "dir.pt", "-o", refusal.world / "build", needle="dir.pt: is a directory, not a file")
 
 
 # float checkpoints to convert -------------------------------------------------------------------
@@ -229,7 +229,7 @@ HF_CONFIG = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "num_h
 
 SOURCES = {
     "config.json not JSON": (b"{not json", "config.json: not valid JSON"),
-    "config.json not UTF-8": (b'{"a": "\xff"}', "config.json: not valid JSON"),
+    "config.json not UTF-8": (b'{"a": "\xff"}', "config.json: not UTF-8 text (byte 7"),
     "config.json nested 100k deep": (b"[" * 100_000 + b"]" * 100_000, "nested deeper than JSON decoding allows"),
     "config.json a list": (b"[1]", "config.json: expected a JSON object, found list"),
     "a string for a size": ({"hidden_size": "big"}, "config.dim: expected an integer in 1..65,536, found <str>"),
