@@ -12,8 +12,10 @@ import errno
 import fcntl
 import os
 import secrets
+import tempfile
 from contextlib import contextmanager
 
+from sdllm import interrupts
 from sdllm.errors import SdllmError
 
 _AT_FDCWD = -100
@@ -22,12 +24,41 @@ _RENAME_EXCHANGE = 2
 
 def check_directory(path: str, flag: str = "") -> str:
     """The directory an output path goes into: it must exist and take new files; else one line."""
+    _check_path(path, flag)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} does not exist")
+    _check_takes_files(directory, path, flag)
+    return directory
+
+
+def _check_path(path, flag: str) -> None:
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path) or "\0" in os.fspath(path):
+        raise SdllmError(f"{flag or 'output'}: expected a path (a non-empty string), got {repr(path)[:80]}")
+
+
+def _check_takes_files(directory: str, path: str, flag: str) -> None:
+    """That a file can be created in directory, found by creating one: an unnamed O_TMPFILE where
+    the file system has them (nothing ever appears), else a named one removed at once (signals
+    held meanwhile). Write permission alone says nothing on /proc, a read-only mount or a full
+    quota."""
     if not os.access(directory, os.W_OK | os.X_OK):
         raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} is read-only for this user")
-    return directory
+    try:
+        os.close(os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600))
+        return
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} takes no new files "
+                             f"({e.strerror})") from None
+    with interrupts.deferred():
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".sdllm-probe-", dir=directory)
+        except OSError as e:
+            raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} takes no new files "
+                             f"({e.strerror})") from None
+        os.close(fd)
+        os.unlink(probe)
 
 
 def check_file(path: str, flag: str = "") -> str:
@@ -41,9 +72,9 @@ def check_file(path: str, flag: str = "") -> str:
 def check_report_directory(path: str, flag: str = "") -> str:
     """A directory files are written into, created if missing: an existing one must take new
     files, a missing one's parent must; a file there is refused."""
+    _check_path(path, flag)
     if os.path.isdir(path):
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise SdllmError(f"{_name(path, flag)}: cannot write: directory {path} is read-only for this user")
+        _check_takes_files(path, path, flag)
         return path
     if os.path.lexists(path):
         raise SdllmError(f"{_name(path, flag)}: cannot write: it exists and is not a directory")
