@@ -12,6 +12,8 @@ import errno
 import fcntl
 import os
 import secrets
+import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 
@@ -96,13 +98,54 @@ def _name(path: str, flag: str) -> str:
     return f"{flag} {path}" if flag else path
 
 
+@contextmanager
+def removed_if_this_process_dies(path: str):
+    """Over the block, `path` (a temporary file or directory of this process's) is removed should
+    this process die — also by a signal whose default action ends it at once (a user's script),
+    where no `finally` runs: a forked watcher waits on a pipe only this process holds, and at its
+    end of file, nobody having said the block ended, removes the path."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _watch(read_end, path)
+    os.close(read_end)
+    try:
+        yield
+    finally:
+        os.write(write_end, b"done")
+        os.close(write_end)
+        os.waitpid(pid, 0)
+
+
+def _watch(read_end: int, path: str) -> None:
+    """The watcher (never returns): nothing of its parent's kept open but its end of the pipe;
+    deaf to the signals that end its parent's process group."""
+    try:
+        os.closerange(3, read_end)
+        os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
+        for s in interrupts.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        if os.read(read_end, 1) == b"":
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
+    finally:
+        os._exit(0)
+
+
 def write_file(data: bytes, path: str, flag: str = "") -> None:
     """Atomically: a temporary file beside `path` (created with the umask's mode), then one
     rename; an error or a signal never leaves a half-written file at `path` nor the temporary."""
     directory = check_file(path, flag)
-    fd, tmp = None, None
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    with removed_if_this_process_dies(tmp):
+        _write_file(data, path, tmp, flag)
+
+
+def _write_file(data: bytes, path: str, tmp: str, flag: str) -> None:
+    fd = None
     try:
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             fd = None

@@ -1,6 +1,25 @@
 """Test helpers shared by several test modules."""
 
+import hashlib
 import os
+
+
+def snapshot(root, times: bool = True) -> dict:
+    """Everything under root: path -> file size, time (unless not asked) and digest, link target or 'dir'."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                out[rel] = "-> " + os.readlink(full)
+            elif os.path.isdir(full):
+                out[rel] = "dir"
+            else:
+                st = os.stat(full)
+                with open(full, "rb") as f:  # the digest of at most 64 MiB, with size and time for the rest
+                    out[rel] = (st.st_size, st.st_mtime_ns if times else 0, hashlib.sha256(f.read(1 << 26)).hexdigest())
+    return out
 
 
 def write_hw(tmp_path, name="tight", chip=None, chips=None, **core_overrides):
@@ -86,7 +105,7 @@ def shared_memory(pids) -> set:
     return out
 
 
-def wait_for(condition, timeout_s: float, step_s: float = 0.1) -> bool:
+def wait_for(condition, timeout_s: float, step_s: float = 0.05) -> bool:
     import time
 
     deadline = time.monotonic() + timeout_s

@@ -8,7 +8,6 @@ process left. The commands run in this process where only their exit code and ou
 (fast), in their own process where signals and the process table do."""
 
 import dataclasses
-import hashlib
 import importlib
 import json
 import math
@@ -25,6 +24,9 @@ import time
 import numpy as np
 import pytest
 import yaml
+from helpers import default_signals, snapshot
+from helpers import shared_memory as _shared_memory
+from helpers import wait_for as _wait
 
 from sdllm.formats import model as modelformat
 from sdllm.formats.hw import resolve
@@ -33,24 +35,6 @@ from sdllm.runtime import lava_backend, lava_lifetime  # Lava fixes the start me
 BIN = os.path.dirname(sys.executable)
 TOOLS = {"sdllm-compile": "sdllm.cli.compile", "sdllm-convert": "sdllm.cli.convert", "sdllm-run": "sdllm.cli.run",
          "sdllm-eval": "sdllm.cli.eval"}
-
-
-def snapshot(root, times: bool = True) -> dict:
-    """Everything under root: path -> file size, time (unless not asked) and digest, link target or 'dir'."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            if os.path.islink(full):
-                out[rel] = "-> " + os.readlink(full)
-            elif os.path.isdir(full):
-                out[rel] = "dir"
-            else:
-                st = os.stat(full)
-                with open(full, "rb") as f:  # the digest of at most 64 MiB, with size and time for the rest
-                    out[rel] = (st.st_size, st.st_mtime_ns if times else 0, hashlib.sha256(f.read(1 << 26)).hexdigest())
-    return out
 
 
 def child_pids() -> set:
@@ -787,39 +771,13 @@ def test_model_pt_is_byte_deterministic_with_the_umask_mode(default_model, tmp_p
 
 # signals ----------------------------------------------------------------------------------------
 
-def _default_signals():
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # as a terminal's foreground process has them
-        signal.signal(s, signal.SIG_DFL)
-
-
 def _session(sid) -> list:
     return subprocess.run(["ps", "-o", "pid=", "-s", str(sid)], capture_output=True, text=True).stdout.split()
 
 
-def _shared_memory(pids) -> set:
-    """The POSIX shared-memory segments the processes have mapped."""
-    out = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                out |= {line.split("/dev/shm/")[1].split()[0] for line in f if "/dev/shm/psm_" in line}
-        except OSError:
-            pass
-    return out
-
-
-def _wait(condition, timeout_s: float, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step_s)
-    return True
-
-
 def _start(args, tmp):
     return subprocess.Popen([os.path.join(BIN, args[0]), *map(str, args[1:])], start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signals,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_signals,
                             env={**os.environ, "TMPDIR": str(tmp)})
 
 

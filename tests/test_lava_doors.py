@@ -9,12 +9,13 @@ exception in a callback comes back as itself on every backend."""
 
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 
 import numpy as np
 import pytest
-from helpers import leaves_nothing, marked_processes, shared_memory, start_script, wait_for
+from helpers import leaves_nothing, marked_processes, shared_memory, snapshot, start_script, wait_for
 from lava.magma.core.run_conditions import RunContinuous
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.io import source
@@ -203,3 +204,34 @@ def test_a_worker_failing_after_a_continuous_run_began_is_raised_by_pause_and_st
         net.pause()
     net.stop()
     assert multiprocessing.active_children() == []
+
+
+COMPILE_SCRIPT = """
+import sys, sdllm
+from sdllm.formats.model import QuantSpec
+from sdllm.models.synthetic import shape_of, synthetic_model
+
+model = synthetic_model(shape_of("smollm2-135m"), QuantSpec(rotate=False, gptq=False))
+sdllm.compile(model, "kapoho_point", sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_a_script_killed_while_a_build_is_written_leaves_the_old_build_and_no_temporary(default_build, tmp_path, sig):
+    """The build is written into NAME.tmp-PID-… beside the target; a script ended at once by a
+    signal runs no finally, so a watcher of the library's removes what it leaves."""
+    tmp, world = tmp_path / "tmp", tmp_path / "world"
+    tmp.mkdir()
+    world.mkdir()
+    shutil.copytree(default_build, world / "build")
+    before = snapshot(world)
+    p = start_script(COMPILE_SCRIPT, tmp, world / "build")
+    try:
+        assert wait_for(lambda: any(".tmp-" in n for n in os.listdir(world)), 300, 0.01), p.communicate(timeout=5)
+        time.sleep(0.3)
+        os.kill(p.pid, sig)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == -sig, err
+        assert wait_for(lambda: snapshot(world) == before, 30), sorted(os.listdir(world))
+    finally:
+        leaves_nothing(tmp)
