@@ -27,6 +27,7 @@ import numpy as np
 from sdllm import arguments, codes, stages, tokenizer
 from sdllm.errors import SdllmError
 from sdllm.formats import build as buildformat
+from sdllm.formats import files
 from sdllm.formats import model as modelformat
 from sdllm.formats.fields import shown
 from sdllm.formats.model import BIT_RANGE, ROTATIONS, ModelFile, QuantSpec
@@ -52,7 +53,7 @@ def check_quant(spec: QuantSpec) -> None:
     arguments.text("--code", spec.code, ("auto", *codes.CARRIED))
     arguments.integer("--rotation-steps", spec.rotation_steps, 1, 1 << 20, f"must be within 1..{1 << 20}")
     arguments.integer("--seed", spec.seed, *SEED_RANGE)
-    arguments.integer("--theta", spec.theta, 0, None)
+    arguments.integer("--theta", spec.theta)  # its range depends on each point's bits: below
     for name in ("rotate", "head_rotation", "gptq", "calibrate_gamma"):
         arguments.boolean(name, getattr(spec, name))
     for field_name, flag in (("point_bits", "--point-bits"), ("thetas", "thetas")):
@@ -205,8 +206,7 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
             raise SdllmError("--rotation-from: gives a learned rotation, but --no-rotate asks for none")
         if spec.rotation != "learned":
             raise SdllmError(f"--rotation-from: gives a learned rotation, but rotation is {spec.rotation!r}")
-        donor = rotation_from if isinstance(rotation_from, Model) else load_model(arguments.path("--rotation-from",
-                                                                                               rotation_from))
+        donor = rotation_from if isinstance(rotation_from, Model) else _rotation_donor(rotation_from)
         if donor.file.rotation is None:
             raise SdllmError(f"--rotation-from: {rotation_from} holds no learned rotation (converted with rotation "
                              f"{donor.quant.rotation!r})")
@@ -214,6 +214,15 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     float_model, tok = load_source(src, max_seq_len)
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, calib_text)
     return Model(convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation))
+
+
+def _rotation_donor(path) -> Model:
+    path = arguments.path("--rotation-from", path)
+    try:
+        files.regular_file(path)
+    except SdllmError as e:
+        raise SdllmError(f"--rotation-from: {e}") from None
+    return load_model(path)
 
 
 def load_model(path: str) -> Model:

@@ -41,11 +41,11 @@ def read_bytes(path: str, max_bytes: int) -> bytes:
         raise SdllmError(f"{path}: {size:,} bytes; at most {max_bytes:,} are read")
     try:
         with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(size + 1)  # not max_bytes + 1: Python allocates what it is asked for
     except OSError as e:
         raise SdllmError(f"{path}: cannot read ({e.strerror})") from None
-    if len(data) > max_bytes:  # grew since it was measured
-        raise SdllmError(f"{path}: more than {max_bytes:,} bytes; at most {max_bytes:,} are read")
+    if len(data) > size:  # grew since it was measured
+        raise SdllmError(f"{path}: changed while it was read")
     return data
 
 
