@@ -138,6 +138,7 @@ def leaves_nothing(tmp, segments=(), timeout_s: float = 30) -> None:
         assert not left, f"{len(left)} of {len(segments)} shared-memory segments left"
         assert os.listdir(tmp) == []
     finally:
+        segments = set(segments) | shared_memory(marked_processes(tmp))  # also those of a run that hung
         kill_marked(tmp)
         for s in segments:
             if os.path.exists(f"/dev/shm/{s}"):
