@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from shared_smollm2 import w4a4_model  # noqa: E402
 
-from sdllm.models.synthetic import shape_of  # noqa: E402
+from sdllm.models.source.synthetic import shape_of  # noqa: E402
 from sdllm.stages import static_shapes  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)

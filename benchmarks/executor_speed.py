@@ -35,9 +35,9 @@ from shared_smollm2 import w4a4_model
 
 from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
-from sdllm.models.corpus import held_out_windows
-from sdllm.models.importers import load_source
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.corpus import held_out_windows
+from sdllm.models.source.importers import load_source
 from sdllm.runtime.fast import FoldedBuild, run_fast
 
 BIN = os.path.dirname(sys.executable)

@@ -1,9 +1,15 @@
-"""The SmolLM2 files the shape and speed benchmarks share: the GGUF (fetched once into the user's
-cache) and its W4A4 conversion (made once, kept in out/)."""
+"""The SmolLM2 files the benchmarks share: the GGUF (fetched once into the user's cache), its
+conversions with sdllm-convert's flags (made once, kept in a cache folder under out/), and the
+random-Hadamard W4A4 conversion the shape and speed benchmarks use."""
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
+import time
+
+from sdllm.formats.model import QuantSpec
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,3 +29,26 @@ def w4a4_model(out_dir: str, source: str | None = None) -> str:
         subprocess.run([os.path.join(BIN, "sdllm-convert"), source or gguf(), "-o", path, "--weight-bits", "4",
                         "--act-bits", "4", "--rotation", "hadamard"], check=True)
     return path
+
+
+def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
+    """(model.pt path, conversion seconds, peak GB): sdllm-convert in a child process, or the cached file."""
+    # the defaults' repr: a model converted before a default changed is not taken for one after
+    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows, repr(QuantSpec())]).encode()).hexdigest()[:16]
+    path, meta = os.path.join(cache, f"{key}.pt"), os.path.join(cache, f"{key}.json")
+    if os.path.exists(path) and os.path.exists(meta):
+        with open(meta) as f:
+            m = json.load(f)
+        return path, m["seconds"], m["peak_gb"]
+    code = ("import resource, sys; from sdllm.cli.convert import main; rc = main(sys.argv[1:]); "
+            "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-c", code, gguf, "-o", path, "--calib-windows", str(windows), *flags],
+                       stdout=subprocess.PIPE, text=True)
+    if p.returncode:
+        raise SystemExit(f"sdllm-convert {' '.join(flags)} failed ({p.returncode})")
+    seconds = time.time() - t0
+    peak = int(p.stdout.split("peak_kb")[-1]) / 2**20
+    with open(meta, "w") as f:
+        json.dump({"flags": flags, "seconds": seconds, "peak_gb": peak}, f)
+    return path, seconds, peak

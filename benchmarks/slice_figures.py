@@ -13,10 +13,10 @@ from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model
 from sdllm.formats.build import read as load_build
 from sdllm.formats.model import QuantSpec
-from sdllm.models.conversion import convert
-from sdllm.models.corpus import calibration_tokens
-from sdllm.models.evaluate import evaluate
-from sdllm.models.importers import BYTES, default_float, load_float
+from sdllm.models.conversion.convert import convert
+from sdllm.models.evaluation.evaluate import evaluate
+from sdllm.models.source.corpus import calibration_tokens
+from sdllm.models.source.importers import BYTES, default_float, load_float
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep
 

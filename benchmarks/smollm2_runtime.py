@@ -40,13 +40,13 @@ from sdllm.compiler.pipeline import compile_model  # noqa: E402
 from sdllm.formats import model as modelformat  # noqa: E402
 from sdllm.formats.build import read as load_build  # noqa: E402
 from sdllm.formats.model import QuantSpec  # noqa: E402
-from sdllm.models.conversion import convert  # noqa: E402
-from sdllm.models.corpus import (
+from sdllm.models.conversion.convert import convert  # noqa: E402
+from sdllm.models.integer.reference import IntegerSDLLM  # noqa: E402
+from sdllm.models.source.corpus import (
     calibration_tokens,  # noqa: E402
     held_out_windows,  # noqa: E402
 )
-from sdllm.models.importers import BYTES, default_float, load_float, load_source  # noqa: E402
-from sdllm.models.integer_ref import IntegerSDLLM  # noqa: E402
+from sdllm.models.source.importers import BYTES, default_float, load_float, load_source  # noqa: E402
 from sdllm.runtime import energy  # noqa: E402
 from sdllm.runtime.fast import FoldedBuild, run_fast  # noqa: E402
 from sdllm.runtime.lava_backend import run_lava  # noqa: E402

@@ -29,22 +29,19 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
-import sys
-import time
 
 import numpy as np
 import torch
+from shared_smollm2 import convert_cached
 from shared_smollm2 import gguf as fetch_gguf
 
 from sdllm import stages
 from sdllm.cli.eval import ablation_lines, figure, layer_lines
 from sdllm.formats import model as modelformat
-from sdllm.formats.model import QuantSpec
-from sdllm.models.corpus import calibration_tokens, docstring_windows, held_out_windows
-from sdllm.models.evaluate import ablation, evaluate, integer_scores, torch_perplexity
-from sdllm.models.importers import load_source
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.evaluation.evaluate import ablation, evaluate, integer_scores, torch_perplexity
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.corpus import calibration_tokens, docstring_windows, held_out_windows
+from sdllm.models.source.importers import load_source
 from sdllm.runtime.energy import E_AC_45NM_PJ, E_MAC_FP16_45NM_PJ, dense_macs
 from sdllm.tokenizer import decode, encode
 
@@ -80,29 +77,6 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):\n", "Water boils at a 
 NEW_TOKENS = 24
 
 
-def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
-    """(model.pt path, conversion seconds, peak GB): sdllm-convert in a child process, or the cached file."""
-    # the defaults' repr: a model converted before a default changed is not taken for one after
-    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows, repr(QuantSpec())]).encode()).hexdigest()[:16]
-    path, meta = os.path.join(cache, f"{key}.pt"), os.path.join(cache, f"{key}.json")
-    if os.path.exists(path) and os.path.exists(meta):
-        with open(meta) as f:
-            m = json.load(f)
-        return path, m["seconds"], m["peak_gb"]
-    code = ("import resource, sys; from sdllm.cli.convert import main; rc = main(sys.argv[1:]); "
-            "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-    t0 = time.time()
-    p = subprocess.run([sys.executable, "-c", code, gguf, "-o", path, "--calib-windows", str(windows), *flags],
-                       stdout=subprocess.PIPE, text=True)
-    if p.returncode:
-        raise SystemExit(f"sdllm-convert {' '.join(flags)} failed ({p.returncode})")
-    seconds = time.time() - t0
-    peak = int(p.stdout.split("peak_kb")[-1]) / 2**20
-    with open(meta, "w") as f:
-        json.dump({"flags": flags, "seconds": seconds, "peak_gb": peak}, f)
-    return path, seconds, peak
-
-
 def cached_json(path: str, compute):
     """compute() once; its JSON-able result kept at path for the next run."""
     if os.path.exists(path):
@@ -117,7 +91,7 @@ def cached_json(path: str, compute):
 def spec_converter(float_model, calib, tokenizer, cache: str):
     """converter(spec, rotation) -> ModelFile for the ablation: converted once per spec and given
     rotation, kept in the cache."""
-    from sdllm.models.conversion import convert
+    from sdllm.models.conversion.convert import convert
 
     def converter(spec, rotation):
         key = hashlib.sha256(repr(spec).encode())

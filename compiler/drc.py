@@ -12,12 +12,15 @@ def check(net: Network) -> Network:
     net.need("drc", "cores", "routes", "placement")
     lim = net.hw.core
     payload_max = lim.payload_max
-    for core in net.cores:
+    for core in sorted(net.cores, key=lambda c: not c.on_chip):  # the off-chip host last: only what it sends in
+        where = f"stage {core.node}: core {core.name}"
         if not core.on_chip:
+            if core.payload_bound > payload_max:
+                raise SdllmError(f"{where}: graded-spike payload {core.payload_bound:,} (the embedding as the first layer "
+                                 f"receives it) exceed the {payload_max:,} available on {net.hw.name}")
             continue
         k = core.span
         table = net.routes[core.id]
-        where = f"stage {core.node}: core {core.name}"
         checks = [
             ("neurons", core.n_neurons, k * lim.max_neurons),
             ("input axons", core.n_axons, k * lim.max_input_axons),

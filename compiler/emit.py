@@ -58,6 +58,7 @@ def network_document(net: Network, save, progress: bool = False) -> dict:
             "n_axons": c.n_axons, "n_neurons": c.n_neurons,
             "synapse_bits": c.synapse_bits, "synapse_entries": c.synapse_entries,
             "table_entries": table.entries, "table_compressed": table.compressed,
+            "payload_bound": c.payload_bound,
             "params": scalars,
             "arrays": dict(sorted(saved.items())),
             "routes": save(f"c{c.id:05d}.routes", rows) if rows is not None else None,

@@ -5,7 +5,16 @@ import networkx as nx
 
 from sdllm import stages
 from sdllm.compiler.ir import Graph, Network, Node, Segments, Weights
-from sdllm.models.units import head_params, order_key, qmax_key, scale_key, theta_key, unit_params
+from sdllm.models.integer.units import (
+    RESID_MAX_KEY,
+    carry_params,
+    head_params,
+    order_key,
+    qmax_key,
+    scale_key,
+    theta_key,
+    unit_params,
+)
 from sdllm.stages import NodeKind
 
 
@@ -39,17 +48,19 @@ def lower(net: Network) -> Network:
     cfg = model.config
     g = _Builder()
     head = head_params(model)
+    carry = carry_params(cfg.resid_bits, net.hw.core.graded_payload_bits)
     host_params = {"embed": model.embed_fx, scale_key(stages.HEAD): head[scale_key(stages.HEAD)],
-                   qmax_key(stages.HEAD.input): head[qmax_key(stages.HEAD.input)]}
+                   qmax_key(stages.HEAD.input): head[qmax_key(stages.HEAD.input)], RESID_MAX_KEY: cfg.resid_max,
+                   **carry}
     g.add(Node("host", NodeKind.HOST, -1, Segments.of([("logits", cfg.vocab_size), ("ratio", 1)]),
-               Segments.of([("embed", cfg.dim)]), attrs={"params": host_params}))
+               Segments.of([("embed", cfg.dim * carry["resid_pieces"])]), attrs={"params": host_params}))
     kv_attrs = {"n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
                 "max_seq_len": cfg.max_seq_len, "weight_bits": model.quant.kv_bits}
     prev = ("host", "embed")
     for i in range(cfg.n_layers):
         last = i == cfg.n_layers - 1
-        ins, outs = stages.unit_segments(cfg, last)
-        params = unit_params(model, i)
+        ins, outs = stages.unit_segments(cfg, last, carry["resid_pieces"])
+        params = unit_params(model, i) | carry
         if last:
             for key in (order_key, qmax_key, theta_key):
                 params[key(stages.HEAD_IN)] = head[key(stages.HEAD_IN)]

@@ -8,8 +8,8 @@ import numpy as np
 
 from sdllm import stages
 from sdllm.compiler.ir import Network, Rates
-from sdllm.models.corpus import calibration_windows
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.corpus import calibration_windows
 from sdllm.stages import NodeKind
 
 
@@ -17,7 +17,7 @@ def measure(model, n_tokens: int = 128) -> Rates:
     """Stage node ('L3.o', 'head') -> mean spikes per token on each of its input axons."""
     n = min(n_tokens, model.config.max_seq_len)
     tokens = calibration_windows(model.tokenizer, n, 1)[0]
-    _, spikes = IntegerSDLLM(model).forward(tokens)
+    _, spikes = IntegerSDLLM(model, stream=True).forward(tokens)  # one stage's product in memory at a time
     return Rates({name: np.abs(np.asarray(q)).reshape(n, -1).mean(0) for name, q in spikes.items()}, n)
 
 

@@ -2,10 +2,12 @@
 
 from collections import defaultdict
 
-from sdllm import stages
+from sdllm import codes, stages
 from sdllm.compiler.ir import Network
+from sdllm.compiler.tile import graded_bounds
 from sdllm.formats.model import qmax
-from sdllm.models.products import exact_type
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.products import exact_type
 from sdllm.stages import NodeKind
 
 CORE_TABLE_MAX = 200  # the text report lists every core up to this many (report.json always does)
@@ -78,13 +80,38 @@ def build_report(net: Network) -> dict:
         "layers": [dict(layer=k, **layers[k]) for k in sorted(layers, key=lambda k: (k == head, int(k) if k != head else 0))],
         "stages": s["stages"],
         "products": products(net),
+        "graded": graded(net),
+    }
+
+
+def graded(net: Network) -> dict:
+    """Every graded hand-off's format and proved range, against the target's payload."""
+    model, lim = net.model, net.hw.core
+    pieces, piece_bits = codes.graded_pieces(model.config.resid_bits, lim.graded_payload_bits)
+    unit_bounds = {}
+    for node in net.nodes.values():
+        if node.kind in (NodeKind.UNIT, NodeKind.HOST):
+            for seg, bound in graded_bounds(node, model).items():
+                unit_bounds[seg] = max(unit_bounds.get(seg, 0), bound)
+    stage_sums = {name: max(c.payload_bound for c in net.producers(name)) for name, node in net.nodes.items()
+                  if node.kind is not NodeKind.UNIT and node.kind is not NodeKind.HOST}
+    widest = max(stage_sums, key=stage_sums.get)
+    return {
+        "payload_bits": lim.graded_payload_bits, "payload_max": lim.payload_max,
+        "residual": {"bits": model.config.resid_bits, "frac_bits": fx.FRAC, "max": model.config.resid_max,
+                     "saturates_at": model.config.resid_max / (1 << fx.FRAC), "pieces": pieces, "piece_bits": piece_bits,
+                     "largest_piece": unit_bounds.get("resid_out", 0)},
+        "embedding": unit_bounds.get("embed", 0),
+        "ratio": unit_bounds.get("ratio", 0),
+        "kv_writes": max((b for seg, b in unit_bounds.items() if seg.endswith("_write")), default=0),
+        "stage_sums": {"max": stage_sums[widest], "stage": widest},
     }
 
 
 def products(net: Network) -> dict:
     """Per static stage, the largest |partial sum| its cores can produce (proved at tiling from
     the weights and the spike code: what leaves its output cores, reduce cores included) and the
-    cheapest arithmetic exact for it (`sdllm.models.products`)."""
+    cheapest arithmetic exact for it (`sdllm.models.integer.products`)."""
     out = {}
     for name, node in net.nodes.items():
         if node.kind is NodeKind.STATIC:
@@ -138,6 +165,15 @@ def format_report(r: dict) -> str:
         kinds.setdefault(p["type"], []).append(p["bound"])
     lines += ["", "exact products (largest |partial sum| of a stage, proved from its weights and spike code): "
               + "; ".join(f"{len(b)} stages as {t} (bounds up to {max(b):,})" for t, b in sorted(kinds.items()))]
+    g = r.get("graded")
+    if g:
+        res = g["residual"]
+        carry = "one graded spike" if res["pieces"] == 1 else f"{res['pieces']} graded spikes of {res['piece_bits']} bits"
+        lines += ["", f"graded hand-offs (payload {g['payload_bits']} bits: up to {g['payload_max']:,}): residual "
+                  f"{res['bits']}-bit with {res['frac_bits']} fractional bits (saturates at ±{res['saturates_at']:,.0f}), "
+                  f"{carry} per channel (up to {res['largest_piece']:,}); embedding up to {g['embedding']:,}; "
+                  f"head ratio up to {g['ratio']:,}; KV writes up to {g['kv_writes']:,}; stage sums up to "
+                  f"{g['stage_sums']['max']:,} ({g['stage_sums']['stage']})"]
     lines += ["", "schedule (phases within a token; spikes received first..last, in the input's code):"]
     for name, s in r["stages"].items():
         lines.append(f"  {name:<12} {s['first']:>5} .. {s['last']:<5} {s.get('code', '')}")

@@ -19,7 +19,8 @@ from sdllm import stages
 from sdllm.compiler.ir import Core, Network
 from sdllm.compiler.synapses import block_bits
 from sdllm.errors import SdllmError
-from sdllm.models import fixedpoint as fx
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.units import hand_off, piece_bound
 from sdllm.stages import CoreType, NodeKind
 
 MAX_FANIN_SPLIT = 64
@@ -185,6 +186,27 @@ def _kv_cores(node, lim, q_max: int, first_id: int):
     return cores, bound
 
 
+def graded_bounds(node, model) -> dict:
+    """Output segment -> the largest |value| a neuron unit or the host sends on it, proved: the
+    residual hand-off saturates at resid_max and travels in pieces (`units.carried`), the head's
+    ratio is `fixedpoint.ratio_bound`, KV writes are kv-bit integers, spikes are ±1; the host's
+    embedding pieces from its table."""
+    p = node.attrs["params"]
+    if node.kind is NodeKind.HOST:
+        return {"embed": piece_bound(int(hand_off(np.abs(p["embed"]).max(initial=0), p)), p)}
+    out = {}
+    for seg in node.outputs.sizes:
+        if seg == "resid_out":
+            out[seg] = piece_bound(int(p["resid_max"]), p)
+        elif seg == "ratio":
+            out[seg] = fx.ratio_bound(model.config.dim, int(p["eps_fx"]))
+        elif seg.endswith("_write"):
+            out[seg] = fx.qmax(model.quant.kv_bits)
+        else:
+            out[seg] = 1
+    return out
+
+
 def unit_span(n_axons: int, n_neurons: int, lim) -> int:
     return max(1, -(-n_axons // lim.max_input_axons), -(-n_neurons // lim.max_neurons))
 
@@ -204,7 +226,8 @@ def tile(net: Network, progress: bool = False) -> Network:
             span = unit_span(node.inputs.total, node.outputs.total, lim) if unit else 0
             made = [Core(len(cores), node.name, stages.CORE_TYPE[node.kind], node.name, node.layer,
                          np.arange(node.inputs.total), np.arange(node.outputs.total),
-                         params=dict(node.attrs.get("params", {})), span=span)]
+                         params=dict(node.attrs.get("params", {})), span=span,
+                         payload_bound=max(graded_bounds(node, net.model).values()))]
             bounds[node.name] = span
         cores += made
     return net.add("tile", cores=tuple(cores), bounds=bounds)

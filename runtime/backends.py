@@ -1,33 +1,9 @@
-"""Running a build: the backends side by side, and what a run request must satisfy."""
+"""Running a build: the backends side by side, behind one call."""
 
-from sdllm import arguments, resources
-from sdllm.errors import SdllmError
+from sdllm import resources
 from sdllm.formats.build import Build
+from sdllm.runtime.requests import check_request
 from sdllm.runtime.sampling import GREEDY
-
-BACKENDS = ("lava", "lockstep", "fast")
-GRANULARITIES = ("auto", "core", "chip")  # Lava: one process per core, per chip, or per core up to a size
-
-
-def check_granularity(granularity: str) -> None:
-    if granularity not in GRANULARITIES:
-        raise SdllmError(f"--granularity: one of {', '.join(GRANULARITIES)}, got {granularity!r}")
-
-
-def check_request(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granularity: str = "auto") -> None:
-    ctx, vocab = build.config.max_seq_len, build.config.vocab_size
-    if backend not in BACKENDS:
-        raise SdllmError(f"--backend: one of {', '.join(BACKENDS)}, got {backend!r}")
-    check_granularity(granularity)
-    if not len(prompt_tokens):
-        raise SdllmError("--prompt: must not be empty")
-    outside = [t for t in prompt_tokens if not 0 <= t < vocab]
-    if outside:
-        raise SdllmError(f"prompt: token ids must be within 0..{vocab - 1} (the vocabulary), got {outside[0]}")
-    arguments.integer("--max-new-tokens", n_new, 1, None, "must be at least 1")
-    if len(prompt_tokens) + n_new - 1 > ctx:
-        raise SdllmError(f"--prompt + --max-new-tokens: {len(prompt_tokens)} + {n_new} tokens need "
-                         f"{len(prompt_tokens) + n_new - 1} positions, the context holds {ctx}")
 
 
 def run(build: Build, prompt_tokens, n_new: int, backend: str = "lava", granularity: str = "auto", progress: bool = False,

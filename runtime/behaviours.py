@@ -11,7 +11,7 @@ import numpy as np
 
 from sdllm import codes, stages
 from sdllm.errors import SdllmError
-from sdllm.models.units import DecoderLayerUnit, head_in, logits_out
+from sdllm.models.integer.units import DecoderLayerUnit, carried, head_in, logits_out, received
 from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType, NodeKind
 
@@ -144,7 +144,7 @@ class KvCore(StageWindow, CoreBehaviour):
 
 class NeuronUnitCore(CoreBehaviour):
     """One decoder layer's programmable neurons: the between-stage integer programs
-    (`sdllm.models.units`), run as the schedule's phases come, plus the encoders that send each
+    (`sdllm.models.integer.units`), run as the schedule's phases come, plus the encoders that send each
     integer activation as its point's spike train (ternary: |q| spikes of sign(q); bit planes:
     the bits of |q|, most significant first, with sign(q))."""
 
@@ -193,7 +193,7 @@ class NeuronUnitCore(CoreBehaviour):
         u, e = self.unit, self.emit
         if phase == e[0]:
             program, (point,) = stages.LAYER_INPUT
-            self._send(y, point, getattr(u, program)(seg("resid_in")))
+            self._send(y, point, getattr(u, program)(received(seg("resid_in"), self.params)))
         elif phase in e[1:]:
             stage = stages.LAYER[e.index(phase, 1) - 1]
             acc = seg(stage.name)
@@ -204,7 +204,7 @@ class NeuronUnitCore(CoreBehaviour):
                 self._send(y, point, value)
             if not stage.produces:
                 if "resid_out" in self.outs:
-                    self._put(y, "resid_out", out)
+                    self._put(y, "resid_out", carried(out, self.params))
                 else:
                     q, ratio = head_in(out, self.params)
                     self._put(y, "ratio", [ratio])
@@ -228,7 +228,7 @@ class HostCore(CoreBehaviour):
     def __init__(self, core, build, n_positions, prompt, sampler=GREEDY):
         super().__init__(core, build, n_positions)
         self.params = core.params
-        self.embed = core.params["embed"]
+        self.embed = carried(core.params["embed"], core.params)  # as graded spikes carry it to the first layer
         h = build.schedule["host"]
         self.ratio_at, self.logits_at = h["ratio_arrives"], h["logits_arrive"]
         self.ins = build.segments(core.node, "inputs")

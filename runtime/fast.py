@@ -19,8 +19,9 @@ import numpy as np
 
 from sdllm import codes, stages
 from sdllm.errors import SdllmError
-from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.units import order_key, qmax_key, scale_key, theta_key
+from sdllm.models.integer.likelihood import nll
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.integer.units import order_key, qmax_key, scale_key, theta_key
 from sdllm.resources import require_memory
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.result import RunResult
@@ -215,8 +216,6 @@ def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None, sampl
 def build_perplexity(build, rows: np.ndarray, progress: bool = True) -> float:
     """Perplexity of the compiled network (teacher-forced on each window of `rows`)."""
     from tqdm import tqdm
-
-    from sdllm.models.evaluate import nll
 
     folded = FoldedBuild(build)
     total = 0.0

@@ -8,11 +8,11 @@ import numpy as np
 from tqdm import tqdm
 
 from sdllm import interrupts, resources
-from sdllm.runtime.backends import check_granularity
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.group import chip_pairs, make_groups, packets_by_pair
 from sdllm.runtime.lava_lifetime import failures, start_resource_tracker, stop
 from sdllm.runtime.lava_procs.cores import group_classes
+from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.result import RunResult
 from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sdllm import arguments
-from sdllm.models.fixedpoint import FRAC
+from sdllm.models.integer.fixedpoint import FRAC
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,8 @@ class Model:
         return compile(self, target, output, **options)
 
     def reference(self):
-        """The integer reference (`sdllm.models.integer_ref.IntegerSDLLM`): the oracle a compiled network equals."""
-        from sdllm.models.integer_ref import IntegerSDLLM
+        """The integer reference (`sdllm.models.integer.reference.IntegerSDLLM`): the oracle a compiled network equals."""
+        from sdllm.models.integer.reference import IntegerSDLLM
 
         return IntegerSDLLM(self.file)
 
@@ -181,9 +181,9 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     γ and GPTQ are calibrated on `calib_windows` windows of pydoc topics, or of `calib_text`
     (paths of UTF-8 or JSON-lines files). rotation_from: a `Model` or model.pt path of the same
     float model whose learned rotation is used as it is (no learning: e.g. other bits, same rotation)."""
-    from sdllm.models.conversion import convert as convert_model
-    from sdllm.models.corpus import calibration_tokens
-    from sdllm.models.importers import load_source
+    from sdllm.models.conversion.convert import convert as convert_model
+    from sdllm.models.source.corpus import calibration_tokens
+    from sdllm.models.source.importers import load_source
 
     if src is not None:
         src = arguments.path("src", src)
@@ -249,10 +249,11 @@ def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str 
     buildformat.check_target(output)  # before any work: the place to write it is there and ours to replace
     where = model if isinstance(model, str) else "the model"
     file = model.file if isinstance(model, Model) else model if isinstance(model, ModelFile) else modelformat.load(model)
-    # the integer reference that measures spike rates holds the weights as int64
-    resources.require_memory(resources.model_bytes(file.config, resources.INT_BYTES if rate_tokens else 1), where)
+    spec = file.quant
+    widest = max(spec.bits(p) for p in stages.POINTS.values())
+    resources.require_memory(resources.compile_bytes(file.config, file.synthetic, rate_tokens, spec.weight_bits, widest), where)
     report = emit(compile_model(file, target, passes(placement, rate_tokens, progress=progress)), output, progress=progress)
-    return Build(output, report)
+    return Build(output, report, read=False)
 
 
 def load_build(path: str) -> Build:
@@ -264,10 +265,19 @@ class Build:
     """A compiled network (a build directory): run it, read its mapping report, or take it into
     your own Lava graph as a Process (`process`)."""
 
-    def __init__(self, path: str, report: dict | None = None):
+    def __init__(self, path: str, report: dict | None = None, read: bool = True):
+        """read: validate and load the network now (else on first use: a compile that only
+        reports does not hold its whole build in memory)."""
         self.path = arguments.path("path", path)
-        self.network = buildformat.read(self.path)
+        self._network = buildformat.read(self.path) if read else None
         self._report = report
+
+    @property
+    def network(self):
+        """The build as the runtime reads it (`sdllm.formats.build.Build`)."""
+        if self._network is None:
+            self._network = buildformat.read(self.path)
+        return self._network
 
     @property
     def config(self):

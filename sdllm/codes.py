@@ -121,6 +121,37 @@ def for_bits(bits: int) -> str:
     return "ternary" if bits <= TERNARY_MAX_BITS else "bitplane"
 
 
+def graded_pieces(value_bits: int, payload_bits: int) -> tuple:
+    """(pieces, piece_bits): how graded spikes of payload_bits signed bits carry a value of
+    value_bits signed bits — one spike per piece, each piece payload_bits − 1 magnitude bits."""
+    piece_bits = payload_bits - 1
+    return -(-(value_bits - 1) // piece_bits), piece_bits
+
+
+def split_pieces(x, pieces: int, piece_bits: int):
+    """Signed integers |x| < 2**(pieces·piece_bits) as `pieces` digits, least significant first,
+    each with x's sign: x = Σ_k d_k · 2**(k·piece_bits), |d_k| < 2**piece_bits but the top digit
+    (whatever is left). (..., n) -> (..., pieces·n), digit-major. The upper digits of small
+    values are zero: graded spikes not sent."""
+    x = np.asarray(x, np.int64)
+    sign, mag = np.sign(x), np.abs(x)
+    mask = (1 << piece_bits) - 1
+    digits = [sign * ((mag >> (k * piece_bits)) & mask) for k in range(pieces - 1)]
+    return np.concatenate(digits + [sign * (mag >> ((pieces - 1) * piece_bits))], axis=-1)
+
+
+def join_pieces(d, pieces: int, piece_bits: int):
+    """`split_pieces`' inverse: (..., pieces·n) -> (..., n)."""
+    parts = np.split(np.asarray(d, np.int64), pieces, axis=-1)
+    return sum(p << (k * piece_bits) for k, p in enumerate(parts))
+
+
+def piece_max(value_max: int, pieces: int, piece_bits: int) -> int:
+    """Largest |digit| `split_pieces` gives for |x| <= value_max."""
+    lower = min(value_max, (1 << piece_bits) - 1) if pieces > 1 else 0
+    return max(value_max >> ((pieces - 1) * piece_bits), lower)
+
+
 def decode(train, code: Code, bits: int):
     """Σ_t scale_t · s_t − offset: what the synapses integrate, per neuron."""
     train = np.asarray(train, np.int64)

@@ -3,7 +3,7 @@
 A decoder layer is one neuron unit — the layer's programmable neurons: residual stream, norms,
 RoPE, softmax, SiLU, the spike encoders — and six spike-driven stages it drives in turn. Each
 stage consumes the spike counts of one quantisation point and hands its accumulators to one of
-the unit's integer programs (`sdllm.models.units.DecoderLayerUnit`), which returns the next
+the unit's integer programs (`sdllm.models.integer.units.DecoderLayerUnit`), which returns the next
 points. After the last layer the LM head is one more static stage, whose sums the host turns
 into logits. Conversion, calibration, evaluation, the compiler's lowering and schedule, and the
 runtime's cores all iterate over this table; nothing else spells a stage's name.
@@ -189,15 +189,16 @@ def cache_width(cfg) -> int:
     return cfg.n_kv_heads * cfg.head_dim
 
 
-def unit_segments(cfg, last: bool):
+def unit_segments(cfg, last: bool, resid_pieces: int = 1):
     """(inputs, outputs) of a layer's neuron unit as [(segment, size)], in build order: the
-    residual and every stage's accumulators in; every stage's spikes, the KV writes and the
-    residual (or, in the last layer, the head's spikes and the host's ratio) out."""
-    inputs = [("resid_in", cfg.dim)] + [(s.name, s.n_out(cfg)) for s in LAYER]
+    residual (each channel in resid_pieces graded spikes) and every stage's accumulators in; every
+    stage's spikes, the KV writes and the residual (or, in the last layer, the head's spikes and
+    the host's ratio) out."""
+    inputs = [("resid_in", cfg.dim * resid_pieces)] + [(s.name, s.n_out(cfg)) for s in LAYER]
     first, rest = LAYER[0], LAYER[1:]
     writes = [(f"{s.cache.name}_write", cache_width(cfg)) for s in LAYER if s.cache]
     outputs = [(first.name, first.n_in(cfg))] + writes + [(s.name, s.n_in(cfg)) for s in rest]
-    outputs += [(HEAD.name, HEAD.n_in(cfg)), ("ratio", 1)] if last else [("resid_out", cfg.dim)]
+    outputs += [(HEAD.name, HEAD.n_in(cfg)), ("ratio", 1)] if last else [("resid_out", cfg.dim * resid_pieces)]
     return inputs, outputs
 
 

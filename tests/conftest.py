@@ -7,10 +7,10 @@ from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model
 from sdllm.formats import model as modelformat
 from sdllm.formats.model import LlamaConfig, QuantSpec
-from sdllm.models.conversion import convert
-from sdllm.models.corpus import calibration_tokens
-from sdllm.models.importers import BYTES, default_float, load_float
-from sdllm.models.llama import Llama
+from sdllm.models.conversion.convert import convert
+from sdllm.models.source.corpus import calibration_tokens
+from sdllm.models.source.importers import BYTES, default_float, load_float
+from sdllm.models.source.llama import Llama
 
 TINY = LlamaConfig(vocab_size=256, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48, max_seq_len=16)
 

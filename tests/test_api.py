@@ -13,7 +13,7 @@ import pytest
 
 import sdllm
 from sdllm.errors import SdllmError
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.reference import IntegerSDLLM
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 

@@ -33,7 +33,7 @@ def smol_tokenizer():
     """A byte-level BPE like SmolLM2's, with its special tokens at the same ids."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from sdllm.models.corpus import pydoc_text
+    from sdllm.models.source.corpus import pydoc_text
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -69,7 +69,7 @@ def test_chat_template_renders_as_transformers_does(smol_tokenizer, messages):
 
 
 def test_gguf_and_hugging_face_checkpoints_carry_their_template(smol_tokenizer, tmp_path):
-    from sdllm.models.importers import load_tokenizer
+    from sdllm.models.source.importers import load_tokenizer
 
     bpe = json.loads(smol_tokenizer.to_str())["model"]
     path = str(tmp_path / "tok.gguf")
@@ -129,8 +129,8 @@ def test_model_file_and_build_carry_the_template_and_the_run_uses_it(smol_tokeni
     import sdllm
     from sdllm.formats import model as modelformat
     from sdllm.formats.model import LlamaConfig, QuantSpec
-    from sdllm.models.conversion import convert
-    from sdllm.models.llama import Llama
+    from sdllm.models.conversion.convert import convert
+    from sdllm.models.source.llama import Llama
 
     cfg = LlamaConfig(vocab_size=320, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=48, max_seq_len=128)
     torch.manual_seed(3)

@@ -69,21 +69,34 @@ def test_ctrl_c_stops_lava_and_leaves_no_process(default_build):
     assert left == "", left
 
 
-def test_a_failing_lava_worker_is_one_line_and_leaves_no_process(default_build, tmp_path):
-    import json
-    import shutil
+_FAILING_WORKER = """
+import sys
+from sdllm.errors import SdllmError
+from sdllm.runtime import behaviours
 
-    bad = tmp_path / "build"
-    shutil.copytree(default_build, bad)
-    doc = json.loads((bad / "network.json").read_text())
-    doc["hw"]["core"]["graded_payload_bits"] = 8  # the residual hand-off no longer fits a graded spike
-    (bad / "network.json").write_text(json.dumps(doc))
-    p = subprocess.Popen([os.path.join(BIN, "sdllm-run"), str(bad), "--prompt", "ab", "--max-new-tokens", "2"],
+step = behaviours.SynapseCore.step
+
+
+def failing(self, t, x):
+    if t == 30:
+        raise SdllmError(f"core {self.core.name}: an injected failure at step {t}")
+    return step(self, t, x)
+
+
+behaviours.SynapseCore.step = failing  # the forked Lava workers inherit it
+from sdllm.cli.run import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_failing_lava_worker_is_one_line_and_leaves_no_process(default_build):
+    p = subprocess.Popen([sys.executable, "-c", _FAILING_WORKER, default_build, "--prompt", "ab", "--max-new-tokens", "2"],
                          start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, err = p.communicate(timeout=120)
     lines = [ln for ln in err.splitlines() if "Warning" not in ln and "warnings.warn" not in ln]
     assert p.returncode == 2 and len(lines) == 1, err
-    assert "core L0.unit: graded spike on resid_out needs more than the 8-bit payload" in lines[0]
+    assert "an injected failure at step 30" in lines[0] and "core L0." in lines[0]
     deadline = time.time() + 20
     while _session_processes(p.pid) and time.time() < deadline:
         time.sleep(0.5)

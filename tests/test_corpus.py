@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sdllm.errors import SdllmError
-from sdllm.models import corpus
-from sdllm.models.importers import BYTES
+from sdllm.models.source import corpus
+from sdllm.models.source.importers import BYTES
 
 BIN = os.path.dirname(sys.executable)
 

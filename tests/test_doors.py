@@ -98,8 +98,8 @@ def _hf_checkpoint(path):
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from sdllm.models.importers import HF_LAYER_NAMES, HF_NAMES
-    from sdllm.models.llama import Llama, LlamaConfig
+    from sdllm.models.source.importers import HF_LAYER_NAMES, HF_NAMES
+    from sdllm.models.source.llama import Llama, LlamaConfig
 
     path.mkdir()
     torch.manual_seed(0)
@@ -180,7 +180,7 @@ def test_a_lone_surrogate_in_a_json_lines_text_is_one_line(default_model_path, t
 
 
 def test_a_fifo_or_a_directory_as_text_is_one_line_not_a_hang(tmp_path):
-    from sdllm.models import corpus
+    from sdllm.models.source import corpus
 
     os.mkfifo(tmp_path / "fifo.txt")
     (tmp_path / "dir.txt").mkdir()
@@ -192,7 +192,7 @@ def test_a_fifo_or_a_directory_as_text_is_one_line_not_a_hang(tmp_path):
 
 def test_text_bigger_than_the_memory_is_refused_before_it_is_read(tmp_path, monkeypatch):
     from sdllm import resources
-    from sdllm.models import corpus
+    from sdllm.models.source import corpus
 
     big = tmp_path / "big.txt"
     big.write_bytes(b"some text\n" * 1_000_000)
@@ -208,8 +208,8 @@ def test_reading_a_text_file_costs_a_few_times_its_size(tmp_path):
     Python's and numpy's allocations whatever the machine's swapping does to the RSS."""
     import tracemalloc
 
-    from sdllm.models import corpus
-    from sdllm.models.importers import BYTES
+    from sdllm.models.source import corpus
+    from sdllm.models.source.importers import BYTES
 
     big = tmp_path / "big.txt"
     big.write_bytes(b"The quick brown fox jumps over the lazy dog.\n" * 1_500_000)

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from sdllm.models import fixedpoint as fx
+from sdllm.models.integer import fixedpoint as fx
 
 
 def test_round_div_rounds_half_away_from_zero():
@@ -55,7 +55,7 @@ def test_silu_mul_tracks_float():
 
 
 def test_float_nonlinearities_compute_the_same_functions():
-    from sdllm.models import float_ops
+    from sdllm.models.evaluation import float_ops
 
     rng = np.random.default_rng(1)
     x = rng.integers(-(8 << fx.FRAC), 8 << fx.FRAC, (6, 64))

@@ -11,7 +11,7 @@ import pytest
 
 from sdllm.errors import SdllmError
 from sdllm.formats.build import read as load_build
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.reference import IntegerSDLLM
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep

@@ -1,6 +1,6 @@
 import torch
 
-from sdllm.models import gptq
+from sdllm.models.conversion import gptq
 
 
 def _layer(seed=0, out=64, inp=128, rows=512):

@@ -366,7 +366,7 @@ BUILD_CASES = {
     "network.json not UTF-8": (_write("network.json", b'{"a": "\xff\xfe"}'), "network.json: unreadable"),
     "200k-deep JSON": (_write("network.json", b"[" * 200_000 + b"]" * 200_000), "nested deeper than JSON decoding allows"),
     "a JSON list": (_write("network.json", b"[1, 2]"), "network.json: document: expected a JSON object, found list"),
-    "format version 99": (_json(_set("format_version", value=99)), "is not supported (this sdllm reads sdllm-build version 3)"),
+    "format version 99": (_json(_set("format_version", value=99)), "is not supported (this sdllm reads sdllm-build version 4)"),
     "period missing": (_json(_del("schedule", "period")), "schedule.period: expected a value, found nothing"),
     "period 0": (_json(_set("schedule", "period", value=0)), "schedule.period: expected an integer in 1..16,777,216, found 0"),
     "phase past the period": (_json(_set("schedule", "host", "embed_arrives", value=10**6)), "schedule.host.embed_arrives: expected an integer in 0..105"),
@@ -650,7 +650,7 @@ def test_a_build_too_big_for_the_disk_is_refused_before_writing(tmp_path):
 SHAPES = {
     "dim 1,000,000": ("dim: 1000000\n", "dim: expected an integer in 1..65,536, found 1,000,000"),
     "an embedding of 512 GiB": ("vocab_size: 1048576\ndim: 65536\nn_heads: 256\nn_kv_heads: 256\n", "of memory, this machine has"),
-    "a KV cache of 512 GiB": ("dim: 1024\nn_heads: 16\nn_kv_heads: 16\nn_layers: 1024\nmax_seq_len: 32768\n", "of memory, this machine has"),
+    "a KV cache of 512 GiB": ("dim: 1024\nn_heads: 16\nn_kv_heads: 16\nn_layers: 1024\nmax_seq_len: 32768\n", "one head's KV cache needs 16779264 synapse bits"),  # the compile holds no KV cache: the tiler refuses it
     "huge context": ("max_seq_len: 1000000000\n", "max_seq_len: expected an integer in 1..32,768"),
     "billion laughs": ("a: &a [1, 1, 1, 1]\nb: &b [*a, *a, *a, *a]\n", "YAML aliases (*a) are not accepted"),
     "not YAML": ("{{{: ]]\n", "not YAML or JSON"),
@@ -664,15 +664,6 @@ def test_a_hostile_synthetic_shape_is_refused_before_allocating(refusal, case):
     shape = refusal.world / "shape.yaml"
     shape.write_text(text)
     refusal.check("sdllm-compile", "--synthetic", shape, "-o", refusal.world / "build", needle=needle)
-
-
-def test_memory_estimates_are_lower_bounds_of_the_known_shapes():
-    from sdllm import resources
-    from sdllm.models.synthetic import shape_of
-
-    gib = 1 << 30  # peaks measured for the README: SmolLM2's compile (rates measured) 2.5 GiB, the 7B shape's 3.0
-    assert 1 * gib < resources.model_bytes(shape_of("smollm2-135m")) < 2.5 * gib
-    assert 1 * gib < resources.model_bytes(shape_of("llama2-7b"), weight_bytes=0) < 3 * gib
 
 
 # atomic, polite output --------------------------------------------------------------------------

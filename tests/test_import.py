@@ -7,7 +7,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
 
-from sdllm.models.importers import load_gguf, load_hf  # noqa: E402
+from sdllm.models.source.importers import load_gguf, load_hf  # noqa: E402
 
 
 def _hf_model(tie: bool, family: str = "llama"):
@@ -129,8 +129,8 @@ def _byte_bpe(text, vocab_size):
 def test_gguf_tokenizer_is_rebuilt_from_its_metadata(tmp_path):
     import json
 
-    from sdllm.models.corpus import pydoc_text
-    from sdllm.models.importers import load_tokenizer
+    from sdllm.models.source.corpus import pydoc_text
+    from sdllm.models.source.importers import load_tokenizer
     from sdllm.tokenizer import decode, encode
 
     text = pydoc_text()
@@ -168,7 +168,7 @@ def test_convert_a_hugging_face_directory_with_its_tokenizer(tmp_path):
     import sys
 
     from sdllm.formats import model as modelformat
-    from sdllm.models.corpus import pydoc_text
+    from sdllm.models.source.corpus import pydoc_text
     from sdllm.tokenizer import decode, encode
 
     words = sorted(set(pydoc_text().split()))[:96]  # 97 tokens with [UNK], the test model's vocabulary
@@ -229,7 +229,7 @@ def test_convert_refuses_bad_sources_in_one_line(tmp_path, make):
 
 def test_max_seq_len_of_our_checkpoint():
     from sdllm.errors import SdllmError
-    from sdllm.models.importers import load_source
+    from sdllm.models.source.importers import load_source
 
     model, tokenizer = load_source(None, 64)
     assert model.cfg.max_seq_len == 64 and tokenizer == {"type": "bytes"}

@@ -5,9 +5,9 @@ statistic) and on overflow."""
 import numpy as np
 import pytest
 
-from sdllm.models import fixedpoint as fx
-from sdllm.models import kernels as kx
-from sdllm.models.units import causal
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer import kernels as kx
+from sdllm.models.integer.units import causal
 
 ROWS = (1, 3, kx.PARALLEL_ROWS + 5)  # serial and parallel paths
 
@@ -130,7 +130,7 @@ def test_overflow_is_an_error_as_in_the_definitions():
 
 
 def test_the_reference_on_kernels_equals_the_reference_on_the_definitions(default_model):
-    from sdllm.models.integer_ref import IntegerSDLLM
+    from sdllm.models.integer.reference import IntegerSDLLM
 
     tokens = list(b"The if statement is used for conditional execution")
     fast_logits, fast_spikes = IntegerSDLLM(default_model).forward(tokens)
@@ -140,7 +140,7 @@ def test_the_reference_on_kernels_equals_the_reference_on_the_definitions(defaul
 
 
 def test_product_bounds_are_tight_and_choose_the_exact_type():
-    from sdllm.models.products import ExactProduct, bound
+    from sdllm.models.integer.products import ExactProduct, bound
 
     # the worst case: q = ±Q with the signs of the row with the largest Σ|w| reaches the bound
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ from helpers import compile_split
 
 from sdllm.compiler.emit import emit
 from sdllm.formats.build import read as load_build
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.reference import IntegerSDLLM
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep

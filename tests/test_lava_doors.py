@@ -209,7 +209,7 @@ def test_a_worker_failing_after_a_continuous_run_began_is_raised_by_pause_and_st
 COMPILE_SCRIPT = """
 import sys, sdllm
 from sdllm.formats.model import QuantSpec
-from sdllm.models.synthetic import shape_of, synthetic_model
+from sdllm.models.source.synthetic import shape_of, synthetic_model
 
 model = synthetic_model(shape_of("smollm2-135m"), QuantSpec(rotate=False, gptq=False))
 sdllm.compile(model, "kapoho_point", sys.argv[1])

@@ -16,7 +16,7 @@ from lava.proc.io import sink, source
 import sdllm
 from sdllm.compiler.emit import emit
 from sdllm.formats.build import read as load_build
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.reference import IntegerSDLLM
 from sdllm.runtime.lockstep import run_lockstep
 from sdllm.runtime.sampling import Sampler
 

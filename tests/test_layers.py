@@ -54,7 +54,7 @@ def imports(path: pathlib.Path, known: set) -> set:
 
 def test_every_import_follows_the_layers():
     mods = modules()
-    assert {"sdllm.stages", "sdllm.formats.model", "sdllm.models.units", "sdllm.compiler.tile", "sdllm.runtime.fast",
+    assert {"sdllm.stages", "sdllm.formats.model", "sdllm.models.integer.units", "sdllm.compiler.tile", "sdllm.runtime.fast",
             "sdllm.cli.run"} <= set(mods)
     against = []
     for module, path in mods.items():
@@ -64,12 +64,47 @@ def test_every_import_follows_the_layers():
     assert not against, "\n".join(against)
 
 
+MODEL_JOBS = ("integer", "source", "conversion", "evaluation")  # each may import only itself and those before it
+
+
+def test_the_models_subpackages_follow_their_order():
+    mods = modules()
+    against = []
+    for module, path in mods.items():
+        if not module.startswith("sdllm.models."):
+            continue
+        job = module.split(".")[2]
+        for target in imports(path, set(mods)):
+            if target.startswith("sdllm.models.") and target.split(".")[2] in MODEL_JOBS and job in MODEL_JOBS \
+                    and MODEL_JOBS.index(target.split(".")[2]) > MODEL_JOBS.index(job):
+                against.append(f"{module} imports {target}")
+    assert not against, "\n".join(against)
+    integer = [m for m in mods if m.startswith("sdllm.models.integer")]
+    torch_users = sorted(m for m in integer if re.search(r"^\s*(import|from) torch", mods[m].read_text(), re.M))
+    assert torch_users == ["sdllm.models.integer.products"]  # torch as a GEMM library only, never its float model
+
+
+def test_no_module_imports_itself_back():
+    """The import graph (imports inside functions included) has no cycle: none is dodged by
+    importing inside a function. The package `sdllm` exposes the API lazily (PEP 562): not an edge."""
+    import networkx as nx
+
+    mods = modules()
+    graph = nx.DiGraph()
+    for module, path in mods.items():
+        for target in imports(path, set(mods)):
+            if target != module and module != "sdllm" and target in mods:
+                graph.add_edge(module, target)
+    cycles = list(nx.simple_cycles(graph))
+    assert not cycles, "\n".join(" -> ".join(c + c[:1]) for c in cycles[:10])
+
+
 def test_the_layer_check_catches_an_edge_against_the_direction(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from sdllm.compiler.route import route\n")
     assert imports(bad, set(modules())) == {"sdllm.compiler.route"}
     assert layer("sdllm.compiler.route") not in ALLOWED[layer("sdllm.runtime.fast")]
-    assert layer("sdllm.models.units") not in ALLOWED[layer("sdllm.formats.build")]
+    assert layer("sdllm.models.integer.units") not in ALLOWED[layer("sdllm.formats.build")]
 
 
 def test_stage_names_are_spelled_only_in_the_stage_table():

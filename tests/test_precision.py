@@ -12,9 +12,9 @@ from sdllm.compiler.pipeline import compile_model
 from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
 from sdllm.formats.model import QuantSpec
-from sdllm.models.conversion import convert
-from sdllm.models.importers import BYTES
-from sdllm.models.llama import Llama
+from sdllm.models.conversion.convert import convert
+from sdllm.models.source.importers import BYTES
+from sdllm.models.source.llama import Llama
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep
@@ -92,7 +92,7 @@ def test_a_version_2_model_pt_from_before_learned_rotations_reads_with_its_hadam
 
 def test_bit_planes_cost_fewer_spikes_than_ternary_trains_of_the_same_integers(default_model):
     """The same 8-bit queries and probabilities: 127-step ternary trains, or 7 bit planes."""
-    from sdllm.models.integer_ref import IntegerSDLLM
+    from sdllm.models.integer.reference import IntegerSDLLM
 
     ref = IntegerSDLLM(default_model)
     _, spikes = ref.forward(list(b"The if statement"))
@@ -105,8 +105,8 @@ def test_bit_planes_cost_fewer_spikes_than_ternary_trains_of_the_same_integers(d
 
 def test_dead_zones_are_calibrated_within_the_budget(default_model):
     """Each raised θ saves synaptic operations and the calibration perplexity stays within the budget."""
-    from sdllm.models.clipping import calibrate_dead_zones
-    from sdllm.models.corpus import calibration_windows
+    from sdllm.models.conversion.clipping import calibrate_dead_zones
+    from sdllm.models.source.corpus import calibration_windows
 
     rows = calibration_windows(default_model.tokenizer, 128, 2)
     thetas, trace = calibrate_dead_zones(default_model, rows, 0.05)

@@ -3,11 +3,7 @@ import pytest
 import torch
 
 from sdllm.formats.model import LlamaConfig
-from sdllm.models import fixedpoint as fx
-from sdllm.models.importers import default_float, load_float
-from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.llama import Llama, hadamard
-from sdllm.models.rotation import (
+from sdllm.models.conversion.rotation import (
     add_down_hadamard,
     add_qk_hadamard,
     fold_norms,
@@ -18,6 +14,10 @@ from sdllm.models.rotation import (
     rotate_heads,
     rotate_residual,
 )
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.importers import default_float, load_float
+from sdllm.models.source.llama import Llama, hadamard
 
 ODD = LlamaConfig(vocab_size=64, dim=48, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=96, max_seq_len=16)
 
@@ -130,10 +130,10 @@ def test_a_learned_rotation_keeps_the_float_logits_and_is_seeded(tmp_path):
 
     from sdllm.formats import model as modelformat
     from sdllm.formats.model import QuantSpec
-    from sdllm.models.conversion import convert
-    from sdllm.models.fakequant import FakeQuantSDLLM
-    from sdllm.models.learned_rotation import RotationTraining, learn_rotations
-    from sdllm.models.rotation import prepare_as
+    from sdllm.models.conversion.convert import convert
+    from sdllm.models.conversion.fakequant import FakeQuantSDLLM
+    from sdllm.models.conversion.learned_rotation import RotationTraining, learn_rotations
+    from sdllm.models.conversion.rotation import prepare_as
 
     cfg = dataclasses.replace(ODD, dim=64, max_seq_len=24)  # head_dim 16
     model = _random_model(cfg)
@@ -178,7 +178,7 @@ def test_channel_balancing_keeps_the_float_logits_and_scales_the_quantised_input
     """Balancing folds s into up/down and v/o: the logits stay, and down_proj's input (before its
     online Hadamard) and o_proj's input arrive multiplied by s channel by channel (query heads by
     their KV head's s)."""
-    from sdllm.models.balance import MAX_RATIO, balance, balance_scales, input_rms
+    from sdllm.models.conversion.balance import MAX_RATIO, balance, balance_scales, input_rms
 
     model = load_float(default_float()) if which == "default" else _random_model(ODD)
     prepared = prepare(model, which != "unrotated", 5)
@@ -210,7 +210,7 @@ def test_a_balanced_conversion_stores_its_scales_and_evaluation_prepares_with_th
 
     from sdllm.formats import model as modelformat
     from sdllm.formats.model import QuantSpec
-    from sdllm.models.conversion import convert
+    from sdllm.models.conversion.convert import convert
 
     cfg = dataclasses.replace(ODD, dim=64, max_seq_len=24)
     model = _random_model(cfg)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sdllm.errors import SdllmError
-from sdllm.models import corpus
+from sdllm.models.source import corpus
 from sdllm.tokenizer import decode, encode, vocab_size
 
 BYTES = {"type": "bytes"}

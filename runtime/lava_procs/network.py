@@ -52,8 +52,8 @@ from sdllm.errors import SdllmError
 from sdllm.formats.build import Build
 from sdllm.formats.build import read as read_build
 from sdllm.runtime import lava_lifetime
-from sdllm.runtime.backends import check_granularity
 from sdllm.runtime.lava_backend import build_processes, choose_granularity
+from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.sampling import Sampler
 from sdllm.stages import CoreType
 

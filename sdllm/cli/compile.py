@@ -42,7 +42,7 @@ def _main(argv):
     if args.synthetic:
         from sdllm import resources
         from sdllm.formats import build as buildformat
-        from sdllm.models.synthetic import shape_of, synthetic_model
+        from sdllm.models.source.synthetic import shape_of, synthetic_model
 
         for flag, bits in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits)):
             if not 2 <= bits <= 8:
@@ -51,7 +51,7 @@ def _main(argv):
         buildformat.check_target(args.output)  # before any work: the place to write it is there and ours to replace
         spec = modelformat.QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, rotate=False, gptq=False)
         shape = shape_of(args.synthetic)
-        resources.require_memory(resources.model_bytes(shape, weight_bytes=0), f"--synthetic {args.synthetic}")
+        resources.require_memory(resources.compile_bytes(shape, True, 0), f"--synthetic {args.synthetic}")
         model = synthetic_model(shape, spec, args.seed)
     else:
         model = args.model

@@ -6,10 +6,10 @@
                   [--rotation learned|hadamard] [--rotation-steps 100] [--rotation-from MODEL_PT]
                   [--balance 0.5] [--rtn] [--gamma-one] [--seed 0]
 
-SRC is a float checkpoint written by `sdllm.models.train_default` (default: the embedded default
+SRC is a float checkpoint written by `sdllm.models.source.train_default` (default: the embedded default
 model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
 GGUF file. γ and GPTQ are calibrated on pydoc topics text before the held-out part
-(`sdllm.models.corpus`), or on your own text with --calib-text.
+(`sdllm.models.source.corpus`), or on your own text with --calib-text.
 """
 
 import argparse

@@ -49,8 +49,8 @@ def _demo(args) -> int:
 
     import sdllm
     from sdllm.cli.run import print_result
-    from sdllm.models.evaluate import evaluate
-    from sdllm.models.importers import default_float, load_float
+    from sdllm.models.evaluation.evaluate import evaluate
+    from sdllm.models.source.importers import default_float, load_float
 
     try:
         os.makedirs(args.out, exist_ok=True)

@@ -6,7 +6,7 @@ Prints perplexities (float, weight-only, fake-quant, integer, and with --build t
 network's) in-domain (held-out pydoc topics) and out of domain (the stdlib's docstrings, text
 calibration never sees), and on your own text with --text; then, in-domain, per-stage cosine
 and attention KL against float, firing rates, SOPs per spike code, the ablation table and the
-cost of each integer-only nonlinearity (`sdllm.models.evaluate`), and plots the histogram.
+cost of each integer-only nonlinearity (`sdllm.models.evaluation.evaluate`), and plots the histogram.
 """
 
 import argparse
@@ -41,9 +41,16 @@ def _args(argv):
 def report(args) -> None:
     from sdllm.formats import build as buildformat
     from sdllm.formats import model as modelformat
-    from sdllm.models.corpus import calibration_tokens
-    from sdllm.models.evaluate import IN_DOMAIN, ablation, domains, evaluate, nonlinearity_costs, perplexities
-    from sdllm.models.importers import load_source
+    from sdllm.models.evaluation.evaluate import (
+        IN_DOMAIN,
+        ablation,
+        domains,
+        evaluate,
+        nonlinearity_costs,
+        perplexities,
+    )
+    from sdllm.models.source.corpus import calibration_tokens
+    from sdllm.models.source.importers import load_source
 
     if args.windows < 1:
         raise SdllmError(f"--windows: must be at least 1, got {args.windows}")

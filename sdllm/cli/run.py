@@ -48,7 +48,7 @@ def main(argv=None):
 
 
 def _main(argv):
-    from sdllm.runtime.backends import BACKENDS, GRANULARITIES
+    from sdllm.runtime.requests import BACKENDS, GRANULARITIES
 
     ap = argparse.ArgumentParser(prog="sdllm-run", description="Run a compiled SDLLM build directory.")
     ap.add_argument("build", help="build directory written by sdllm-compile")

@@ -25,7 +25,7 @@ def _main(argv):
     import torch
 
     from sdllm.formats.model import save_blob
-    from sdllm.models.train_default import held_out_perplexity, train
+    from sdllm.models.source.train_default import held_out_perplexity, train
 
     torch.set_num_threads(2)
     model = train(args.steps, args.batch, args.lr, args.seed)

@@ -1,7 +1,7 @@
 """The build directory (DESIGN §5): defined, written and read (with validation) here and nowhere else.
 
     build/
-      network.json   format "sdllm-build", format_version 3: the model's config and quant spec
+      network.json   format "sdllm-build", format_version 4: the model's config and quant spec
                      (bits, spike code and dead zone of every point),
                      the tokenizer, the merged hw config, the schedule, the operator graph's nodes
                      (kind, layer, named input and output segments) and edges, and per core: id,
@@ -30,7 +30,7 @@ from functools import cached_property
 
 import numpy as np
 
-from sdllm import interrupts, nibbles, outputs, resources, stages
+from sdllm import codes, interrupts, nibbles, outputs, resources, stages
 from sdllm.errors import SdllmError
 from sdllm.formats import hw as hwformat
 from sdllm.formats.fields import Doc, FormatError, check_array
@@ -38,7 +38,7 @@ from sdllm.formats.model import FORMAT_VERSION as MODEL_VERSION
 from sdllm.formats.model import LlamaConfig, QuantSpec, qmax, read_config, read_quant, read_tokenizer
 
 FORMAT = "sdllm-build"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
 MAX_JSON_BYTES = 1 << 30
 MAX_ARRAY_BYTES = 1 << 31
@@ -421,6 +421,7 @@ class _Reader:
             check_array(need("axons"), self.doc_path, f"{name}.axons", (n_axons,), lo=0, hi=max(n_in - 1, 0))
         check_array(need("neurons"), self.doc_path, f"{name}.neurons", (n_neurons,), lo=0, hi=max(n_out - 1, 0))
         self._params(c, name, ctype, params, n_axons, n_neurons, layer)
+        self._payload(c, ctype, params, n_axons, n_neurons, layer)
         routes = c.raw("routes")
         table = None if routes is None else self._array(c, "routes", routes)
         if table is not None:
@@ -471,7 +472,7 @@ class _Reader:
         elif ctype == T.NEURON_UNIT:
             for key, (shape, lo, hi) in unit_arrays(cfg).items():
                 check_array(p.get(key), where, f"{name}.{key}", shape, lo=lo, hi=hi)
-            for key, (lo, hi) in unit_scalars(cfg, self.quant, last=layer == cfg.n_layers - 1).items():
+            for key, (lo, hi) in (unit_scalars(cfg, self.quant, last=layer == cfg.n_layers - 1) | self._resid()).items():
                 v = p.get(key)
                 if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
                     c.fail(f"params.{key}", f"an integer in {lo}..{hi}", v)
@@ -479,9 +480,42 @@ class _Reader:
             check_array(p.get("embed"), where, f"{name}.embed", (cfg.vocab_size, cfg.dim), lo=-(1 << 40), hi=1 << 40)
             check_array(p.get(f"scale_{stages.HEAD.name}"), where, f"{name}.scale_{stages.HEAD.name}", (cfg.vocab_size,),
                         lo=0, hi=1 << 40)
-            key, q = f"qmax_{stages.HEAD_IN.name}", self.quant.q_max(stages.HEAD_IN)
-            if p.get(key) != q:
-                c.fail(f"params.{key}", str(q), p.get(key))
+            wanted = {f"qmax_{stages.HEAD_IN.name}": self.quant.q_max(stages.HEAD_IN)} | {k: lo for k, (lo, _) in self._resid().items()}
+            for key, value in wanted.items():
+                if p.get(key) != value:
+                    c.fail(f"params.{key}", str(value), p.get(key))
+
+    def _payload(self, c: Doc, ctype: str, p: dict, n_axons: int, n_neurons: int, layer: int) -> None:
+        """The largest |graded value| the core sends, as the compiler proved it: within the target's
+        payload, and no less than what its own tables and parameters allow (where that is known here:
+        a synapse core's weights, a KV core's cache, the residual hand-off, the host's embedding)."""
+        T, cfg, quant = stages.CoreType, self.cfg, self.quant
+        bound = c.int("payload_bound", 0, self.hw.core.payload_max)
+        least = 0
+        if ctype == T.SYNAPSE:
+            w = CoreImage(0, "", ctype, "", layer, 0, n_axons, n_neurons, p, []).weights()
+            stage = stages.stage_of(c.value["node"])
+            least = quant.q_max(stage.input) * int(np.abs(w).sum(1).max(initial=0))
+        elif ctype in (T.KV_QK, T.KV_PV):
+            stage = stages.stage_of(c.value["node"])
+            per_head = cfg.head_dim if ctype == T.KV_QK else cfg.max_seq_len
+            least = quant.q_max(stage.input) * quant.q_max(stage.cache) * per_head
+        elif ctype == T.NEURON_UNIT:
+            residual = codes.piece_max(cfg.resid_max, *self._carry()) if layer < cfg.n_layers - 1 else 0
+            least = max(qmax(quant.kv_bits), residual)
+        elif ctype == T.HOST:
+            least = codes.piece_max(min(int(np.abs(p["embed"]).max(initial=0)), cfg.resid_max), *self._carry())
+        if bound < least:
+            c.fail("payload_bound", f"at least {least:,} (what the core's own tables and parameters send)", bound)
+
+    def _carry(self) -> tuple:
+        """(pieces, piece bits) of the residual's graded hand-off on this target."""
+        return codes.graded_pieces(self.cfg.resid_bits, self.hw.core.graded_payload_bits)
+
+    def _resid(self) -> dict:
+        """The residual hand-off's format, the same in the host and every unit: key -> (lo, hi)."""
+        pieces, bits = self._carry()
+        return {"resid_max": (self.cfg.resid_max,) * 2, "resid_pieces": (pieces,) * 2, "resid_piece_bits": (bits,) * 2}
 
     def _routes(self, cores: list, tables: tuple) -> None:
         n_total = 0

@@ -21,7 +21,7 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
                   model is prepared with in place of the seeded Hadamards (evaluation needs it)
     balance       (optional, channel balancing) {'down': (layers, ffn_dim), 'values': (layers,
                   kv heads · head_dim)} float64 channel scales folded into up/down and v/o
-                  (`sdllm.models.balance`): present exactly when quant.balance > 0
+                  (`sdllm.models.conversion.balance`): present exactly when quant.balance > 0
     synthetic     (optional) {'seed': s}: no weight matrices; each static stage's is drawn on
                   demand from a generator seeded by (s, the stage's index in forward order)
 
@@ -55,6 +55,7 @@ BALANCE_LIMIT = 1024.0  # a channel scale lies within 1/BALANCE_LIMIT..BALANCE_L
 LIMITS = {"vocab_size": 1 << 20, "dim": 1 << 16, "n_layers": 1 << 10, "n_heads": 1 << 10, "n_kv_heads": 1 << 10,
           "ffn_dim": 1 << 18, "max_seq_len": 1 << 15}
 BIT_RANGE = (2, 8)
+RESID_SQUARES_BITS = 60  # a residual's squares summed over its channels stay below 2**60 (the integer RMS's range)
 FIXED_LIMIT = 1 << 40  # |stored fixed-point values|: keeps every intermediate of the integer programs below 2**62
 
 
@@ -80,6 +81,19 @@ class LlamaConfig:
     def head_dim(self) -> int:
         return self.dim // self.n_heads
 
+    @property
+    def resid_bits(self) -> int:
+        """Signed bits of the residual stream (FRAC fixed point) as one layer hands it to the next:
+        the widest whose squares over `dim` channels sum below 2**RESID_SQUARES_BITS, so no
+        integer RMS can overflow. The hand-off saturates there (`sdllm.models.integer.units.hand_off`):
+        26 bits for dim 576 (±8,192 in float), 25 for dim 4,096."""
+        return (RESID_SQUARES_BITS - (self.dim - 1).bit_length()) // 2 + 1
+
+    @property
+    def resid_max(self) -> int:
+        """Largest |value| (FRAC) the residual's hand-off carries."""
+        return qmax(self.resid_bits)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -103,9 +117,9 @@ class QuantSpec:
     calibrate_gamma: bool = True  # γ per quantisation point calibrated (else γ = 1: max scaling)
     seed: int = 0  # of the random rotation
     rotation: str = "learned"  # the residual and value rotations: learned from the seeded randomised Hadamards, or those
-    rotation_steps: int = 100  # Cayley SGD steps of a learned rotation (`sdllm.models.learned_rotation`)
+    rotation_steps: int = 100  # Cayley SGD steps of a learned rotation (`sdllm.models.conversion.learned_rotation`)
     clip_budget: float = 0.0  # dead zones calibrated within this relative perplexity increase (0: none)
-    balance: float = 0.5  # α of the channel balancing of down_proj's and o_proj's inputs (`sdllm.models.balance`; 0: none)
+    balance: float = 0.5  # α of the channel balancing of down_proj's and o_proj's inputs (`sdllm.models.conversion.balance`; 0: none)
 
     def bits(self, point: stages.Point) -> int:
         return dict(self.point_bits).get(point.name, getattr(self, point.bits))

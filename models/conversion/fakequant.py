@@ -11,10 +11,10 @@ import torch
 
 from sdllm import stages
 from sdllm.formats.model import ModelFile
-from sdllm.models import fixedpoint as fx
-from sdllm.models.conversion import part_divisors, projections
-from sdllm.models.llama import Llama
-from sdllm.models.rotation import prepare_as
+from sdllm.models.conversion.matrices import part_divisors, projections
+from sdllm.models.conversion.rotation import prepare_as
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.source.llama import Llama
 
 
 def _ste(x, x_hat):

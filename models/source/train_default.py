@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sdllm.formats.model import LlamaConfig
-from sdllm.models.corpus import pydoc_bytes, split, windows
-from sdllm.models.llama import Llama
+from sdllm.models.source.corpus import pydoc_bytes, split, windows
+from sdllm.models.source.llama import Llama
 
 
 def batches(train: np.ndarray, seq_len: int, batch: int, steps: int, seed: int):

@@ -15,11 +15,10 @@ arithmetic comes from an ops module: `kernels` by default, or `fixedpoint`, its 
 
 import numpy as np
 
-from sdllm import stages
+from sdllm import codes, stages
 from sdllm.formats.model import ModelFile
-from sdllm.models import fixedpoint as fx
-from sdllm.models import kernels
-from sdllm.models.llama import hadamard_shift
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer import kernels
 
 
 def order_key(point: stages.Point) -> str:
@@ -52,6 +51,38 @@ def scale_key(stage: stages.Stage) -> str:
 
 
 BIAS_KEY = f"bias_{stages.ENTRY_STAGE.name}"
+RESID_MAX_KEY = "resid_max"
+
+
+def hand_off(h, params: dict):
+    """The residual as the next layer receives it (the embedding as the first layer does):
+    saturated to the config's resid_bits."""
+    return fx.saturate(h, int(params[RESID_MAX_KEY]))
+
+
+CARRY_KEYS = ("resid_pieces", "resid_piece_bits")
+
+
+def carry_params(resid_bits: int, payload_bits: int) -> dict:
+    """How the target's graded spikes carry the resid_bits-bit residual (`codes.graded_pieces`):
+    one spike per channel where the payload holds it, else a few pieces per channel whose upper
+    ones are zero — no packet — but for the rare massive activations."""
+    return dict(zip(CARRY_KEYS, codes.graded_pieces(resid_bits, payload_bits)))
+
+
+def carried(h, params: dict):
+    """The residual (or embedding) as graded spikes carry it: `hand_off`, then its pieces."""
+    return codes.split_pieces(hand_off(h, params), *(int(params[k]) for k in CARRY_KEYS))
+
+
+def received(pieces, params: dict):
+    """The residual from the graded spikes that carried it (`carried`'s inverse)."""
+    return codes.join_pieces(pieces, *(int(params[k]) for k in CARRY_KEYS))
+
+
+def piece_bound(value_max: int, params: dict) -> int:
+    """Largest |piece| `carried` sends for values up to value_max."""
+    return codes.piece_max(value_max, *(int(params[k]) for k in CARRY_KEYS))
 
 
 def causal(n_keys: int, pos):
@@ -67,10 +98,11 @@ def unit_params(model: ModelFile, layer: int) -> dict:
         "n_kv_heads": cfg.n_kv_heads,
         "head_dim": cfg.head_dim,
         "eps_fx": int(model.eps_fx),
+        RESID_MAX_KEY: cfg.resid_max,
         **point_params(spec, stages.LAYER_POINTS),
         "down_block": cfg.down_hadamard,
-        "down_shift": hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
-        "qk_shift": hadamard_shift(cfg.head_dim) if cfg.qk_hadamard else -1,
+        "down_shift": fx.hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
+        "qk_shift": fx.hadamard_shift(cfg.head_dim) if cfg.qk_hadamard else -1,
         BIAS_KEY: model.bias_fx[layer],
         "v_range": model.v_range_fx[layer],
         "rope_cos": model.rope_cos_fx,
@@ -125,7 +157,8 @@ class DecoderLayerUnit:
 
     # the programs, in the order a layer runs them -----------------------------------------------
     def attention_input(self, h):
-        """The residual arriving at the layer -> the first stage's spike counts (RMSNorm, γ-quantile)."""
+        """The residual arriving at the layer (as `hand_off` gives it) -> the first stage's spike
+        counts (RMSNorm, γ-quantile)."""
         self.h = np.asarray(h, np.int64)
         return self._norm_quantize(stages.LAYER_INPUT[1][0])
 
@@ -189,7 +222,7 @@ class DecoderLayerUnit:
         return (q,)
 
     def add_mlp(self, stage, acc, pos):
-        """down accumulators -> the layer's residual output (FRAC)."""
+        """down accumulators -> the layer's residual output (FRAC; `hand_off` passes it on)."""
         self.h = self.h + self.ops.dequant(acc, self.p[scale_key(stage)], self.m_in, self.Q(stage.input))
         return self.h
 

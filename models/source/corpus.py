@@ -170,7 +170,7 @@ def docstring_text() -> str:
     """The out-of-domain corpus: docstrings of the stdlib (`collect_docstrings`), gathered in a
     fresh isolated interpreter so that it is the same text whatever this process has imported;
     deterministic for a Python version."""
-    code = "import sys; from sdllm.models.corpus import collect_docstrings; sys.stdout.buffer.write(collect_docstrings().encode())"
+    code = "import sys; from sdllm.models.source.corpus import collect_docstrings; sys.stdout.buffer.write(collect_docstrings().encode())"
     done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, check=False,
                           stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if done.returncode:

@@ -1,5 +1,5 @@
 """Import pretrained LLaMA-family checkpoints (LLaMA 2/3, SmolLM2, TinyLlama, Qwen2 with its
-q/k/v biases) into `sdllm.models.llama.Llama` (float), with their tokenizers.
+q/k/v biases) into `sdllm.models.source.llama.Llama` (float), with their tokenizers.
 
 Two layouts:
 - a Hugging Face directory: config.json + *.safetensors + tokenizer.json;
@@ -22,7 +22,7 @@ from sdllm.errors import SdllmError
 from sdllm.formats import files
 from sdllm.formats.fields import Doc
 from sdllm.formats.model import read_config
-from sdllm.models.llama import Llama, LlamaConfig
+from sdllm.models.source.llama import Llama, LlamaConfig
 from sdllm.resources import model_bytes, require_memory
 
 DEFAULT_SEQ_LEN = 256

@@ -2,7 +2,7 @@
 
 `FloatNonlinearities({"rmsnorm", "softmax"})` behaves like the `fixedpoint` module except that
 the named operations compute in float64 from the same integer inputs and round once to the
-same output format. An integer reference built with it (`IntegerSDLLM(blob, float_ops=...)`)
+same output format. An integer reference built with it (`IntegerSDLLM(model, ops=..., rope=...)`)
 differs from the real one only in those operations, so the perplexity difference is the cost
 of their fixed-point versions. RoPE's float version uses exact angles (`rope_tables`), not
 the TRIG_FRAC tables.
@@ -10,7 +10,10 @@ the TRIG_FRAC tables.
 
 import numpy as np
 
-from sdllm.models import fixedpoint as fx
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer import kernels
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.llama import rope_tables
 
 NONLINEARITIES = ("rmsnorm", "softmax", "silu", "rope")
 
@@ -49,6 +52,15 @@ def rope(x, cos, sin):
     return _round(np.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1))
 
 
+def float_reference(model, names) -> IntegerSDLLM:
+    """The integer reference with the named nonlinearities in float (RoPE: exact angles)."""
+    rope = None
+    if "rope" in names:
+        cos, sin = rope_tables(model.config, model.config.max_seq_len)
+        rope = (cos.numpy(), sin.numpy())
+    return IntegerSDLLM(model, ops=FloatNonlinearities(names), rope=rope)
+
+
 class FloatNonlinearities:
     """An ops module for `DecoderLayerUnit`: the named nonlinearities in float, the rest `kernels`'."""
 
@@ -63,6 +75,4 @@ class FloatNonlinearities:
         self.rope = rope if "rope" in names else fx.rope
 
     def __getattr__(self, name):
-        from sdllm.models import kernels
-
         return getattr(kernels, name)

@@ -1,6 +1,6 @@
-"""Float LLaMA -> SDLLM: γ-SQP step 1 (the rotation of `sdllm.models.rotation` and the channel
-balancing of `sdllm.models.balance`, then γ-quantile per-token scales calibrated on text) and
-per-output-channel symmetric integer weights (GPTQ or round-to-nearest, `sdllm.models.gptq`).
+"""Float LLaMA -> SDLLM: γ-SQP step 1 (the rotation of `sdllm.models.conversion.rotation` and the channel
+balancing of `sdllm.models.conversion.balance`, then γ-quantile per-token scales calibrated on text) and
+per-output-channel symmetric integer weights (GPTQ or round-to-nearest, `sdllm.models.conversion.gptq`).
 
 Step 2 (integer -> bidirectional ternary spike train, T = 2**(b-1) - 1 timesteps) is what the
 compiled network does with the integers this module fixes; other codes are compared in
@@ -8,58 +8,21 @@ compiled network does with the integers this module fixes; other codes are compa
 a `sdllm.formats.model.ModelFile` (what model.pt holds).
 """
 
-import math
 
 import numpy as np
-import torch
 
 from sdllm import stages
 from sdllm.errors import SdllmError
 from sdllm.formats.model import ModelFile, QuantSpec
-from sdllm.models import fixedpoint as fx
-from sdllm.models import gptq
-from sdllm.models.balance import balance, balance_scales, input_rms
-from sdllm.models.calibration import CalibrationStats
-from sdllm.models.clipping import calibrate_dead_zones, with_thetas
-from sdllm.models.llama import Llama, rope_tables
-from sdllm.models.rotation import prepare_as
-
-
-def stage_matrices(model: Llama):
-    """(node name, tap name of its input, float64 matrix) of every static spike-driven stage of a
-    prepared (gain-folded) model, 1/sqrt(d_head) folded into the queries — one at a time, so they
-    never all sit in memory."""
-    for name, stage, i in stages.static_stages(model.cfg):
-        parts = [w / d for w, d in zip(projections(model, stage, i), part_divisors(model.cfg, stage))]
-        yield name, stage.input.tap(i), torch.cat(parts).detach().double()
-
-
-def projections(model: Llama, stage: stages.Stage, layer: int | None) -> list:
-    """The float weight parameters a static stage stacks, in its output order."""
-    if layer is None:
-        return [model.lm_head.weight]
-    a, m = model.layers[layer].attn, model.layers[layer].mlp
-    return {
-        stages.ATTN_IN: lambda: [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight],
-        stages.ATTN_OUT: lambda: [a.o_proj.weight],
-        stages.MLP_IN: lambda: [m.gate_proj.weight, m.up_proj.weight],
-        stages.MLP_ACT: lambda: [m.down_proj.weight],
-    }[stage.input]()
-
-
-def part_divisors(cfg, stage: stages.Stage) -> list:
-    """What each projection is divided by in the stage's matrix: the queries carry 1/sqrt(head_dim)."""
-    if stage.input is stages.ATTN_IN:
-        return [math.sqrt(cfg.head_dim), 1, 1]
-    return [1, 1] if stage.input is stages.MLP_IN else [1]
-
-
-def entry_bias(model: Llama, layer: int):
-    """The bias added after the layer's entry stage (Qwen2's q/k/v biases), zeros without one."""
-    a = model.layers[layer].attn
-    if a.q_proj.bias is None:
-        return torch.zeros(a.q_proj.out_features + 2 * a.k_proj.out_features, dtype=torch.float64)
-    return torch.cat([a.q_proj.bias / math.sqrt(model.cfg.head_dim), a.k_proj.bias, a.v_proj.bias]).detach().double()
+from sdllm.models.conversion import gptq
+from sdllm.models.conversion.balance import balance, balance_scales, input_rms
+from sdllm.models.conversion.calibration import CalibrationStats
+from sdllm.models.conversion.clipping import calibrate_dead_zones, with_thetas
+from sdllm.models.conversion.learned_rotation import RotationTraining, learn_rotations
+from sdllm.models.conversion.matrices import entry_bias, stage_matrices
+from sdllm.models.conversion.rotation import prepare_as
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.source.llama import Llama, rope_tables
 
 
 def quantize_weight(w, bits: int, hessian=None):
@@ -97,8 +60,6 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
     if rotation is not None:
         rotation = given_rotation(cfg, spec, rotation)
     elif spec.rotate and spec.rotation == "learned":
-        from sdllm.models.learned_rotation import RotationTraining, learn_rotations
-
         r1, r2, _ = learn_rotations(model.eval(), spec, calib_tokens,
                                     RotationTraining(steps=spec.rotation_steps, heads=spec.head_rotation), progress)
         rotation = {"residual": r1.numpy()} | ({"heads": r2.numpy()} if r2 is not None else {})

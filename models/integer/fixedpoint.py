@@ -1,7 +1,7 @@
 """Integer arithmetic between spike-driven stages (numpy int64, exact, deterministic).
 
 These functions are the between-stage "neuron programs" of an SDLLM. The integer reference
-(`sdllm.models.integer_ref`) and the runtime's neuron-unit cores call the very same
+(`sdllm.models.integer.reference`) and the runtime's neuron-unit cores call the very same
 functions, so the only thing a compiled network can get wrong is what the compiler owns:
 synapse tables, routing and timing.
 
@@ -11,6 +11,8 @@ Fixed-point formats (value = integer / 2**bits):
   RATIO_FRAC  per-token quantile/RMS ratio of a normalised stage input
   EXP_FRAC    i-exp, sigmoid
   TRIG_FRAC   RoPE cos/sin tables
+The residual stream is handed from layer to layer saturated to LlamaConfig.resid_bits signed bits
+(`saturate`; 26 for dim 576: ±8,192 in float, beyond real activations), so its range is proved.
 Every intermediate is bounded below 2**62 (checked in `round_div`).
 """
 
@@ -35,6 +37,11 @@ _EXP_A = round(0.3585 * (1 << FRAC))
 _EXP_B = round(1.353 * (1 << FRAC))
 _EXP_C = round(0.344 * (1 << EXP_FRAC))
 _EXP_MAX_SHIFT = EXP_FRAC + 2
+
+
+def hadamard_shift(block: int) -> int:
+    """The power of two 2**shift ≈ sqrt(block) that keeps a ±1 Hadamard transform's output in range."""
+    return block.bit_length() // 2
 
 
 def quantile_index(n: int, gamma: float) -> int:
@@ -102,6 +109,18 @@ def norm_quantize(x, k: int, q_max: int, theta: int, eps_fx: int):
     """
     q, m = quantize(x, k, q_max, theta)
     return q, round_div(m << RATIO_FRAC, rms(x, eps_fx))
+
+
+def ratio_bound(n: int, eps_fx: int) -> int:
+    """Largest ratio `norm_quantize` can return for rows of n values, proved: the order statistic
+    m is at most max|x| = M and Σx² >= M², so with v = round(Σx²/n) the ratio is at most
+    ⌊sqrt((v + 1/2)·n)⌋·2**RATIO_FRAC / max(isqrt(v + eps), 1) (+1 for rounding). Taken over
+    v <= 2**20 exactly; above, sqrt(v + 1/2) / (sqrt(v) − 1) < 1.001 bounds it by 1.001·sqrt(n)."""
+    v = np.arange(1 << 20, dtype=np.int64)
+    m = np.maximum(isqrt((2 * v + 1) * n // 2), 1)
+    per_v = (m << RATIO_FRAC) // np.maximum(isqrt(v + eps_fx), 1)
+    tail = math.ceil(1.001 * math.sqrt(n) * (1 << RATIO_FRAC))
+    return max(int(per_v.max()), tail) + 1
 
 
 def dequant_normed(acc, scale_fx, ratio, q_max: int):
@@ -203,6 +222,11 @@ def hadamard(x, block: int, shift: int):
         y = np.stack([y[..., 0, :] + y[..., 1, :], y[..., 0, :] - y[..., 1, :]], axis=-2)
         h *= 2
     return round_div(y.reshape(*lead, n), 1 << shift)
+
+
+def saturate(x, limit: int):
+    """x clipped to ±limit."""
+    return np.clip(np.asarray(x, np.int64), -limit, limit)
 
 
 def to_fixed(x, frac: int = FRAC):

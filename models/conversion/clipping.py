@@ -16,14 +16,13 @@ import numpy as np
 
 from sdllm import stages
 from sdllm.formats.model import ModelFile
-from sdllm.models.integer_ref import IntegerSDLLM
+from sdllm.models.integer.likelihood import nll
+from sdllm.models.integer.reference import IntegerSDLLM
 
 SEARCH_WINDOWS = 2
 
 
 def _nll(logits_fx, targets) -> float:
-    from sdllm.models.evaluate import nll
-
     return float(nll(logits_fx, targets).sum())
 
 

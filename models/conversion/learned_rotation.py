@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from sdllm import stages
-from sdllm.models import fixedpoint as fx
-from sdllm.models.calibration import CalibrationStats, kind
-from sdllm.models.fakequant import fq_quantile, fq_static, fq_unsigned_max
-from sdllm.models.llama import Llama
-from sdllm.models.rotation import head_hadamards, prepare, randomized_hadamard
+from sdllm.models.conversion.calibration import CalibrationStats, kind
+from sdllm.models.conversion.fakequant import fq_quantile, fq_static, fq_unsigned_max
+from sdllm.models.conversion.rotation import head_hadamards, prepare, randomized_hadamard
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.source.llama import Llama
 
 RESIDUAL_READERS = (stages.ATTN_IN.name, stages.MLP_IN.name, stages.HEAD_IN.name)
 

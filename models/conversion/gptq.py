@@ -11,7 +11,7 @@ stays small on real activations. `gptq` follows the reference implementation
 
 import torch
 
-from sdllm.models import fixedpoint as fx
+from sdllm.models.integer import fixedpoint as fx
 
 ALPHA_GRID = torch.linspace(1.0, 0.5, 21, dtype=torch.float64)  # scale search: fractions of max|w_row|
 

@@ -22,7 +22,7 @@ before, without balancing; the scales are measured on the rotated model.
 import torch
 import torch.nn.functional as F
 
-from sdllm.models.llama import Llama, blockwise, hadamard
+from sdllm.models.source.llama import Llama, blockwise, hadamard
 
 MAX_RATIO = 16.0  # a channel is scaled by at most this (or its inverse): fixed point keeps its resolution
 WINDOWS = 16  # calibration windows the channels' root mean squares are measured on

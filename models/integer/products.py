@@ -25,7 +25,8 @@ SERIAL_ROWS = 16
 def bound(w: np.ndarray, q_max: int) -> int:
     """The largest |partial sum| of W·q over every q with |q| <= q_max: Q · max row Σ|w|."""
     w = np.asarray(w)
-    return int(q_max) * int(np.abs(w.astype(np.int64)).sum(1).max(initial=0))
+    magnitude = np.abs(w.astype(np.int16 if w.dtype.itemsize == 1 else np.int64))  # |int8| fits int16
+    return int(q_max) * int(magnitude.sum(1, dtype=np.int64).max(initial=0))
 
 
 def float_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The integer reference: the oracle every compiled network must equal bit for bit.
 
 Each spike-driven stage is an integer product W·q (what Σ_t W·s_t of the ternary spike train
-adds up to), everything between the stages is `sdllm.models.units`; the stages run in the
+adds up to), everything between the stages is `sdllm.models.integer.units`; the stages run in the
 order of the stage table (`sdllm.stages`). Floats appear only at the host boundary (logits
 out). `forward` runs a block of tokens at once, as a prompt or a teacher-forced window; `step`
 is one token. Both give the same integers: the unit programs are row-wise (`kernels`), and the
@@ -13,37 +13,44 @@ import numpy as np
 
 from sdllm import codes, stages
 from sdllm.formats.model import ModelFile
-from sdllm.models import kernels
-from sdllm.models.float_ops import FloatNonlinearities
-from sdllm.models.llama import rope_tables
-from sdllm.models.products import ExactProduct, exact_type, float_matmul
-from sdllm.models.units import DecoderLayerUnit, head_in, head_params, logits_out, unit_params
+from sdllm.models.integer import kernels
+from sdllm.models.integer.products import ExactProduct, exact_type, float_matmul
+from sdllm.models.integer.units import DecoderLayerUnit, hand_off, head_in, head_params, logits_out, unit_params
 
 
 class IntegerSDLLM:
-    def __init__(self, model: ModelFile, float_ops=(), ops=None):
-        """float_ops: nonlinearities to run in float instead (`sdllm.models.float_ops`), to measure
-        their cost. ops: the integer arithmetic (`kernels` by default; `fixedpoint`, its definition)."""
-        self.model = model
+    def __init__(self, model: ModelFile, ops=None, stream: bool = False, rope=None):
+        """ops: the arithmetic between stages (`kernels` by default; `fixedpoint`, its definition; or
+        float stand-ins of some nonlinearities, to measure their cost). rope: (cos, sin) tables to use
+        instead of the model's fixed-point ones (float RoPE).
+        stream: hold no stage's product between uses — each is made from the model's int8 weights
+        when the stage runs and dropped after (one forward over a window needs one stage's memory;
+        no `stage_sops`)."""
+        self.model, self.stream = model, stream
         cfg = model.config
-        weights = {name: model.weight(name).astype(np.int64) for name in stages.static_shapes(cfg)}
+        # one stage's int8 matrix at a time
+        weights = () if stream else ((name, model.weight(name)) for name in stages.static_shapes(cfg))
         self._setup(cfg, model.quant, weights, model.embed_fx, head_params(model),
-                    [unit_params(model, i) for i in range(cfg.n_layers)], FloatNonlinearities(float_ops) if float_ops else ops)
+                    [unit_params(model, i) for i in range(cfg.n_layers)], ops)
+        if rope is not None:
+            for params in self.layer_params:
+                params["rope_cos"], params["rope_sin"] = rope
+            self.reset()
 
     @classmethod
     def from_parts(cls, cfg, spec, weights: dict, embed, head: dict, layer_params: list) -> "IntegerSDLLM":
         """The same forward over weights, unit parameters and head parameters from elsewhere
         (the runtime's fast executor: from a build directory)."""
         self = cls.__new__(cls)
-        self.model = None
-        self._setup(cfg, spec, weights, embed, head, layer_params, None)
+        self.model, self.stream = None, False
+        self._setup(cfg, spec, weights.items(), embed, head, layer_params, None)
         return self
 
     def _setup(self, cfg, spec, weights, embed, head, layer_params, ops):
         self.ops = ops or kernels
         self.cfg, self.spec = cfg, spec
         self.products, self.fanout = {}, {}
-        for name, w in weights.items():
+        for name, w in weights:
             self.products[name] = ExactProduct(w, spec.q_max(stages.stage_of(name).input))
             self.fanout[name] = (w != 0).sum(0)
         # a KV accumulator sums one head's inputs: head_dim for Q·Kᵀ, max_seq_len for P·V
@@ -52,10 +59,6 @@ class IntegerSDLLM:
         self.embed = np.asarray(embed, np.int64)
         self.head = head
         self.layer_params = layer_params
-        if "rope" in getattr(self.ops, "names", ()):
-            cos, sin = rope_tables(cfg, cfg.max_seq_len)
-            for params in self.layer_params:
-                params["rope_cos"], params["rope_sin"] = cos.numpy(), sin.numpy()
         self.reset()
 
     def reset(self):
@@ -67,6 +70,8 @@ class IntegerSDLLM:
                        for _ in range(c.n_layers)]
 
     def _static(self, name, x):
+        if self.stream:
+            return ExactProduct(self.model.weight(name), self.spec.q_max(stages.stage_of(name).input))(x)
         return self.products[name](x)
 
     def _kv(self, stage, cache, x, n, keys: int):
@@ -86,7 +91,8 @@ class IntegerSDLLM:
         spike counts per stage (tokens, n)): each stage's integer input, i.e. how many ternary
         spikes each input axon carries in that stage's window (|q| spikes of sign(q)).
 
-        trace, if given, receives per layer the residual stream after it ("L{i}.resid", FRAC)
+        trace, if given, receives per layer the residual stream after it ("L{i}.resid", FRAC, before
+        the hand-off to the next layer carries it)
         and the attention's P·V spike counts with their normalisers ("L{i}.attn": p, top, total).
         """
         c = self.cfg
@@ -100,7 +106,7 @@ class IntegerSDLLM:
         h = self.embed[tokens]
         program, (first,) = stages.LAYER_INPUT
         for i, unit in enumerate(self.units):
-            acts = {first.name: getattr(unit, program)(h)}
+            acts = {first.name: getattr(unit, program)(hand_off(h, unit.p))}
             for stage in stages.LAYER:
                 x = spikes[stage.node(i)] = acts[stage.input.name]
                 if stage.static:

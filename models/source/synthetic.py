@@ -16,8 +16,8 @@ from sdllm import stages
 from sdllm.errors import SdllmError
 from sdllm.formats.fields import Doc, load_yaml
 from sdllm.formats.model import LlamaConfig, ModelFile, QuantSpec, read_config
-from sdllm.models import fixedpoint as fx
-from sdllm.models.llama import rope_tables
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.source.llama import rope_tables
 
 # Shapes from the models' published config.json files; max_seq_len is sdllm's default context
 # (the KV cache the SDLLM is compiled for), not the model's trained one.
@@ -67,13 +67,14 @@ def synthetic_model(cfg: LlamaConfig, spec: QuantSpec = DEFAULT_SPEC, seed: int 
     rng = np.random.default_rng([seed, 1 << 20])
     scale = lambda n: np.full((n,), fx.to_fixed(0.02, fx.SCALE_FRAC), dtype=np.int64)  # noqa: E731
     cos, sin = rope_tables(cfg, cfg.max_seq_len)
-    embed = rng.normal(0, 1, (cfg.vocab_size, cfg.dim)).astype(np.float32)
+    embed = rng.standard_normal((cfg.vocab_size, cfg.dim), dtype=np.float32)
+    embed *= 1 << fx.FRAC  # exact in float32: a power of two
     points = [(p, i) for i in range(cfg.n_layers) for p in stages.LAYER_POINTS if p.gamma] + [(stages.HEAD_IN, None)]
     return ModelFile(
         config=cfg,
         quant=spec,
         tokenizer={"type": "bytes"} if cfg.vocab_size >= 256 else {"type": "none"},
-        embed_fx=fx.to_fixed(embed).astype(np.int32),
+        embed_fx=np.rint(embed, out=embed).astype(np.int32),
         rope_cos_fx=fx.to_fixed(cos.numpy(), fx.TRIG_FRAC),
         rope_sin_fx=fx.to_fixed(sin.numpy(), fx.TRIG_FRAC),
         eps_fx=int(round(cfg.norm_eps * (1 << (2 * fx.FRAC)))),

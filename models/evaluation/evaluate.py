@@ -1,7 +1,7 @@
 """What spiking costs, measured on held-out text (`sdllm-eval` prints it).
 
 For an SDLLM and the float model it came from, on held-out windows of the stdlib's pydoc topics
-(`sdllm.models.corpus`): perplexity of the float model, the weight-only quantised model, the
+(`sdllm.models.source.corpus`): perplexity of the float model, the weight-only quantised model, the
 fake-quant forward and the integer reference (what the chip runs); per stage, the cosine
 similarity between every float activation and the spike counts that replace it, and per layer
 the KL divergence of the attention distributions; firing rates, the spike-count histogram, SOPs
@@ -20,15 +20,16 @@ from tqdm import tqdm
 
 from sdllm import codes, stages
 from sdllm.formats.model import ModelFile, QuantSpec
-from sdllm.models import fixedpoint as fx
-from sdllm.models.calibration import record_activations
-from sdllm.models.conversion import convert
-from sdllm.models.corpus import docstring_windows, held_out_windows, text_windows
-from sdllm.models.fakequant import FakeQuantSDLLM
-from sdllm.models.float_ops import NONLINEARITIES
-from sdllm.models.integer_ref import IntegerSDLLM
-from sdllm.models.rotation import prepare_as
-from sdllm.models.units import causal
+from sdllm.models.conversion.calibration import record_activations
+from sdllm.models.conversion.convert import convert
+from sdllm.models.conversion.fakequant import FakeQuantSDLLM
+from sdllm.models.conversion.rotation import prepare_as
+from sdllm.models.evaluation.float_ops import NONLINEARITIES, float_reference
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.likelihood import nll
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.integer.units import causal
+from sdllm.models.source.corpus import docstring_windows, held_out_windows, text_windows
 
 
 def _progress(items, desc: str, progress: bool):
@@ -42,14 +43,6 @@ def torch_perplexity(forward, rows: np.ndarray) -> float:
         logits = forward(row[None, :-1])[0].double()
         total += F.cross_entropy(logits, row[1:], reduction="sum").item()
     return math.exp(total / (rows.shape[0] * (rows.shape[1] - 1)))
-
-
-def nll(logits_fx, targets):
-    """Negative log-likelihood of each target under FRAC fixed-point logits (tokens, vocab)."""
-    z = np.asarray(logits_fx, np.float64) / (1 << fx.FRAC)
-    top = z.max(-1, keepdims=True)
-    lse = np.log(np.exp(z - top).sum(-1)) + top[..., 0]
-    return lse - np.take_along_axis(z, np.asarray(targets)[..., None], -1)[..., 0]
 
 
 def _cosine_rows(a, b):
@@ -116,7 +109,7 @@ def _fanouts(ref, name, pos):
 def integer_scores(model: ModelFile, rows: np.ndarray, prepared=None, float_ops=(), progress: bool = True) -> dict:
     """Teacher-forced integer reference on each window: perplexity, spikes, SOPs (per spike code),
     the histogram, and — given the prepared float model — cosine and KL against it."""
-    ref = IntegerSDLLM(model, float_ops)
+    ref = float_reference(model, float_ops) if float_ops else IntegerSDLLM(model)
     spec = ref.spec
     t = Tally({name: spec.window(stages.stage_of(name).input) for name in stage_names(ref.cfg)})
     for row in _progress(rows, "integer reference", progress):

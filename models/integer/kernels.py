@@ -1,4 +1,4 @@
-"""The integer programs of `sdllm.models.fixedpoint`, fused: one compiled pass per function over
+"""The integer programs of `sdllm.models.integer.fixedpoint`, fused: one compiled pass per function over
 whole windows of rows, on every core — the same integers, bit for bit (tested against the numpy
 definitions, which stay the specification).
 
@@ -19,7 +19,7 @@ import types
 import numpy as np
 from numba import njit, prange
 
-from sdllm.models import fixedpoint as fx
+from sdllm.models.integer import fixedpoint as fx
 
 PARALLEL_ROWS = 16
 _PID = os.getpid()  # a process forked after import (a Lava worker) runs the serial kernels

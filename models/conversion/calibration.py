@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from sdllm import stages
-from sdllm.models import fixedpoint as fx
-from sdllm.models.llama import Llama
+from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.source.llama import Llama
 
 GAMMA_GRID = (1.0, 0.9995, 0.999, 0.995, 0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8)
 GAMMA_POINTS = {p.name for p in stages.POINTS.values() if p.gamma}

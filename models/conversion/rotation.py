@@ -15,7 +15,7 @@
    (query head h reads KV head h // (n_heads / n_kv_heads)). P·V is linear per head, so each
    head's attention output arrives rotated by R and o_proj undoes it; the cached values and o's
    input lose their outlier channels. Free at run time: no online transform.
-After them `sdllm.models.balance` may scale the channels of down_proj's and o_proj's inputs.
+After them `sdllm.models.conversion.balance` may scale the channels of down_proj's and o_proj's inputs.
 The neuron units run the online transforms with additions (`fixedpoint.hadamard`).
 Each gives a model whose logits equal the input model's up to float rounding: `fold_norms`
 a new one, the others rewrite the (gain-free) model they are given, to keep one copy in memory.
@@ -25,8 +25,9 @@ import dataclasses
 
 import torch
 
-from sdllm.models.balance import balance as fold_balance
-from sdllm.models.llama import Llama, blockwise, hadamard, hadamard_shift, online_hadamard
+from sdllm.models.conversion.balance import balance as fold_balance
+from sdllm.models.integer.fixedpoint import hadamard_shift
+from sdllm.models.source.llama import Llama, blockwise, hadamard, online_hadamard
 
 
 def _two_power(n: int) -> int:
@@ -162,7 +163,7 @@ def prepare(model: Llama, rotate: bool, seed: int, head_rotation: bool = True, r
     before down_proj, when head_dim is a power of two the online Hadamard on queries and keys,
     and with `head_rotation` a rotation of every head's values fused into v_proj/o_proj
     (`rotate_heads`; `heads`, by default the randomised Hadamards of `head_hadamards`); then,
-    given them, the channel scales of `sdllm.models.balance`."""
+    given them, the channel scales of `sdllm.models.conversion.balance`."""
     out = fold_norms(model)
     if rotate:
         q = randomized_hadamard(model.cfg.dim, seed) if residual is None else torch.as_tensor(residual, dtype=torch.float64)

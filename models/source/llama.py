@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sdllm.formats.model import LlamaConfig
+from sdllm.models.integer.fixedpoint import hadamard_shift
 from sdllm.stages import ATTN_IN, ATTN_OUT, HEAD_IN, KEY, MLP_ACT, MLP_IN, PROBS, QUERY, VALUE
 
 
@@ -48,11 +49,6 @@ def hadamard(n: int):
     while h.shape[0] < n:
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
     return h
-
-
-def hadamard_shift(block: int) -> int:
-    """The power of two 2**shift ≈ sqrt(block) that keeps a ±1 Hadamard transform's output in range."""
-    return block.bit_length() // 2
 
 
 def blockwise(x, h):
