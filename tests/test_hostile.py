@@ -854,7 +854,12 @@ def test_sigterm_ends_every_command_with_nothing_half_written(default_model_path
     before = snapshot(world)
     p = _start(args, tmp)
     assert _wait(lambda: _maps(p.pid, "libtorch") or _maps(p.pid, "_multiarray_umath"), 60), p.communicate()
-    time.sleep(2)  # at work
+    if command == "run-lockstep":  # its run takes about a second: wait for its first generated tokens
+        seen = ""
+        while "generated: " not in seen or len(seen.split("generated: ")[1]) < 3:
+            seen += p.stdout.read(1) or pytest.fail(f"ended before generating: {seen!r}")
+    else:
+        time.sleep(2)  # at work
     os.kill(p.pid, signal.SIGTERM)
     _ends_cleanly(p, signal.SIGTERM, tmp)
     assert snapshot(world) == before
