@@ -1,23 +1,16 @@
-"""Build a Lava process graph from a build directory and run it on Loihi2SimCfg('fixed_pt')."""
+"""Build a Lava process graph from a build directory and run it on Loihi2SimCfg('fixed_pt') (how
+it ends, whatever ends it: `lava_lifetime`)."""
 
 import contextlib
-import glob
 import multiprocessing
-import os
-import shutil
-import signal
-import tempfile
-import threading
-import time
-from multiprocessing import resource_tracker
 
 import numpy as np
 from tqdm import tqdm
 
 from sdllm import interrupts, resources
-from sdllm.errors import SdllmError
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.group import chip_pairs, make_groups, packets_by_pair
+from sdllm.runtime.lava_lifetime import failures, start_resource_tracker, stop
 from sdllm.runtime.lava_procs.cores import group_classes
 from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.result import RunResult
@@ -25,7 +18,6 @@ from sdllm.runtime.sampling import GREEDY
 from sdllm.stages import CoreType
 
 AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip
-STOP_GRACE_S = 10.0  # how long Lava may take to stop before its processes are ended
 
 
 def choose_granularity(build, granularity: str) -> str:
@@ -35,7 +27,7 @@ def choose_granularity(build, granularity: str) -> str:
     return granularity
 
 
-def build_processes(build, prompt, n_positions: int, granularity: str, error_dir: str, sampler=GREEDY, host_io: bool = False):
+def build_processes(build, prompt, n_positions: int, granularity: str, sampler=GREEDY, host_io: bool = False):
     """One Lava Process per core group, connected as the routing tables say. host_io: the host's
     group has token ports (`sdllm.runtime.lava_procs.network`) instead of logits and tokens Vars."""
     groups = make_groups(build, granularity, n_positions, prompt, sampler)
@@ -46,7 +38,7 @@ def build_processes(build, prompt, n_positions: int, granularity: str, error_dir
         host = group.host() is not None
         proc_cls, model_cls = group_classes(len(dest_axons), host="io" if host and host_io else host)
         kwargs = dict(n_axons=max(group.n_axons, 1), dest_axons=dest_axons, n_cores=len(group.cores),
-                      n_positions=n_positions, n_chip_pairs=max(n_pairs, 1), group=group, error_dir=error_dir,
+                      n_positions=n_positions, n_chip_pairs=max(n_pairs, 1), group=group,
                       name="+".join(c.name for c in group.cores)[:200])
         if host:
             kwargs["vocab_size"] = build.config.vocab_size
@@ -65,48 +57,18 @@ def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: boo
     resources.require_memory(n_workers * resources.LAVA_WORKER_BYTES, f"--backend lava with {n_workers} worker processes")
     n_positions = len(prompt) + n_new - 1
     generation = Generation(len(prompt), eos_id, on_token)
-    _start_resource_tracker()
-    error_dir = tempfile.mkdtemp(prefix="sdllm-lava-")
-    try:
-        return _run(build, prompt, n_positions, granularity, error_dir, progress, sampler, generation)
-    except RuntimeError as e:  # Lava reports a failed worker this way
-        raise SdllmError(f"Lava run failed: {_worker_error(error_dir) or e}") from None
-    finally:
-        shutil.rmtree(error_dir, ignore_errors=True)
+    start_resource_tracker()
+    return _run(build, prompt, n_positions, granularity, progress, sampler, generation)
 
 
-def _start_resource_tracker() -> None:
-    """multiprocessing's resource tracker (it unlinks the shared memory of processes that die)
-    ignores SIGINT and SIGTERM but not SIGHUP; started here with SIGHUP blocked, it outlives a
-    terminal's hang-up to the process group until this process has stopped Lava."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    try:
-        resource_tracker.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
-
-def _worker_error(error_dir: str) -> str:
-    path = os.path.join(error_dir, "error.txt")
-    if os.path.exists(path):
-        with open(path) as f:
-            return f.readline().strip()
-    for log in sorted(glob.glob(os.path.join(error_dir, "worker-*.log"))):
-        with open(log) as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
-        if lines:
-            return lines[-1]
-    return ""
-
-
-def _run(build, prompt, n_positions: int, granularity: str, error_dir: str, progress: bool, sampler,
-         generation: Generation) -> RunResult:
+def _run(build, prompt, n_positions: int, granularity: str, progress: bool, sampler, generation: Generation) -> RunResult:
     from lava.magma.core.run_conditions import RunSteps  # Lava after lava_procs (imported above): see its __init__
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    groups, procs, models = build_processes(build, prompt, n_positions, granularity, error_dir, sampler)
+    groups, procs, models = build_processes(build, prompt, n_positions, granularity, sampler)
     anchor = next(p for g, p in zip(groups, procs) if g.host() is not None)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
+    children = multiprocessing.active_children()
     done = n_positions
     try:
         period = build.schedule.period
@@ -116,9 +78,10 @@ def _run(build, prompt, n_positions: int, granularity: str, error_dir: str, prog
                 # start is over (this process then stops them); the workers inherit the handler that
                 # only notes it, so a terminal's Ctrl-C or hang-up sent to the whole process group
                 # does not kill them mid-step (which would leave the others waiting at a barrier).
-                with interrupts.deferred() if i == 0 else contextlib.nullcontext():
-                    anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
-                anchor.wait()
+                with failures(anchor):
+                    with interrupts.deferred() if i == 0 else contextlib.nullcontext():
+                        anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
+                    anchor.wait()
                 bar.update()
                 if i + 1 >= len(prompt) and generation.needs_tokens():
                     if generation.produced(i, int(anchor.tokens.get()[i + 1])):
@@ -135,59 +98,6 @@ def _run(build, prompt, n_positions: int, granularity: str, error_dir: str, prog
                 if c.type != CoreType.HOST:
                     sops[c.name], spikes[c.name] = counts[k, :done], fired[k, :done]
     finally:
-        stop(anchor)
+        stop(anchor, children)
     return RunResult(tokens=[int(t) for t in tokens[: done + 1]], logits=logits, core_sops=sops, timesteps=done * period,
                      traffic=traffic, core_spikes=spikes, chip_packets=packets_by_pair(build, packets))
-
-
-def stop(anchor) -> None:
-    """Stop Lava. If it does not stop within STOP_GRACE_S (a run interrupted as it starts can leave a
-    worker waiting for a command that never comes; after a worker's failure Lava waits for replies
-    from processes that have ended), end its workers. Then make sure its shared-memory manager is
-    shut down, which unlinks the segments, and end any process still left."""
-    infra = getattr(getattr(anchor, "runtime", None), "_messaging_infrastructure", None)
-    actors = list(getattr(infra, "actors", ()))
-    stopper = threading.Thread(target=_quiet_stop, args=(anchor,), daemon=True)
-    stopper.start()
-    deadline = time.monotonic() + STOP_GRACE_S
-    while stopper.is_alive() and time.monotonic() < deadline:
-        stopper.join(0.2)
-        if infra is not None and not any(_alive(a) for a in actors):
-            stopper.join(3.0)  # every worker has ended (a failed run): Lava may wait for replies that never come
-            break
-    if stopper.is_alive():
-        _end([a for a in actors if _alive(a)])
-    if getattr(infra, "smm", None) is not None:
-        try:  # a no-op where Lava's own stop got this far; where it failed, this unlinks the segments
-            infra.smm.shutdown()
-        except Exception:  # noqa: BLE001 — the manager is gone: nothing to unlink through it
-            pass
-    _end(multiprocessing.active_children())
-
-
-def _alive(process) -> bool:
-    try:
-        return process.is_alive()
-    except ValueError:  # closed: Lava has joined it
-        return False
-
-
-def _end(processes: list) -> None:
-    """SIGTERM, then SIGKILL to those still there a moment later (workers ignore the signals their
-    parent acts on). Process.join itself: Lava's actors override it without a timeout."""
-    for p in processes:
-        p.terminate()
-    deadline = time.monotonic() + 2.0
-    for p in processes:
-        multiprocessing.Process.join(p, max(deadline - time.monotonic(), 0.0))
-    for p in processes:
-        if p.is_alive():
-            p.kill()
-            multiprocessing.Process.join(p)
-
-
-def _quiet_stop(anchor) -> None:
-    try:
-        anchor.stop()
-    except Exception:  # noqa: BLE001 — a failed stop is handled by ending the processes
-        pass

@@ -1,6 +1,7 @@
 """What a run request must satisfy, checked before any work: the backend, the granularity, the
 prompt's token ids, the positions against the context."""
 
+from sdllm import arguments
 from sdllm.errors import SdllmError
 from sdllm.formats.build import Build
 
@@ -23,8 +24,7 @@ def check_request(build: Build, prompt_tokens, n_new: int, backend: str = "lava"
     outside = [t for t in prompt_tokens if not 0 <= t < vocab]
     if outside:
         raise SdllmError(f"prompt: token ids must be within 0..{vocab - 1} (the vocabulary), got {outside[0]}")
-    if n_new < 1:
-        raise SdllmError(f"--max-new-tokens: must be at least 1, got {n_new}")
+    arguments.integer("--max-new-tokens", n_new, 1, None, "must be at least 1")
     if len(prompt_tokens) + n_new - 1 > ctx:
         raise SdllmError(f"--prompt + --max-new-tokens: {len(prompt_tokens)} + {n_new} tokens need "
                          f"{len(prompt_tokens) + n_new - 1} positions, the context holds {ctx}")

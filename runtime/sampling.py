@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdllm.errors import SdllmError
+from sdllm import arguments
 from sdllm.models.integer.fixedpoint import FRAC
 
 
@@ -27,14 +27,11 @@ class Sampler:
     seed: int = 0
 
     def __post_init__(self):
-        if not (np.isfinite(self.temperature) and self.temperature >= 0):
-            raise SdllmError(f"--temperature: a finite number >= 0 (0: greedy), got {self.temperature}")
-        if self.top_k < 0:
-            raise SdllmError(f"--top-k: an integer >= 0 (0: no limit), got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise SdllmError(f"--top-p: a number in (0, 1], got {self.top_p}")
-        if not 0 <= self.seed < 1 << 63:
-            raise SdllmError(f"--seed: an integer in 0..2**63-1, got {self.seed}")
+        """Every backend and the Lava Process sample through a Sampler: its checks are theirs."""
+        arguments.number("--temperature", self.temperature, 0, None, "a finite number >= 0 (0: greedy)")
+        arguments.integer("--top-k", self.top_k, 0, None, "an integer >= 0 (0: no limit)")
+        arguments.number("--top-p", self.top_p, 0, 1, "a number in (0, 1]", lo_open=True)
+        arguments.integer("--seed", self.seed, 0, (1 << 63) - 1, "an integer in 0..2**63-1")
 
     @property
     def greedy(self) -> bool:

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sdllm import stages, tokenizer
+from sdllm import arguments, codes, stages, tokenizer
 from sdllm.errors import SdllmError
 from sdllm.formats import build as buildformat
+from sdllm.formats import files
 from sdllm.formats import model as modelformat
 from sdllm.formats.fields import shown
 from sdllm.formats.model import BIT_RANGE, ROTATIONS, ModelFile, QuantSpec
@@ -35,21 +36,33 @@ __all__ = ["Build", "MappingReport", "Model", "Run", "RunReport", "check_quant",
            "load_model", "run"]
 
 
+SEED_RANGE = (0, (1 << 32) - 1)  # of a conversion's random rotation
+
+
 def check_quant(spec: QuantSpec) -> None:
-    """A conversion's bits and dead zones are within what an SDLLM supports (one line if not)."""
+    """A conversion's bits, dead zones and options have their types and are within what an SDLLM
+    supports (one line if not)."""
+    if not isinstance(spec, QuantSpec):
+        arguments.fail("quant", "a QuantSpec or None", spec)
     lo, hi = BIT_RANGE
     for name in ("weight_bits", "act_bits", "attn_bits", "kv_bits"):
-        value = getattr(spec, name)
-        if not lo <= value <= hi:
-            raise SdllmError(f"--{name.replace('_', '-')}: must be within {lo}..{hi}, got {value}")
-    if not 0 <= spec.clip_budget <= 10:
-        raise SdllmError(f"--clip-budget: must be within 0..10 (a fraction of perplexity), got {spec.clip_budget}")
-    if not 0 <= spec.balance <= 1:
-        raise SdllmError(f"--balance: must be within 0..1 (an exponent), got {spec.balance}")
-    if spec.rotation not in ROTATIONS:
-        raise SdllmError(f"--rotation: must be one of {', '.join(ROTATIONS)}, got {spec.rotation!r}")
-    if not 1 <= spec.rotation_steps <= 1 << 20:
-        raise SdllmError(f"--rotation-steps: must be within 1..{1 << 20}, got {spec.rotation_steps}")
+        arguments.integer(_flag(name), getattr(spec, name), lo, hi, f"must be within {lo}..{hi}")
+    arguments.number("--clip-budget", spec.clip_budget, 0, 10, "must be within 0..10 (a fraction of perplexity)")
+    arguments.number("--balance", spec.balance, 0, 1, "must be within 0..1 (an exponent)")
+    arguments.text("--rotation", spec.rotation, ROTATIONS)
+    arguments.text("--code", spec.code, ("auto", *codes.CARRIED))
+    arguments.integer("--rotation-steps", spec.rotation_steps, 1, 1 << 20, f"must be within 1..{1 << 20}")
+    arguments.integer("--seed", spec.seed, *SEED_RANGE)
+    arguments.integer("--theta", spec.theta)  # its range depends on each point's bits: below
+    for name in ("rotate", "head_rotation", "gptq", "calibrate_gamma"):
+        arguments.boolean(name, getattr(spec, name))
+    for field_name, flag in (("point_bits", "--point-bits"), ("thetas", "thetas")):
+        pairs = getattr(spec, field_name)
+        if not isinstance(pairs, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+            arguments.fail(field_name, "a tuple of (point name, integer) pairs", pairs)
+        for name, value in pairs:
+            arguments.text(f"{flag} point", name, tuple(stages.POINTS))
+            arguments.integer(f"{flag} {name}", value, 0, None)
     for name, value in spec.point_bits:
         if not lo <= value <= hi:
             raise SdllmError(f"--point-bits {name}: must be within {lo}..{hi}, got {value}")
@@ -57,6 +70,10 @@ def check_quant(spec: QuantSpec) -> None:
         if point.spiked and not 0 <= spec.theta_of(point) < spec.q_max(point):
             raise SdllmError(f"--theta: must be within 0..{spec.q_max(point) - 1} for the {spec.bits(point)}-bit point "
                              f"{point.name}, got {spec.theta_of(point)}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 class _Report:
@@ -120,7 +137,7 @@ class RunReport(_Report):
         the caller names out_dir in an error line (e.g. '--report')."""
         from sdllm.runtime.run_report import write
 
-        return write(out_dir, self.data, flag)
+        return write(arguments.path(flag or "out_dir", out_dir), self.data, flag)
 
 
 class Model:
@@ -174,37 +191,49 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     from sdllm.models.source.corpus import calibration_tokens
     from sdllm.models.source.importers import load_source
 
+    if src is not None:
+        src = arguments.path("src", src)
+    if max_seq_len is not None:
+        max_seq_len = arguments.integer("--max-seq-len", max_seq_len, 2, None, "must be at least 2")
+    calib_windows = arguments.integer("--calib-windows", calib_windows, 1, None, "must be at least 1")
+    calib_text = arguments.paths("--calib-text", calib_text)
+    arguments.boolean("progress", progress)
     if quant is not None and quant_fields:
         raise SdllmError("convert: give a QuantSpec or its fields as keywords, not both")
     unknown = set(quant_fields) - set(QuantSpec.__dataclass_fields__)
     if unknown:
         raise SdllmError(f"convert: unknown option(s) {', '.join(sorted(unknown))} "
                          f"(QuantSpec fields: {', '.join(QuantSpec.__dataclass_fields__)})")
-    spec = quant or QuantSpec(**quant_fields)
+    spec = QuantSpec(**quant_fields) if quant is None else quant
     check_quant(spec)
-    if calib_windows < 1:
-        raise SdllmError(f"--calib-windows: must be at least 1, got {calib_windows}")
     rotation = None
     if rotation_from is not None:
         if not spec.rotate:
             raise SdllmError("--rotation-from: gives a learned rotation, but --no-rotate asks for none")
         if spec.rotation != "learned":
             raise SdllmError(f"--rotation-from: gives a learned rotation, but rotation is {spec.rotation!r}")
-        if not isinstance(rotation_from, Model) and not os.path.isfile(rotation_from):
-            raise SdllmError(f"--rotation-from: {rotation_from}: no such file")
-        donor = rotation_from if isinstance(rotation_from, Model) else load_model(rotation_from)
+        donor = rotation_from if isinstance(rotation_from, Model) else _rotation_donor(rotation_from)
         if donor.file.rotation is None:
             raise SdllmError(f"--rotation-from: {rotation_from} holds no learned rotation (converted with rotation "
                              f"{donor.quant.rotation!r})")
         rotation = donor.file.rotation
     float_model, tok = load_source(src, max_seq_len)
-    calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, tuple(calib_text))
+    calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, calib_text)
     return Model(convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation))
+
+
+def _rotation_donor(path) -> Model:
+    path = arguments.path("--rotation-from", path)
+    try:
+        files.regular_file(path)
+    except SdllmError as e:
+        raise SdllmError(f"--rotation-from: {e}") from None
+    return load_model(path)
 
 
 def load_model(path: str) -> Model:
     """A model.pt written by `convert` or sdllm-convert (validated)."""
-    return Model(modelformat.load(path))
+    return Model(modelformat.load(arguments.path("path", path)))
 
 
 def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str = "build", *,
@@ -214,9 +243,15 @@ def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str 
     from sdllm import resources
     from sdllm.compiler.emit import emit
     from sdllm.compiler.pipeline import compile_model, passes
+    from sdllm.compiler.place import METHODS
 
-    if rate_tokens < 0:
-        raise SdllmError(f"--rate-tokens: must be >= 0, got {rate_tokens}")
+    if not isinstance(model, (Model, ModelFile)):
+        model = arguments.path("model", model)
+    target = arguments.path("target", target)
+    output = arguments.path("output", output)
+    arguments.text("--placement", placement, METHODS)
+    rate_tokens = arguments.integer("--rate-tokens", rate_tokens, 0, None, "must be >= 0")
+    arguments.boolean("progress", progress)
     buildformat.check_target(output)  # before any work: the place to write it is there and ours to replace
     where = model if isinstance(model, str) else "the model"
     file = model.file if isinstance(model, Model) else model if isinstance(model, ModelFile) else modelformat.load(model)
@@ -239,8 +274,8 @@ class Build:
     def __init__(self, path: str, report: dict | None = None, read: bool = True):
         """read: validate and load the network now (else on first use: a compile that only
         reports does not hold its whole build in memory)."""
-        self.path = path
-        self._network = buildformat.read(path) if read else None
+        self.path = arguments.path("path", path)
+        self._network = buildformat.read(self.path) if read else None
         self._report = report
 
     @property
@@ -275,7 +310,7 @@ class Build:
         return MappingReport(self._report)
 
     def encode(self, text: str) -> list:
-        return tokenizer.encode(self.tokenizer, text)
+        return tokenizer.encode(self.tokenizer, arguments.text("text", text))
 
     def decode(self, ids) -> str:
         return tokenizer.decode(self.tokenizer, ids)
@@ -287,6 +322,8 @@ class Build:
 
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
+        if not isinstance(messages, (list, tuple)):
+            arguments.fail("prompt", "with chat: a message (text) or a list of {'role', 'content'} dicts", messages)
         return self.encode(render(self.tokenizer, list(messages)))
 
     def run(self, prompt, max_new_tokens: int = 16, *, backend: str = "lava", granularity: str = "auto",
@@ -304,6 +341,10 @@ class Build:
         from sdllm.runtime.backends import run as run_backend
         from sdllm.runtime.sampling import Sampler
 
+        for name, value in (("chat", chat), ("stop_at_eos", stop_at_eos), ("progress", progress)):
+            arguments.boolean(name, value)
+        arguments.callback("on_token", on_token)
+        arguments.callback("on_text", on_text)
         is_chat = chat or (isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict))
         if is_chat:
             ids = self.chat_prompt(prompt)
@@ -410,8 +451,10 @@ class Run:
         from sdllm.runtime.run_report import run_report
         from sdllm.runtime.trace import trace_token
 
-        if raster_position is not None and not 0 <= raster_position < len(self.logits):
-            raise SdllmError(f"raster_position: 0..{len(self.logits) - 1} (the run's positions), got {raster_position}")
+        if raster_position is not None:
+            arguments.integer("raster_position", raster_position, 0, len(self.logits) - 1,
+                              f"0..{len(self.logits) - 1} (the run's positions)")
+        arguments.boolean("progress", progress)
         trace = None if raster_position is None else trace_token(self.build.network, self.tokens, raster_position,
                                                                  progress=progress)
         return RunReport(run_report(self.build.network, self.result, self.prompt_tokens, self.backend, self.sampler, trace,

@@ -12,8 +12,12 @@ import errno
 import fcntl
 import os
 import secrets
+import shutil
+import signal
+import tempfile
 from contextlib import contextmanager
 
+from sdllm import interrupts
 from sdllm.errors import SdllmError
 
 _AT_FDCWD = -100
@@ -22,12 +26,41 @@ _RENAME_EXCHANGE = 2
 
 def check_directory(path: str, flag: str = "") -> str:
     """The directory an output path goes into: it must exist and take new files; else one line."""
+    _check_path(path, flag)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} does not exist")
+    _check_takes_files(directory, path, flag)
+    return directory
+
+
+def _check_path(path, flag: str) -> None:
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path) or "\0" in os.fspath(path):
+        raise SdllmError(f"{flag or 'output'}: expected a path (a non-empty string), got {repr(path)[:80]}")
+
+
+def _check_takes_files(directory: str, path: str, flag: str) -> None:
+    """That a file can be created in directory, found by creating one: an unnamed O_TMPFILE where
+    the file system has them (nothing ever appears), else a named one removed at once (signals
+    held meanwhile). Write permission alone says nothing on /proc, a read-only mount or a full
+    quota."""
     if not os.access(directory, os.W_OK | os.X_OK):
         raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} is read-only for this user")
-    return directory
+    try:
+        os.close(os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600))
+        return
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} takes no new files "
+                             f"({e.strerror})") from None
+    with interrupts.deferred():
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".sdllm-probe-", dir=directory)
+        except OSError as e:
+            raise SdllmError(f"{_name(path, flag)}: cannot write: directory {directory} takes no new files "
+                             f"({e.strerror})") from None
+        os.close(fd)
+        os.unlink(probe)
 
 
 def check_file(path: str, flag: str = "") -> str:
@@ -41,9 +74,9 @@ def check_file(path: str, flag: str = "") -> str:
 def check_report_directory(path: str, flag: str = "") -> str:
     """A directory files are written into, created if missing: an existing one must take new
     files, a missing one's parent must; a file there is refused."""
+    _check_path(path, flag)
     if os.path.isdir(path):
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise SdllmError(f"{_name(path, flag)}: cannot write: directory {path} is read-only for this user")
+        _check_takes_files(path, path, flag)
         return path
     if os.path.lexists(path):
         raise SdllmError(f"{_name(path, flag)}: cannot write: it exists and is not a directory")
@@ -65,13 +98,54 @@ def _name(path: str, flag: str) -> str:
     return f"{flag} {path}" if flag else path
 
 
+@contextmanager
+def removed_if_this_process_dies(path: str):
+    """Over the block, `path` (a temporary file or directory of this process's) is removed should
+    this process die — also by a signal whose default action ends it at once (a user's script),
+    where no `finally` runs: a forked watcher waits on a pipe only this process holds, and at its
+    end of file, nobody having said the block ended, removes the path."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _watch(read_end, path)
+    os.close(read_end)
+    try:
+        yield
+    finally:
+        os.write(write_end, b"done")
+        os.close(write_end)
+        os.waitpid(pid, 0)
+
+
+def _watch(read_end: int, path: str) -> None:
+    """The watcher (never returns): nothing of its parent's kept open but its end of the pipe;
+    deaf to the signals that end its parent's process group."""
+    try:
+        os.closerange(3, read_end)
+        os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
+        for s in interrupts.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        if os.read(read_end, 1) == b"":
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
+    finally:
+        os._exit(0)
+
+
 def write_file(data: bytes, path: str, flag: str = "") -> None:
     """Atomically: a temporary file beside `path` (created with the umask's mode), then one
     rename; an error or a signal never leaves a half-written file at `path` nor the temporary."""
     directory = check_file(path, flag)
-    fd, tmp = None, None
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    with removed_if_this_process_dies(tmp):
+        _write_file(data, path, tmp, flag)
+
+
+def _write_file(data: bytes, path: str, tmp: str, flag: str) -> None:
+    fd = None
     try:
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             fd = None

@@ -8,7 +8,6 @@ process left. The commands run in this process where only their exit code and ou
 (fast), in their own process where signals and the process table do."""
 
 import dataclasses
-import hashlib
 import importlib
 import json
 import math
@@ -25,32 +24,17 @@ import time
 import numpy as np
 import pytest
 import yaml
+from helpers import default_signals, snapshot
+from helpers import shared_memory as _shared_memory
+from helpers import wait_for as _wait
 
 from sdllm.formats import model as modelformat
 from sdllm.formats.hw import resolve
-from sdllm.runtime import lava_backend  # Lava sets multiprocessing's start method: before anything uses multiprocessing
+from sdllm.runtime import lava_backend, lava_lifetime  # Lava fixes the start method: before anything uses it
 
 BIN = os.path.dirname(sys.executable)
 TOOLS = {"sdllm-compile": "sdllm.cli.compile", "sdllm-convert": "sdllm.cli.convert", "sdllm-run": "sdllm.cli.run",
          "sdllm-eval": "sdllm.cli.eval"}
-
-
-def snapshot(root, times: bool = True) -> dict:
-    """Everything under root: path -> file size, time (unless not asked) and digest, link target or 'dir'."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            if os.path.islink(full):
-                out[rel] = "-> " + os.readlink(full)
-            elif os.path.isdir(full):
-                out[rel] = "dir"
-            else:
-                st = os.stat(full)
-                with open(full, "rb") as f:  # the digest of at most 64 MiB, with size and time for the rest
-                    out[rel] = (st.st_size, st.st_mtime_ns if times else 0, hashlib.sha256(f.read(1 << 26)).hexdigest())
-    return out
 
 
 def child_pids() -> set:
@@ -219,7 +203,7 @@ def test_a_model_pt_bigger_than_the_memory_is_refused_before_reading(refusal):
 def test_a_missing_model_pt_and_a_directory_are_refused(refusal):
     refusal.check("sdllm-compile", refusal.world / "nope.pt", "-o", refusal.world / "build", needle="nope.pt: no such file")
     (refusal.world / "dir.pt").mkdir()
-    refusal.check("sdllm-compile", refusal.world / "dir.pt", "-o", refusal.world / "build", needle="dir.pt: no such file")
+    refusal.check("sdllm-compile", refusal.world / "dir.pt", "-o", refusal.world / "build", needle="dir.pt: is a directory, not a file")
 
 
 # float checkpoints to convert -------------------------------------------------------------------
@@ -229,7 +213,7 @@ HF_CONFIG = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "num_h
 
 SOURCES = {
     "config.json not JSON": (b"{not json", "config.json: not valid JSON"),
-    "config.json not UTF-8": (b'{"a": "\xff"}', "config.json: not valid JSON"),
+    "config.json not UTF-8": (b'{"a": "\xff"}', "config.json: not UTF-8 text (byte 7"),
     "config.json nested 100k deep": (b"[" * 100_000 + b"]" * 100_000, "nested deeper than JSON decoding allows"),
     "config.json a list": (b"[1]", "config.json: expected a JSON object, found list"),
     "a string for a size": ({"hidden_size": "big"}, "config.dim: expected an integer in 1..65,536, found <str>"),
@@ -778,39 +762,13 @@ def test_model_pt_is_byte_deterministic_with_the_umask_mode(default_model, tmp_p
 
 # signals ----------------------------------------------------------------------------------------
 
-def _default_signals():
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # as a terminal's foreground process has them
-        signal.signal(s, signal.SIG_DFL)
-
-
 def _session(sid) -> list:
     return subprocess.run(["ps", "-o", "pid=", "-s", str(sid)], capture_output=True, text=True).stdout.split()
 
 
-def _shared_memory(pids) -> set:
-    """The POSIX shared-memory segments the processes have mapped."""
-    out = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/maps") as f:
-                out |= {line.split("/dev/shm/")[1].split()[0] for line in f if "/dev/shm/psm_" in line}
-        except OSError:
-            pass
-    return out
-
-
-def _wait(condition, timeout_s: float, step_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step_s)
-    return True
-
-
 def _start(args, tmp):
     return subprocess.Popen([os.path.join(BIN, args[0]), *map(str, args[1:])], start_new_session=True, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signals,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_signals,
                             env={**os.environ, "TMPDIR": str(tmp)})
 
 
@@ -838,7 +796,7 @@ def test_a_signal_stops_a_lava_run_and_leaves_nothing(default_build, tmp_path, s
     assert _wait(lambda: len(_session(p.pid)) >= 10, 120), p.communicate()  # Lava has started its workers
     time.sleep(2)
     segments = _shared_memory(_session(p.pid))
-    assert segments and any(n.startswith("sdllm-lava-") for n in os.listdir(tmp))
+    assert segments and any(n.startswith("pymp-") for n in os.listdir(tmp))  # the shared-memory manager's socket
     (os.killpg if to_group else os.kill)(p.pid, sig)
     _ends_cleanly(p, sig, tmp)
     assert _gone(segments)
@@ -896,7 +854,12 @@ def test_sigterm_ends_every_command_with_nothing_half_written(default_model_path
     before = snapshot(world)
     p = _start(args, tmp)
     assert _wait(lambda: _maps(p.pid, "libtorch") or _maps(p.pid, "_multiarray_umath"), 60), p.communicate()
-    time.sleep(0.5 if command == "run-lockstep" else 2)  # at work (the lockstep run of 120 tokens takes ~1 s)
+    if command == "run-lockstep":  # its run takes about a second: wait for its first generated tokens
+        seen = ""
+        while "generated: " not in seen or len(seen.split("generated: ")[1]) < 3:
+            seen += p.stdout.read(1) or pytest.fail(f"ended before generating: {seen!r}")
+    else:
+        time.sleep(2)  # at work
     os.kill(p.pid, signal.SIGTERM)
     _ends_cleanly(p, signal.SIGTERM, tmp)
     assert snapshot(world) == before
@@ -945,9 +908,9 @@ def lava_segments(monkeypatch):
 
     seen, real_stop = set(), lava_backend.stop
 
-    def stop(anchor):
+    def stop(anchor, *args):
         seen.update(_shared_memory([os.getpid(), *(c.pid for c in multiprocessing.active_children())]))
-        real_stop(anchor)
+        real_stop(anchor, *args)
 
     monkeypatch.setattr(lava_backend, "stop", stop)
     return seen
@@ -981,8 +944,8 @@ def test_a_lava_run_that_will_not_stop_is_ended(default_build, monkeypatch, lava
 
     from sdllm.formats.build import read
 
-    monkeypatch.setattr(lava_backend, "STOP_GRACE_S", 1.0)
-    monkeypatch.setattr(lava_backend, "_quiet_stop", lambda anchor: threading.Event().wait())
+    monkeypatch.setattr(lava_lifetime, "STOP_GRACE_S", 1.0)
+    monkeypatch.setattr(lava_lifetime, "_quiet_stop", lambda anchor: threading.Event().wait())
     result = lava_backend.run_lava(read(default_build), [1, 2], 1)
     assert len(result.tokens) == 3
     assert multiprocessing.active_children() == []

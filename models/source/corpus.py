@@ -24,11 +24,16 @@ from functools import lru_cache
 import numpy as np
 
 from sdllm.errors import SdllmError
+from sdllm.formats import files
+from sdllm.resources import require_memory
 from sdllm.tokenizer import encode, kind
 
 HELD_OUT_FRACTION = 0.1
 PRETRAINED_HELD_OUT_FRACTION = 0.4
 MAX_TEXT_BYTES = 1 << 30  # per file given with --calib-text / --text
+# bytes of memory per byte of the files while their text is read, joined and encoded, at the least
+# (the text, its joined copy, its UTF-8 bytes: the bytes tokenizer's tokens)
+TEXT_COPIES = 3
 
 
 def pydoc_text() -> str:
@@ -61,8 +66,10 @@ def held_out_fraction(tokenizer: dict) -> float:
 
 
 def tokens_of(tokenizer: dict, text: str) -> np.ndarray:
+    """Token ids (the bytes tokenizer's as the uint8 bytes themselves: windows become int64 as
+    they are cut)."""
     if kind(tokenizer) == "bytes":
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     return np.asarray(encode(tokenizer, text), np.int64)
 
 
@@ -79,11 +86,12 @@ def token_ids(tokenizer: dict) -> np.ndarray:
 
 
 def spread(ids: np.ndarray, seq_len: int, n: int, what: str) -> np.ndarray:
-    """n evenly spaced non-overlapping windows (fewer if the text is short)."""
-    rows = windows(ids, seq_len)
-    if len(rows) == 0:
+    """n evenly spaced non-overlapping windows (fewer if the text is short), as int64."""
+    n_rows = len(ids) // seq_len
+    if n_rows == 0:
         raise SdllmError(f"{what}: {len(ids)} tokens, fewer than one window of {seq_len}")
-    return rows[:: max(1, len(rows) // n)][:n]
+    rows = ids[: n_rows * seq_len].reshape(n_rows, seq_len)
+    return rows[:: max(1, n_rows // n)][:n].astype(np.int64)
 
 
 def calibration_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
@@ -103,7 +111,7 @@ def calibration_tokens(tokenizer: dict, seq_len: int, n_windows: int, paths=()):
     import torch
 
     if paths:
-        return torch.from_numpy(spread(tokens_of(tokenizer, read_texts(paths)), seq_len, n_windows, "--calib-text"))
+        return torch.from_numpy(spread(text_tokens(tokenizer, paths), seq_len, n_windows, "--calib-text"))
     return torch.from_numpy(calibration_windows(tokenizer, seq_len, n_windows))
 
 
@@ -190,21 +198,19 @@ def docstring_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
 
 def read_texts(paths) -> str:
     """The text of the given files, joined by blank lines: each UTF-8 text, or JSON lines (a .jsonl
-    or .json file whose lines are objects with a "text" string). One line per bad file."""
+    or .json file whose lines are objects with a "text" string). One line per bad file; the
+    memory the text takes is checked before any file is read."""
+    paths = list(paths)
+    sizes = [files.regular_file(p) for p in paths]
+    for path, size in zip(paths, sizes):
+        if size > MAX_TEXT_BYTES:
+            raise SdllmError(f"{path}: {size:,} bytes; a text file of at most {MAX_TEXT_BYTES:,} is read")
+    require_memory(TEXT_COPIES * sum(sizes), ", ".join(paths)[:200])
     parts = []
     for path in paths:
-        if not os.path.isfile(path):
-            raise SdllmError(f"{path}: no such file")
-        if os.path.getsize(path) > MAX_TEXT_BYTES:
-            raise SdllmError(f"{path}: {os.path.getsize(path):,} bytes; a text file of at most {MAX_TEXT_BYTES:,} is read")
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = f.read()
-        except UnicodeDecodeError as e:
-            raise SdllmError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-        except OSError as e:
-            raise SdllmError(f"{path}: unreadable ({e.strerror})") from None
+        raw = files.read_text(path, MAX_TEXT_BYTES)
         parts.append(_jsonl_text(path, raw) if path.endswith((".jsonl", ".json")) else raw)
+        del raw
     text = "\n\n".join(p for p in parts if p.strip())
     if not text.strip():
         raise SdllmError(f"{', '.join(paths)}: no text in the given file(s)")
@@ -222,10 +228,16 @@ def _jsonl_text(path: str, raw: str) -> str:
             raise SdllmError(f"{path}: line {n}: not a JSON object ({' '.join(str(e).split())[:80]})") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise SdllmError(f"{path}: line {n}: expected an object with a \"text\" string")
+        files.check_unicode(obj["text"], f"{path}: line {n}: text")
         texts.append(obj["text"])
     return "\n\n".join(texts)
 
 
+def text_tokens(tokenizer: dict, paths) -> np.ndarray:
+    """The given files' text as token ids (`tokens_of`)."""
+    return tokens_of(tokenizer, read_texts(paths))
+
+
 def text_windows(tokenizer: dict, paths, seq_len: int, n: int) -> np.ndarray:
     """n evenly spaced windows of seq_len tokens over the given files' text."""
-    return spread(tokens_of(tokenizer, read_texts(paths)), seq_len, n, ", ".join(paths))
+    return spread(text_tokens(tokenizer, paths), seq_len, n, ", ".join(paths))

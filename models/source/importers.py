@@ -12,7 +12,6 @@ A tokenizer comes back as the spec `sdllm.tokenizer` reads ({"type": "hf-tokeniz
 """
 
 import dataclasses
-import json
 import os
 from importlib import resources
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from sdllm.errors import SdllmError
+from sdllm.formats import files
 from sdllm.formats.fields import Doc
 from sdllm.formats.model import read_config
 from sdllm.models.source.llama import Llama, LlamaConfig
@@ -110,17 +110,15 @@ def _context(max_seq_len: int | None, positions: int, path: str) -> int:
 
 def _hf_config(path: str) -> dict:
     config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
+    if not os.path.lexists(config_path):
         raise SdllmError(f"{path}: no config.json (expected a Hugging Face checkpoint directory)")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            c = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SdllmError(f"{config_path}: not valid JSON ({e})") from None
-    except RecursionError:
-        raise SdllmError(f"{config_path}: not valid JSON (nested deeper than JSON decoding allows)") from None
+    return _json_object(config_path)
+
+
+def _json_object(path: str) -> dict:
+    c = files.read_json(path)
     if not isinstance(c, dict):
-        raise SdllmError(f"{config_path}: expected a JSON object, found {type(c).__name__}")
+        raise SdllmError(f"{path}: expected a JSON object, found {type(c).__name__}")
     return c
 
 
@@ -147,12 +145,17 @@ def load_hf(path: str, max_seq_len: int | None = None) -> Llama:
         )
     except (TypeError, ValueError) as e:
         raise SdllmError(f"{path}: config.json: {e}") from None
-    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
-    if not files:
+    shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not shards:
         raise SdllmError(f"{path}: no .safetensors files")
     raw = {}
-    for f in files:
-        raw.update(load_file(os.path.join(path, f)))
+    for f in shards:
+        shard = os.path.join(path, f)
+        files.regular_file(shard)
+        try:
+            raw.update(load_file(shard))
+        except Exception as e:  # noqa: BLE001 — safetensors raises its own error type, and OSError
+            raise SdllmError(f"{shard}: not a readable safetensors file ({_first_line(e)})") from None
     state = {}
     for name, t in raw.items():
         if name in HF_NAMES:
@@ -245,10 +248,9 @@ def load_tokenizer(path: str) -> dict:
     has one (tokenizer_config.json or chat_template.jinja; the GGUF's tokenizer.chat_template)."""
     if os.path.isdir(path):
         tok_path = os.path.join(path, "tokenizer.json")
-        if not os.path.isfile(tok_path):
+        if not os.path.lexists(tok_path):
             raise SdllmError(f"{path}: no tokenizer.json (needed to tokenise text for this model)")
-        with open(tok_path, encoding="utf-8") as f:
-            text = f.read()
+        text = files.read_text(tok_path)
         c = _hf_config(path)
         bos, eos = c.get("bos_token_id"), c.get("eos_token_id")
         tok_config = _hf_tokenizer_config(path)
@@ -279,14 +281,9 @@ def _token_name(token) -> str | None:
 
 def _hf_tokenizer_config(path: str) -> dict:
     config_path = os.path.join(path, "tokenizer_config.json")
-    if not os.path.isfile(config_path):
+    if not os.path.lexists(config_path):
         return {}
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except json.JSONDecodeError as e:
-        raise SdllmError(f"{config_path}: not valid JSON ({e})") from None
-    return config if isinstance(config, dict) else {}
+    return _json_object(config_path)
 
 
 def _hf_chat_template(path: str, tok_config: dict) -> str | None:
@@ -296,9 +293,11 @@ def _hf_chat_template(path: str, tok_config: dict) -> str | None:
     if isinstance(template, list):
         template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None)
     jinja_path = os.path.join(path, "chat_template.jinja")
-    if template is None and os.path.isfile(jinja_path):
-        with open(jinja_path, encoding="utf-8") as f:
-            template = f.read()
+    if template is None and os.path.lexists(jinja_path):
+        template = files.read_text(jinja_path)
+    if template is not None and not isinstance(template, str):
+        raise SdllmError(f"{os.path.join(path, 'tokenizer_config.json')}: chat_template: expected a string or named "
+                         f"templates, found {type(template).__name__}")
     return template
 
 

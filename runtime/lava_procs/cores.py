@@ -13,11 +13,11 @@ depends on the build — so `group_classes` derives one subclass pair per number
 (which would need such classes in a module's namespace) is never consulted.
 
 Every model sends first and receives second in each step (as Lava's own Dense does), so a
-value computed in step t reaches its destination in step t+1 and cycles cannot deadlock.
+value computed in step t reaches its destination in step t+1 and cycles cannot deadlock. A model
+that fails still sends and receives what its step owes before it raises: the other workers end
+the step, and Lava's own error propagation (the runtime service's ERROR, the worker's exception
+sent back by its `SystemProcess`) ends the run instead of leaving it waiting for ever.
 """
-
-import os
-import sys
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
@@ -31,12 +31,18 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from sdllm.errors import SdllmError
+from sdllm.formats.fields import shown
 
 PORT_TYPE = np.int32  # graded payloads are checked against the config's payload bits (<= 24) before sending
 
 
+class WorkerError(SdllmError):
+    """A Lava worker's failure as one line (its exception's type and message, and where), raised
+    in the worker so that Lava passes it back to the process that runs the network."""
+
+
 class GroupProcess(AbstractProcess):
-    """proc_params: group (a CoreGroup), dest_axons (axon count of each destination group), error_dir."""
+    """proc_params: group (a CoreGroup), dest_axons (axon count of each destination group)."""
 
     def __init__(self, *, n_axons: int, dest_axons: list, n_cores: int, n_positions: int, n_chip_pairs: int = 1, **kwargs):
         super().__init__(n_axons=n_axons, dest_axons=dest_axons, n_positions=n_positions, **kwargs)
@@ -57,15 +63,12 @@ class GroupModelBase(PyLoihiProcessModel):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.error_dir = proc_params["error_dir"]
-        if self.error_dir is not None:
-            # This runs in Lava's worker process: its tracebacks go to a log the parent reads on failure.
-            sys.stderr = open(os.path.join(self.error_dir, f"worker-{os.getpid()}.log"), "a")  # noqa: SIM115
         self.group = proc_params["group"]
         self.n_positions = proc_params["n_positions"]
         self.dest_axons = proc_params["dest_axons"]
         self.ports = None  # Lava sets the port objects after __init__
         self.pending = self.group.outgoing(self.dest_axons)
+        self.used = []  # the ports this step has sent on or received from
 
     def _bind(self):
         """First step: find the ports Lava set, and let the cores count straight into the Vars."""
@@ -81,11 +84,35 @@ class GroupModelBase(PyLoihiProcessModel):
         self.group.chip_packets = self.chip_packets
 
     def run_spk(self):
+        self.used = []
         try:
             self._step()
         except Exception as e:
-            self._report(e)
-            raise
+            self._settle()
+            if isinstance(e, SdllmError):
+                raise WorkerError(" ".join(str(e).split())) from None
+            cores = "+".join(c.name for c in self.group.cores)
+            raise WorkerError(f"{type(e).__name__}: {' '.join(str(e).split())} (in {cores[:80]})") from None
+
+    def send(self, port, value) -> None:
+        self.used.append(port)
+        port.send(value)
+
+    def recv(self, port):
+        self.used.append(port)
+        return port.recv()
+
+    def _settle(self) -> None:
+        """After a failure: the sends and receives this step still owes (zeros out), so that no
+        other worker waits for them."""
+        for port in self.py_ports:
+            if any(port is p for p in self.used):
+                continue
+            if isinstance(port, PyOutPort):
+                for csp in port.csp_ports:
+                    csp.send(np.zeros(csp.shape, csp.d_type))
+            elif isinstance(port, PyInPort):
+                port.recv()
 
     def _step(self):
         if self.ports is None:
@@ -96,8 +123,8 @@ class GroupModelBase(PyLoihiProcessModel):
             self.pending = [np.zeros_like(v) for v in self.pending]
         self._before_send(t)
         for port, v in zip(self.ports, self.pending):
-            port.send(v.astype(PORT_TYPE))
-        x = self.a_in.recv()
+            self.send(port, v.astype(PORT_TYPE))
+        x = self.recv(self.a_in)
         if idle:
             return
         self.group.step(t, x)
@@ -109,18 +136,6 @@ class GroupModelBase(PyLoihiProcessModel):
 
     def _after_step(self, t: int) -> None:
         """Step t, after the group has stepped."""
-
-    def _report(self, e: Exception) -> None:
-        """The failure as one line for the parent (Lava itself passes on only "see output above")."""
-        if self.error_dir is None:
-            return
-        if isinstance(e, SdllmError):
-            line = str(e)
-        else:
-            cores = "+".join(c.name for c in self.group.cores)
-            line = f"{type(e).__name__}: {e} (in {cores[:80]})"
-        with open(os.path.join(self.error_dir, "error.txt"), "a") as f:
-            f.write(" ".join(line.split()) + "\n")
 
 
 class GroupModel(GroupModelBase):
@@ -162,7 +177,7 @@ class HostIOGroupModel(GroupModel):
     """Each step it first sends the next token and the logits of the last position completed (-1
     and zeros before the first), then reads token_in; at a token period's first step a token id
     >= 0 there is the token at that position (the host's embedding of it replaces its own choice's;
-    -1: keep the choice). Position 0 needs one."""
+    -1: keep the choice). Position 0 needs one; anything else there is the worker's error."""
 
     token_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, PORT_TYPE, precision=32)
     token_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, PORT_TYPE, precision=32)
@@ -175,13 +190,27 @@ class HostIOGroupModel(GroupModel):
         self.last_logits = np.zeros(self.host.logits.shape[1], PORT_TYPE)
 
     def _before_send(self, t: int) -> None:
-        self.token_out.send(self.next_token)
-        self.logits_out.send(self.last_logits)
-        token = int(self.token_in.recv()[0])
+        self.send(self.token_out, self.next_token)
+        self.send(self.logits_out, self.last_logits)
+        value = self.recv(self.token_in)[0]
         position, phase = divmod(t, self.group.period)
-        if phase == 0 and (token >= 0 or position == 0) and position < self.n_positions:
-            self.group.feed(position, token)
-            self.pending = self.group.outgoing(self.dest_axons)
+        if phase == 0 and position < self.n_positions:
+            token = self._token(position, value.item())
+            if token >= 0:
+                self.group.feed(position, token)
+                self.pending = self.group.outgoing(self.dest_axons)
+
+    def _token(self, position: int, value) -> int:
+        """token_in's value at a position's first step, as it came (never cast to a narrower type
+        first): a token id of the vocabulary, or -1 after position 0."""
+        vocab = self.host.logits.shape[1]
+        lo = 0 if position == 0 else -1
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or not lo <= value < vocab:
+            choice = "" if lo == 0 else " (-1: the network's own choice)"
+            raise SdllmError(f"token_in: position {position}: a token id in {lo}..{vocab - 1}{choice}, got {shown(value)}")
+        return value
 
     def _after_step(self, t: int) -> None:
         position, phase = divmod(t, self.group.period)

@@ -31,7 +31,14 @@ Inside, a SubProcessModel builds the network's Lava graph — one Process per ch
 `granularity`), the same Processes and models `sdllm-run --backend lava` runs (`cores.py`) —
 and wires the host's group to these ports. Tokens and logits equal the integer reference's bit
 for bit (tests/test_lava_process.py).
+
+Its arguments are checked as it is made; a token id outside the vocabulary on token_in is its
+worker's error. `run`, `wait`, `pause` and `stop` end a run whose worker failed with that error as
+one `SdllmError` line and nothing left running (`sdllm.runtime.lava_lifetime`).
 """
+
+import contextlib
+import multiprocessing
 
 import numpy as np
 from lava.magma.core.decorator import implements
@@ -40,9 +47,13 @@ from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from sdllm import arguments
 from sdllm.errors import SdllmError
 from sdllm.formats.build import Build
 from sdllm.formats.build import read as read_build
+from sdllm.runtime import lava_lifetime
+from sdllm.runtime.lava_backend import build_processes, choose_granularity
+from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.sampling import Sampler
 from sdllm.stages import CoreType
 
@@ -57,11 +68,14 @@ class SDLLM(AbstractProcess):
 
     def __init__(self, *, build, n_positions: int | None = None, granularity: str = "auto", temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, name: str | None = None):
-        b = build if isinstance(build, Build) else read_build(build)
+        b = getattr(build, "network", build)  # an `sdllm.Build` of the API carries the one read here
+        b = b if isinstance(b, Build) else read_build(arguments.path("build", b))
         ctx = b.config.max_seq_len
-        n_positions = ctx if n_positions is None else n_positions
-        if not 1 <= n_positions <= ctx:
-            raise SdllmError(f"n_positions: 1..{ctx} (the model's context), got {n_positions}")
+        n_positions = ctx if n_positions is None else arguments.integer("n_positions", n_positions, 1, ctx,
+                                                                        f"an integer in 1..{ctx} (the model's context)")
+        check_granularity(granularity)
+        if name is not None:
+            arguments.text("name", name)
         sampler = Sampler(temperature, top_k, top_p, seed)
         super().__init__(build=b, n_positions=n_positions, granularity=granularity, sampler=sampler, name=name)
         self.build = b
@@ -71,6 +85,42 @@ class SDLLM(AbstractProcess):
         self.token_out = OutPort(shape=(1,))
         self.logits_out = OutPort(shape=(b.config.vocab_size,))
         self.graph = None  # (groups, Processes) once Lava has built the SubProcessModel
+        self.children_before = []  # multiprocessing's children before Lava forked this network's
+
+    def __del__(self):
+        if hasattr(self, "proc_params"):  # not a construction that failed before Lava's
+            super().__del__()
+
+    def run(self, condition, run_cfg=None, compile_config=None):
+        with self._failures():
+            super().run(condition, run_cfg, compile_config)
+
+    def wait(self):
+        with self._failures():
+            super().wait()
+
+    def pause(self):
+        with self._failures():
+            super().pause()
+
+    @contextlib.contextmanager
+    def _failures(self):
+        try:
+            with lava_lifetime.failures(self):
+                yield
+        except SdllmError:
+            lava_lifetime.stop(self, self.children_before)
+            raise
+
+    def stop(self):
+        """Stop the run (Lava's stop, then whatever it leaves ended: `lava_lifetime.stop`); a
+        worker's failure not yet raised by run, wait or pause is raised here."""
+        if self.runtime is None:
+            return
+        failed = lava_lifetime.worker_failure(self) if self.runtime._is_started else None
+        lava_lifetime.stop(self, self.children_before)
+        if failed:
+            raise SdllmError(f"Lava run failed: {failed}")
 
     def core_sops(self) -> dict:
         """Core name -> synaptic operations per position so far (read from the group Processes'
@@ -89,12 +139,12 @@ class SDLLMModel(AbstractSubProcessModel):
     """The network's own Lava graph inside the Process, the host's group wired to its ports."""
 
     def __init__(self, proc: SDLLM):
-        from sdllm.runtime.lava_backend import build_processes, choose_granularity
-
         p = proc.proc_params
         build = p["build"]
+        lava_lifetime.start_resource_tracker()  # before Lava forks: it outlives them all
+        proc.children_before = multiprocessing.active_children()
         groups, procs, _ = build_processes(build, [], p["n_positions"], choose_granularity(build, p["granularity"]),
-                                           error_dir=None, sampler=p["sampler"], host_io=True)
+                                           sampler=p["sampler"], host_io=True)
         for k, sub in enumerate(procs):
             setattr(self, f"group_{k}", sub)
         host = next(sub for group, sub in zip(groups, procs) if group.host() is not None)

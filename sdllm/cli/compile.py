@@ -11,7 +11,7 @@ RATE_TOKENS = 128
 
 
 def main(argv=None):
-    return guarded("sdllm-compile", lambda: _main(argv))
+    return guarded("sdllm-compile", lambda: _main(argv), process=argv is None)
 
 
 def _main(argv):
@@ -34,6 +34,7 @@ def _main(argv):
     args = ap.parse_args(argv)
 
     import sdllm
+    from sdllm import arguments
     from sdllm.formats import model as modelformat
 
     if (args.model is None) == (args.synthetic is None):
@@ -46,6 +47,7 @@ def _main(argv):
         for flag, bits in (("--weight-bits", args.weight_bits), ("--act-bits", args.act_bits)):
             if not 2 <= bits <= 8:
                 raise SdllmError(f"{flag}: 2..8 bits, got {bits}")
+        arguments.integer("--seed", args.seed, 0, (1 << 63) - 1)  # what a model.pt holds; numpy's seeds are >= 0
         buildformat.check_target(args.output)  # before any work: the place to write it is there and ours to replace
         spec = modelformat.QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, rotate=False, gptq=False)
         shape = shape_of(args.synthetic)

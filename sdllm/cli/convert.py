@@ -27,14 +27,14 @@ def point_bits(pairs: list) -> tuple:
     out = {}
     for pair in pairs:
         name, _, bits = pair.partition("=")
-        if name not in stages.POINTS or not bits.isdigit():
+        if name not in stages.POINTS or not bits.isdecimal():  # not isdigit: "²" is a digit int() refuses
             raise SdllmError(f"--point-bits: expected POINT=BITS with POINT one of {', '.join(stages.POINTS)}, got {pair!r}")
         out[name] = int(bits)
     return tuple(sorted(out.items()))
 
 
 def main(argv=None):
-    return guarded("sdllm-convert", lambda: _main(argv))
+    return guarded("sdllm-convert", lambda: _main(argv), process=argv is None)
 
 
 def _main(argv):

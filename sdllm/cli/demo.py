@@ -32,7 +32,7 @@ def plot_sops(result, path: str) -> None:
 
 
 def main(argv=None):
-    return guarded("sdllm-demo", lambda: _demo(_args(argv)))
+    return guarded("sdllm-demo", lambda: _demo(_args(argv)), process=argv is None)
 
 
 def _args(argv):

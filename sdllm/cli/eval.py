@@ -19,7 +19,7 @@ from sdllm.errors import SdllmError
 
 
 def main(argv=None):
-    return guarded("sdllm-eval", lambda: report(_args(argv)))
+    return guarded("sdllm-eval", lambda: report(_args(argv)), process=argv is None)
 
 
 def _args(argv):

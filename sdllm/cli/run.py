@@ -44,7 +44,7 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout, ge
 
 
 def main(argv=None):
-    return guarded("sdllm-run", lambda: _main(argv))
+    return guarded("sdllm-run", lambda: _main(argv), process=argv is None)
 
 
 def _main(argv):
@@ -74,7 +74,7 @@ def _main(argv):
 
     if (args.prompt is None) == (not args.interactive):
         raise SdllmError("sdllm-run: give --prompt TEXT or --interactive (one of them)")
-    if args.report:
+    if args.report is not None:
         if args.interactive:
             raise SdllmError("--report: writes the report of one --prompt run, not of --interactive")
         outputs.check_report_directory(args.report, "--report")  # before the run, not after
@@ -89,7 +89,7 @@ def _main(argv):
         return interactive(build, args, options)
     run = generate(build, args.prompt, args.chat, args.max_new_tokens, options)
     print_result(build.network, run.prompt_tokens, run.result, run.wall_s, generated=False)
-    if args.report:
+    if args.report is not None:
         paths = run.report(progress=True).write(args.report, "--report")
         print(f"run report: {', '.join(paths)}")
 

@@ -10,7 +10,7 @@ from sdllm.cli import guarded
 
 
 def main(argv=None):
-    return guarded("train_default", lambda: _main(argv))
+    return guarded("train_default", lambda: _main(argv), process=argv is None)
 
 
 def _main(argv):

@@ -97,6 +97,8 @@ class BuildWriter:
         self.tmp = f"{self.out_dir}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
 
     def __enter__(self) -> "BuildWriter":
+        self.watch = outputs.removed_if_this_process_dies(self.tmp)
+        self.watch.__enter__()
         try:
             os.mkdir(self.tmp)
             os.mkdir(os.path.join(self.tmp, "arrays"))
@@ -138,6 +140,7 @@ class BuildWriter:
 
     def _remove_tmp(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self.watch.__exit__(None, None, None)
 
 
 BUILD_FILES = ("network.json", "report.txt", "report.json", "report.html")

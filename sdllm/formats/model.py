@@ -30,7 +30,6 @@ In memory a `ModelFile`: the same contents, typed, weights and scales keyed by n
 """
 
 import io
-import os
 import pickle
 import re
 import warnings
@@ -40,6 +39,7 @@ import numpy as np
 
 from sdllm import codes, stages
 from sdllm.errors import SdllmError
+from sdllm.formats import files
 from sdllm.formats.fields import Doc, FormatError
 from sdllm.outputs import write_file
 from sdllm.resources import require_memory
@@ -385,9 +385,7 @@ def load_blob(path: str, expected_format: str) -> dict:
     """torch.load(weights_only=True) with every failure turned into one clear line."""
     import torch
 
-    if not os.path.isfile(path):
-        raise SdllmError(f"{path}: no such file")
-    require_memory(os.path.getsize(path), path)  # torch.load reads it whole
+    require_memory(files.regular_file(path), path)  # torch.load reads it whole
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
