@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 
-from sdllm import stages
+from sdllm import codes
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model
 from sdllm.formats.build import read as load_build
@@ -37,7 +37,7 @@ def main():
         spec = QuantSpec(weight_bits=wb, act_bits=ab)
         sdllm_model = blobs[(wb, ab)] = convert(model, spec, calib, BYTES)
         r = evaluate(sdllm_model, model, n_windows=8, progress=False)
-        print(f"W{wb}A{ab} P8 KV8  {spec.window(stages.ATTN_IN):>4} {r['float']:>7.3f} {r['weight_only']:>12.3f} {r['fake_quant']:>11.3f} {r['integer']:>8.3f} "
+        print(f"W{wb}A{ab} P8 KV8  {codes.steps(codes.reference(ab), ab):>4} {r['float']:>7.3f} {r['weight_only']:>12.3f} {r['fake_quant']:>11.3f} {r['integer']:>8.3f} "
               f"{r['integer'] / r['float']:>10.3f} {r['spikes_per_token']:>11.0f} {r['sops_per_token']:>11,.0f}")
 
     if args.skip_speed:

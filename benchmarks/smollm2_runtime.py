@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from shared_smollm2 import gguf as fetch_gguf  # noqa: E402
 from shared_smollm2 import w4a4_model  # noqa: E402
 
-from sdllm import stages, tokenizer  # noqa: E402
+from sdllm import tokenizer  # noqa: E402
 from sdllm.compiler.emit import emit  # noqa: E402
 from sdllm.compiler.pipeline import compile_model  # noqa: E402
 from sdllm.formats import model as modelformat  # noqa: E402
@@ -149,11 +149,11 @@ def main():
     layers = build.config.n_layers
     n = len(rows[0]) - 1
     causal = np.arange(build.config.max_seq_len) < np.arange(1, n + 1)[:, None]  # P·V inputs of keys so far
-    # spikes each input sends in its window, in its point's code (ternary |q|, bit planes: set bits)
-    events = {k: ref.spike_events(k, v) for k, v in spikes.items()}
+    # spikes each input sends in its window, in the code the compiler chose for it
+    events = {k: ref.spike_events(k, v, build.schedule.stages[k].code) for k, v in spikes.items()}
     per_stage = {k: v.transpose(1, 0, 2)[:, causal].reshape(-1) if k.endswith(".pv") else v.reshape(-1)
                  for k, v in events.items()}
-    window = {k: blob.quant.window(stages.stage_of(k).input) for k in per_stage}
+    window = {k: build.schedule.stages[k].steps for k in per_stage}
     rates = [np.mean(np.concatenate([per_stage[f"L{i}.{k}"] / window[f"L{i}.{k}"]
                                      for k in ("qkv", "qk", "pv", "o", "gate_up", "down")])) for i in range(layers)]
     counts = np.concatenate(list(per_stage.values()))

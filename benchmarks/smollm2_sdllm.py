@@ -35,7 +35,7 @@ import torch
 from shared_smollm2 import convert_cached
 from shared_smollm2 import gguf as fetch_gguf
 
-from sdllm import stages
+from sdllm import codes
 from sdllm.cli.eval import ablation_lines, figure, layer_lines
 from sdllm.formats import model as modelformat
 from sdllm.models.evaluation.evaluate import ablation, evaluate, integer_scores, torch_perplexity
@@ -248,7 +248,7 @@ def main():
                      "W4A4, random Hadamard, clip budget 20%"):
             if name in results:
                 d = results[name]["in-domain"]
-                abl.append((name.replace("W4A4, ", "with "), models[name].quant.window(stages.ATTN_IN), d["integer"],
+                abl.append((name.replace("W4A4, ", "with "), codes.steps(codes.reference(models[name].quant.act_bits), models[name].quant.act_bits), d["integer"],
                             d["sops_per_token"]))
         print("\n".join(ablation_lines(base["in-domain"], abl, models["W4A4"].quant)))
 

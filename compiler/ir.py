@@ -4,8 +4,10 @@
     lower     graph       operator graph: nodes (units, stages, host) with named segments, edges
     tile      cores       logical cores, each an axon range and a neuron range of its node
               bounds      per node, the fewest cores its resources need (the report's lower bound)
+              fanout      per static stage, each input's non-zero weights
     route     routes      per core, its routing table (run-length) and table size
-    rates     rates       (optional) measured spikes per token on every stage input
+    rates     rates       (optional) measured events per token on every stage input, in every code
+    code_choice codes     the spike code carrying each stage's input, and what each would cost
     place     placement   per core, its chip and mesh positions; the placement's traffic figures
     schedule  schedule    the timestep schedule
     drc       checked     every core within its limits
@@ -108,8 +110,26 @@ class Placement:
 
 @dataclass(frozen=True)
 class Rates:
-    per_axon: dict  # stage node -> mean spikes per token on each of its input axons
+    events: dict  # stage node -> {code: mean events per token on each of its input axons}
     tokens: int
+
+
+@dataclass(frozen=True)
+class CodeCost:
+    """What carrying one stage's input in one code costs per token, in the target's terms."""
+
+    energy_pj: float  # synaptic ops + neuron updates + spike packets
+    steps: int  # the stage's share of the token period: its window and the step to the unit
+    sops: float
+    neuron_updates: float
+    packets: float
+
+
+@dataclass(frozen=True)
+class CodeChoice:
+    codes: dict  # stage node -> the code carrying its input
+    costs: dict  # stage node -> {code: CodeCost}, the target's codes
+    rule: str  # how they were chosen ("least energy x latency", or the code asked for)
 
 
 @dataclass(frozen=True)
@@ -119,8 +139,10 @@ class Network:
     graph: Graph | None = None
     cores: tuple | None = None
     bounds: dict | None = None
+    fanout: dict | None = None
     routes: dict | None = None
     rates: Rates | None = None
+    codes: CodeChoice | None = None
     placement: Placement | None = None
     schedule: Schedule | None = None
     checked: bool = False

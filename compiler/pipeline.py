@@ -7,7 +7,7 @@ never changes its input, so the pipeline run twice on the same model gives the s
 
 from functools import partial
 
-from sdllm.compiler import drc, lower, place, rates, route, schedule, tile
+from sdllm.compiler import code_choice, drc, lower, place, rates, route, schedule, tile
 from sdllm.compiler.ir import Network
 from sdllm.formats import hw
 from sdllm.formats.model import ModelFile
@@ -15,14 +15,17 @@ from sdllm.formats.model import ModelFile
 RATE_TOKENS = 128
 
 
-def passes(placement: str = "traffic", rate_tokens: int = 0, progress: bool = False) -> tuple:
+def passes(placement: str = "traffic", rate_tokens: int = 0, progress: bool = False, code: str = "auto") -> tuple:
     """The pass list. rate_tokens > 0: measure the units' spike rates on that many tokens of
-    calibration text (the integer reference) to weight placement; else one packet per routed value."""
+    calibration text (the integer reference) to weigh the codes and placement; else inputs spread
+    evenly over their range and one packet per routed value. code: the compiler's choice per
+    stage ('auto'), the paper's ternary trains ('paper') or one code everywhere."""
     return (
         lower.lower,
         partial(tile.tile, progress=progress),
         partial(route.route, progress=progress),
         partial(rates.rates, n_tokens=rate_tokens),
+        partial(code_choice.choose, code=code),
         partial(place.place, method=placement, progress=progress),
         schedule.schedule,
         drc.check,

@@ -3,6 +3,7 @@
 from collections import defaultdict
 
 from sdllm import codes, stages
+from sdllm.compiler import code_choice
 from sdllm.compiler.ir import Network
 from sdllm.cores.unit import graded_bounds
 from sdllm.formats.model import qmax
@@ -80,6 +81,7 @@ def build_report(net: Network) -> dict:
         "layers": [dict(layer=k, **layers[k]) for k in sorted(layers, key=lambda k: (k == head, int(k) if k != head else 0))],
         "stages": s["stages"],
         "products": products(net),
+        "codes": code_report(net),
         "graded": graded(net),
     }
 
@@ -105,6 +107,32 @@ def graded(net: Network) -> dict:
         "ratio": unit_bounds.get("ratio", 0),
         "kv_writes": max((b for seg, b in unit_bounds.items() if seg.endswith("_write")), default=0),
         "stage_sums": {"max": stage_sums[widest], "stage": widest},
+    }
+
+
+def code_report(net: Network) -> dict:
+    """Which code carries each stage's input, what it costs, and why: energy and latency per
+    token of the chosen codes against every code of the target used everywhere."""
+    choice, energy = net.codes, net.hw.energy
+    fixed = code_choice.fixed_steps(net)
+
+    def total(pick: dict) -> tuple:
+        e = sum(choice.costs[n][c].energy_pj for n, c in pick.items())
+        return e, fixed + sum(choice.costs[n][c].steps for n, c in pick.items())
+
+    chosen = total(choice.codes)
+    uniform = {c: total({n: c for n in choice.codes}) for c in net.hw.core.spike_codes}
+    return {
+        "rule": choice.rule,
+        "events_from": f"{net.rates.tokens} tokens of calibration text" if net.rates else "inputs spread evenly over their range",
+        "chosen": {"energy_nj": chosen[0] / 1e3, "steps": chosen[1]},
+        "uniform": {c: {"energy_nj": e / 1e3, "steps": s} for c, (e, s) in uniform.items()},
+        "stages": {n: {"code": c, "steps": choice.costs[n][c].steps, "sops": round(choice.costs[n][c].sops),
+                       "energy_nj": round(choice.costs[n][c].energy_pj / 1e3, 3),
+                       "candidates": {k: {"energy_nj": round(v.energy_pj / 1e3, 3), "steps": v.steps}
+                                      for k, v in choice.costs[n].items()}}
+                   for n, c in choice.codes.items()},
+        "graded_sop_pj": energy.get("graded_sop_pj"),
     }
 
 
@@ -174,6 +202,18 @@ def format_report(r: dict) -> str:
                   f"{carry} per channel (up to {res['largest_piece']:,}); embedding up to {g['embedding']:,}; "
                   f"head ratio up to {g['ratio']:,}; KV writes up to {g['kv_writes']:,}; stage sums up to "
                   f"{g['stage_sums']['max']:,} ({g['stage_sums']['stage']})"]
+    c = r.get("codes")
+    if c:
+        per_kind = {}
+        for name, s in c["stages"].items():
+            per_kind.setdefault(stages.stage_of(name).name, {}).setdefault(s["code"], 0)
+            per_kind[stages.stage_of(name).name][s["code"]] += 1
+        chosen = c["chosen"]
+        lines += ["", f"spike codes ({c['rule']}; events from {c['events_from']}): "
+                  + "; ".join(f"{k} " + ", ".join(f"{code} x{n}" for code, n in v.items()) for k, v in per_kind.items()),
+                  f"  chosen: {chosen['energy_nj']:,.1f} nJ and {chosen['steps']} steps per token (stage energy: synaptic ops, "
+                  f"neuron updates, packets); one code everywhere: "
+                  + "; ".join(f"{k} {v['energy_nj']:,.1f} nJ, {v['steps']} steps" for k, v in c["uniform"].items())]
     lines += ["", "schedule (phases within a token; spikes received first..last, in the input's code):"]
     for name, s in r["stages"].items():
         lines.append(f"  {name:<12} {s['first']:>5} .. {s['last']:<5} {s.get('code', '')}")

@@ -11,36 +11,39 @@ e_6 + 1, or the LM head's spikes). The host sends the token's embedding to arriv
 and receives the logits at the last phase, where it picks the next token. Adds `schedule`.
 """
 
-from sdllm import stages
+from sdllm import codes, stages
 from sdllm.compiler.ir import Network
 from sdllm.schedule import HostPhases, LayerPhases, Schedule, Window
 from sdllm.stages import CoreType
 
 
 def schedule(net: Network) -> Network:
-    net.need("schedule", "cores")
+    net.need("schedule", "cores", "codes")
     reduced = sorted({c.node for c in net.cores if c.type == CoreType.REDUCE})
-    return net.add("schedule", schedule=timestep_schedule(net.model.quant, net.model.config.n_layers, reduced))
+    return net.add("schedule", schedule=timestep_schedule(net.model.quant, net.model.config.n_layers, net.codes.codes, reduced))
 
 
-def timestep_schedule(spec, n_layers: int, reduced=()) -> Schedule:
-    """The schedule for the spike trains of `spec`'s points (each stage's window is its input's
-    train in its code); `reduced`: the stages with reduce cores (one more step each)."""
+def timestep_schedule(spec, n_layers: int, code_of: dict, reduced=()) -> Schedule:
+    """The schedule for the spike trains of `spec`'s points, each stage's input in its code
+    (code_of: stage node -> code); `reduced`: the stages with reduce cores (one more step each)."""
     layers, windows = [], {}
 
-    def window(stage, first):
-        return Window(first, first + spec.window(stage.input) - 1, spec.code_of(stage.input))
+    def steps(stage, layer):
+        return codes.steps(code_of[stage.node(layer)], spec.bits(stage.input))
+
+    def window(stage, layer, first):
+        return Window(first, first + steps(stage, layer) - 1, code_of[stage.node(layer)])
 
     r = 0
     for i in range(n_layers):
         emits = [r]
         for stage in stages.LAYER:
-            emits.append(emits[-1] + spec.window(stage.input) + 1 + (stage.node(i) in reduced))
+            emits.append(emits[-1] + steps(stage, i) + 1 + (stage.node(i) in reduced))
         layers.append(LayerPhases(r, tuple(emits)))
         for k, stage in enumerate(stages.LAYER):
-            windows[stage.node(i)] = window(stage, emits[k] + 1)
+            windows[stage.node(i)] = window(stage, i, emits[k] + 1)
         r = emits[-1] + 1
     head_emit = layers[-1].emit[-1]
-    windows[stages.HEAD.name] = window(stages.HEAD, head_emit + 1)
+    windows[stages.HEAD.name] = window(stages.HEAD, None, head_emit + 1)
     period = windows[stages.HEAD.name].last + 2 + (stages.HEAD.name in reduced)
     return Schedule(period, tuple(layers), windows, tuple(reduced), HostPhases(0, head_emit + 1, period - 1))

@@ -3,7 +3,8 @@ tiles is its own module's (`sdllm.cores`): static stages into a grid of fan-in Ã
 blocks (with reduce cores where the fan-in is cut), KV stages by query heads, a neuron unit over
 as many cores as its axons need, the host off-chip. Weights are loaded one stage at a time and
 dropped. Adds `cores` and `bounds` (per node, the fewest cores its resources need: the report's
-lower bound)."""
+lower bound) and `fanout` (per static stage, each input's non-zero weights: the synapses one
+event on it reads)."""
 
 from tqdm import tqdm
 
@@ -13,8 +14,10 @@ from sdllm.compiler.ir import Network
 
 def tile(net: Network, progress: bool = False) -> Network:
     net.need("tile", "graph")
-    cores, bounds = [], {}
+    cores, bounds, fanout = [], {}, {}
     for node in tqdm(list(net.nodes.values()), desc="tile", unit="stage", disable=None if progress else True, leave=False):
-        made, bounds[node.name] = core_types.tile(node, net.hw.core, net.model, len(cores))
+        made, bounds[node.name], fan = core_types.tile(node, net.hw.core, net.model, len(cores))
         cores += made
-    return net.add("tile", cores=tuple(cores), bounds=bounds)
+        if fan is not None:
+            fanout[node.name] = fan
+    return net.add("tile", cores=tuple(cores), bounds=bounds, fanout=fanout)

@@ -18,7 +18,8 @@ BEHAVIOURS = {CoreType.SYNAPSE: synapse.SynapseCore, CoreType.REDUCE: reduce.Red
 
 
 def tile(node, lim, model, first_id: int):
-    """(logical cores, the lower bound on their count) of one operator-graph node."""
+    """(logical cores, the lower bound on their count, each input's fan-out or None) of one
+    operator-graph node."""
     if node.kind is NodeKind.STATIC:
         return synapse.tile(node, lim, model.quant.q_max(stages.stage_of(node.name).input), first_id)
     if node.kind in stages.KV_KINDS:

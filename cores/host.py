@@ -24,7 +24,7 @@ def tile(node, model, first_id: int):
     core = Core(first_id, node.name, CoreType.HOST, node.name, node.layer, np.arange(node.inputs.total),
                 np.arange(node.outputs.total), params=dict(node.attrs["params"]), span=0,
                 payload_bound=max(graded_bounds(node, model).values()))
-    return [core], 0
+    return [core], 0, None
 
 
 class HostCore(CoreBehaviour):

@@ -19,7 +19,7 @@ import numpy as np
 
 from sdllm import stages
 from sdllm.cores.core import Core
-from sdllm.cores.stepping import CoreBehaviour, StageWindow, check_spikes
+from sdllm.cores.stepping import CoreBehaviour, StageWindow, check_events
 from sdllm.errors import SdllmError
 from sdllm.models.integer import fixedpoint as fx
 from sdllm.stages import NodeKind
@@ -73,7 +73,7 @@ def tile(node, lim, q_max: int, first_id: int):
             payload_bound=q_max * kv_max * per_head,
         ))
     bound = max(1, -(-_kv_bits(a["n_heads"], a["n_heads"] * per_head, a, lim) // lim.synapse_memory_bits))
-    return cores, bound
+    return cores, bound, None  # an event's fan-out depends on the position: the stage table's rule
 
 
 class KvCore(StageWindow, CoreBehaviour):
@@ -101,7 +101,7 @@ class KvCore(StageWindow, CoreBehaviour):
             self.cache[:, token] = x[self.n_spike :].reshape(-1, self.hd)
         if self.first <= phase <= self.last:
             s = x[: self.n_spike]
-            check_spikes(self.core, s)
+            check_events(self.core, s, self.event_max)
             mem = self.cache[self.kv_of_head]  # (heads, S, hd)
             if self.radix != 1:
                 self.acc *= self.radix
@@ -109,7 +109,7 @@ class KvCore(StageWindow, CoreBehaviour):
                 self.acc += np.einsum("hd,htd->ht", s.reshape(self.h, self.hd), mem).reshape(-1)
             else:
                 self.acc += np.einsum("ht,htd->hd", s.reshape(self.h, self.S), mem).reshape(-1)
-            self.sops[token] += int(np.abs(s).sum()) * self.stage.fanout(self.cfg, pos=token)
+            self.sops[token] += int(np.count_nonzero(s)) * self.stage.fanout(self.cfg, pos=token)
             if phase == self.last:
                 out, self.acc = self.acc, np.zeros_like(self.acc)
                 return out

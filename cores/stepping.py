@@ -9,7 +9,7 @@ run. Synaptic operations are counted per token position inside the core.
 
 import numpy as np
 
-from sdllm import codes
+from sdllm import codes, stages
 from sdllm.errors import SdllmError
 
 
@@ -29,19 +29,24 @@ class CoreBehaviour:
         return set(range(self.period))
 
 
-def check_spikes(core, x) -> None:
-    if x.size and np.abs(x).max() > 1:
-        raise SdllmError(f"core {core.name}: received a value of {int(np.abs(x).max())} on a spike axon (spikes are -1, 0, +1)")
+def check_events(core, x, limit: int) -> None:
+    """What arrived on a stage's input axons in one step: ±1 spikes, or a graded code's values."""
+    if x.size and np.abs(x).max() > limit:
+        raise SdllmError(f"core {core.name}: received a value of {int(np.abs(x).max())} on an input axon "
+                         f"(its code carries at most {limit})")
 
 
 class StageWindow:
-    """The phases a stage's spike train arrives in and the radix its cores accumulate it with
-    (`codes.Code.radix`: 1 for counts, 2 for bit planes, most significant first)."""
+    """The phases a stage's train arrives in, the radix its cores accumulate it with
+    (`codes.Code.radix`: 1 for counts, 2 for planes, most significant first) and the largest value
+    one step carries (1 but for graded spikes)."""
 
     def __init__(self, core, build):
         window = build.schedule.stages[core.node]
         self.first, self.last = window.first, window.last
-        self.radix = codes.CODES[window.code].radix
+        code = codes.CODES[window.code]
+        self.radix = code.radix
+        self.event_max = code.event_max(build.quant.bits(stages.stage_of(core.node).input))
 
     def phases(self) -> set:
         return set(range(self.first, self.last + 1))

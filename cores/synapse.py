@@ -12,8 +12,9 @@ point's spikes s_t ∈ {−1, 0, +1}^axons and updates its accumulators
 
 so that after a window carrying the integers q, a = W q exactly (additions and shifts only).
 At t = last it sends a as graded spikes (to the stage's unit, or — a fan-in part — to its reduce
-cores, `cores.reduce`) and resets a ← 0. SOPs: Σ_j |s_t,j| · nnz(W[:, j]) each step (the stage
-table's rule, `stages.Stage.fanout`). Its output is bounded by Q · the largest row Σ|w| of W.
+cores, `cores.reduce`) and resets a ← 0. SOPs: Σ_j [s_t,j ≠ 0] · nnz(W[:, j]) each step (the
+stage table's rule, `stages.Stage.fanout`). In a graded code s_t = q (T = 1, each op a
+multiply-accumulate). Its output is bounded by Q · the largest row Σ|w| of W.
 
 For the fast executor a stage's synapse cores fold, with the routes in and out of them, into one
 integer matrix from unit outputs to unit inputs (`fold`); integer sums are associative, so it
@@ -25,7 +26,7 @@ import numpy as np
 from sdllm import nibbles
 from sdllm.cores import reduce
 from sdllm.cores.core import Core
-from sdllm.cores.stepping import CoreBehaviour, StageWindow, check_spikes
+from sdllm.cores.stepping import CoreBehaviour, StageWindow, check_events
 from sdllm.errors import SdllmError
 from sdllm.stages import CoreType
 
@@ -118,8 +119,9 @@ def synapse_arrays(core, w: np.ndarray) -> dict:
 
 
 def tile(node, lim, q_max: int, first_id: int):
-    """(cores, lower bound) of a static stage: its fan-in × fan-out tiles, then its reduce cores.
-    q_max: the largest spike count of the stage's input (its sums are bounded by q_max · Σ|w|)."""
+    """(cores, lower bound, each input's fan-out) of a static stage: its fan-in × fan-out tiles,
+    then its reduce cores. q_max: the largest value of the stage's input (its sums are bounded by
+    q_max · Σ|w|). The fan-out of an input: its non-zero weights, the synapses one event reads."""
     wb = node.attrs["weight_bits"]
     w = node.weight.load()
     a_b, n_b, bits, dense, nnz = _grid(node.name, w, wb, lim)
@@ -144,7 +146,7 @@ def tile(node, lim, q_max: int, first_id: int):
             ))
     if a_s > 1:
         cores += reduce.tile(node, a_s, abs_rows.sum(1, dtype=np.int64), lim, q_max, first_id + len(cores))
-    return cores, bound
+    return cores, bound, np.count_nonzero(w, axis=0)
 
 
 class SynapseCore(StageWindow, CoreBehaviour):
@@ -160,11 +162,11 @@ class SynapseCore(StageWindow, CoreBehaviour):
     def step(self, t, x):
         token, phase = self.clock(t)
         if self.first <= phase <= self.last:
-            check_spikes(self.core, x)
+            check_events(self.core, x, self.event_max)
             if self.radix != 1:
                 self.acc *= self.radix
             self.acc += (self.w @ x.astype(self.w.dtype)).astype(np.int64)
-            self.sops[token] += int(np.abs(x) @ self.fanout)
+            self.sops[token] += int((x != 0) @ self.fanout)  # one op per event and synapse, whatever it carries
             if phase == self.last:
                 out, self.acc = self.acc, np.zeros_like(self.acc)
                 return out

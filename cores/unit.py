@@ -15,8 +15,8 @@ Dynamics, within a token's period (the schedule's phases e_0 .. e_6 of its layer
 
 An encoder sends q as its code's train from the step after it is produced: ternary |q| spikes of
 sign(q); bit planes the bits of |q|, most significant first, with sign(q). Units have no synapses
-(no SOPs). What it sends is bounded (`graded_bounds`): ±1 spikes, kv-bit writes, the residual's
-pieces, the ratio (`fixedpoint.ratio_bound`).
+(no SOPs). What it sends is bounded (`graded_bounds`): a stage input's Q (±1 spikes, or a graded code's
+payload), kv-bit writes, the residual's pieces, the ratio (`fixedpoint.ratio_bound`).
 """
 
 import numpy as np
@@ -36,12 +36,12 @@ def span(n_axons: int, n_neurons: int, lim) -> int:
 
 
 def tile(node, lim, model, first_id: int):
-    """(the unit's one logical core, its span: the lower bound)."""
+    """(the unit's one logical core, its span: the lower bound, no synapses)."""
     k = span(node.inputs.total, node.outputs.total, lim)
     core = Core(first_id, node.name, CoreType.NEURON_UNIT, node.name, node.layer, np.arange(node.inputs.total),
                 np.arange(node.outputs.total), params=dict(node.attrs["params"]), span=k,
                 payload_bound=max(graded_bounds(node, model).values()))
-    return [core], k
+    return [core], k, None
 
 
 def graded_bounds(node, model) -> dict:
@@ -60,16 +60,15 @@ def graded_bounds(node, model) -> dict:
             out[seg] = fx.ratio_bound(model.config.dim, int(p["eps_fx"]))
         elif seg.endswith("_write"):
             out[seg] = fx.qmax(model.quant.kv_bits)
-        else:
-            out[seg] = 1
+        else:  # a stage's input: ±1 spikes, or its integers in a graded code
+            out[seg] = model.quant.q_max(stages.STAGES[seg].input)
     return out
 
 
 class NeuronUnitCore(CoreBehaviour):
     """One decoder layer's programmable neurons: the between-stage integer programs
     (`sdllm.models.integer.units`), run as the schedule's phases come, plus the encoders that send each
-    integer activation as its point's spike train (ternary: |q| spikes of sign(q); bit planes:
-    the bits of |q|, most significant first, with sign(q))."""
+    integer activation as a train in the code the compiler chose for its stage."""
 
     def __init__(self, core, build, n_positions):
         super().__init__(core, build, n_positions)
@@ -81,17 +80,17 @@ class NeuronUnitCore(CoreBehaviour):
         self.payload_max = build.hw.core.payload_max
         self.quant = build.quant
         self.train = None  # the spike train being sent: (segment, steps still to send)
-        last = stages.HEAD if "resid_out" not in self.outs else stages.LAYER[-1]
-        self.span = (self.emit[0], self.emit[-1] + build.quant.window(last.input) + 1)
+        last = stages.HEAD.node(None) if "resid_out" not in self.outs else stages.LAYER[-1].node(core.layer)
+        self.windows = build.schedule.stages
+        self.span = (self.emit[0], self.emit[-1] + self.windows[last].steps + 1)
 
     def phases(self) -> set:
         """From the residual's arrival to the end of its last spike train (the head's, in the last layer)."""
         return set(range(*self.span))
 
     def _start(self, stage, q):
-        point = stage.input
-        code = codes.CODES[self.quant.code_of(point)]
-        self.train = (stage.name, iter(code.encode(np.asarray(q, np.int64).reshape(-1), self.quant.bits(point))))
+        code = codes.CODES[self.windows[stage.node(None if stage is stages.HEAD else self.core.layer)].code]
+        self.train = (stage.name, iter(code.encode(np.asarray(q, np.int64).reshape(-1), self.quant.bits(stage.input))))
 
     def _put(self, y, seg, value):
         value = np.asarray(value, np.int64).reshape(-1)

@@ -111,7 +111,8 @@ class FoldedBuild:
         spec = self.build.quant
         for name, members in self.stages.items():
             point = stages.stage_of(name).input
-            q = codes.CODES[spec.code_of(point)].spikes(np.asarray(spikes[name]), spec.bits(point))  # spikes per input
+            code = self.build.schedule.stages[name].code
+            q = codes.CODES[code].spikes(np.asarray(spikes[name]), spec.bits(point))  # events per input
             lo_in = self.windows[name][1] if name in self.windows else 0
             partial = []
             if name in self.fanout:  # exact: counts x fan-outs stay far below 2**53

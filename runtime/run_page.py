@@ -184,8 +184,8 @@ def _raster_figure(r: dict) -> Figure | None:
                   f"(spikes and graded sums; white: nothing)", fontsize=9)
     fig.colorbar(im, ax=top, label="values sent (log)", pad=0.01)
     s = np.asarray(ra["spikes"], dtype=float).reshape(-1, 3)
-    for sign, colour, label in ((1, "tab:red", "+1 spike"), (-1, "tab:blue", "−1 spike")):
-        pick = s[:, 2] == sign
+    for sign, colour, label in ((1, "tab:red", "positive event"), (-1, "tab:blue", "negative event")):
+        pick = np.sign(s[:, 2]) == sign
         bottom.scatter(s[pick, 0], s[pick, 1], s=4, marker="s", lw=0, color=colour, label=label, rasterized=True)
     layer = ra["unit"].rsplit(".", 1)[0] + "."
     for w in ra["windows"]:  # the unit's stages' windows: when their cores receive its trains

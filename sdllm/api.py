@@ -30,50 +30,13 @@ from sdllm.formats import build as buildformat
 from sdllm.formats import files
 from sdllm.formats import model as modelformat
 from sdllm.formats.fields import shown
-from sdllm.formats.model import BIT_RANGE, ROTATIONS, ModelFile, QuantSpec
+from sdllm.formats.model import ModelFile, QuantSpec
 
-__all__ = ["Build", "MappingReport", "Model", "Run", "RunReport", "check_quant", "compile", "convert", "load_build",
+__all__ = ["Build", "MappingReport", "Model", "Run", "RunReport", "compile", "convert", "load_build",
            "load_model", "run"]
 
 
 SEED_RANGE = (0, (1 << 32) - 1)  # of a conversion's random rotation
-
-
-def check_quant(spec: QuantSpec) -> None:
-    """A conversion's bits, dead zones and options have their types and are within what an SDLLM
-    supports (one line if not)."""
-    if not isinstance(spec, QuantSpec):
-        arguments.fail("quant", "a QuantSpec or None", spec)
-    lo, hi = BIT_RANGE
-    for name in ("weight_bits", "act_bits", "attn_bits", "kv_bits"):
-        arguments.integer(_flag(name), getattr(spec, name), lo, hi, f"must be within {lo}..{hi}")
-    arguments.number("--clip-budget", spec.clip_budget, 0, 10, "must be within 0..10 (a fraction of perplexity)")
-    arguments.number("--balance", spec.balance, 0, 1, "must be within 0..1 (an exponent)")
-    arguments.text("--rotation", spec.rotation, ROTATIONS)
-    arguments.text("--code", spec.code, ("auto", *codes.CARRIED))
-    arguments.integer("--rotation-steps", spec.rotation_steps, 1, 1 << 20, f"must be within 1..{1 << 20}")
-    arguments.integer("--seed", spec.seed, *SEED_RANGE)
-    arguments.integer("--theta", spec.theta)  # its range depends on each point's bits: below
-    for name in ("rotate", "head_rotation", "gptq", "calibrate_gamma"):
-        arguments.boolean(name, getattr(spec, name))
-    for field_name, flag in (("point_bits", "--point-bits"), ("thetas", "thetas")):
-        pairs = getattr(spec, field_name)
-        if not isinstance(pairs, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
-            arguments.fail(field_name, "a tuple of (point name, integer) pairs", pairs)
-        for name, value in pairs:
-            arguments.text(f"{flag} point", name, tuple(stages.POINTS))
-            arguments.integer(f"{flag} {name}", value, 0, None)
-    for name, value in spec.point_bits:
-        if not lo <= value <= hi:
-            raise SdllmError(f"--point-bits {name}: must be within {lo}..{hi}, got {value}")
-    for point in stages.POINTS.values():
-        if point.spiked and not 0 <= spec.theta_of(point) < spec.q_max(point):
-            raise SdllmError(f"--theta: must be within 0..{spec.q_max(point) - 1} for the {spec.bits(point)}-bit point "
-                             f"{point.name}, got {spec.theta_of(point)}")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 class _Report:
@@ -204,8 +167,9 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     if unknown:
         raise SdllmError(f"convert: unknown option(s) {', '.join(sorted(unknown))} "
                          f"(QuantSpec fields: {', '.join(QuantSpec.__dataclass_fields__)})")
-    spec = QuantSpec(**quant_fields) if quant is None else quant
-    check_quant(spec)
+    if quant is not None and not isinstance(quant, QuantSpec):
+        arguments.fail("quant", "a QuantSpec or None", quant)
+    spec = QuantSpec(**quant_fields) if quant is None else quant  # a QuantSpec checks itself
     rotation = None
     if rotation_from is not None:
         if not spec.rotate:
@@ -237,9 +201,11 @@ def load_model(path: str) -> Model:
 
 
 def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str = "build", *,
-            placement: str = "traffic", rate_tokens: int = 128, progress: bool = False) -> Build:
+            placement: str = "traffic", rate_tokens: int = 128, code: str = "auto", progress: bool = False) -> Build:
     """Compile an SDLLM (a `Model`, or a model.pt path) for a target (a name in hw_configs/ or a
-    YAML path) into the build directory `output` (written atomically); returns it as a `Build`."""
+    YAML path) into the build directory `output` (written atomically); returns it as a `Build`.
+    code: how each stage's input travels — chosen by the compiler ('auto'), the paper's ternary
+    trains ('paper'), or one code everywhere (ternary, bitplane, naf, graded)."""
     from sdllm import resources
     from sdllm.compiler.emit import emit
     from sdllm.compiler.pipeline import compile_model, passes
@@ -251,6 +217,7 @@ def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str 
     output = arguments.path("output", output)
     arguments.text("--placement", placement, METHODS)
     rate_tokens = arguments.integer("--rate-tokens", rate_tokens, 0, None, "must be >= 0")
+    arguments.text("--code", code, codes.CHOICES)
     arguments.boolean("progress", progress)
     buildformat.check_target(output)  # before any work: the place to write it is there and ours to replace
     where = model if isinstance(model, str) else "the model"
@@ -258,7 +225,7 @@ def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str 
     spec = file.quant
     widest = max(spec.bits(p) for p in stages.POINTS.values())
     resources.require_memory(resources.compile_bytes(file.config, file.synthetic, rate_tokens, spec.weight_bits, widest), where)
-    report = emit(compile_model(file, target, passes(placement, rate_tokens, progress=progress)), output, progress=progress)
+    report = emit(compile_model(file, target, passes(placement, rate_tokens, progress=progress, code=code)), output, progress=progress)
     return Build(output, report, read=False)
 
 

@@ -13,12 +13,17 @@ SOPs), so that the window leaves exactly W·q.
             is set, T = b − 1, popcount(|q|) spikes. The core doubles its accumulator before
             each step's sum (radix 2: a shift in the neuron update it does anyway), so the
             window leaves Σ_t 2**(T−1−t) · W·s_t = W·q with additions only.
+  naf       signed-digit planes: the non-adjacent form of q, digits d_t ∈ {−1, 0, +1} most
+            significant first (the paper's bidirectional spikes, per plane), no two adjacent
+            digits non-zero: T = b steps (one more than bit planes), radix 2, and on average a
+            third of the planes fire instead of half (7 = 8 − 1: two spikes, not three).
   graded    Loihi 2 graded spikes: one spike carrying q as a b-bit payload, T = 1, one event
             per non-zero q; each synaptic op is a multiply-accumulate, not an add.
 
-The compiled network carries each point in `ternary` or `bitplane` (`for_bits`: the paper's
-ternary trains up to 4 bits, bit planes above, so an 8-bit value takes 7 steps, not 127); the
-other two are compared in `sdllm-eval`. Unsigned values (softmax probabilities, 0..Q) go in
+Which code carries a point is the compiler's choice (`sdllm.compiler.code_choice`), among the
+codes a compiled network can use (`CARRIED`) and the target accepts; `for_bits` is the reference
+choice where no compiler chose (the paper's ternary trains up to 4 bits, bit planes above) and
+`unsigned` is compared in `sdllm-eval` only. Unsigned values (softmax probabilities, 0..Q) go in
 the same codes with no negative spikes. All arrays are numpy int64; q has any shape (..., n)
 and trains are time first, (T, ..., n).
 """
@@ -27,8 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NAMES = ("ternary", "unsigned", "bitplane", "graded")
-CARRIED = ("ternary", "bitplane")  # the codes a compiled network uses
+NAMES = ("ternary", "unsigned", "bitplane", "naf", "graded")
+CARRIED = ("ternary", "bitplane", "naf", "graded")  # the codes a compiled network may use
+CHOICES = ("auto", "paper", *CARRIED)  # what `sdllm-compile --code` takes: the compiler's choice, the paper's, or one code
 TERNARY_MAX_BITS = 4  # above this many bits, `for_bits` carries a point in bit planes
 
 
@@ -48,6 +54,17 @@ def _popcount(a):
     return _BYTE_BITS[a & 0xFF] + _BYTE_BITS[a >> 8]
 
 
+def _naf_digits(m, steps: int):
+    """The non-adjacent form of magnitudes m >= 0, most significant digit first: (steps, *m.shape)."""
+    m = np.array(m, np.int64)
+    digits = np.zeros((steps, *m.shape), np.int64)
+    for k in range(steps):  # least significant first: an odd m takes the digit that leaves m − d divisible by 4
+        d = np.where(m & 1, 2 - (m & 3), 0)
+        digits[steps - 1 - k] = d
+        m = (m - d) >> 1
+    return digits
+
+
 @dataclass(frozen=True)
 class Code:
     name: str
@@ -60,7 +77,11 @@ class Code:
 
     def timesteps(self, bits: int) -> int:
         q = self.qmax(bits)
-        return {"ternary": q, "unsigned": 2 * q, "bitplane": bits - 1, "graded": 1}[self.name]
+        return {"ternary": q, "unsigned": 2 * q, "bitplane": bits - 1, "naf": bits, "graded": 1}[self.name]
+
+    def event_max(self, bits: int) -> int:
+        """Largest |value| one step of a train carries on an axon: Q for graded spikes, else 1."""
+        return self.qmax(bits) if self.name == "graded" else 1
 
     def offset(self, bits: int) -> int:
         """Constant the neuron subtracts once per window (times Σ_i W_ji): no SOPs."""
@@ -70,12 +91,12 @@ class Code:
     def radix(self) -> int:
         """What the accumulator is multiplied by before each step's sum: 2 for bit planes (most
         significant first), 1 for counts."""
-        return 2 if self.name == "bitplane" else 1
+        return 2 if self.name in ("bitplane", "naf") else 1
 
     def step_scale(self, bits: int):
-        """(T,) weight of each step in the window's sum: 2**(T-1-t) for bit planes, else 1."""
+        """(T,) weight of each step in the window's sum: 2**(T-1-t) for planes, else 1."""
         t = self.timesteps(bits)
-        return (1 << np.arange(t - 1, -1, -1, dtype=np.int64)) if self.name == "bitplane" else np.ones(t, np.int64)
+        return (1 << np.arange(t - 1, -1, -1, dtype=np.int64)) if self.radix == 2 else np.ones(t, np.int64)
 
     def check(self, q, bits: int):
         """q as int64; ValueError if any |q| > Q."""
@@ -99,6 +120,8 @@ class Code:
             return (t < q + self.offset(bits)).astype(np.int64)
         if self.name == "bitplane":
             return np.sign(q) * ((np.abs(q) >> (self.timesteps(bits) - 1 - t)) & 1)
+        if self.name == "naf":
+            return np.sign(q) * _naf_digits(np.abs(q), self.timesteps(bits))
         return q[None].copy()
 
     def spikes(self, q, bits: int):
@@ -110,15 +133,25 @@ class Code:
             return q + self.offset(bits)
         if self.name == "bitplane":
             return _popcount(np.abs(q))
+        if self.name == "naf":
+            m = np.abs(q)
+            return _popcount(((3 * m) ^ m) >> 1)  # the non-zero digits of m's non-adjacent form
         return (q != 0).astype(np.int64)
 
 
 CODES = {name: Code(name, adds_only=name != "graded") for name in NAMES}
 
 
-def for_bits(bits: int) -> str:
-    """The code a compiled network carries a point of `bits` bits in."""
+def reference(bits: int) -> str:
+    """The paper's code for a b-bit point — its bidirectional ternary trains up to 4 bits, bit
+    planes above (an 8-bit value in 7 steps, not 127) — and the one SOPs and timesteps are
+    reported in where no compiler chose one (a model's own evaluation)."""
     return "ternary" if bits <= TERNARY_MAX_BITS else "bitplane"
+
+
+def steps(code: str, bits: int) -> int:
+    """Timesteps of a b-bit value's train in a code."""
+    return CODES[code].timesteps(bits)
 
 
 def graded_pieces(value_bits: int, payload_bits: int) -> tuple:

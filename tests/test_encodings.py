@@ -41,14 +41,17 @@ def test_what_each_code_sends(bits):
     assert set(np.unique(CODES["unsigned"].encode(q, bits))) <= {0, 1}
     assert set(np.unique(CODES["bitplane"].encode(q, bits))) <= {-1, 0, 1}
     t = {name: code.timesteps(bits) for name, code in CODES.items()}
-    assert t == {"ternary": q_max, "unsigned": 2 * q_max, "bitplane": bits - 1, "graded": 1}
+    assert t == {"ternary": q_max, "unsigned": 2 * q_max, "bitplane": bits - 1, "naf": bits, "graded": 1}
     assert 2 * t["ternary"] == t["unsigned"]
     assert np.array_equal(CODES["ternary"].spikes(q, bits), np.abs(q))
     assert np.array_equal(CODES["unsigned"].spikes(q, bits), q + q_max)
     assert CODES["bitplane"].spikes(q, bits).tolist() == [bin(abs(int(v))).count("1") for v in q]
     assert np.array_equal(CODES["graded"].spikes(q, bits), (q != 0).astype(int))
     assert np.array_equal(CODES["bitplane"].step_scale(bits), 2 ** np.arange(bits - 2, -1, -1))
-    assert [c.offset(bits) for c in CODES.values()] == [0, q_max, 0, 0]
+    assert [c.offset(bits) for c in CODES.values()] == [0, q_max, 0, 0, 0]
+    naf = CODES["naf"].encode(q, bits)
+    assert set(np.unique(naf)) <= {-1, 0, 1} and not ((naf[1:] != 0) & (naf[:-1] != 0)).any()  # non-adjacent
+    assert (CODES["naf"].spikes(q, bits) <= CODES["bitplane"].spikes(q, bits)).all()
 
 
 def test_ternary_sends_fewer_sops_than_unsigned():

@@ -15,12 +15,14 @@ from sdllm.runtime.lockstep import run_lockstep
 
 
 def spike_events(build, node, q):
-    """Spikes per input in the stage input's code: |q| for ternary trains, the set bits of |q| for bit planes."""
-    code = build.schedule.stages[node].code
-    if code == "ternary":
-        return np.abs(q)
-    assert code == "bitplane"
-    return np.array([bin(abs(int(v))).count("1") for v in q.reshape(-1)]).reshape(q.shape)
+    """Events per input in the code the build carries its stage's input in: the non-zero steps of
+    the train the unit sends (|q| for ternary trains, the set bits of |q| for bit planes, the
+    non-zero digits of q's non-adjacent form, one per non-zero q in a graded code)."""
+    from sdllm import codes, stages
+
+    bits = build.quant.bits(stages.stage_of(node).input)
+    train = codes.CODES[build.schedule.stages[node].code].encode(np.asarray(q, np.int64), bits)
+    return (train != 0).sum(0)
 
 
 def analytic_core_sops(build, spikes, pos):
@@ -59,7 +61,7 @@ def check_equal(build, model, prompt, n_new, result):
         assert {k: int(v[pos]) for k, v in result.core_sops.items()} == expected
         reduce = {c.name for c in build.cores if c.type == "reduce"}
         synaptic = sum(v for k, v in expected.items() if k not in reduce)
-        assert synaptic == sum(ref.stage_sops(sp, pos).values())
+        assert synaptic == sum(ref.stage_sops(sp, pos, lambda node: build.schedule.stages[node].code).values())
 
 
 @pytest.mark.parametrize("prompt", ["The if statement", "def f(x):", "import "])

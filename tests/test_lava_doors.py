@@ -133,15 +133,15 @@ from lava.proc.io import sink, source
 import sdllm
 
 net = sdllm.SDLLM(build=sys.argv[1], granularity=sys.argv[2])
-P, n = net.period, 100
-ids = np.full((1, n * P + 1), -1)
+steps = 12000  # long enough to be killed mid-run, whatever the period (it idles after its positions)
+ids = np.full((1, steps), -1)
 ids[0, 0] = 84
 src = source.RingBuffer(data=ids)
-out = sink.RingBuffer(shape=(1,), buffer=n * P + 1)
+out = sink.RingBuffer(shape=(1,), buffer=steps)
 src.s_out.connect(net.token_in)
 net.token_out.connect(out.a_in)
 print("started", flush=True)
-net.run(condition=RunSteps(num_steps=n * P + 1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
 net.stop()
 """
 

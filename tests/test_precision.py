@@ -7,8 +7,9 @@ import torch
 from conftest import TINY
 from test_lava import _same, check_equal
 
+from sdllm import codes
 from sdllm.compiler.emit import emit
-from sdllm.compiler.pipeline import compile_model
+from sdllm.compiler.pipeline import compile_model, passes
 from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
 from sdllm.formats.model import QuantSpec
@@ -40,21 +41,26 @@ def test_per_point_bits_round_trip_through_model_pt_and_the_build(mixed_model, t
     modelformat.save(mixed_model, str(tmp_path / "m.pt"))
     again = modelformat.load(str(tmp_path / "m.pt"))
     assert again.quant == MIXED
-    emit(compile_model(again, "loihi2"), str(tmp_path / "b"))
+    emit(compile_model(again, "loihi2", passes(code="paper")), str(tmp_path / "b"))
     build = buildformat.read(str(tmp_path / "b"))
     assert build.quant == MIXED
     expected = {"qkv": (3, "ternary"), "q": (5, "bitplane"), "p": (3, "ternary"), "o": (3, "ternary"),
                 "gate_up": (3, "ternary"), "down": (6, "bitplane"), "head": (3, "ternary"), "k": (6, None), "v": (6, None)}
-    assert {name: (MIXED.bits(p), MIXED.code_of(p) if p.spiked else None) for name, p in POINTS.items()} == expected
+    assert {name: (MIXED.bits(p), codes.reference(MIXED.bits(p)) if p.spiked else None) for name, p in POINTS.items()} == expected
     windows = {name: (w.steps, w.code) for name, w in build.schedule.stages.items()}
     assert windows["L1.qkv"] == (3, "ternary") and windows["L1.qk"] == (4, "bitplane") and windows["L1.down"] == (5, "bitplane")
     unit = next(c for c in build.cores if c.type == "neuron_unit")
     assert (unit.params["qmax_down"], unit.params["qmax_q"], unit.params["qmax_k"], unit.params["theta_o"]) == (31, 15, 31, 1)
 
 
-def test_every_backend_equals_the_reference_with_mixed_codes(mixed_model, tmp_path):
-    emit(compile_model(mixed_model, "loihi2"), str(tmp_path / "b"))
+@pytest.mark.parametrize("code", ["auto", "paper", "ternary", "naf", "graded"])
+def test_every_backend_equals_the_reference_in_every_code(mixed_model, tmp_path, code):
+    """The same integers whatever carries them: tokens, logits and per-core SOPs (counted in the
+    build's own codes) equal on Lava, lockstep, fast and the integer reference."""
+    emit(compile_model(mixed_model, "loihi2", passes(code=code)), str(tmp_path / "b"))
     build = buildformat.read(str(tmp_path / "b"))
+    if code not in ("auto", "paper"):
+        assert {w.code for w in build.schedule.stages.values()} == {code}
     prompt = list(b"mix")
     lava = run_lava(build, prompt, 4)
     check_equal(build, mixed_model, prompt, 4, lava)
@@ -62,7 +68,7 @@ def test_every_backend_equals_the_reference_with_mixed_codes(mixed_model, tmp_pa
     _same(lava, run_fast(build, prompt, 4))
 
 
-def test_a_version_1_model_pt_reads_as_ternary_everywhere(tiny_model, tmp_path):
+def test_a_version_1_model_pt_reads_with_one_activation_width(tiny_model, tmp_path):
     blob = tiny_model.to_blob()
     q = tiny_model.quant
     blob["format_version"] = 1
@@ -72,7 +78,7 @@ def test_a_version_1_model_pt_reads_as_ternary_everywhere(tiny_model, tmp_path):
     blob.pop("balance", None)  # and no channel balancing
     modelformat.save_blob(blob, str(tmp_path / "old.pt"))
     old = modelformat.load(str(tmp_path / "old.pt"))
-    assert old.quant.attn_bits == q.act_bits and all(old.quant.code_of(p) == "ternary" for p in POINTS.values() if p.spiked)
+    assert old.quant.attn_bits == q.act_bits
     assert old.quant.rotation == "hadamard" and old.rotation is None
     assert old.quant.balance == 0 and old.balance is None
 
@@ -97,8 +103,8 @@ def test_bit_planes_cost_fewer_spikes_than_ternary_trains_of_the_same_integers(d
     ref = IntegerSDLLM(default_model)
     _, spikes = ref.forward(list(b"The if statement"))
     q = spikes["L1.pv"]
-    events = ref.spike_events("L1.pv", q)
-    assert default_model.quant.code_of(POINTS["p"]) == "bitplane" and default_model.quant.window(POINTS["p"]) == 7
+    events = ref.spike_events("L1.pv", q, "bitplane")
+    assert codes.reference(default_model.quant.attn_bits) == "bitplane" and codes.steps("bitplane", 8) == 7
     assert np.array_equal(events, np.vectorize(lambda v: bin(int(v)).count("1"))(q))
     assert events.sum() < np.abs(q).sum()
 

@@ -111,7 +111,8 @@ def integer_scores(model: ModelFile, rows: np.ndarray, prepared=None, float_ops=
     the histogram, and — given the prepared float model — cosine and KL against it."""
     ref = float_reference(model, float_ops) if float_ops else IntegerSDLLM(model)
     spec = ref.spec
-    t = Tally({name: spec.window(stages.stage_of(name).input) for name in stage_names(ref.cfg)})
+    t = Tally({name: codes.steps(codes.reference(b), b) for name in stage_names(ref.cfg)
+               for b in [spec.bits(stages.stage_of(name).input)]})
     for row in _progress(rows, "integer reference", progress):
         ref.reset()
         trace = {}
@@ -229,8 +230,8 @@ def ablation_specs(spec: QuantSpec) -> list:
     if spec.attn_bits != spec.act_bits:
         rows.append((f"queries and probabilities at {spec.act_bits} bits (attn bits = act bits)",
                      dataclasses.replace(spec, attn_bits=spec.act_bits), "integer", None))
-    window = spec.window(stages.ATTN_IN)
-    if spec.act_bits > 2 and spec.code_of(stages.ATTN_IN) == "ternary":
+    window = codes.steps(codes.reference(spec.act_bits), spec.act_bits)
+    if spec.act_bits > 2 and codes.reference(spec.act_bits) == "ternary":
         rows.append((f"unsigned count code within T = {window} ({spec.act_bits - 1}-bit values)",
                      dataclasses.replace(spec, act_bits=spec.act_bits - 1), "integer", "unsigned"))
     rows.append(("no dead zone (θ = 0)", dataclasses.replace(spec, theta=0, thetas=()), "integer", None)
@@ -263,7 +264,8 @@ def ablation(model: ModelFile, float_model, rows: np.ndarray, calib, progress: b
             continue
         r = integer_scores(vmodel, rows, progress=progress)
         if code is None:
-            steps, sops = variant.window(stages.ATTN_IN), r["sops_per_token"]
+            bits = variant.bits(stages.ATTN_IN)
+            steps, sops = codes.steps(codes.reference(bits), bits), r["sops_per_token"]
         else:
             steps = codes.CODES[code].timesteps(variant.bits(stages.ATTN_IN))
             sops = sum(v if not linear_inputs(k) else r["codes"][code]["sops_per_stage"][k] for k, v in r["sops_per_stage"].items())

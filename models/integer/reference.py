@@ -151,19 +151,20 @@ class IntegerSDLLM:
                     break
         return tokens, np.stack(logits), spikes
 
-    def spike_events(self, name: str, q) -> np.ndarray:
-        """Spikes each input of a stage carries in its window, in its point's code (ternary: |q|,
-        bit planes: popcount |q|)."""
-        point = stages.stage_of(name).input
-        return codes.CODES[self.spec.code_of(point)].spikes(np.asarray(q), self.spec.bits(point))
+    def spike_events(self, name: str, q, code: str | None = None) -> np.ndarray:
+        """Spikes each input of a stage carries in its window, in a code (by default the point's
+        reference code, `codes.reference`: ternary |q|, bit planes popcount |q|)."""
+        bits = self.spec.bits(stages.stage_of(name).input)
+        return codes.CODES[code or codes.reference(bits)].spikes(np.asarray(q), bits)
 
-    def stage_sops(self, spikes: dict, pos) -> dict:
+    def stage_sops(self, spikes: dict, pos, code_of=None) -> dict:
         """Analytic synaptic operations per stage: Σ over spikes of the axon's fan-out (the stage
-        table's SOP rule). spikes per stage (..., n) with pos matching the leading axes."""
+        table's SOP rule). spikes per stage (..., n) with pos matching the leading axes; code_of:
+        stage node -> the code its input travels in (default: each point's reference code)."""
         pos = np.asarray(pos)
         sops = {}
         for name, q in spikes.items():
-            n = self.spike_events(name, q)
+            n = self.spike_events(name, q, code_of(name) if code_of else None)
             stage = stages.stage_of(name)
             fan = stage.fanout(self.cfg, self.fanout.get(name), pos)
             sops[name] = n @ fan if stage.static else n.reshape(*n.shape[: pos.ndim], -1).sum(-1) * fan

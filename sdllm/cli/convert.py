@@ -1,7 +1,7 @@
 """sdllm-convert: a float LLaMA-family checkpoint -> an SDLLM model.pt.
 
     sdllm-convert [SRC] -o model.pt [--weight-bits 4] [--act-bits 4] [--attn-bits 8] [--kv-bits 8]
-                  [--point-bits POINT=BITS ...] [--code auto|ternary] [--theta 0]
+                  [--point-bits POINT=BITS ...] [--theta 0]
                   [--max-seq-len N] [--no-rotate] [--no-head-rotation]
                   [--rotation learned|hadamard] [--rotation-steps 100] [--rotation-from MODEL_PT]
                   [--balance 0.5] [--rtn] [--gamma-one] [--seed 0]
@@ -51,8 +51,6 @@ def _main(argv):
     ap.add_argument("--kv-bits", type=int, default=8, help="bits of the keys and values written into the KV synapses")
     ap.add_argument("--point-bits", nargs="+", default=[], metavar="POINT=BITS",
                     help=f"mixed precision: bits of single quantisation points ({', '.join(stages.POINTS)}), e.g. down=8")
-    ap.add_argument("--code", choices=("auto", "ternary", "bitplane"), default="auto",
-                    help="spike code: auto (ternary up to 4 bits, bit planes above), or one code everywhere")
     ap.add_argument("--theta", type=int, default=0, help="membrane dead zone: |q| <= theta sends no spike")
     ap.add_argument("--clip-budget", type=float, default=0.0, metavar="FRACTION",
                     help="calibrate a dead zone per quantisation point, letting calibration perplexity grow by at most "
@@ -86,7 +84,7 @@ def _main(argv):
 
     outputs.check_file(args.output, "-o")  # before any work
     spec = QuantSpec(weight_bits=args.weight_bits, act_bits=args.act_bits, attn_bits=args.attn_bits,
-                     kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits), code=args.code,
+                     kv_bits=args.kv_bits, theta=args.theta, point_bits=point_bits(args.point_bits),
                      clip_budget=args.clip_budget,
                      rotate=not args.no_rotate, head_rotation=not args.no_head_rotation, rotation=args.rotation,
                      rotation_steps=args.rotation_steps, balance=args.balance, gptq=not args.rtn,
@@ -94,9 +92,7 @@ def _main(argv):
     model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
                           calib_text=args.calib_text, progress=True, rotation_from=args.rotation_from)
     model.save(args.output)
-    print(f"wrote {args.output}: {spec.describe()}, spike trains of {spec.window(stages.ATTN_IN)} steps "
-          f"(linear inputs, {spec.code_of(stages.ATTN_IN)}) and {spec.window(stages.PROBS)} "
-          f"(attention, {spec.code_of(stages.PROBS)}), context {model.config.max_seq_len} tokens")
+    print(f"wrote {args.output}: {spec.describe()} ({spec.precision()}), context {model.config.max_seq_len} tokens")
 
 
 if __name__ == "__main__":

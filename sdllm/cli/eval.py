@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from sdllm import outputs, resources, stages
+from sdllm import codes, outputs, resources, stages
 from sdllm.cli import guarded
 from sdllm.errors import SdllmError
 
@@ -151,7 +151,8 @@ def ablation_lines(r: dict, rows: list, q) -> list:
     lines = [f"ablation ({q.describe()}, same held-out windows; T of the linear layers' inputs):",
              f"  {'model':<62} {'T':>4} {'perplexity':>11} {'x float':>8} {'SOPs/token':>13}"]
     base = [("float", None, r["float"], None), (f"weight-only W{q.weight_bits} (float activations)", None, r["weight_only"], None),
-            ("SDLLM (this model, integer reference)", q.window(stages.ATTN_IN), r["integer"], r["sops_per_token"])]
+            ("SDLLM (this model, integer reference)", codes.steps(codes.reference(q.act_bits), q.act_bits), r["integer"],
+             r["sops_per_token"])]
     for label, T, ppl, sops in base + rows:
         t = f"{T:>4}" if T else "   -"
         s = f"{sops:>13,.0f}" if sops else "            -"

@@ -314,11 +314,12 @@ class _Reader:
         layer_stages = [(stg, i) for i in range(self.cfg.n_layers) for stg in stages.LAYER]
         for stg, i in layer_stages + [(stages.HEAD, None)]:
             w = st.doc(stg.node(i))
-            window = self.quant.window(stg.input)
+            code = w.str("code", self.hw.core.spike_codes)
+            window = codes.steps(code, self.quant.bits(stg.input))
             first, last = phase(w, "first"), phase(w, "last")
             if last - first + 1 != window:
                 w.fail("last", f"first + {window - 1} (a {window}-step window for {stg.input.name}'s train)", w.value["last"])
-            windows[stg.node(i)] = Window(first, last, w.str("code", (self.quant.code_of(stg.input),)))
+            windows[stg.node(i)] = Window(first, last, code)
         reduced = [item.value for item in s.items("reduced")]
         if any(name not in windows for name in reduced) or len(set(reduced)) != len(reduced):
             s.fail("reduced", "distinct stage names", reduced)

@@ -16,6 +16,7 @@ from importlib import resources
 import numpy as np
 import yaml
 
+from sdllm import codes
 from sdllm.errors import SdllmError
 from sdllm.formats.fields import Doc, load_yaml
 
@@ -33,12 +34,14 @@ CORE_LIMITS = {  # field: (lo, hi) — generous bounds around any neuromorphic c
     "graded_payload_bits": (2, 32),
 }
 ENERGY_KEYS = ("sop_pj", "neuron_update_pj", "spike_in_tile_pj", "hop_pj", "chip_crossing_pj")
+GRADED_SOP_KEY = "graded_sop_pj"  # required where the target takes graded spikes as synaptic inputs
+BINARY_CODES = ("ternary", "bitplane", "naf")  # what a core with ±1 spikes takes: the default spike_codes
 MAX_CORES_PER_CHIP = 1 << 12
 MAX_CHIPS = 1 << 14
 MAX_TOTAL_CORES = 1 << 20
 SECTIONS = {"name", "format_version", "base", "core", "chip", "system", "energy", "timing"}
-SECTION_KEYS = {"core": set(CORE_LIMITS), "chip": {"cores_per_chip", "mesh", "embedded_cpus"},
-                "system": {"name", "chips", "topology"}, "energy": set(ENERGY_KEYS), "timing": {"timestep_us"}}
+SECTION_KEYS = {"core": {*CORE_LIMITS, "spike_codes"}, "chip": {"cores_per_chip", "mesh", "embedded_cpus"},
+                "system": {"name", "chips", "topology"}, "energy": {*ENERGY_KEYS, GRADED_SOP_KEY}, "timing": {"timestep_us"}}
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class CoreLimits:
     max_output_routes: int
     max_weight_bits: int
     graded_payload_bits: int
+    spike_codes: tuple = BINARY_CODES  # the codes its synapses take as inputs (`sdllm.codes`)
 
     @property
     def payload_max(self) -> int:
@@ -181,7 +185,13 @@ def from_raw(raw: dict, where: str = "hw") -> HwConfig:
         extra = sorted(set(s.value) - keys, key=str)
         if extra:
             s.fail(extra[0], f"one of {', '.join(sorted(keys))}", "an unknown field")
-    core = CoreLimits(**{k: sections["core"].int(k, lo, hi) for k, (lo, hi) in CORE_LIMITS.items()})
+    spike_codes = BINARY_CODES
+    if sections["core"].has("spike_codes"):
+        listed = [item.value for item in sections["core"].items("spike_codes", max_length=len(codes.CARRIED))]
+        if not listed or any(c not in codes.CARRIED for c in listed) or len(set(listed)) != len(listed):
+            sections["core"].fail("spike_codes", f"distinct codes among {', '.join(codes.CARRIED)}", listed)
+        spike_codes = tuple(c for c in codes.CARRIED if c in listed)
+    core = CoreLimits(**{k: sections["core"].int(k, lo, hi) for k, (lo, hi) in CORE_LIMITS.items()}, spike_codes=spike_codes)
     chip, system = sections["chip"], sections["system"]
     cores_per_chip = chip.int("cores_per_chip", 1, MAX_CORES_PER_CHIP)
     mesh = tuple(chip.ints("mesh", 2, 1, MAX_CORES_PER_CHIP))
@@ -198,6 +208,8 @@ def from_raw(raw: dict, where: str = "hw") -> HwConfig:
     if system.has("name"):
         system.str("name")
     energy = {k: sections["energy"].float(k, 0.0, 1e9) for k in ENERGY_KEYS}
+    if "graded" in spike_codes or sections["energy"].has(GRADED_SOP_KEY):
+        energy[GRADED_SOP_KEY] = sections["energy"].float(GRADED_SOP_KEY, 0.0, 1e9)
     timestep = sections["timing"].float("timestep_us", 0.0, 1e9, lo_open=True)
     return HwConfig(name=d.str("name", max_length=200), core=core, cores_per_chip=cores_per_chip, mesh=mesh,
                     chips=chips, energy=energy, timestep_us=timestep, raw=raw, topology=topology)

@@ -7,7 +7,8 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
     format "sdllm", format_version 2 (1 is still read: one activation width, ternary trains)
     config        LlamaConfig fields (the model's shape)
     quant         QuantSpec fields: bits per group of quantisation points and per-point
-                  overrides, the spike code, dead zones, conversion options
+                  overrides, dead zones, conversion options (how the integers travel as spikes
+                  is the compiler's choice: older files' `code` is read and ignored)
     tokenizer     a tokenizer spec (`sdllm.tokenizer`)
     embed_fx      (vocab, dim) integers: the embedding, FRAC fixed point (the host's table)
     rope_cos_fx, rope_sin_fx   (max_seq_len, head_dim/2): RoPE tables, TRIG_FRAC
@@ -37,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from sdllm import codes, stages
+from sdllm import arguments, codes, stages
 from sdllm.errors import SdllmError
 from sdllm.formats import files
 from sdllm.formats.fields import Doc, FormatError
@@ -55,6 +56,8 @@ BALANCE_LIMIT = 1024.0  # a channel scale lies within 1/BALANCE_LIMIT..BALANCE_L
 LIMITS = {"vocab_size": 1 << 20, "dim": 1 << 16, "n_layers": 1 << 10, "n_heads": 1 << 10, "n_kv_heads": 1 << 10,
           "ffn_dim": 1 << 18, "max_seq_len": 1 << 15}
 BIT_RANGE = (2, 8)
+SEED_RANGE = (0, (1 << 32) - 1)  # of a conversion's random rotation
+ROTATION_STEPS_MAX = 1 << 20
 RESID_SQUARES_BITS = 60  # a residual's squares summed over its channels stay below 2**60 (the integer RMS's range)
 FIXED_LIMIT = 1 << 40  # |stored fixed-point values|: keeps every intermediate of the integer programs below 2**62
 
@@ -100,8 +103,9 @@ class LlamaConfig:
 
 @dataclass(frozen=True)
 class QuantSpec:
-    """Bits, spike codes and dead zones of an SDLLM's quantisation points (`sdllm.stages.POINTS`),
-    and how it was converted."""
+    """Bits and dead zones of an SDLLM's quantisation points (`sdllm.stages.POINTS`), and how it
+    was converted. Checks itself where it is made: a field of the wrong type or out of range is one
+    `SdllmError` line naming it (as the commands' flag), whoever builds it."""
 
     weight_bits: int = 4
     act_bits: int = 4  # the inputs of every linear layer: q/k/v, o, gate/up, down, the LM head
@@ -110,7 +114,6 @@ class QuantSpec:
     theta: int = 0  # dead zone of every spike point: |q| <= theta sends nothing
     point_bits: tuple = ()  # ((point, bits), ...): per-point bits overriding the above (mixed precision)
     thetas: tuple = ()  # ((point, θ), ...): per-point dead zones overriding theta (calibrated clipping)
-    code: str = "auto"  # "auto": per point `codes.for_bits`; "ternary": the paper's trains everywhere
     rotate: bool = True  # rotation of the residual stream + online Hadamards
     head_rotation: bool = True  # with rotate: a randomised Hadamard on every head's values, fused into v/o
     gptq: bool = True  # GPTQ weights (else round-to-nearest with max scaling)
@@ -121,6 +124,31 @@ class QuantSpec:
     clip_budget: float = 0.0  # dead zones calibrated within this relative perplexity increase (0: none)
     balance: float = 0.5  # α of the channel balancing of down_proj's and o_proj's inputs (`sdllm.models.conversion.balance`; 0: none)
 
+    def __post_init__(self):
+        lo, hi = BIT_RANGE
+        for name in ("weight_bits", "act_bits", "attn_bits", "kv_bits"):
+            arguments.integer(_flag(name), getattr(self, name), lo, hi, f"must be within {lo}..{hi}")
+        arguments.number("--clip-budget", self.clip_budget, 0, 10, "must be within 0..10 (a fraction of perplexity)")
+        arguments.number("--balance", self.balance, 0, 1, "must be within 0..1 (an exponent)")
+        arguments.text("--rotation", self.rotation, ROTATIONS)
+        arguments.integer("--rotation-steps", self.rotation_steps, 1, ROTATION_STEPS_MAX, f"must be within 1..{ROTATION_STEPS_MAX}")
+        arguments.integer("--seed", self.seed, *SEED_RANGE)
+        arguments.integer("--theta", self.theta)  # its range depends on each point's bits: below
+        for name in ("rotate", "head_rotation", "gptq", "calibrate_gamma"):
+            arguments.boolean(name, getattr(self, name))
+        for field_name, flag in (("point_bits", "--point-bits"), ("thetas", "thetas")):
+            pairs = getattr(self, field_name)
+            if not isinstance(pairs, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+                arguments.fail(field_name, "a tuple of (point name, integer) pairs", pairs)
+            for name, value in pairs:
+                arguments.text(f"{flag} point", name, tuple(stages.POINTS))
+                arguments.integer(f"{flag} {name}", value, *((lo, hi) if field_name == "point_bits" else (0, None)),
+                                  f"must be within {lo}..{hi}" if field_name == "point_bits" else None)
+        for point in stages.POINTS.values():
+            if point.spiked and not 0 <= self.theta_of(point) < self.q_max(point):
+                raise SdllmError(f"--theta: must be within 0..{self.q_max(point) - 1} for the {self.bits(point)}-bit "
+                                 f"point {point.name}, got {self.theta_of(point)}")
+
     def bits(self, point: stages.Point) -> int:
         return dict(self.point_bits).get(point.name, getattr(self, point.bits))
 
@@ -130,31 +158,27 @@ class QuantSpec:
     def theta_of(self, point: stages.Point) -> int:
         return dict(self.thetas).get(point.name, self.theta) if point.spiked else 0
 
-    def code_of(self, point: stages.Point) -> str:
-        """The spike code of a spike point (`sdllm.codes`)."""
-        return codes.for_bits(self.bits(point)) if self.code == "auto" else self.code
-
-    def window(self, point: stages.Point) -> int:
-        """Timesteps of a spike point's train."""
-        return codes.CODES[self.code_of(point)].timesteps(self.bits(point))
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["point_bits"], d["thetas"] = dict(self.point_bits), dict(self.thetas)
         return d
 
     def precision(self) -> str:
-        """Bits and code of every spike point, grouped (e.g. '... 4-bit ternary; q, p 8-bit bitplane')."""
+        """Bits of every spike point, grouped (e.g. '... head 4-bit; q, p 8-bit')."""
         groups = {}
         for p in stages.POINTS.values():
             if p.spiked:
-                groups.setdefault(f"{self.bits(p)}-bit {self.code_of(p)}", []).append(p.name)
+                groups.setdefault(f"{self.bits(p)}-bit", []).append(p.name)
         return "; ".join(f"{', '.join(names)} {what}" for what, names in groups.items())
 
     def describe(self) -> str:
         """W4A4 P8 KV8 (and any per-point bits), as the figures name a setting."""
         extra = "".join(f" {p}{b}" for p, b in self.point_bits)
         return f"W{self.weight_bits}A{self.act_bits} P{self.attn_bits} KV{self.kv_bits}{extra}"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def qmax(bits: int) -> int:
@@ -186,12 +210,13 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
     lo, hi = BIT_RANGE
     bits = lambda key: d.int(key, lo, hi)  # noqa: E731
     flags = dict(rotate=d.bool("rotate"), gptq=d.bool("gptq"), calibrate_gamma=d.bool("calibrate_gamma"),
-                 seed=d.int("seed", -(1 << 63), (1 << 63) - 1),
+                 seed=d.int("seed", *SEED_RANGE),
                  head_rotation=d.bool("head_rotation") if d.has("head_rotation") else False)  # older files had none
     if version == 1:  # one activation width and the paper's ternary trains everywhere
         act = bits("act_bits")
-        spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=act, attn_bits=act, kv_bits=bits("kv_bits"),
-                         theta=d.int("theta", 0, qmax(hi)), code="ternary", rotation="hadamard", balance=0.0, **flags)
+        thetas = dict(theta=d.int("theta", 0, qmax(hi)))
+        spec = dict(weight_bits=bits("weight_bits"), act_bits=act, attn_bits=act, kv_bits=bits("kv_bits"),
+                    rotation="hadamard", balance=0.0, **flags)
     else:
         per_point = {}
         for key in ("point_bits", "thetas"):
@@ -201,18 +226,21 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
                     sub.fail(name, f"a quantisation point ({', '.join(stages.POINTS)})", "an unknown name")
             per_point[key] = tuple(sorted((name, sub.int(name, *((lo, hi) if key == "point_bits" else (0, qmax(hi)))))
                                           for name in sub.value))
-        spec = QuantSpec(weight_bits=bits("weight_bits"), act_bits=bits("act_bits"), attn_bits=bits("attn_bits"),
-                         kv_bits=bits("kv_bits"), theta=d.int("theta", 0, qmax(hi)), code=d.str("code", ("auto", *codes.CARRIED)),
-                         rotation=d.str("rotation", ROTATIONS) if d.has("rotation") else "hadamard",  # older files: Hadamards
-                         rotation_steps=d.int("rotation_steps", 1, 1 << 20) if d.has("rotation_steps") else QuantSpec.rotation_steps,
-                         clip_budget=d.float("clip_budget", 0.0, 10.0) if d.has("clip_budget") else 0.0,
-                         balance=d.float("balance", 0.0, 1.0) if d.has("balance") else 0.0,  # older files had none
-                         **per_point, **flags)
+        thetas = dict(theta=d.int("theta", 0, qmax(hi)), thetas=per_point.pop("thetas"))
+        spec = dict(weight_bits=bits("weight_bits"), act_bits=bits("act_bits"), attn_bits=bits("attn_bits"),
+                    kv_bits=bits("kv_bits"),
+                    rotation=d.str("rotation", ROTATIONS) if d.has("rotation") else "hadamard",  # older files: Hadamards
+                    rotation_steps=d.int("rotation_steps", 1, ROTATION_STEPS_MAX) if d.has("rotation_steps") else QuantSpec.rotation_steps,
+                    clip_budget=d.float("clip_budget", 0.0, 10.0) if d.has("clip_budget") else 0.0,
+                    balance=d.float("balance", 0.0, 1.0) if d.has("balance") else 0.0,  # older files had none
+                    **per_point, **flags)
+    bits_only = QuantSpec(**spec)  # every point's bits, to check each dead zone against them
     for point in stages.POINTS.values():
-        if point.spiked and spec.theta_of(point) >= spec.q_max(point):
-            d.fail("theta", f"a dead zone below {spec.q_max(point)} for the {spec.bits(point)}-bit point {point.name}",
-                   spec.theta_of(point))
-    return spec
+        theta = dict(thetas.get("thetas", ())).get(point.name, thetas["theta"]) if point.spiked else 0
+        if theta >= bits_only.q_max(point):
+            d.fail("theta", f"a dead zone below {bits_only.q_max(point)} for the {bits_only.bits(point)}-bit point {point.name}",
+                   theta)
+    return QuantSpec(**spec, **thetas)
 
 
 def read_tokenizer(d: Doc) -> dict:
