@@ -11,6 +11,7 @@ from sdllm.models.integer import fixedpoint as fx
 from sdllm.models.integer.products import exact_type
 from sdllm.stages import NodeKind
 
+TTFT_PROMPTS = (1, 64, 512)  # prompt lengths whose time to the first new token the report gives
 CORE_TABLE_MAX = 200  # the text report lists every core up to this many (report.json always does)
 
 
@@ -73,6 +74,9 @@ def build_report(net: Network) -> dict:
         "precision": net.model.quant.precision(),
         "timesteps_per_token": s["period"],
         "token_latency_us": s["period"] * hw.timestep_us,
+        "initiation_interval": s["interval"],
+        "prompt_tokens_per_s": 1e6 / (s["interval"] * hw.timestep_us),
+        "time_to_first_token_us": {str(n): ((n - 1) * s["interval"] + s["period"]) * hw.timestep_us for n in TTFT_PROMPTS},
         "placement": {k: v for k, v in placement.items() if k not in ("chip_traffic", "link_loads")},
         "chip_traffic": placement.get("chip_traffic", []),
         "link_loads": placement.get("link_loads", []),
@@ -163,6 +167,9 @@ def format_report(r: dict) -> str:
         + "".join(f"; {a}->{b}: {x:,.0f}" for a, b, x in sorted(r["link_loads"], key=lambda e: -e[2])[:3]),
         f"spike trains of up to {r['timesteps_per_spike_train']} steps ({r.get('precision', '')}); {r['timesteps_per_token']} timesteps per token "
         f"(~{r['token_latency_us']:.0f} us at the config's step time)",
+        f"layer-pipelined prompt: a position every {r['initiation_interval']} steps ({r['prompt_tokens_per_s']:,.0f} prompt tokens/s); "
+        f"time to the first new token "
+        + ", ".join(f"{us / 1e3:,.2f} ms for {n} prompt tokens" for n, us in r["time_to_first_token_us"].items()),
         "",
     ]
     if len(r["cores"]) <= CORE_TABLE_MAX:

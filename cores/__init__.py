@@ -29,8 +29,8 @@ def tile(node, lim, model, first_id: int):
     return host.tile(node, model, first_id)
 
 
-def behaviour(core, build, n_positions: int, prompt, sampler):
+def behaviour(core, build, timeline, prompt, sampler):
     """What a core of the build does in each step (`cores.stepping.CoreBehaviour`)."""
     if core.type == CoreType.HOST:
-        return host.HostCore(core, build, n_positions, prompt, sampler)
-    return BEHAVIOURS[CoreType(core.type)](core, build, n_positions)
+        return host.HostCore(core, build, timeline, prompt, sampler)
+    return BEHAVIOURS[CoreType(core.type)](core, build, timeline.positions)

@@ -1,12 +1,13 @@
 """The host: the off-chip boundary — embedding lookup in, logits out, the choice of the next
 token. It is simulated beside the chips (in the first chip's Lava Process when grouped by chip).
 
-Dynamics, within a token's period: at the last phase of the previous position it sends the
-token's embedding row as graded spikes (`units.carried`: saturated, in pieces) to arrive at
-phase 0; at `ratio_arrives` it keeps the last unit's ratio; at `logits_arrive` (the last phase)
-it turns the LM head's sums into logits (`units.logits_out`) and picks the next token — the
-prompt's, or the sampler's (greedy by default, `sdllm.runtime.sampling`) — whose embedding it
-sends. A token fed from outside (`feed`, the Lava Process's token_in) replaces the next one.
+Dynamics, for each position p entering at step s_p (`sdllm.schedule.Timeline`): in step s_p − 1
+it sends the token's embedding row as graded spikes (`units.carried`: saturated, in pieces); at
+s_p + ratio_arrives it keeps the last unit's ratio; at s_p + period − 1 (the logits' arrival) it
+turns the LM head's sums into logits (`units.logits_out`) and, after the prompt, picks the next
+token with the sampler (greedy by default, `sdllm.runtime.sampling`), whose embedding it sends in
+that same step. With the prompt pipelined several positions are in flight: the host keeps each
+one's ratio. A token fed from outside (`feed`, the Lava Process's token_in) replaces the next one.
 """
 
 import numpy as np
@@ -28,26 +29,32 @@ def tile(node, model, first_id: int):
 
 
 class HostCore(CoreBehaviour):
-    def __init__(self, core, build, n_positions, prompt, sampler):
+    def __init__(self, core, build, timeline, prompt, sampler):
+        n_positions = timeline.positions
         super().__init__(core, build, n_positions)
         self.params = core.params
         self.embed = carried(core.params["embed"], core.params)  # as graded spikes carry it to the first layer
         h = build.schedule.host
         self.ratio_at, self.logits_at = h.ratio_arrives, h.logits_arrive
+        starts = [int(s) for s in timeline.starts]
+        self.sends = {s - 1: p for p, s in enumerate(starts) if p}  # step -> the position whose embedding goes out
+        self.ratios = {s + self.ratio_at: p for p, s in enumerate(starts)}
+        self.outs = {s + self.logits_at: p for p, s in enumerate(starts)}
         self.ins = build.segments(core.node, "inputs")
         self.tokens = np.zeros(n_positions + 1, np.int64)
         self.tokens[: len(prompt)] = prompt
         self.n_prompt = len(prompt)
         self.logits = np.zeros((n_positions, build.config.vocab_size), np.int64)
-        self.ratio = 0
+        self.ratio = np.zeros(n_positions, np.int64)
         self.sampler = sampler
 
     def first_output(self):
         """What the host sends in step 0: the first prompt token's embedding."""
         return self.embed[self.tokens[0]]
 
-    def phases(self) -> set:
-        return {self.ratio_at, self.logits_at}
+    def steps(self) -> list:
+        """The steps it acts in (every position's events)."""
+        return sorted({*self.sends, *self.ratios, *self.outs})
 
     def feed(self, position: int, token: int):
         """The token at `position` comes from outside: its embedding, to send instead."""
@@ -58,14 +65,19 @@ class HostCore(CoreBehaviour):
         self.tokens[position] = token
         return self.embed[token]
 
+    def done(self, t: int) -> int | None:
+        """The position whose logits arrive in step t, if any."""
+        return self.outs.get(t)
+
     def step(self, t, x):
-        token, phase = self.clock(t)
-        if phase == self.ratio_at:
-            self.ratio = int(x[slice(*self.ins["ratio"])][0])
-        if phase == self.logits_at:
-            self.logits[token] = logits_out(x[slice(*self.ins["logits"])], self.ratio, self.params)
-            if token + 1 >= self.n_prompt:
-                self.tokens[token + 1] = self.sampler(self.logits[token], token)
-            if token + 1 < len(self.logits):
-                return self.embed[self.tokens[token + 1]]
+        """Step t: whatever events of whichever positions fall in it."""
+        if t in self.ratios:
+            self.ratio[self.ratios[t]] = int(x[slice(*self.ins["ratio"])][0])
+        if t in self.outs:
+            p = self.outs[t]
+            self.logits[p] = logits_out(x[slice(*self.ins["logits"])], self.ratio[p], self.params)
+            if p + 1 >= self.n_prompt:
+                self.tokens[p + 1] = self.sampler(self.logits[p], p)
+        if t in self.sends:
+            return self.embed[self.tokens[self.sends[t]]]
         return self.zeros

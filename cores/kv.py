@@ -95,8 +95,7 @@ class KvCore(StageWindow, CoreBehaviour):
     def phases(self) -> set:
         return StageWindow.phases(self) | {self.write_at}
 
-    def step(self, t, x):
-        token, phase = self.clock(t)
+    def step(self, token, phase, x):
         if phase == self.write_at:
             self.cache[:, token] = x[self.n_spike :].reshape(-1, self.hd)
         if self.first <= phase <= self.last:

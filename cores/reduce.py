@@ -57,8 +57,7 @@ class ReduceCore(CoreBehaviour):
     def phases(self) -> set:
         return {self.at}
 
-    def step(self, t, x):
-        token, phase = self.clock(t)
+    def step(self, token, phase, x):
         if phase != self.at:
             return self.zeros
         self.sops[token] += stages.reduce_sops(x)

@@ -1,10 +1,12 @@
 """What every core's step shares, independent of Lava.
 
-`step(t, x)` takes the step number and the vector that arrived on the core's axons in this step
-and returns the core's outputs computed in it (its node-space outputs, local order), which their
-destinations receive in step t + 1 (DESIGN §3). A core acts only in some phases of a token's
-period (`phases`); in every other phase its step returns its shared zero vector and need not
-run. Synaptic operations are counted per token position inside the core.
+`step(pos, phase, x)` takes the position the core works on, the phase of that position's period
+and the vector that arrived on the core's axons in this step, and returns the core's outputs
+computed in it (its node-space outputs, local order), which their destinations receive in the
+next step (DESIGN §3). A core acts only in some phases of a position (`phases`, all within one
+`Schedule.interval`), and is stepped only then (`sdllm.schedule.Timeline.active`): positions
+may overlap in the network (layer pipelining), never in one core. Synaptic operations are
+counted per position inside the core.
 """
 
 import numpy as np
@@ -20,12 +22,8 @@ class CoreBehaviour:
         self.sops = np.zeros(n_positions, np.int64)
         self.zeros = np.zeros(core.n_neurons, np.int64)
 
-    def clock(self, t: int):
-        """(token position, phase) of step t."""
-        return divmod(t, self.period)
-
     def phases(self) -> set:
-        """The phases of a token in which the core reads its axons or sends anything."""
+        """The phases of a position in which the core reads its axons or sends anything."""
         return set(range(self.period))
 
 

@@ -159,8 +159,7 @@ class SynapseCore(StageWindow, CoreBehaviour):
         if int(np.abs(self.w).sum(1).max(initial=0)) < 1 << 24:  # one step's sums exact in float32: use BLAS
             self.w = self.w.astype(np.float32)
 
-    def step(self, t, x):
-        token, phase = self.clock(t)
+    def step(self, token, phase, x):
         if self.first <= phase <= self.last:
             check_events(self.core, x, self.event_max)
             if self.radix != 1:

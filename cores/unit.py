@@ -80,12 +80,13 @@ class NeuronUnitCore(CoreBehaviour):
         self.payload_max = build.hw.core.payload_max
         self.quant = build.quant
         self.train = None  # the spike train being sent: (segment, steps still to send)
-        last = stages.HEAD.node(None) if "resid_out" not in self.outs else stages.LAYER[-1].node(core.layer)
         self.windows = build.schedule.stages
-        self.span = (self.emit[0], self.emit[-1] + self.windows[last].steps + 1)
+        # to its hand-off; the last layer's unit until the head's train is sent (`schedule.widest_span`)
+        tail = 1 if "resid_out" in self.outs else self.windows[stages.HEAD.node(None)].steps
+        self.span = (self.emit[0], self.emit[-1] + tail)
 
     def phases(self) -> set:
-        """From the residual's arrival to the end of its last spike train (the head's, in the last layer)."""
+        """From the residual's arrival to its hand-off (the last layer's: to the end of the head's train)."""
         return set(range(*self.span))
 
     def _start(self, stage, q):
@@ -108,8 +109,7 @@ class NeuronUnitCore(CoreBehaviour):
         else:
             self._start(stages.consumer(point), value)
 
-    def step(self, t, x):
-        token, phase = self.clock(t)
+    def step(self, token, phase, x):
         y = np.zeros(self.core.n_neurons, np.int64)
         seg = lambda name: x[slice(*self.ins[name])]  # noqa: E731
         u, e = self.unit, self.emit

@@ -27,6 +27,7 @@ from sdllm.resources import require_memory
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.result import RunResult
 from sdllm.runtime.sampling import GREEDY
+from sdllm.schedule import Timeline
 from sdllm.stages import CoreType
 
 STAGE_CORES = (CoreType.SYNAPSE, CoreType.REDUCE, CoreType.KV_QK, CoreType.KV_PV)
@@ -168,7 +169,8 @@ def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None, sampl
     n_positions = min(len(prompt) + n_new - 1, len(tokens) - 1)
     return RunResult(tokens=tokens[: n_positions + 1], logits=all_logits[:n_positions],
                      core_sops={k: v[:n_positions] for k, v in folded.core_sops(all_spikes, positions).items()},
-                     timesteps=n_positions * build.schedule.period, traffic=None, stepped=False)
+                     timesteps=Timeline.of(build.schedule, len(prompt), n_positions).done(n_positions - 1), traffic=None,
+                     stepped=False)
 
 
 def build_perplexity(build, rows: np.ndarray, progress: bool = True) -> float:

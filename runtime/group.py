@@ -12,6 +12,7 @@ import numpy as np
 
 from sdllm.cores import behaviour
 from sdllm.runtime.sampling import GREEDY
+from sdllm.schedule import Timeline
 from sdllm.stages import CoreType
 
 
@@ -47,9 +48,11 @@ def _csr(rows: list, values: list, n_rows: int):
 
 
 class CoreGroup:
-    def __init__(self, build, core_ids, group_of: dict, n_positions: int, prompt, sampler=GREEDY):
+    def __init__(self, build, core_ids, group_of: dict, timeline: Timeline, prompt, sampler=GREEDY):
+        n_positions = timeline.positions
+        self.timeline = timeline
         self.cores = [build.cores[i] for i in core_ids]
-        self.behaviours = [behaviour(c, build, n_positions, prompt, sampler) for c in self.cores]
+        self.behaviours = [behaviour(c, build, timeline, prompt, sampler) for c in self.cores]
         local = {c.id: k for k, c in enumerate(self.cores)}
         offsets = np.cumsum([0] + [c.n_axons for c in self.cores])
         self.axon_slices = [slice(offsets[k], offsets[k + 1]) for k in range(len(self.cores))]
@@ -100,10 +103,7 @@ class CoreGroup:
             at = np.concatenate(cost_src)
             for row, values in enumerate((np.ones(len(at), np.int64), np.concatenate(cost_hops), np.concatenate(cost_cross))):
                 np.add.at(self.cost[row], at, values)
-        self.active = [[] for _ in range(self.period)]  # phase -> the members that act in it
-        for k, b in enumerate(self.behaviours):
-            for phase in sorted(b.phases()):
-                self.active[phase].append(k)
+        self._plan(timeline)
         self.outputs = [b.zeros for b in self.behaviours]
         self.stepped = []  # the members that ran in the last step (the only ones with outputs)
         for k, (c, b) in enumerate(zip(self.cores, self.behaviours)):
@@ -111,6 +111,26 @@ class CoreGroup:
                 self.outputs[k] = b.first_output()
                 self.stepped.append(k)
         self.sent = self._nonzero_outputs()
+
+    def _plan(self, timeline: Timeline) -> None:
+        """Which members act in each step, on which position and in which phase: a CSR by step
+        (`timeline.active`). The host acts in its own events' steps (`HostCore.steps`)."""
+        steps, members, positions, phases = [], [], [], []
+        for k, (c, b) in enumerate(zip(self.cores, self.behaviours)):
+            if c.type == CoreType.HOST:
+                s = np.asarray(b.steps(), np.int64)
+                p = ph = np.zeros(len(s), np.int64)
+            else:
+                s, p, ph = timeline.active(b.phases())
+            steps.append(s)
+            members.append(np.full(len(s), k, np.int64))
+            positions.append(p)
+            phases.append(ph)
+        s = np.concatenate(steps)
+        order = np.lexsort((np.concatenate(members), s))
+        self.plan_ptr = np.searchsorted(s[order], np.arange(timeline.total + 1))
+        self.plan = (np.concatenate(members)[order], np.concatenate(positions)[order], np.concatenate(phases)[order])
+        self.position_of = np.zeros(len(self.cores), np.int64)  # each member's position in its last step
 
     def resolve_external(self, axon_offset: dict) -> None:
         """Fix the destination axon indices once every group's layout is known: self.ports lists
@@ -143,22 +163,29 @@ class CoreGroup:
         return out
 
     def step(self, t: int, x) -> None:
-        """Receive x (this group's axons, from other groups) and what members sent each other."""
+        """Receive x (this group's axons, from other groups) and what members sent each other;
+        step the members that act in step t (each on its own position)."""
         inbox = np.array(x, dtype=np.int64)
         nz, values = self.sent
         if len(nz):
             self._deliver(self.internal_ptr, self.internal_dst, nz, values, inbox)
         for k in self.stepped:
             self.outputs[k] = self.behaviours[k].zeros
-        self.stepped = self.active[t % self.period]
-        for k in self.stepped:
-            self.outputs[k] = self.behaviours[k].step(t, inbox[self.axon_slices[k]])
+        a, b = (int(self.plan_ptr[t]), int(self.plan_ptr[t + 1])) if t + 1 < len(self.plan_ptr) else (0, 0)
+        members, positions, phases = (v[a:b].tolist() for v in self.plan)
+        self.stepped = members
+        for k, p, ph in zip(members, positions, phases):
+            x_k = inbox[self.axon_slices[k]]
+            host = self.cores[k].type == CoreType.HOST
+            self.outputs[k] = self.behaviours[k].step(t, x_k) if host else self.behaviours[k].step(p, ph, x_k)
+            self.position_of[k] = p
         self.sent = self._nonzero_outputs()
         nz = self.sent[0]
         if len(nz):
-            position = t // self.period
-            self.traffic[position] += self.cost[:, nz].sum(1)
-            self.spikes[:, position] += np.diff(np.searchsorted(nz, self.out_bounds))
+            member = np.searchsorted(self.out_bounds, nz, side="right") - 1
+            position = self.position_of[member]  # an output belongs to the position its core worked on
+            np.add.at(self.traffic, position, self.cost[:, nz].T)
+            np.add.at(self.spikes, (member, position), 1)
             if len(self.pair_of):
                 np.add.at(self.chip_packets, self.pair_of[_entries(self.pair_ptr, nz)], 1)
 
@@ -212,10 +239,10 @@ def partition(build, granularity: str) -> list:
     return [chips[k] for k in sorted(chips)]
 
 
-def make_groups(build, granularity: str, n_positions: int, prompt, sampler=GREEDY) -> list:
+def make_groups(build, granularity: str, timeline: Timeline, prompt, sampler=GREEDY) -> list:
     parts = partition(build, granularity)
     group_of = {cid: g for g, ids in enumerate(parts) for cid in ids}
-    groups = [CoreGroup(build, ids, group_of, n_positions, prompt, sampler) for ids in parts]
+    groups = [CoreGroup(build, ids, group_of, timeline, prompt, sampler) for ids in parts]
     axon_offset = {c.id: s.start for group in groups for c, s in zip(group.cores, group.axon_slices)}
     for group in groups:
         group.resolve_external(axon_offset)

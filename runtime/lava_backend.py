@@ -15,6 +15,7 @@ from sdllm.runtime.lava_procs.cores import group_classes
 from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.result import RunResult
 from sdllm.runtime.sampling import GREEDY
+from sdllm.schedule import Timeline
 from sdllm.stages import CoreType
 
 AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip
@@ -27,10 +28,11 @@ def choose_granularity(build, granularity: str) -> str:
     return granularity
 
 
-def build_processes(build, prompt, n_positions: int, granularity: str, sampler=GREEDY, host_io: bool = False):
+def build_processes(build, prompt, timeline: Timeline, granularity: str, sampler=GREEDY, host_io: bool = False):
     """One Lava Process per core group, connected as the routing tables say. host_io: the host's
     group has token ports (`sdllm.runtime.lava_procs.network`) instead of logits and tokens Vars."""
-    groups = make_groups(build, granularity, n_positions, prompt, sampler)
+    n_positions = timeline.positions
+    groups = make_groups(build, granularity, timeline, prompt, sampler)
     procs, models = [], {}
     n_pairs = len(chip_pairs(build))
     for group in groups:
@@ -51,42 +53,47 @@ def build_processes(build, prompt, n_positions: int, granularity: str, sampler=G
 
 
 def run_lava(build, prompt, n_new: int, granularity: str = "auto", progress: bool = False, sampler=GREEDY,
-             eos_id=None, on_token=None) -> RunResult:
+             eos_id=None, on_token=None, pipelined: bool = True) -> RunResult:
+    """Run the build on Lava. pipelined=False: the prompt's positions a period apart, as before
+    the layer-pipelined schedule (for comparison)."""
     granularity = choose_granularity(build, granularity)
     n_workers = len(build.cores) if granularity == "core" else len({c.chip for c in build.cores})
     resources.require_memory(n_workers * resources.LAVA_WORKER_BYTES, f"--backend lava with {n_workers} worker processes")
     n_positions = len(prompt) + n_new - 1
     generation = Generation(len(prompt), eos_id, on_token)
     start_resource_tracker()
-    return _run(build, prompt, n_positions, granularity, progress, sampler, generation)
+    timeline = Timeline.of(build.schedule, len(prompt), n_positions, pipelined)
+    return _run(build, prompt, timeline, granularity, progress, sampler, generation)
 
 
-def _run(build, prompt, n_positions: int, granularity: str, progress: bool, sampler, generation: Generation) -> RunResult:
+def _run(build, prompt, timeline: Timeline, granularity: str, progress: bool, sampler, generation: Generation) -> RunResult:
     from lava.magma.core.run_conditions import RunSteps  # Lava after lava_procs (imported above): see its __init__
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    groups, procs, models = build_processes(build, prompt, n_positions, granularity, sampler)
+    n_positions = timeline.positions
+    groups, procs, models = build_processes(build, prompt, timeline, granularity, sampler)
     anchor = next(p for g, p in zip(groups, procs) if g.host() is not None)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     children = multiprocessing.active_children()
     done = n_positions
+    # run calls: the prompt's pipelined positions up to its last logits, then a period per new token
+    ends = [timeline.done(len(prompt) - 1)] + [timeline.done(p) for p in range(len(prompt), n_positions)]
     try:
-        period = build.schedule.period
         with tqdm(total=n_positions, desc="Lava", unit="token", disable=None if progress else True, leave=False) as bar:
-            for i in range(n_positions):  # one token per run call, for the progress bar
+            for i, end in enumerate(ends):
                 # The first call forks Lava's workers. A signal while they start is acted on once the
                 # start is over (this process then stops them); the workers inherit the handler that
                 # only notes it, so a terminal's Ctrl-C or hang-up sent to the whole process group
                 # does not kill them mid-step (which would leave the others waiting at a barrier).
                 with failures(anchor):
                     with interrupts.deferred() if i == 0 else contextlib.nullcontext():
-                        anchor.run(condition=RunSteps(num_steps=period, blocking=False), run_cfg=cfg)
+                        anchor.run(condition=RunSteps(num_steps=end - (ends[i - 1] if i else 0), blocking=False), run_cfg=cfg)
                     anchor.wait()
-                bar.update()
-                if i + 1 >= len(prompt) and generation.needs_tokens():
-                    if generation.produced(i, int(anchor.tokens.get()[i + 1])):
-                        done = i + 1
-                        break
+                position = len(prompt) - 1 + i  # whose logits the call ended with
+                bar.update(len(prompt) if i == 0 else 1)
+                if generation.needs_tokens() and generation.produced(position, int(anchor.tokens.get()[position + 1])):
+                    done = position + 1
+                    break
         logits = anchor.logits.get().astype(np.int64)[:done]
         tokens = anchor.tokens.get().astype(np.int64)
         sops, spikes, traffic, packets = {}, {}, 0, 0
@@ -99,5 +106,5 @@ def _run(build, prompt, n_positions: int, granularity: str, progress: bool, samp
                     sops[c.name], spikes[c.name] = counts[k, :done], fired[k, :done]
     finally:
         stop(anchor, children)
-    return RunResult(tokens=[int(t) for t in tokens[: done + 1]], logits=logits, core_sops=sops, timesteps=done * period,
+    return RunResult(tokens=[int(t) for t in tokens[: done + 1]], logits=logits, core_sops=sops, timesteps=timeline.done(done - 1),
                      traffic=traffic, core_spikes=spikes, chip_packets=packets_by_pair(build, packets))

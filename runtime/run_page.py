@@ -223,10 +223,16 @@ def _summary(r: dict) -> list:
                                                                                      " (computed, not stepped)")),
         ("tokens", f"{r['prompt_tokens']} prompt + {r['generated_tokens']} generated ({sampling})"),
         ("generated text", None if r.get("generated_text") is None else repr(r["generated_text"])),
-        ("timesteps", f"{r['timesteps']:,} ({r['period']} per token x {r['positions']} positions)"),
-        ("SOPs per token", f"{r['sops_per_token']:,.0f}"),
+        ("timesteps", f"{r['timesteps']:,} ({r['positions']} positions: the prompt's an interval of {r['interval']} apart, "
+                      f"then {r['period']} per generated token)"),
+        ("SOPs per token", f"{r['sops_per_token']:,.0f} ({e['graded_sops_per_token']:,.0f} of them graded)"),
         ("spikes per token", None if r["spikes_per_token"] is None else f"{r['spikes_per_token']:,.0f} (values sent, all cores)"),
-        ("energy per token", f"{e['energy_per_token_uj']:.3f} uJ; latency {e['latency_per_token_ms']:.3f} ms"),
+        ("energy per token", f"{e['energy_per_token_uj']:.3f} uJ; latency {e['latency_per_token_ms']:.3f} ms per generated "
+                             f"token, {e['prompt_interval_ms']:.3f} ms per prompt token"),
+        ("45 nm estimate", f"SDLLM {e['sdllm_45nm_uj']:.3f} uJ; the dense model {e['dense_fp32_45nm_uj']:.3f} uJ at FP32, "
+                           f"{e['dense_fp16_45nm_uj']:.3f} at FP16, {e['dense_int8_45nm_uj']:.3f} at INT8, "
+                           f"{e['integer_ann_45nm_uj']:.3f} as an integer ANN, plus {e['weights_sram_45nm_uj']:.3f} (SRAM) to "
+                           f"{e['weights_dram_45nm_uj']:.3f} (DRAM) reading its weights"),
         ("NoC per token", None if noc is None else f"{noc['packets_per_token']:,.0f} packets, "
          f"{noc['packet_hops_per_token']:,.0f} packet-hops, {noc['chip_crossings_per_token']:,.0f} chip crossings"),
     ]

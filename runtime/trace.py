@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from sdllm import stages
 from sdllm.runtime.group import make_groups
+from sdllm.schedule import Timeline
 from sdllm.stages import CoreType
 
 
@@ -29,7 +30,9 @@ class TokenTrace:
 def trace_token(build, tokens, position: int, unit_layer: int = 0, progress: bool = False) -> TokenTrace:
     """Replay tokens[:position + 1] and record the period of `position`."""
     period = build.schedule.period
-    (group,) = make_groups(build, "all", position + 1, list(tokens[: position + 1]))
+    # positions one after another, a period each: the traced position's period is its alone
+    timeline = Timeline.of(build.schedule, position + 1, position + 1, pipelined=False)
+    (group,) = make_groups(build, "all", timeline, list(tokens[: position + 1]))
     keep = [k for k, c in enumerate(group.cores) if c.type != CoreType.HOST]
     unit = next(k for k, c in enumerate(group.cores) if c.type == CoreType.NEURON_UNIT and c.layer == unit_layer)
     unit_out = group.out_slices[unit]

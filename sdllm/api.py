@@ -266,6 +266,11 @@ class Build:
         return self.network.schedule.period
 
     @property
+    def interval(self) -> int:
+        """Timesteps between a prompt's positions (the pipelined schedule's initiation interval)."""
+        return self.network.schedule.interval
+
+    @property
     def report(self) -> MappingReport:
         """The core-mapping report (report.json)."""
         if self._report is None:

@@ -6,11 +6,20 @@ spike train of stage k from phase `emit[k]` on; the stage's cores receive it in 
 (first .. last, in its input's code) and send their sums at `last` (a stage with reduce cores:
 one step later), which reach the unit at emit[k + 1]. The host sends a token's embedding to
 arrive at phase 0, the last unit's ratio at `ratio_arrives`, the logits at the last phase.
-Written into network.json as plain JSON (`to_json`) and read back, validated, by
-`sdllm.formats.build`.
+
+Layer pipelining. A layer's cores are busy in `interval` consecutive phases at most (the longest
+layer's span: from its residual's arrival to its hand-off, the last layer's including the LM
+head's train). Positions whose tokens are known — a prompt, a teacher-forced window — therefore
+enter every `interval` steps: while layer i works on position t, layer i − 1 works on t + 1, and
+every layer's KV cores hold a position's keys and values before the next position's queries
+reach them. A generated token enters a period after the one before it (it needs its logits).
+`Timeline` gives each position's first step. Written into network.json as plain JSON (`to_json`)
+and read back, validated, by `sdllm.formats.build`.
 """
 
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,14 @@ class HostPhases:
     logits_arrive: int
 
 
+def widest_span(layers: tuple, head: Window) -> int:
+    """The most consecutive phases of a position any core acts in: a unit's, from its residual's
+    arrival to its hand-off — the last one's until the LM head's train ends (every other core acts
+    within its layer's unit's span, or within the head's window). The shortest safe interval."""
+    spans = [lp.emit[-1] - lp.emit[0] + 1 for lp in layers[:-1]]
+    return max(spans + [layers[-1].emit[-1] - layers[-1].emit[0] + head.steps])
+
+
 @dataclass(frozen=True)
 class Schedule:
     period: int  # timesteps per token position
@@ -46,13 +63,51 @@ class Schedule:
     stages: dict  # stage node name ('L3.o', 'head') -> Window
     reduced: tuple  # the stages whose sums pass through reduce cores (one more step each)
     host: HostPhases
+    interval: int  # steps between positions whose tokens are known (the longest layer's span)
 
     @property
     def timesteps_per_spike_train(self) -> int:
         return max(w.steps for w in self.stages.values())
 
     def to_json(self) -> dict:
-        return {"period": self.period, "timesteps_per_spike_train": self.timesteps_per_spike_train,
+        return {"period": self.period, "interval": self.interval, "timesteps_per_spike_train": self.timesteps_per_spike_train,
                 "layers": [{"resid_in": lp.resid_in, "emit": list(lp.emit)} for lp in self.layers],
                 "stages": {name: asdict(w) for name, w in self.stages.items()},
                 "reduced": list(self.reduced), "host": asdict(self.host)}
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When each position of a run enters the network: the prompt's every `interval` steps (every
+    `period` unpipelined), each generated token a period after the one before it."""
+
+    starts: np.ndarray  # (positions,) the step in which each position's embedding arrives
+    period: int
+
+    @classmethod
+    def of(cls, schedule: Schedule, n_prompt: int, n_positions: int, pipelined: bool = True) -> "Timeline":
+        gaps = np.full(max(n_positions - 1, 0), schedule.period, np.int64)
+        if pipelined:
+            gaps[: max(n_prompt - 1, 0)] = schedule.interval
+        return cls(np.concatenate([[0], np.cumsum(gaps)]).astype(np.int64), schedule.period)
+
+    @property
+    def positions(self) -> int:
+        return len(self.starts)
+
+    def done(self, position: int) -> int:
+        """Steps until position's logits are out (and its next token chosen)."""
+        return int(self.starts[position]) + self.period
+
+    @property
+    def total(self) -> int:
+        return self.done(self.positions - 1)
+
+    def active(self, phases) -> tuple:
+        """(steps, positions, phases) at which a core acting in `phases` of every position acts,
+        ordered by step; a core's phases lie within one interval, so positions never overlap."""
+        phases = np.asarray(sorted(phases), np.int64)
+        steps = (self.starts[:, None] + phases[None, :]).reshape(-1)
+        pos = np.repeat(np.arange(self.positions), len(phases))
+        ph = np.tile(phases, self.positions)
+        return steps, pos, ph

@@ -42,7 +42,7 @@ def test_build_objects_carry_the_mapping_and_the_run(default_build):
     run = build.run(list(b"for "), 5, backend="fast", on_text=streamed.append, on_token=ids.append)
     assert "".join(streamed) == run.text == bytes(run.generated).decode("utf-8", "replace")
     assert ids == run.generated and len(run.generated) == 5 and not run.stopped_at_eos
-    assert run.timesteps == 8 * build.period and run.energy["sops_per_token"] == run.sops_per_token
+    assert run.timesteps == 3 * build.interval + 5 * build.period and build.interval < build.period and run.energy["sops_per_token"] == run.sops_per_token
     with pytest.raises(AttributeError, match="no field 'nope'"):
         _ = build.report.nope
 

@@ -133,6 +133,16 @@ def test_too_small_target_is_rejected_with_one_clear_line(default_model_path, tm
     assert not out.exists()
 
 
+def test_a_code_the_target_lacks_is_refused_in_one_line(default_model_path, tmp_path):
+    """loihi2_tiny's cores take ±1 spikes only (no spike_codes: the binary codes)."""
+    out = tmp_path / "build"
+    p = subprocess.run([sys.executable, "-m", "sdllm.cli.compile", default_model_path, "--target", "loihi2_tiny",
+                        "--code", "graded", "-o", str(out)], capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+    assert "--code graded: target loihi2-tiny takes ternary, bitplane, naf, not graded" in p.stderr
+    assert not out.exists()
+
+
 def test_a_kv_cache_too_big_for_any_core_names_stage_and_sizes(default_model, tmp_path):
     with pytest.raises(SdllmError, match=r"stage L0\.qk: one head's KV cache needs 33792 synapse bits and 64 axons, "
                                          r"a core holds 32768 bits and 4096 axons"):
@@ -146,7 +156,7 @@ def test_a_core_limit_violation_names_stage_limit_and_values(default_model, tmp_
 
 def test_build_is_self_contained(default_build):
     b = load_build(default_build)
-    assert b.doc["format_version"] == 4 and b.schedule.period > 0
+    assert b.doc["format_version"] == 5 and b.schedule.period > 0 and 0 < b.schedule.interval < b.schedule.period
     assert {c.type for c in b.cores} == {"host_io", "neuron_unit", "synapse", "kv_qk", "kv_pv"}
 
 

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_lava import pipelined_steps
 
 from sdllm.errors import SdllmError
 from sdllm.formats.build import read as load_build
@@ -78,7 +79,7 @@ def test_generation_stops_after_the_end_of_sequence_token_on_every_backend(defau
         assert result.tokens == full.tokens[: len(prompt) + k + 1], name
         assert seen == generated[: k + 1], name  # streamed in order, the end-of-sequence token last
         assert np.array_equal(result.logits, full.logits[: len(prompt) + k]), name
-        assert result.timesteps == (len(prompt) + k) * build.schedule.period, name
+        assert result.timesteps == pipelined_steps(build, len(prompt), len(prompt) + k), name
         assert all(len(v) == len(prompt) + k for v in result.core_sops.values()), name
     ref_tokens, _, _ = IntegerSDLLM(default_model).generate(prompt, 8, eos_id=eos)
     assert ref_tokens == full.tokens[: len(prompt) + k + 1]

@@ -366,9 +366,12 @@ BUILD_CASES = {
     "network.json not UTF-8": (_write("network.json", b'{"a": "\xff\xfe"}'), "network.json: unreadable"),
     "200k-deep JSON": (_write("network.json", b"[" * 200_000 + b"]" * 200_000), "nested deeper than JSON decoding allows"),
     "a JSON list": (_write("network.json", b"[1, 2]"), "network.json: document: expected a JSON object, found list"),
-    "format version 99": (_json(_set("format_version", value=99)), "is not supported (this sdllm reads sdllm-build version 4)"),
+    "format version 99": (_json(_set("format_version", value=99)), "is not supported (this sdllm reads sdllm-build version 5)"),
     "period missing": (_json(_del("schedule", "period")), "schedule.period: expected a value, found nothing"),
     "period 0": (_json(_set("schedule", "period", value=0)), "schedule.period: expected an integer in 1..16,777,216, found 0"),
+    "interval below the widest span": (_json(_set("schedule", "interval", value=1)),
+                                       "schedule.interval: expected at least "),
+    "interval missing": (_json(_del("schedule", "interval")), "schedule.interval: expected a value, found nothing"),
     "phase past the period": (_json(_set("schedule", "host", "embed_arrives", value=10**6)), "schedule.host.embed_arrives: expected an integer in 0.."),
     "route to a core that does not exist": (lambda b: np.save(b / "arrays/c00000.routes.npy", np.array([[999, 0, 0, 1]], np.int16)),
                                             "expected destinations in 0..15 and lengths >= 1, found destination 999"),
@@ -927,7 +930,7 @@ def test_a_failing_lava_worker_reports_its_own_exception(default_build, monkeypa
     from sdllm.errors import SdllmError
     from sdllm.formats.build import read
 
-    def broken(self, t, x):
+    def broken(self, *args):
         raise ValueError("boom")
 
     monkeypatch.setattr(unit.NeuronUnitCore, "step", broken)  # the forked workers inherit it

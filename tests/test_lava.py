@@ -4,7 +4,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from helpers import compile_split
+from helpers import compile_split, write_hw
 
 from sdllm.compiler.emit import emit
 from sdllm.formats.build import read as load_build
@@ -50,12 +50,19 @@ def analytic_core_sops(build, spikes, pos):
     return out
 
 
+def pipelined_steps(build, n_prompt: int, n_positions: int) -> int:
+    """Steps until the last position's logits: the prompt's positions enter an interval apart,
+    each generated one a period after the one before it."""
+    s = build.schedule
+    return (n_prompt - 1) * s.interval + (n_positions - n_prompt + 1) * s.period
+
+
 def check_equal(build, model, prompt, n_new, result):
     ref = IntegerSDLLM(model)
     tokens, logits, spikes = ref.generate(prompt, n_new)
     assert result.tokens == tokens
     assert np.array_equal(result.logits, logits)
-    assert result.timesteps == len(logits) * build.schedule.period
+    assert result.timesteps == pipelined_steps(build, len(prompt), len(logits))
     for pos, sp in enumerate(spikes):
         expected = analytic_core_sops(build, sp, pos)
         assert {k: int(v[pos]) for k, v in result.core_sops.items()} == expected
@@ -77,6 +84,27 @@ def test_multi_tile_build_on_lava_equals_reference(tiny_model, tmp_path):
     assert any(c.type == "kv_qk" and c.params["n_heads"] < 4 for c in build.cores), "expected KV cores split by heads"
     p = list(b"ab")
     check_equal(build, tiny_model, p, 5, run_lava(build, p, 5))
+
+
+@pytest.mark.parametrize("code", ["auto", "paper"])
+def test_a_pipelined_prompt_equals_one_position_at_a_time(tiny_model, tmp_path, code):
+    """Layer pipelining changes when positions enter, not what any core computes: tokens, logits,
+    per-core SOPs and traffic per position equal the unpipelined run's, on a build with reduce
+    cores, split KV cores and spanning units; the prompt takes (n - 1) intervals and a period."""
+    from sdllm.compiler import pipeline
+
+    hw = write_hw(tmp_path, max_input_axons=24, synapse_memory_bits=8000)
+    emit(pipeline.compile_model(tiny_model, hw, pipeline.passes(code=code)), str(tmp_path / "b"))
+    build = load_build(str(tmp_path / "b"))
+    assert any(c.type == "reduce" for c in build.cores) and build.schedule.interval < build.schedule.period
+    p = list(b"if x is no")  # 10 tokens and 3 new: 12 of the tiny model's 16 positions
+    piped, serial = run_lockstep(build, p, 3), run_lockstep(build, p, 3, pipelined=False)
+    assert piped.tokens == serial.tokens and np.array_equal(piped.logits, serial.logits)
+    assert {k: v.tolist() for k, v in piped.core_sops.items()} == {k: v.tolist() for k, v in serial.core_sops.items()}
+    assert np.array_equal(piped.traffic, serial.traffic)
+    assert piped.timesteps == (len(p) - 1) * build.schedule.interval + 3 * build.schedule.period
+    assert serial.timesteps == (len(p) + 2) * build.schedule.period
+    check_equal(build, tiny_model, p, 3, run_lava(build, p, 3, "chip"))
 
 
 def test_lockstep_equals_lava(default_build):

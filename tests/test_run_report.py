@@ -106,7 +106,7 @@ def test_sdllm_run_writes_the_report(default_build, tmp_path):
                         "--report", str(out)], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "run.json").read_text())
-    assert r["backend"] == "lava" and r["generated_tokens"] == 3 and r["timesteps"] == 8 * r["period"]
+    assert r["backend"] == "lava" and r["generated_tokens"] == 3 and r["timesteps"] == 5 * r["interval"] + 3 * r["period"]
     assert r["generated_text"] in p.stdout
     assert r["chip_traffic"] == [] and r["raster"]["position"] == 0 and len(r["raster"]["sent"][0]) == 3
     assert (out / "run.html").read_text().startswith("<!DOCTYPE html>")

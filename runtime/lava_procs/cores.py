@@ -118,7 +118,7 @@ class GroupModelBase(PyLoihiProcessModel):
         if self.ports is None:
             self._bind()
         t = self.time_step - 1
-        idle = t >= self.n_positions * self.group.period  # every position done (RunContinuous runs on)
+        idle = t >= self.group.timeline.total  # every position done (RunContinuous runs on)
         if idle:
             self.pending = [np.zeros_like(v) for v in self.pending]
         self._before_send(t)

@@ -55,6 +55,7 @@ from sdllm.runtime import lava_lifetime
 from sdllm.runtime.lava_backend import build_processes, choose_granularity
 from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.sampling import Sampler
+from sdllm.schedule import Timeline
 from sdllm.stages import CoreType
 
 
@@ -143,7 +144,9 @@ class SDLLMModel(AbstractSubProcessModel):
         build = p["build"]
         lava_lifetime.start_resource_tracker()  # before Lava forks: it outlives them all
         proc.children_before = multiprocessing.active_children()
-        groups, procs, _ = build_processes(build, [], p["n_positions"], choose_granularity(build, p["granularity"]),
+        # tokens come one at a time from outside: positions a period apart
+        timeline = Timeline.of(build.schedule, 0, p["n_positions"], pipelined=False)
+        groups, procs, _ = build_processes(build, [], timeline, choose_granularity(build, p["granularity"]),
                                            sampler=p["sampler"], host_io=True)
         for k, sub in enumerate(procs):
             setattr(self, f"group_{k}", sub)

@@ -25,22 +25,31 @@ def print_result(build, prompt_tokens, result, wall_s: float, out=sys.stdout, ge
     if generated:
         print(f"prompt:    {decode(build.tokenizer, prompt_tokens)!r}", file=out)
         print(f"generated: {decode(build.tokenizer, result.tokens[len(prompt_tokens):])!r}", file=out)
-    print(f"timesteps: {result.timesteps} ({build.schedule.period} per token x {n_pos} positions), "
-          f"wall {wall_s:.1f} s " + (f"({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)" if result.stepped
-                                     else "(fast executor: computed, not stepped)"), file=out)
+    s = build.schedule
+    n_prompt = min(len(prompt_tokens), n_pos)
+    print(f"timesteps: {result.timesteps} (the prompt's {n_prompt} positions an interval of {s.interval} apart, then "
+          f"{s.period} per token; {n_pos} positions), wall {wall_s:.1f} s "
+          + (f"({1e3 * wall_s / max(result.timesteps, 1):.2f} ms per simulated step)" if result.stepped
+             else "(fast executor: computed, not stepped)"), file=out)
     per = result.sops_per_token()
-    print(f"SOPs per token: mean {est['sops_per_token']:,.0f} (min {int(per.min()):,}, max {int(per.max()):,})", file=out)
+    print(f"SOPs per token: mean {est['sops_per_token']:,.0f} (min {int(per.min()):,}, max {int(per.max()):,}; "
+          f"{est['graded_sops_per_token']:,.0f} of them graded)", file=out)
     if result.traffic is not None:
         print(f"NoC per token: {est['packets_per_token']:,.0f} packets, {est['packet_hops_per_token']:,.0f} packet-hops, "
               f"{est['chip_crossings_per_token']:,.0f} chip crossings", file=out)
     print(f"energy estimate per token: {est['energy_per_token_uj']:.2f} uJ "
           f"({est['sop_energy_nj']:.0f} nJ synaptic ops + {est['neuron_energy_nj']:.0f} nJ neuron updates"
           f" + {est['noc_energy_nj']:.0f} nJ NoC{'' if result.traffic is not None else ' (not counted by this backend)'}); "
-          f"latency {est['latency_per_token_ms']:.2f} ms at the config's step time", file=out)
-    print(f"45 nm estimate (Horowitz 2014): SDLLM {est['sdllm_45nm_uj']:.2f} uJ ({est['sops_per_token']:,.0f} SOPs x 0.9 pJ) vs "
-          f"the dense model's {est['dense_macs_per_token']:,.0f} MACs: {est['dense_fp32_45nm_uj']:.2f} uJ at FP32 "
-          f"(x{est['dense_fp32_45nm_uj'] / max(est['sdllm_45nm_uj'], 1e-12):.1f}), {est['dense_fp16_45nm_uj']:.2f} uJ at FP16 "
-          f"(x{est['dense_fp16_45nm_uj'] / max(est['sdllm_45nm_uj'], 1e-12):.1f})", file=out)
+          f"latency {est['latency_per_token_ms']:.2f} ms per generated token, {est['prompt_interval_ms']:.3f} ms per "
+          f"prompt token, at the config's step time", file=out)
+    sdllm = max(est["sdllm_45nm_uj"], 1e-12)
+    print(f"45 nm estimate (Horowitz 2014): SDLLM {est['sdllm_45nm_uj']:.2f} uJ vs the dense model's "
+          f"{est['dense_macs_per_token']:,.0f} MACs at FP32 {est['dense_fp32_45nm_uj']:.2f} uJ (x{est['dense_fp32_45nm_uj'] / sdllm:.1f}), "
+          f"FP16 {est['dense_fp16_45nm_uj']:.2f} (x{est['dense_fp16_45nm_uj'] / sdllm:.1f}), INT8 {est['dense_int8_45nm_uj']:.2f} "
+          f"(x{est['dense_int8_45nm_uj'] / sdllm:.1f}), as an integer ANN {est['integer_ann_45nm_uj']:.2f} "
+          f"(x{est['integer_ann_45nm_uj'] / sdllm:.1f}); a dense accelerator also reads its "
+          f"{est['weight_bytes_per_token'] / 1e6:,.1f} MB of weights per token: {est['weights_sram_45nm_uj']:.2f} uJ from SRAM, "
+          f"{est['weights_dram_45nm_uj']:.1f} uJ from DRAM", file=out)
 
 
 def main(argv=None):

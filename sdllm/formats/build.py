@@ -1,7 +1,7 @@
 """The build directory (DESIGN §5): defined, written and read (with validation) here and nowhere else.
 
     build/
-      network.json   format "sdllm-build", format_version 4: the model's config and quant spec
+      network.json   format "sdllm-build", format_version 5: the model's config and quant spec
                      (bits, spike code and dead zone of every point),
                      the tokenizer, the merged hw config, the schedule, the operator graph's nodes
                      (kind, layer, named input and output segments) and edges, and per core: id,
@@ -36,10 +36,10 @@ from sdllm.formats import hw as hwformat
 from sdllm.formats.fields import Doc, FormatError, check_array
 from sdllm.formats.model import FORMAT_VERSION as MODEL_VERSION
 from sdllm.formats.model import LlamaConfig, QuantSpec, qmax, read_config, read_quant, read_tokenizer
-from sdllm.schedule import HostPhases, LayerPhases, Schedule, Window
+from sdllm.schedule import HostPhases, LayerPhases, Schedule, Window, widest_span
 
 FORMAT = "sdllm-build"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 INT_TYPES = (np.int8, np.int16, np.int32, np.int64)
 MAX_JSON_BYTES = 1 << 30
 MAX_ARRAY_BYTES = 1 << 31
@@ -327,7 +327,11 @@ class _Reader:
         embed_at, ratio_at = phase(host, "embed_arrives"), phase(host, "ratio_arrives")
         if host.int("logits_arrive", 0, period - 1) != period - 1:
             host.fail("logits_arrive", f"the last phase {period - 1}", host.value["logits_arrive"])
-        return Schedule(period, tuple(layers), windows, tuple(reduced), HostPhases(embed_at, ratio_at, period - 1))
+        interval = s.int("interval", 1, period)
+        if interval < widest_span(tuple(layers), windows[stages.HEAD.name]):
+            s.fail("interval", f"at least {widest_span(tuple(layers), windows[stages.HEAD.name])} (the widest span a core "
+                               "acts in: positions would overlap in it)", interval)
+        return Schedule(period, tuple(layers), windows, tuple(reduced), HostPhases(embed_at, ratio_at, period - 1), interval)
 
     def _nodes(self, nodes: Doc) -> None:
         self.nodes = {}
