@@ -150,8 +150,9 @@ def main():
         from sdllm.runtime.lava_backend import run_lava
 
         lava_prompt = prompt[:2]
-        t = timed(lambda: run_lava(build, lava_prompt, 1, "chip"))
-        steps = build.schedule.period * len(lava_prompt)
+        runs = []
+        t = timed(lambda: runs.append(run_lava(build, lava_prompt, 1, "chip")))
+        steps = runs[-1].timesteps
         print(f"\n3. Lava, one Process per chip ({len({c.chip for c in build.cores})} Processes incl. the host's), "
               f"{steps:,} timesteps: {t:.0f} s, {1e3 * t / steps:.2f} ms per timestep (incl. start-up)")
 

@@ -122,8 +122,9 @@ def main():
     print(f"   energy {est['energy_per_token_uj']:.1f} uJ = {est['sop_energy_nj'] / 1e3:.1f} SOPs + {est['neuron_energy_nj'] / 1e3:.1f} "
           f"neuron updates + {est['noc_energy_nj'] / 1e3:.1f} NoC; latency {est['latency_per_token_ms']:.1f} ms "
           f"({build.schedule.period} timesteps)")
-    print(f"   45 nm estimate: SDLLM {est['sdllm_45nm_uj']:.0f} uJ ({est['sops_per_token']:,.0f} SOPs x 0.9 pJ) vs dense "
-          f"{est['dense_macs_per_token']:,.0f} MACs: FP32 {est['dense_fp32_45nm_uj']:.0f} uJ, FP16 {est['dense_fp16_45nm_uj']:.0f} uJ")
+    print(f"   45 nm estimate: SDLLM {est['sdllm_45nm_uj']:.0f} uJ ({est['binary_sops_per_token']:,.0f} binary SOPs, "
+          f"{est['graded_sops_per_token']:,.0f} graded) vs dense {est['dense_macs_per_token']:,.0f} MACs: "
+          f"FP32 {est['dense_fp32_45nm_uj']:.0f} uJ, FP16 {est['dense_fp16_45nm_uj']:.0f} uJ (benchmarks/smollm2_time_energy.py: the whole account)")
 
     rows = held_out_windows(build.tokenizer, SEQ, args.windows)
     folded = FoldedBuild(build)

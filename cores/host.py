@@ -33,7 +33,7 @@ class HostCore(CoreBehaviour):
         n_positions = timeline.positions
         super().__init__(core, build, n_positions)
         self.params = core.params
-        self.embed = carried(core.params["embed"], core.params)  # as graded spikes carry it to the first layer
+        self.vocab = len(core.params["embed"])
         h = build.schedule.host
         self.ratio_at, self.logits_at = h.ratio_arrives, h.logits_arrive
         starts = [int(s) for s in timeline.starts]
@@ -48,9 +48,13 @@ class HostCore(CoreBehaviour):
         self.ratio = np.zeros(n_positions, np.int64)
         self.sampler = sampler
 
+    def embedding(self, token: int):
+        """A token's embedding as graded spikes carry it to the first layer."""
+        return carried(self.params["embed"][token], self.params)
+
     def first_output(self):
         """What the host sends in step 0: the first prompt token's embedding."""
-        return self.embed[self.tokens[0]]
+        return self.embedding(self.tokens[0])
 
     def steps(self) -> list:
         """The steps it acts in (every position's events)."""
@@ -58,12 +62,12 @@ class HostCore(CoreBehaviour):
 
     def feed(self, position: int, token: int):
         """The token at `position` comes from outside: its embedding, to send instead."""
-        if not 0 <= token < len(self.embed):
-            raise SdllmError(f"token_in: position {position}: a token id in 0..{len(self.embed) - 1}, got {token}")
+        if not 0 <= token < self.vocab:
+            raise SdllmError(f"token_in: position {position}: a token id in 0..{self.vocab - 1}, got {token}")
         if position >= len(self.logits):
             raise SdllmError(f"token_in: position {position} is beyond the {len(self.logits)} positions this network holds")
         self.tokens[position] = token
-        return self.embed[token]
+        return self.embedding(token)
 
     def done(self, t: int) -> int | None:
         """The position whose logits arrive in step t, if any."""
@@ -79,5 +83,5 @@ class HostCore(CoreBehaviour):
             if p + 1 >= self.n_prompt:
                 self.tokens[p + 1] = self.sampler(self.logits[p], p)
         if t in self.sends:
-            return self.embed[self.tokens[self.sends[t]]]
+            return self.embedding(self.tokens[self.sends[t]])
         return self.zeros

@@ -156,16 +156,21 @@ class SynapseCore(StageWindow, CoreBehaviour):
         self.w = core.weights()
         self.fanout = np.count_nonzero(self.w, axis=0)  # SOPs count non-zero synapses in either encoding
         self.acc = np.zeros(core.n_neurons, np.int64)
-        if int(np.abs(self.w).sum(1).max(initial=0)) < 1 << 24:  # one step's sums exact in float32: use BLAS
-            self.w = self.w.astype(np.float32)
+        bound = int(np.abs(self.w).sum(1).max(initial=0)) * self.event_max  # the largest |sum| of one step
+        for exact, dtype in ((1 << 24, np.float32), (1 << 53, np.float64)):  # BLAS where floats hold every sum exactly
+            if bound < exact:
+                self.w = self.w.astype(dtype)
+                break
 
     def step(self, token, phase, x):
         if self.first <= phase <= self.last:
             check_events(self.core, x, self.event_max)
             if self.radix != 1:
                 self.acc *= self.radix
-            self.acc += (self.w @ x.astype(self.w.dtype)).astype(np.int64)
-            self.sops[token] += int((x != 0) @ self.fanout)  # one op per event and synapse, whatever it carries
+            events = np.flatnonzero(x)
+            if len(events):
+                self.acc += (self.w @ x.astype(self.w.dtype)).astype(np.int64)
+                self.sops[token] += int(self.fanout[events].sum())  # one op per event and synapse, whatever it carries
             if phase == self.last:
                 out, self.acc = self.acc, np.zeros_like(self.acc)
                 return out

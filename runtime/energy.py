@@ -8,7 +8,9 @@ memory: an 8 KB SRAM 64-bit read 10 pJ, DRAM 1.3–2.6 nJ per 64 bits.
 
   SDLLM      a binary synaptic op is an accumulate at E_AC = 0.9 pJ (the paper's convention, a
              32-bit float add); a graded one also multiplies the weight by its up-to-8-bit
-             payload: E_AC + an 8-bit multiply (assumption: [H14]'s 8-bit int multiply).
+             payload: E_AC + an 8-bit multiply (assumption: [H14]'s 8-bit int multiply). Beside
+             it, the same ops as the integer adds a chip's synapses do: a 32-bit int add [H14]
+             (+ the 8-bit multiply for a graded op).
   dense      the same model run densely (`dense_macs`) at FP32 (the paper's convention), FP16 and
              INT8 MACs; and the same W4A4 network as an integer ANN — its integers multiplied
              densely: an 8-bit multiply and a 32-bit accumulate per MAC (assumption: [H14] has no
@@ -24,6 +26,7 @@ from sdllm.stages import CoreType
 
 E_AC_45NM_PJ = 0.9  # [H14] 32-bit float add: SDLLM's and earlier spiking-LLM papers' E_AC
 E_MUL8_45NM_PJ = 0.2  # [H14] 8-bit int multiply
+E_ADD32_INT_45NM_PJ = 0.1  # [H14] 32-bit int add
 E_GRADED_45NM_PJ = E_AC_45NM_PJ + E_MUL8_45NM_PJ  # assumption: an accumulate and an 8-bit multiply
 E_MAC_45NM_PJ = 0.9 + 3.7  # [H14] 32-bit float add + multiply: the papers' E_MAC
 E_MAC_FP16_45NM_PJ = 0.4 + 1.1  # [H14] 16-bit float add + multiply
@@ -104,6 +107,7 @@ def paper_estimate(binary_sops: float, graded_sops: float, macs: float, weights:
     return {
         "dense_macs_per_token": macs,
         "sdllm_45nm_uj": (binary_sops * E_AC_45NM_PJ + graded_sops * E_GRADED_45NM_PJ) / 1e6,
+        "sdllm_int_45nm_uj": (binary_sops * E_ADD32_INT_45NM_PJ + graded_sops * (E_ADD32_INT_45NM_PJ + E_MUL8_45NM_PJ)) / 1e6,
         "dense_fp32_45nm_uj": macs * E_MAC_45NM_PJ / 1e6,
         "dense_fp16_45nm_uj": macs * E_MAC_FP16_45NM_PJ / 1e6,
         "dense_int8_45nm_uj": macs * E_MAC_INT8_45NM_PJ / 1e6,
