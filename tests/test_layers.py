@@ -1,4 +1,4 @@
-"""The package layers (DESIGN §8), checked on the source: every import of every module, and where
+"""The package layers (docs/DESIGN.md §8), checked on the source: every import of every module, and where
 the stage names are spelled."""
 
 import ast
