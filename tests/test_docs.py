@@ -37,3 +37,35 @@ def test_no_reference_leaves_the_repository():
     outside = [name for name, text in tracked_text().items()
                if name != "tests/test_docs.py" and re.search(r"\.\./shared|shared/DESIGN|design card", text, re.I)]
     assert not outside
+
+
+TOP = ("sdllm", "models", "cores", "compiler", "runtime", "benchmarks", "tests", "scripts", "docs", "hw_configs")
+
+
+def cited_paths(text: str) -> set:
+    """Backticked files of the repository a page cites: `compiler/tile.py`, `scripts/fetch_smollm2.sh`,
+    `DESIGN.md` (a path in another package, `lava/magma/...`, or in the output folder is not one)."""
+    paths = re.findall(r"`([\w./-]+\.(?:py|sh|md|yaml))`", text)
+    return {p for p in paths if "/" not in p or p.split("/")[0] in TOP}
+
+
+def test_every_file_the_pages_cite_exists():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # CHANGELOG.md names files that have gone
+    files = {str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if ".venv" not in p.parts and ".git" not in p.parts}
+    names = {pathlib.Path(f).name for f in files}
+    missing = []
+    for page in pages:
+        text = page.read_text()
+        for path in sorted(cited_paths(text)):
+            if not (path in files or (page.parent / path).exists() or ("/" not in path and path in names)):
+                missing.append(f"{page.name}: {path}")
+        for link in re.findall(r"\]\(([^)#:]+)\)", text):  # relative markdown links
+            if not (page.parent / link).exists():
+                missing.append(f"{page.name}: link {link}")
+    assert not missing, "\n".join(missing)
+
+
+def test_the_path_check_catches_a_missing_file():
+    assert cited_paths("see `runtime/behaviours.py` and `cores/synapse.py`, not `x.png` or `out/x.py`") == {
+        "runtime/behaviours.py", "cores/synapse.py"}
+    assert not (ROOT / "runtime" / "behaviours.py").exists() and (ROOT / "cores" / "synapse.py").exists()
