@@ -38,6 +38,7 @@ import time
 import numpy as np
 from docstring_task import TASK
 from docstring_task import write as write_task
+from results_page import write_section
 from shared_smollm2 import gguf as fetch_gguf
 from smollm2_sdllm import DEFAULT, SEQ, SETTINGS, convert_cached
 
@@ -252,6 +253,8 @@ def main():
     with open(os.path.join(args.out, "accuracy.md"), "w") as fh:
         fh.write("\n".join(lines).lstrip("\n") + "\n")
     print(f"plot: {png}; markdown: {os.path.join(args.out, 'accuracy.md')}")
+    rest = "\n".join(lines[len(table) + 2:]).strip("\n")
+    write_section("accuracy", "\n".join(table) + f"\n\n```text\n{rest}\n```")
 
 
 if __name__ == "__main__":

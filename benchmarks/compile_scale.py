@@ -29,6 +29,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from results_page import write_section  # noqa: E402
 from shared_smollm2 import w4a4_model  # noqa: E402
 
 from sdllm.models.source.synthetic import shape_of  # noqa: E402
@@ -119,6 +120,7 @@ def main():
 
     table = "\n".join(lines) + "\n"
     print("\n" + table)
+    write_section("compile_scale", table)
     with open(os.path.join(args.out, "compile_scale.md"), "w") as f:
         f.write(table)
     if sizes:

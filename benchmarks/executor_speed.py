@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 import torch
+from results_page import recorded
 from shared_smollm2 import gguf as fetch_gguf
 from shared_smollm2 import w4a4_model
 
@@ -158,4 +159,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with recorded("executor_speed"):
+        main()

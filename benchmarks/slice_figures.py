@@ -8,6 +8,8 @@ import os
 import tempfile
 import time
 
+from results_page import recorded
+
 from sdllm import codes
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model
@@ -64,4 +66,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with recorded("slice_figures"):
+        main()

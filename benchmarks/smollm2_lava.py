@@ -22,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+from results_page import recorded
 from shared_smollm2 import convert_cached
 from shared_smollm2 import gguf as fetch_gguf
 
@@ -92,4 +93,6 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with recorded("smollm2_lava"):
+        rc = main()
+    sys.exit(rc)

@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from results_page import recorded  # noqa: E402
 from shared_smollm2 import gguf as fetch_gguf  # noqa: E402
 from shared_smollm2 import w4a4_model  # noqa: E402
 
@@ -174,4 +175,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with recorded("smollm2_runtime"):
+        main()

@@ -32,6 +32,7 @@ import os
 
 import numpy as np
 import torch
+from results_page import write_section
 from shared_smollm2 import convert_cached
 from shared_smollm2 import gguf as fetch_gguf
 
@@ -262,6 +263,8 @@ def main():
     print("\n".join(lines))
     write_markdown(args.markdown, results, abl, conts, macs, lines)
     print(f"markdown: {args.markdown}")
+    with open(args.markdown) as f:
+        write_section("smollm2_sdllm", f.read())
 
 
 def target_lines(results: dict, macs: float) -> list:

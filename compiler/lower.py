@@ -52,11 +52,11 @@ def lower(net: Network) -> Network:
     host_params = {"embed": model.embed_fx, scale_key(stages.HEAD): head[scale_key(stages.HEAD)],
                    qmax_key(stages.HEAD.input): head[qmax_key(stages.HEAD.input)], RESID_MAX_KEY: cfg.resid_max,
                    **carry}
-    g.add(Node("host", NodeKind.HOST, -1, Segments.of([("logits", cfg.vocab_size), ("ratio", 1)]),
+    g.add(Node(stages.HOST_NODE, NodeKind.HOST, -1, Segments.of([("logits", cfg.vocab_size), ("ratio", 1)]),
                Segments.of([("embed", cfg.dim * carry["resid_pieces"])]), attrs={"params": host_params}))
     kv_attrs = {"n_heads": cfg.n_heads, "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim,
                 "max_seq_len": cfg.max_seq_len, "weight_bits": model.quant.kv_bits}
-    prev = ("host", "embed")
+    prev = (stages.HOST_NODE, "embed")
     for i in range(cfg.n_layers):
         last = i == cfg.n_layers - 1
         ins, outs = stages.unit_segments(cfg, last, carry["resid_pieces"])
@@ -64,7 +64,7 @@ def lower(net: Network) -> Network:
         if last:
             for key in (order_key, qmax_key, theta_key):
                 params[key(stages.HEAD_IN)] = head[key(stages.HEAD_IN)]
-        unit = g.add(Node(f"L{i}.unit", NodeKind.UNIT, i, Segments.of(ins), Segments.of(outs), attrs={"params": params}))
+        unit = g.add(Node(stages.unit_node(i), NodeKind.UNIT, i, Segments.of(ins), Segments.of(outs), attrs={"params": params}))
         g.connect(*prev, unit.name, "resid_in")
         for s in stages.LAYER_STATIC:
             node = _static(g, model, s.node(i), i)
@@ -80,7 +80,8 @@ def lower(net: Network) -> Network:
             g.connect(s.node(i), "out", unit.name, s.name)
         prev = (unit.name, "resid_out")
     node = _static(g, model, stages.HEAD.name, cfg.n_layers)
-    g.connect(f"L{cfg.n_layers - 1}.unit", stages.HEAD.name, node.name, "in")
-    g.connect(node.name, "out", "host", "logits")
-    g.connect(f"L{cfg.n_layers - 1}.unit", "ratio", "host", "ratio")
+    last_unit = stages.unit_node(cfg.n_layers - 1)
+    g.connect(last_unit, stages.HEAD.name, node.name, "in")
+    g.connect(node.name, "out", stages.HOST_NODE, "logits")
+    g.connect(last_unit, "ratio", stages.HOST_NODE, "ratio")
     return net.add("lower", graph=Graph(g.nodes, g.edges))

@@ -1,5 +1,5 @@
 """Spike codes for a b-bit integer activation q ∈ [−Q, Q], Q = 2**(b−1) − 1 — part of the
-numeric contract (DESIGN §2): model.pt and builds name the code of every quantisation point.
+numeric contract (docs/DESIGN.md §2): model.pt and builds name the code of every quantisation point.
 
 A code sends q as a train s_0 .. s_{T−1}; the synapse core adds scale_t · W·s_t at step t and,
 for offset codes, the neuron subtracts offset · Σ_i W_ji once per window (a bias it holds, no

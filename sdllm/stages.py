@@ -41,6 +41,14 @@ class CoreType(str, Enum):
     HOST = "host_io"
 
 
+HOST_NODE = NodeKind.HOST.value  # the host's node name (a network has one host)
+
+
+def unit_node(layer: int) -> str:
+    """The node name of a layer's neuron unit: 'L{layer}.unit'."""
+    return f"L{layer}.{NodeKind.UNIT.value}"
+
+
 # what tiling makes of each node kind (a static stage also gets reduce cores when its fan-in is split)
 CORE_TYPE = {NodeKind.UNIT: CoreType.NEURON_UNIT, NodeKind.STATIC: CoreType.SYNAPSE, NodeKind.KV_QK: CoreType.KV_QK,
              NodeKind.KV_PV: CoreType.KV_PV, NodeKind.HOST: CoreType.HOST}

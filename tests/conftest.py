@@ -35,13 +35,34 @@ def default_build(default_model, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_model():
-    """A small random LLaMA (seeded), converted with 3-bit spikes: fast to compile and run."""
+def tiny_converted(spec: QuantSpec):
+    """A small random LLaMA (seeded) converted with `spec` on seeded random calibration tokens."""
     torch.manual_seed(1)
     model = Llama(TINY)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.3)
     calib = torch.randint(0, 256, (2, TINY.max_seq_len), generator=torch.Generator().manual_seed(2))
-    return convert(model, QuantSpec(weight_bits=4, act_bits=3, kv_bits=8, theta=0), calib, BYTES)
+    return convert(model, spec, calib, BYTES)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A small random LLaMA (seeded), converted with 3-bit spikes: fast to compile and run."""
+    return tiny_converted(QuantSpec(weight_bits=4, act_bits=3, kv_bits=8, theta=0))
+
+
+def byte_level_bpe(vocab_size: int, special_tokens=()):
+    """A byte-level BPE like SmolLM2's (a `tokenizers.Tokenizer`), trained on a little pydoc text;
+    special tokens first, at ids 0, 1, ..."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from sdllm.models.source.corpus import pydoc_text
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([pydoc_text()[:20000]], trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(special_tokens), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return tok

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from conftest import byte_level_bpe
 
 from sdllm.errors import SdllmError
 
@@ -31,16 +32,7 @@ CONVERSATION = [{"role": "user", "content": "What does the if statement do?"},
 @pytest.fixture(scope="module")
 def smol_tokenizer():
     """A byte-level BPE like SmolLM2's, with its special tokens at the same ids."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    from sdllm.models.source.corpus import pydoc_text
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([pydoc_text()[:20000]], trainers.BpeTrainer(
-        vocab_size=300, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    return tok
+    return byte_level_bpe(300, SPECIAL)
 
 
 def _spec(tok):

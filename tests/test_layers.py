@@ -1,4 +1,4 @@
-"""The package layers (DESIGN §8), checked on the source: every import of every module, and where
+"""The package layers (docs/DESIGN.md §8), checked on the source: every import of every module, and where
 the stage names are spelled."""
 
 import ast
@@ -116,3 +116,41 @@ def test_stage_names_are_spelled_only_in_the_stage_table():
             if re.search(re.escape(name), text):
                 spelled.setdefault(name, []).append(module)
     assert spelled == {"gate_up": ["sdllm.stages"], "qkv": ["sdllm.stages"], '"qk"': ["sdllm.stages"], '"pv"': ["sdllm.stages"]}
+
+
+# Core-type and node-kind names as builds spell them, and the unit nodes' name form: spelled in the
+# stage table only (`CoreType`, `NodeKind`, `HOST_NODE`, `unit_node`); everywhere else they are named
+# through it. Known exceptions, each a (module, literal):
+FIELD_NAMES = {("sdllm.schedule", "host"), ("sdllm.formats.build", "host")}  # the schedule's host phases, a field
+PENDING = {  # literals in modules being rewritten on another branch; to go there, never to grow
+    ("sdllm.compiler.report", "reduce"), ("sdllm.runtime.run_page", "neuron_unit"), ("sdllm.runtime.fast", ".unit"),
+    ("sdllm.runtime.run_page", "unit"), ("sdllm.runtime.run_report", "unit"),
+}
+
+
+def name_literals(path: pathlib.Path) -> set:
+    """String literals of a module that spell a core type, a node kind or a unit node's name."""
+    from sdllm.stages import CoreType, NodeKind
+
+    names = {t.value for t in CoreType} | {k.value for k in NodeKind}
+    unit = "." + NodeKind.UNIT.value
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value in names:
+                out.add(node.value)
+            elif node.value.endswith(unit):
+                out.add(unit)
+    return out
+
+
+def test_core_type_and_node_names_are_spelled_only_in_the_stage_table():
+    found = {(module, literal) for module, path in modules().items() if module != "sdllm.stages"
+             for literal in name_literals(path)}
+    assert found - FIELD_NAMES - PENDING == set(), sorted(found - FIELD_NAMES - PENDING)
+
+
+def test_the_name_check_catches_a_literal(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text('def f(c, i):\n    return c.type == "neuron_unit" or c.node == f"L{i}.unit" or c.node == "host"\n')
+    assert name_literals(bad) == {"neuron_unit", ".unit", "host"}

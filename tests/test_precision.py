@@ -3,8 +3,7 @@ backend bit for bit."""
 
 import numpy as np
 import pytest
-import torch
-from conftest import TINY
+from conftest import tiny_converted
 from test_lava import _same, check_equal
 
 from sdllm import codes
@@ -13,9 +12,6 @@ from sdllm.compiler.pipeline import compile_model, passes
 from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
 from sdllm.formats.model import QuantSpec
-from sdllm.models.conversion.convert import convert
-from sdllm.models.source.importers import BYTES
-from sdllm.models.source.llama import Llama
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.runtime.lockstep import run_lockstep
@@ -28,13 +24,7 @@ MIXED = QuantSpec(weight_bits=4, act_bits=3, attn_bits=3, kv_bits=6, point_bits=
 def mixed_model():
     """The tiny model with 3-bit ternary trains everywhere but down_proj's input (6-bit bit planes)
     and the queries (5-bit bit planes), 6-bit keys and values, and a dead zone on the o input."""
-    torch.manual_seed(1)
-    model = Llama(TINY)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    calib = torch.randint(0, 256, (2, TINY.max_seq_len), generator=torch.Generator().manual_seed(2))
-    return convert(model, MIXED, calib, BYTES)
+    return tiny_converted(MIXED)
 
 
 def test_per_point_bits_round_trip_through_model_pt_and_the_build(mixed_model, tmp_path):

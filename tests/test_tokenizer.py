@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import byte_level_bpe
 
 from sdllm.errors import SdllmError
 from sdllm.models.source import corpus
@@ -13,15 +14,8 @@ BYTES = {"type": "bytes"}
 @pytest.fixture(scope="module")
 def bpe():
     """A byte-level BPE like SmolLM2's, trained on a little pydoc text."""
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    tok = tokenizers.Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([corpus.pydoc_text()[:20000]], trainers.BpeTrainer(
-        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    return {"type": "hf-tokenizers", "json": tok.to_str()}
+    pytest.importorskip("tokenizers")
+    return {"type": "hf-tokenizers", "json": byte_level_bpe(400).to_str()}
 
 
 def test_bytes_round_trip():

@@ -1,4 +1,4 @@
-"""The build directory (DESIGN §5): defined, written and read (with validation) here and nowhere else.
+"""The build directory (docs/DESIGN.md §5): defined, written and read (with validation) here and nowhere else.
 
     build/
       network.json   format "sdllm-build", format_version 5: the model's config and quant spec
