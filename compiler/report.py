@@ -9,7 +9,7 @@ from sdllm.cores.unit import graded_bounds
 from sdllm.formats.model import qmax
 from sdllm.models.integer import fixedpoint as fx
 from sdllm.models.integer.products import exact_type
-from sdllm.stages import NodeKind
+from sdllm.stages import CoreType, NodeKind
 
 TTFT_PROMPTS = (1, 64, 512)  # prompt lengths whose time to the first new token the report gives
 CORE_TABLE_MAX = 200  # the text report lists every core up to this many (report.json always does)
@@ -68,7 +68,7 @@ def build_report(net: Network) -> dict:
         "cores_over_bound": round(used / bound, 4),
         "cores_available": hw.total_cores,
         "chips_used": len(chips),
-        "reduce_cores": sum(c["type"] == "reduce" for c in cores),
+        "reduce_cores": sum(c["type"] == CoreType.REDUCE for c in cores),
         "compressed_tables": sum(c["table_compressed"] for c in cores),
         "timesteps_per_spike_train": s["timesteps_per_spike_train"],
         "precision": net.model.quant.precision(),

@@ -138,7 +138,7 @@ class FoldedBuild:
 
     def _kv_offset(self, core) -> int:
         """Unit output index of the first spike axon of a KV stage (its segment's start)."""
-        return self.build.segments(f"L{core.layer}.unit", "outputs")[stages.stage_of(core.node).name][0]
+        return self.build.segments(stages.unit_node(core.layer), "outputs")[stages.stage_of(core.node).name][0]
 
 
 def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None, sampler=GREEDY, eos_id=None,

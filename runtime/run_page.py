@@ -11,6 +11,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from sdllm import pages
+from sdllm.stages import CoreType, NodeKind
 
 CHIP_PANELS_MAX = 16  # chips drawn on the mesh figures (the busiest first)
 NAMED_CORES_MAX = 48  # cores per chip up to which each mesh cell carries its core's name
@@ -90,9 +91,10 @@ def _stage_layer_figure(r: dict) -> Figure:
     by_layer = {}  # (layer, stage) -> value, for the stacked bars
     for c in r["cores"]:
         layer = "head" if c["layer"] >= len([n for n in layer_names if n.isdigit()]) else str(c["layer"])
-        stage = c["node"].rsplit(".", 1)[-1] if c["type"] != "neuron_unit" else "unit"
+        unit = NodeKind.UNIT.value
+        stage = c["node"].rsplit(".", 1)[-1] if c["type"] != CoreType.NEURON_UNIT else unit
         for key, _ in metrics:
-            k = (key, layer, stage if stage in colours else "unit")
+            k = (key, layer, stage if stage in colours else unit)
             by_layer[k] = by_layer.get(k, 0.0) + (c[key] or 0.0)
     for row, (key, label) in enumerate(metrics):
         ax, lax = axes[row]

@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 
 
 def _stage_name(node: str) -> str:
-    return stages.stage_of(node).name if node.rsplit(".", 1)[-1] in stages.STAGES else "unit"
+    return stages.stage_of(node).name if node.rsplit(".", 1)[-1] in stages.STAGES else stages.NodeKind.UNIT.value
 
 
 def _layer_name(layer: int, cfg) -> str:
@@ -51,7 +51,7 @@ def run_report(build, result, prompt_tokens, backend: str, sampler, trace=None, 
             bucket["sops_per_token"] = bucket.get("sops_per_token", 0.0) + sops
             if spikes is not None:
                 bucket["spikes_per_token"] = bucket.get("spikes_per_token", 0.0) + spikes
-    order = [s.name for s in (*stages.LAYER, stages.HEAD)] + ["unit"]
+    order = [s.name for s in (*stages.LAYER, stages.HEAD)] + [stages.NodeKind.UNIT.value]
     report = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "build": build.path, "target": build.hw.name, "backend": backend, "stepped": result.stepped,

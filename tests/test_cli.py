@@ -115,3 +115,12 @@ def test_eval_reports_perplexities_firing_and_the_compiled_network(default_model
                    "W4A4 P8 KV8 round-to-nearest ANN"):
         assert needle in p.stdout, p.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_demo_checks_every_figure_equal(tmp_path):
+    """`make demo`, as the README promises it: tokens, logits, SOPs and timesteps of the Lava run
+    equal to the integer reference's (the demo's own check, which exits 1 on a difference)."""
+    p = run("sdllm-demo", "--out", str(tmp_path / "demo"), "--max-new-tokens", "3")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+    checks = p.stdout.split("== 5.")[1].splitlines()[1:5]
+    assert len(checks) == 4 and all(line.rstrip().endswith("EQUAL") and "DIFFERENT" not in line for line in checks), checks
