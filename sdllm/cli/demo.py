@@ -50,9 +50,9 @@ def _demo(args) -> int:
     import sdllm
     from sdllm import stages
     from sdllm.cli.run import print_result
-    from sdllm.schedule import Timeline
     from sdllm.models.evaluation.evaluate import evaluate
     from sdllm.models.source.importers import default_float, load_float
+    from sdllm.schedule import Timeline
 
     try:
         os.makedirs(args.out, exist_ok=True)
