@@ -27,6 +27,7 @@ import sdllm  # noqa: F401  (before torch: sdllm sets OMP_WAIT_POLICY=PASSIVE fo
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from results_page import recorded  # noqa: E402
 from shared_smollm2 import convert_cached  # noqa: E402
 from shared_smollm2 import gguf as fetch_gguf  # noqa: E402
 
@@ -189,10 +191,13 @@ def main():
     plot = os.path.join(args.out, "smollm2_time_energy.png")
     fig.savefig(plot, dpi=120)
     print(f"\nplot: {plot}")
+    shutil.copyfile(plot, os.path.join(os.path.dirname(__file__), "..", "docs", "smollm2_time_energy.png"))
     if not equal or (lava and not (same(*[r for r, _ in lava.values()]))):
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with recorded("smollm2_time_energy"):
+        rc = main()
+    sys.exit(rc)
