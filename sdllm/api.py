@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sdllm import arguments, codes, stages, tokenizer
+from sdllm import arguments, codes, tokenizer
 from sdllm.errors import SdllmError
 from sdllm.formats import build as buildformat
 from sdllm.formats import files
@@ -223,8 +223,7 @@ def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str 
     where = model if isinstance(model, str) else "the model"
     file = model.file if isinstance(model, Model) else model if isinstance(model, ModelFile) else modelformat.load(model)
     spec = file.quant
-    widest = max(spec.bits(p) for p in stages.POINTS.values())
-    resources.require_memory(resources.compile_bytes(file.config, file.synthetic, rate_tokens, spec.weight_bits, widest), where)
+    resources.require_memory(resources.compile_bytes(file.config, file.synthetic, rate_tokens, spec.widest_weights(), spec.widest_values()), where)
     report = emit(compile_model(file, target, passes(placement, rate_tokens, progress=progress, code=code)), output, progress=progress)
     return Build(output, report, read=False)
 

@@ -146,7 +146,7 @@ def test_a_core_limit_violation_names_stage_limit_and_values(default_model, tmp_
 
 def test_build_is_self_contained(default_build):
     b = load_build(default_build)
-    assert b.doc["format_version"] == 4 and b.schedule.period > 0
+    assert b.doc["format_version"] == 5 and b.schedule.period > 0
     assert {c.type for c in b.cores} == {"host_io", "neuron_unit", "synapse", "kv_qk", "kv_pv"}
 
 
