@@ -165,7 +165,7 @@ class QuantSpec:
         for field_name, flag, known, names, (v_lo, v_hi) in _tables():
             pairs = getattr(self, field_name)
             if not isinstance(pairs, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
-                arguments.fail(field_name, "a tuple of (name, integer) pairs", pairs)
+                arguments.fail(field_name, f"a tuple of ({'point name' if field_name in ('point_bits', 'thetas') else 'name'}, integer) pairs", pairs)
             for name, value in pairs:
                 if not isinstance(name, str) or not known(name):
                     arguments.fail(f"{flag} name", f"one of {', '.join(names)}", name)
