@@ -2,7 +2,8 @@
 
 For each setting (the W4A4 default: 4-bit ternary inputs to every linear layer, attention
 probabilities and KV at 8 bits; mixed precision; calibrated membrane clipping; the learned
-rotation; W4A8; W8A8) it converts with `sdllm-convert` in a child process (time, peak memory)
+rotation; W4A8; W8A8; issue 23's perplexity budgets 1.3 and 1.5, bits chosen per point and per
+layer from the default up) it converts with `sdllm-convert` in a child process (time, peak memory)
 and measures, with the integer reference (what the compiled network equals bit for bit):
 
   * perplexity in-domain (held-out pydoc topics) and out of domain (stdlib docstrings, text
@@ -12,8 +13,8 @@ and measures, with the integer reference (what the compiled network equals bit f
 
 Then: the per-layer fidelity and the ablation table of the W4A4 default, a plot of perplexity
 against SOPs per token (every setting and code; the dense model's MACs marked), greedy
-continuations of a few prompts from float and from the SDLLM, and the targets, met or missed by
-how much. Writes out/smollm2_sdllm.md (the README's tables) and out/smollm2_pareto.png.
+continuations of a few prompts from float and from the SDLLM, and the targets (issue 11's and
+issue 23's), met or missed by how much and why. Writes out/smollm2_sdllm.md (the README's tables) and out/smollm2_pareto.png.
 
     .venv/bin/python benchmarks/smollm2_sdllm.py [--windows 8] [--quick] [--no-ablation]
 
@@ -65,6 +66,9 @@ SETTINGS = [
     ("W4A4, random Hadamard, clip budget 20%", ["--clip-budget", "0.2", "--rotation", "hadamard"]),
     ("W4A4, random Hadamard, bit-plane code, clip budget 5%",
      ["--code", "bitplane", "--clip-budget", "0.05", "--rotation", "hadamard"]),
+    # issue 23: bits per point and per layer chosen for a calibration perplexity budget, from the W4A4 default up
+    ("budget 1.3", ["--budget", "1.3", "--rotation-from", DEFAULT]),
+    ("budget 1.5", ["--budget", "1.5", "--rotation-from", DEFAULT]),
 ]
 QUICK = ("W4A4",)
 TARGETS = {  # setting -> (in-domain, out-of-domain) ratio to float
@@ -72,6 +76,9 @@ TARGETS = {  # setting -> (in-domain, out-of-domain) ratio to float
     "W4A8": (1.10, 1.10),
     "W8A8": (1.01, 1.01),
 }
+# issue 23: budget setting -> (in-domain, out-of-domain) ratio to float, SOPs per token against the W4A4 default's (own code)
+BUDGET_TARGETS = {"budget 1.3": (1.35, 1.5, 1.15), "budget 1.5": (1.55, 1.8, 1.0)}
+WEIGHT_ONLY_TARGET = 1.12  # the default's 4-bit weights with float activations, out of domain
 ENERGY_TARGET = 0.5  # SOPs x E_AC against the dense model's FP16 MACs, at the W4A4 default
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n", "Water boils at a temperature of",
            "Once upon a time, a little robot"]
@@ -204,7 +211,7 @@ def main():
             print(f"\n== {name}: skipped ({e})")
             continue
         model = models[name] = modelformat.load(path)
-        r = {"convert_s": seconds, "peak_gb": peak, "spec": model.quant.describe(), "path": path}
+        r = {"convert_s": seconds, "peak_gb": peak, "spec": model.quant.describe(), "path": path, "budget": model.budget}
         for domain, rows in domains.items():
             fidelity = name == "W4A4" and domain == "in-domain"
             # the default gets every figure; the others float and the integer reference (what runs)
@@ -216,6 +223,10 @@ def main():
         results[name] = r
         ind = r["in-domain"]
         print(f"\n== {name} ({r['spec']}, {model.quant.precision()}): conversion {seconds:.0f} s, peak {peak:.2f} GB")
+        if model.budget:
+            b = model.budget
+            print(f"  budget {b['budget']}: calibration {b['measured_ratio']:.3f} x float (predicted {b['predicted_ratio']:.3f}), "
+                  f"{b['energy'] / b['default_energy']:.3f} x the W4A4 default's {b['objective']} per token")
         for domain in domains:
             d = r[domain]
             more = f"weight-only {d['weight_only']:.2f} | fake-quant {d['fake_quant']:.2f} | " if "fake_quant" in d else ""
@@ -290,9 +301,44 @@ def target_lines(results: dict, macs: float) -> list:
                  + ("MET" if default <= ENERGY_TARGET else f"MISSED by {default / ENERGY_TARGET:.2f}x"))
     lines.append(f"  closest W4A4 point on the front: {best[1]}, {CODE_LABELS[best[2]]} = {best[0]:.2f} x dense FP16 "
                  f"({results[best[1]]['in-domain']['integer'] / results[best[1]]['in-domain']['float']:.3f} x float perplexity)")
+    lines += budget_lines(results)
     slow = max(results.values(), key=lambda r: r["convert_s"])
     lines.append(f"  conversion <= 15 min and <= 8 GB: slowest {slow['convert_s'] / 60:.1f} min, "
                  f"largest peak {max(r['peak_gb'] for r in results.values()):.2f} GB")
+    return lines
+
+
+def budget_lines(results: dict) -> list:
+    """Issue 23's targets: each budgeted setting's held-out ratios and SOPs against the W4A4
+    default's in the same (own) code, the default's weight-only loss out of domain; met or missed,
+    by how much, and why where it is known."""
+    lines = []
+    base = results.get("W4A4")
+    for name, (lim_in, lim_out, lim_sops) in BUDGET_TARGETS.items():
+        if name not in results or base is None:
+            lines.append(f"  {name}: not run (missing: {name if name not in results else 'W4A4'})")
+            continue
+        r = results[name]
+        i, o = (r[d]["integer"] / r[d]["float"] for d in ("in-domain", "out of domain"))
+        sops = sops_of(r["in-domain"], "own") / sops_of(base["in-domain"], "own")
+        checks = [("in-domain", i, lim_in), ("out of domain", o, lim_out), ("SOPs vs W4A4", sops, lim_sops)]
+        verdicts = ", ".join(f"{what} {x:.3f} (<= {lim}): " + ("MET" if x <= lim else f"MISSED by {x / lim:.2f}x")
+                             for what, x, lim in checks)
+        b = r.get("budget") or {}
+        why = ""
+        if i > lim_in and b:
+            why = (f"; why: the search meets {b['budget']} on {b['windows']} calibration windows "
+                   f"({b['measured_ratio']:.3f} x float there), held-out text is not the calibration text")
+        elif sops > lim_sops:
+            why = "; why: the budget is met only by raising points whose spikes cost more than the target allows"
+        lines.append(f"  {name} ({r['spec']}): {verdicts}{why}")
+    if base is not None and "weight_only" in base["out of domain"]:
+        d = base["out of domain"]
+        wo = d["weight_only"] / d["float"]
+        lines.append(f"  weight-only W4 out of domain = {wo:.3f} x float (target <= {WEIGHT_ONLY_TARGET}): "
+                     + ("MET" if wo <= WEIGHT_ONLY_TARGET else f"MISSED by {wo / WEIGHT_ONLY_TARGET:.2f}x; why: GPTQ is "
+                        "calibrated on pydoc topics only (the calibration mixture of issue 23 is not done)"))
+    lines.append("  zero-shot task, budget 1.3 within 3 points of float: not measured here (benchmarks/accuracy.py)")
     return lines
 
 

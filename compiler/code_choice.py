@@ -49,7 +49,7 @@ def stage_costs(net: Network, node: str, accepted) -> dict:
     """{code: CodeCost} of carrying a stage's input in each code the target takes."""
     model, energy = net.model, net.hw.energy
     stage = stages.stage_of(node)
-    bits = model.quant.bits(stage.input)
+    bits = model.quant.of_stage(node).bits
     n_in = stage.n_in(model.config)
     consumers = [c for c in net.cores_of(node) if c.has_node_inputs]
     routed = np.bincount(np.concatenate([c.axons[c.axons < n_in] for c in consumers]), minlength=n_in)[:n_in]
@@ -104,7 +104,7 @@ def choose(net: Network, code: str = "auto") -> Network:
         raise SdllmError(f"--code: one of {', '.join(codes.CHOICES)}, got {code!r}")
     nodes = [n.name for n in net.nodes.values() if n.kind not in (NodeKind.UNIT, NodeKind.HOST)]
     if code == "paper":
-        pick = {node: codes.reference(net.model.quant.bits(stages.stage_of(node).input)) for node in nodes}
+        pick = {node: codes.reference(net.model.quant.of_stage(node).bits) for node in nodes}
     else:
         pick = {node: code for node in nodes}
     missing = sorted({c for c in pick.values() if c not in accepted and c != "auto"})

@@ -40,7 +40,7 @@ def _static(g: _Builder, model, name: str, layer: int) -> Node:
     stage = stages.stage_of(name)
     weight = Weights((stage.n_out(cfg), stage.n_in(cfg)), lambda: model.weight(name))
     return g.add(Node(name, NodeKind.STATIC, layer, Segments.of([("in", weight.shape[1])]),
-                      Segments.of([("out", weight.shape[0])]), weight=weight, attrs={"weight_bits": model.quant.weight_bits}))
+                      Segments.of([("out", weight.shape[0])]), weight=weight, attrs={"weight_bits": model.quant.weights_at(stage, stages.layer_of(name))}))
 
 
 def lower(net: Network) -> Network:

@@ -21,7 +21,7 @@ def measure(model, n_tokens: int = 128) -> Rates:
     _, spikes = IntegerSDLLM(model, stream=True).forward(tokens)  # one stage's product in memory at a time
     events = {}
     for name, q in spikes.items():
-        bits = model.quant.bits(stages.stage_of(name).input)
+        bits = model.quant.of_stage(name).bits
         flat = np.asarray(q).reshape(n, -1)
         events[name] = {c: codes.CODES[c].spikes(flat, bits).mean(0) for c in codes.CARRIED}
     return Rates(events, n)

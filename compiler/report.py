@@ -148,8 +148,9 @@ def products(net: Network) -> dict:
     for name, node in net.nodes.items():
         if node.kind is NodeKind.STATIC:
             bound = max(c.payload_bound for c in net.cores_of(name) if c.sends_node_outputs)
-            q_max = net.model.quant.q_max(stages.stage_of(name).input)
-            out[name] = {"bound": bound, "type": exact_type(bound, qmax(net.model.quant.weight_bits), q_max)}
+            quant = net.model.quant
+            w_max = qmax(node.attrs["weight_bits"])
+            out[name] = {"bound": bound, "type": exact_type(bound, w_max, quant.of_stage(name).q_max)}
     return out
 
 

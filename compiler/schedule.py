@@ -30,7 +30,7 @@ def timestep_schedule(spec, n_layers: int, code_of: dict, reduced=()) -> Schedul
     layers, windows = [], {}
 
     def steps(stage, layer):
-        return codes.steps(code_of[stage.node(layer)], spec.bits(stage.input))
+        return codes.steps(code_of[stage.node(layer)], spec.of_stage(stage.node(layer)).bits)
 
     def window(stage, layer, first):
         return Window(first, first + steps(stage, layer) - 1, code_of[stage.node(layer)])

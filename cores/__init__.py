@@ -21,9 +21,9 @@ def tile(node, lim, model, first_id: int):
     """(logical cores, the lower bound on their count, each input's fan-out or None) of one
     operator-graph node."""
     if node.kind is NodeKind.STATIC:
-        return synapse.tile(node, lim, model.quant.q_max(stages.stage_of(node.name).input), first_id)
+        return synapse.tile(node, lim, model.quant.of_stage(node.name).q_max, first_id)
     if node.kind in stages.KV_KINDS:
-        return kv.tile(node, lim, model.quant.q_max(stages.stage_of(node.name).input), first_id)
+        return kv.tile(node, lim, model.quant.of_stage(node.name).q_max, first_id)
     if node.kind is NodeKind.UNIT:
         return unit.tile(node, lim, model, first_id)
     return host.tile(node, model, first_id)

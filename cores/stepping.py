@@ -11,7 +11,7 @@ counted per position inside the core.
 
 import numpy as np
 
-from sdllm import codes, stages
+from sdllm import codes
 from sdllm.errors import SdllmError
 
 
@@ -44,7 +44,7 @@ class StageWindow:
         self.first, self.last = window.first, window.last
         code = codes.CODES[window.code]
         self.radix = code.radix
-        self.event_max = code.event_max(build.quant.bits(stages.stage_of(core.node).input))
+        self.event_max = code.event_max(build.quant.of_stage(core.node).bits)
 
     def phases(self) -> set:
         return set(range(self.first, self.last + 1))

@@ -61,7 +61,7 @@ def graded_bounds(node, model) -> dict:
         elif seg.endswith("_write"):
             out[seg] = fx.qmax(model.quant.kv_bits)
         else:  # a stage's input: ±1 spikes, or its integers in a graded code
-            out[seg] = model.quant.q_max(stages.STAGES[seg].input)
+            out[seg] = model.quant.at(stages.STAGES[seg].input, None if seg == stages.HEAD.name else node.layer).q_max
     return out
 
 
@@ -91,7 +91,7 @@ class NeuronUnitCore(CoreBehaviour):
 
     def _start(self, stage, q):
         code = codes.CODES[self.windows[stage.node(None if stage is stages.HEAD else self.core.layer)].code]
-        self.train = (stage.name, iter(code.encode(np.asarray(q, np.int64).reshape(-1), self.quant.bits(stage.input))))
+        self.train = (stage.name, iter(code.encode(np.asarray(q, np.int64).reshape(-1), self.quant.at(stage.input, None if stage is stages.HEAD else self.core.layer).bits)))
 
     def _put(self, y, seg, value):
         value = np.asarray(value, np.int64).reshape(-1)

@@ -111,9 +111,8 @@ class FoldedBuild:
         cfg = self.build.config
         spec = self.build.quant
         for name, members in self.stages.items():
-            point = stages.stage_of(name).input
             code = self.build.schedule.stages[name].code
-            q = codes.CODES[code].spikes(np.asarray(spikes[name]), spec.bits(point))  # events per input
+            q = codes.CODES[code].spikes(np.asarray(spikes[name]), spec.of_stage(name).bits)  # events per input
             lo_in = self.windows[name][1] if name in self.windows else 0
             partial = []
             if name in self.fanout:  # exact: counts x fan-outs stay far below 2**53

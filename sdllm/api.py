@@ -19,15 +19,17 @@ from __future__ import annotations
 import json
 import operator
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sdllm import arguments, codes, stages, tokenizer
+from sdllm import arguments, codes, tokenizer
 from sdllm.errors import SdllmError
 from sdllm.formats import build as buildformat
 from sdllm.formats import files
+from sdllm.formats import hw as hwformat
 from sdllm.formats import model as modelformat
 from sdllm.formats.fields import shown
 from sdllm.formats.model import ModelFile, QuantSpec
@@ -142,14 +144,20 @@ class Model:
 
 def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_len: int | None = None,
             calib_windows: int = 16, calib_text=(), progress: bool = False, rotation_from=None,
-            **quant_fields) -> Model:
+            budget: float | None = None, budget_windows: int = 4, target: str | None = None, **quant_fields) -> Model:
     """A float LLaMA-family checkpoint -> an SDLLM.
 
     src: our float .pt (default: the embedded default model), a Hugging Face directory or a
     .gguf. quant: a `QuantSpec`, or its fields as keywords (weight_bits=4, act_bits=4, ...).
     γ and GPTQ are calibrated on `calib_windows` windows of pydoc topics, or of `calib_text`
     (paths of UTF-8 or JSON-lines files). rotation_from: a `Model` or model.pt path of the same
-    float model whose learned rotation is used as it is (no learning: e.g. other bits, same rotation)."""
+    float model whose learned rotation is used as it is (no learning: e.g. other bits, same rotation).
+
+    budget: a calibration perplexity ratio to float (e.g. 1.3): bits per point and per layer are
+    then chosen from `quant` upwards (`sdllm.models.conversion.budget`), measured on the first
+    `budget_windows` calibration windows, for the least SOPs per token (with `target`, a hw config
+    name or path: its energy estimate). A budget no allocation reaches raises `BudgetUnreachable`
+    (an SdllmError and a ValueError) naming the best reachable ratio."""
     from sdllm.models.conversion.convert import convert as convert_model
     from sdllm.models.source.corpus import calibration_tokens
     from sdllm.models.source.importers import load_source
@@ -161,6 +169,13 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     calib_windows = arguments.integer("--calib-windows", calib_windows, 1, None, "must be at least 1")
     calib_text = arguments.paths("--calib-text", calib_text)
     arguments.boolean("progress", progress)
+    if budget is not None:
+        budget = arguments.number("--budget", budget, 1, 1000, "must be within 1..1000 (a ratio to float perplexity)")
+        budget_windows = arguments.integer("--budget-windows", budget_windows, 1, None, "must be at least 1")
+    if target is not None:
+        if budget is None:
+            raise SdllmError("--target: prices a --budget search; give --budget too")
+        target = arguments.text("--target", target)
     if quant is not None and quant_fields:
         raise SdllmError("convert: give a QuantSpec or its fields as keywords, not both")
     unknown = set(quant_fields) - set(QuantSpec.__dataclass_fields__)
@@ -181,9 +196,18 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
             raise SdllmError(f"--rotation-from: {rotation_from} holds no learned rotation (converted with rotation "
                              f"{donor.quant.rotation!r})")
         rotation = donor.file.rotation
+    energy = hwformat.load(target).energy if target is not None else None  # a bad target fails before any work
     float_model, tok = load_source(src, max_seq_len)
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, calib_text)
-    return Model(convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation))
+    if budget is None:
+        return Model(convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation))
+    from sdllm.models.conversion.budget import HIGH_BITS, search
+    from sdllm.models.conversion.convert import convert_with_alternatives
+
+    base, alt = convert_with_alternatives(float_model, spec, calib, tok, progress, rotation, high_bits=HIGH_BITS)
+    rows = np.asarray(calib)[:budget_windows]
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
+    return Model(search(float_model, base, alt, rows, budget, energy, target or "", progress, log))
 
 
 def _rotation_donor(path) -> Model:
@@ -223,8 +247,7 @@ def compile(model: Model | ModelFile | str, target: str = "loihi2", output: str 
     where = model if isinstance(model, str) else "the model"
     file = model.file if isinstance(model, Model) else model if isinstance(model, ModelFile) else modelformat.load(model)
     spec = file.quant
-    widest = max(spec.bits(p) for p in stages.POINTS.values())
-    resources.require_memory(resources.compile_bytes(file.config, file.synthetic, rate_tokens, spec.weight_bits, widest), where)
+    resources.require_memory(resources.compile_bytes(file.config, file.synthetic, rate_tokens, spec.widest_weights(), spec.widest_values()), where)
     report = emit(compile_model(file, target, passes(placement, rate_tokens, progress=progress, code=code)), output, progress=progress)
     return Build(output, report, read=False)
 

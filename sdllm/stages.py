@@ -74,7 +74,7 @@ class Point:
     name: str
     what: str
     scale: Scale
-    bits: str  # the QuantSpec field that sets its bits (unless overridden per point)
+    bits: str  # the QuantSpec field that sets its bits (unless overridden per point or per layer)
     width: Callable  # config -> values per row (the γ-quantile's order statistic is taken over these)
 
     def tap(self, layer: int | None) -> str:
@@ -184,6 +184,33 @@ def producer_index(point: Point) -> int:
 def stage_of(node: str) -> Stage:
     """The stage of a node name ('L3.o', 'head')."""
     return STAGES[node.rsplit(".", 1)[-1]]
+
+
+def layer_of(name: str) -> int | None:
+    """The layer of a node or tap name ('L3.o' -> 3), None for the head's ('head')."""
+    return int(name.split(".", 1)[0][1:]) if "." in name else None
+
+
+def parse_tap(name: str) -> tuple | None:
+    """(Point, layer or None) of a tap name ('L3.down', 'head'), or None if it names no point of a layer."""
+    layer, _, point = name.rpartition(".")
+    if not layer:
+        return (HEAD_IN, None) if name == HEAD_IN.name else None
+    if not (layer[:1] == "L" and layer[1:].isdecimal() and layer[1:] == str(int(layer[1:]))):
+        return None
+    p = POINTS.get(point)
+    return (p, int(layer[1:])) if p in LAYER_POINTS else None
+
+
+def parse_node(name: str) -> tuple | None:
+    """(Stage, layer or None) of a static stage's node name ('L3.gate_up', 'head'), or None."""
+    layer, _, stage = name.rpartition(".")
+    if not layer:
+        return (HEAD, None) if name == HEAD.name else None
+    if not (layer[:1] == "L" and layer[1:].isdecimal() and layer[1:] == str(int(layer[1:]))):
+        return None
+    s = STAGES.get(stage)
+    return (s, int(layer[1:])) if s in LAYER_STATIC else None
 
 
 def static_stages(cfg):

@@ -18,9 +18,9 @@ def spike_events(build, node, q):
     """Events per input in the code the build carries its stage's input in: the non-zero steps of
     the train the unit sends (|q| for ternary trains, the set bits of |q| for bit planes, the
     non-zero digits of q's non-adjacent form, one per non-zero q in a graded code)."""
-    from sdllm import codes, stages
+    from sdllm import codes
 
-    bits = build.quant.bits(stages.stage_of(node).input)
+    bits = build.quant.of_stage(node).bits
     train = codes.CODES[build.schedule.stages[node].code].encode(np.asarray(q, np.int64), bits)
     return (train != 0).sum(0)
 

@@ -36,7 +36,8 @@ def test_per_point_bits_round_trip_through_model_pt_and_the_build(mixed_model, t
     assert build.quant == MIXED
     expected = {"qkv": (3, "ternary"), "q": (5, "bitplane"), "p": (3, "ternary"), "o": (3, "ternary"),
                 "gate_up": (3, "ternary"), "down": (6, "bitplane"), "head": (3, "ternary"), "k": (6, None), "v": (6, None)}
-    assert {name: (MIXED.bits(p), codes.reference(MIXED.bits(p)) if p.spiked else None) for name, p in POINTS.items()} == expected
+    assert {name: (MIXED.at(p, None).bits, codes.reference(MIXED.at(p, None).bits) if p.spiked else None)
+            for name, p in POINTS.items()} == expected
     windows = {name: (w.steps, w.code) for name, w in build.schedule.stages.items()}
     assert windows["L1.qkv"] == (3, "ternary") and windows["L1.qk"] == (4, "bitplane") and windows["L1.down"] == (5, "bitplane")
     unit = next(c for c in build.cores if c.type == "neuron_unit")
@@ -56,6 +57,83 @@ def test_every_backend_equals_the_reference_in_every_code(mixed_model, tmp_path,
     check_equal(build, mixed_model, prompt, 4, lava)
     _same(lava, run_lockstep(build, prompt, 4))
     _same(lava, run_fast(build, prompt, 4))
+
+
+# bits per layer: layer 0's down_proj input at 6 bits, layer 1's q/k/v input and queries at 5, the
+# head's input at 4; layer 0's gate/up weights at 8 bits, layer 1's o weights at 3, the head's at 6
+LAYERED = QuantSpec(weight_bits=4, act_bits=3, attn_bits=3, kv_bits=6,
+                    layer_bits=(("L0.down", 6), ("L1.q", 5), ("L1.qkv", 5), ("head", 4)),
+                    layer_weight_bits=(("L0.gate_up", 8), ("L1.o", 3), ("head", 6)))
+
+
+@pytest.fixture(scope="module")
+def layered_model():
+    torch.manual_seed(1)
+    model = Llama(TINY)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    calib = torch.randint(0, 256, (2, TINY.max_seq_len), generator=torch.Generator().manual_seed(2))
+    return convert(model, LAYERED, calib, BYTES)
+
+
+def test_per_layer_bits_fix_the_integers_each_layer_carries(layered_model):
+    """Independent of the spec's own accessors: the stored weights and the reference's integers
+    stay within each layer's own range, and the wider layers use their range."""
+    from sdllm.models.integer.reference import IntegerSDLLM
+
+    w = {name: int(np.abs(layered_model.weight(name)).max()) for name in ("L0.gate_up", "L1.gate_up", "L1.o", "L0.o", "head")}
+    assert w["L0.gate_up"] <= 127 and w["L0.gate_up"] > 7  # 8-bit weights use more than a 4-bit range
+    assert w["L1.gate_up"] <= 7 and w["L0.o"] <= 7 and w["L1.o"] <= 3 and 7 < w["head"] <= 31
+    _, spikes = IntegerSDLLM(layered_model).forward(list(b"per layer bits"))
+    top = {name: int(np.abs(q).max()) for name, q in spikes.items()}
+    assert 3 < top["L0.down"] <= 31 and top["L1.down"] <= 3  # 6 bits in layer 0, 3 in layer 1
+    assert 3 < top["L1.qkv"] <= 15 and top["L0.qkv"] <= 3
+    assert 3 < top["L1.qk"] <= 15 and top["L0.qk"] <= 3  # the queries: 5 bits in layer 1
+    assert 3 < top["head"] <= 7
+
+
+def test_per_layer_bits_round_trip_through_model_pt_and_the_build(layered_model, tmp_path):
+    modelformat.save(layered_model, str(tmp_path / "m.pt"))
+    again = modelformat.load(str(tmp_path / "m.pt"))
+    assert again.quant == LAYERED and np.array_equal(again.weight("L0.gate_up"), layered_model.weight("L0.gate_up"))
+    emit(compile_model(again, "loihi2", passes(code="paper")), str(tmp_path / "b"))
+    build = buildformat.read(str(tmp_path / "b"))
+    assert build.quant == LAYERED
+    windows = {name: (w.steps, w.code) for name, w in build.schedule.stages.items()}
+    assert windows["L0.down"] == (5, "bitplane") and windows["L1.down"] == (3, "ternary")
+    assert windows["L0.qkv"] == (3, "ternary") and windows["L1.qkv"] == (4, "bitplane") and windows["L1.qk"] == (4, "bitplane")
+    assert windows["head"] == (7, "ternary")
+    units = {c.layer: c.params for c in build.cores if c.type == "neuron_unit"}
+    assert (units[0]["qmax_down"], units[1]["qmax_down"], units[0]["qmax_qkv"], units[1]["qmax_qkv"]) == (31, 3, 3, 15)
+    assert units[1]["qmax_head"] == 7
+    synapse_bits = {(c.node, c.params["weight_bits"]) for c in build.cores if c.type == "synapse"}
+    assert {("L0.gate_up", 8), ("L1.gate_up", 4), ("L1.o", 3), ("L0.o", 4), ("head", 6)} <= synapse_bits
+
+
+@pytest.mark.parametrize("code", ["auto", "paper"])
+def test_per_layer_bits_run_equal_to_the_reference_on_lava_and_fast(layered_model, tmp_path, code):
+    emit(compile_model(layered_model, "loihi2", passes(code=code)), str(tmp_path / "b"))
+    build = buildformat.read(str(tmp_path / "b"))
+    prompt = list(b"lay")
+    lava = run_lava(build, prompt, 3)
+    check_equal(build, layered_model, prompt, 3, lava)
+    _same(lava, run_fast(build, prompt, 3))
+
+
+def test_per_layer_tables_name_layers_the_model_has(layered_model, tmp_path):
+    import dataclasses
+
+    from sdllm.errors import SdllmError
+
+    with pytest.raises(SdllmError, match=r"^layer_bits name: one of L\{layer\}\.\{qkv\|q\|p\|o\|gate_up\|down\}, head, got 'L0.k'$"):
+        QuantSpec(layer_bits=(("L0.k", 6),))  # keys are not a spike point: their bits are kv_bits
+    with pytest.raises(SdllmError, match=r"^layer_weight_bits L0.o: must be within 2..8, got 9$"):
+        QuantSpec(layer_weight_bits=(("L0.o", 9),))
+    wide = dataclasses.replace(layered_model.quant, layer_bits=(("L7.down", 6),))
+    modelformat.save_blob({**layered_model.to_blob(), "quant": wide.to_dict()}, str(tmp_path / "m.pt"))
+    with pytest.raises(SdllmError, match=r"quant: layer_bits L7.down: layer 7 beyond the model's 2 layers \(0..1\)$"):
+        modelformat.load(str(tmp_path / "m.pt"))
 
 
 def test_a_version_1_model_pt_reads_with_one_activation_width(tiny_model, tmp_path):

@@ -27,16 +27,18 @@ def rows_of(x):
     return x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[-1]) if x.dim() == 4 else x.reshape(-1, x.shape[-1])
 
 
-def gamma_errors(x, q_max: int, theta: int, weight=None) -> np.ndarray:
-    """Squared error of γ-quantile quantisation (clipping range = the γ order statistic of |x|
-    per row) for every γ in GAMMA_GRID, channel-weighted if `weight` is given."""
-    n = x.shape[-1]
-    ordered = x.abs().sort(dim=-1).values
+def gamma_errors(x, at, weight=None, ordered=None) -> np.ndarray:
+    """Squared error of γ-quantile quantisation as `at` (a `Precision`) says — clipping range = the
+    γ order statistic of |x| per row — for every γ in GAMMA_GRID, channel-weighted if `weight` is
+    given. ordered: |x| sorted per row, if at hand."""
+    n, q_max = x.shape[-1], at.q_max
+    if ordered is None:
+        ordered = x.abs().sort(dim=-1).values
     out = []
     for g in GAMMA_GRID:
         m = ordered[:, fx.quantile_index(n, g)].clamp_min(1e-12).unsqueeze(-1)
         q = torch.clamp(torch.round(x * q_max / m), -q_max, q_max)
-        q = torch.where(q.abs() <= theta, torch.zeros_like(q), q)
+        q = torch.where(q.abs() <= at.theta, torch.zeros_like(q), q)
         err = (x - q * m / q_max) ** 2
         out.append((err * weight if weight is not None else err).sum().item())
     return np.array(out)
@@ -45,13 +47,21 @@ def gamma_errors(x, q_max: int, theta: int, weight=None) -> np.ndarray:
 class CalibrationStats:
     """`tap` for `Llama.forward`. spec: each point's integer range and dead zone; channel_weight:
     tap name -> per-input-channel weight of the γ error (how much an error in that channel costs
-    the consuming weights); absent: uniform."""
+    the consuming weights); absent: uniform. menu: point name -> further `Precision`s to
+    calibrate γ for (the budget search's candidates), besides the spec's own."""
 
-    def __init__(self, spec, channel_weight: dict, gammas: bool = True, hessians: bool = True):
+    def __init__(self, spec, channel_weight: dict, gammas: bool = True, hessians: bool = True, menu: dict | None = None):
         self.spec = spec
         self.channel_weight = channel_weight
         self.gammas, self.hessians = gammas, hessians
+        self.menu = menu or {}
         self.errors, self.xtx, self.rows, self.v_range = {}, {}, {}, {}
+
+    def precisions(self, name: str) -> list:
+        """The spec's precision of a tap, then the menu's others."""
+        point, layer = stages.parse_tap(name)
+        own = self.spec.at(point, layer)
+        return [own] + [p for p in self.menu.get(point.name, ()) if p != own]
 
     @torch.no_grad()
     def tap(self, name, x):
@@ -61,9 +71,11 @@ class CalibrationStats:
             self.v_range[name] = torch.maximum(self.v_range.get(name, top), top)
         if self.gammas and k in GAMMA_POINTS:
             r = rows_of(x).reshape(-1, x.shape[-1]).float()
-            point = stages.POINTS[k]
-            err = gamma_errors(r, self.spec.q_max(point), self.spec.theta_of(point), self.channel_weight.get(name))
-            self.errors[name] = self.errors.get(name, 0) + err
+            errors = self.errors.setdefault(name, {})
+            weight = self.channel_weight.get(name)
+            ordered = r.abs().sort(dim=-1).values
+            for at in self.precisions(name):
+                errors[at] = errors.get(at, 0) + gamma_errors(r, at, weight, ordered)
         if self.hessians and k in HESSIAN_POINTS:
             r = rows_of(x).double()
             self.xtx[name] = self.xtx.get(name, 0) + r.T @ r
@@ -76,8 +88,17 @@ class CalibrationStats:
                 model(window[None], tap=self.tap)
         return self
 
-    def gamma(self, name: str) -> float:
-        return GAMMA_GRID[int(np.argmin(self.errors[name]))] if self.gammas else 1.0
+    def _own(self, name: str, at):
+        if at is None:
+            point, layer = stages.parse_tap(name)
+            at = self.spec.at(point, layer)
+        return at
+
+    def gamma(self, name: str, at=None) -> float:
+        """γ of a tap at the spec's precision, or at `at` (one of the menu's)."""
+        if not self.gammas:
+            return 1.0
+        return GAMMA_GRID[int(np.argmin(self.errors[name][self._own(name, at)]))]
 
     def hessian(self, name: str):
         return 2.0 / self.rows[name] * self.xtx[name]

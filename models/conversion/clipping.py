@@ -50,7 +50,7 @@ def calibrate_dead_zones(model: ModelFile, rows: np.ndarray, budget: float, prog
 
     rows = rows[:SEARCH_WINDOWS]
     spec = model.quant
-    thetas = {p.name: spec.theta_of(p) for p in stages.POINTS.values() if p.spiked}
+    thetas = {p.name: spec.at(p, None).theta for p in stages.POINTS.values() if p.spiked}
     ppl0, sops0 = _score(model, rows)
     trace = [(dict(thetas), ppl0, sops0)]
     limit = ppl0 * (1 + budget)
@@ -59,7 +59,7 @@ def calibrate_dead_zones(model: ModelFile, rows: np.ndarray, budget: float, prog
     while True:
         best = None
         for name, theta in thetas.items():
-            if theta + 1 >= spec.q_max(stages.POINTS[name]):
+            if theta + 1 >= min(spec.at(stages.POINTS[name], i).q_max for i in (None, *range(model.config.n_layers))):
                 continue
             trial = {**thetas, name: theta + 1}
             ppl, sops = _score(with_thetas(model, trial), rows)

@@ -51,7 +51,19 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
             rotation: dict | None = None) -> ModelFile:
     """Float model + calibration text -> the SDLLM. rotation: a learned rotation to use as it is
     ({'residual', 'heads'} as model.pt stores it, e.g. another conversion's) instead of learning one."""
+    return convert_with_alternatives(model, spec, calib_tokens, tokenizer, progress, rotation)[0]
+
+
+def convert_with_alternatives(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progress: bool = False,
+                              rotation: dict | None = None, high_bits: int | None = None) -> tuple:
+    """`convert`, and with high_bits what every budget candidate needs from the same calibration
+    pass (`sdllm.models.conversion.budget`): (the SDLLM, {'bits': high_bits, 'weights': {node:
+    int8 weights at high_bits}, 'scales': {node: their scales}, 'gamma': {tap: γ of the point at
+    high_bits}} or None). Nothing is calibrated twice: the rotation, balancing, Hessians and γ
+    errors are shared."""
     from tqdm import tqdm
+
+    from sdllm.formats.model import Precision
 
     cfg = model.cfg
     if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads:
@@ -72,16 +84,23 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
     cfg = prepared.cfg
     # an input channel's quantisation error costs the squared column norm of the weights reading it
     channel_weight = {tap: (w**2).sum(0).float() for _, tap, w in stage_matrices(prepared)}
-    stats = CalibrationStats(spec, channel_weight, spec.calibrate_gamma, spec.gptq)
+    menu = {p.name: [Precision(high_bits, spec.at(p, None).theta)] for p in stages.POINTS.values() if p.gamma} if high_bits else None
+    stats = CalibrationStats(spec, channel_weight, spec.calibrate_gamma, spec.gptq, menu=menu)
     stats.run(prepared, tqdm(calib_tokens, desc="calibration", disable=None if progress else True, leave=False))
 
     weights, scales = {}, {}
+    alt = {"bits": high_bits, "weights": {}, "scales": {}, "gamma": {}} if high_bits else None
     n_static = len(stages.static_shapes(cfg))
     for name, tap, w in tqdm(stage_matrices(prepared), total=n_static, desc="GPTQ" if spec.gptq else "RTN",
                              disable=None if progress else True, leave=False):
-        weights[name], scales[name] = quantize_weight(w, spec.weight_bits, stats.hessian(tap) if spec.gptq else None)
+        hessian = stats.hessian(tap) if spec.gptq else None
+        weights[name], scales[name] = quantize_weight(w, spec.weights_at(stages.stage_of(name), stages.layer_of(name)), hessian)
+        if alt:
+            alt["weights"][name], alt["scales"][name] = quantize_weight(w, high_bits, hessian)
     points = [(p, i) for i in range(cfg.n_layers) for p in stages.LAYER_POINTS if p.gamma] + [(stages.HEAD_IN, None)]
     gamma = {p.tap(i): stats.gamma(p.tap(i)) for p, i in points}
+    if alt:
+        alt["gamma"] = {p.tap(i): stats.gamma(p.tap(i), Precision(high_bits, spec.at(p, None).theta)) for p, i in points}
     cos, sin = rope_tables(cfg, cfg.max_seq_len)
     sdllm = ModelFile(
         config=cfg,
@@ -102,4 +121,4 @@ def convert(model: Llama, spec: QuantSpec, calib_tokens, tokenizer: dict, progre
     if spec.clip_budget > 0:
         thetas, _ = calibrate_dead_zones(sdllm, np.asarray(calib_tokens), spec.clip_budget, progress)
         sdllm = with_thetas(sdllm, dict(spec.thetas) | dict(thetas))
-    return sdllm
+    return sdllm, alt

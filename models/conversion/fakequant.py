@@ -28,6 +28,18 @@ def fq_quantile(x, k: int, q_max: int, theta: int):
     return _ste(x, q * m / q_max)
 
 
+def fq_point(x, point: stages.Point, at, k: int | None, x_range=None):
+    """Fake quantisation of a point as `at` (a `Precision`) says: k the γ order statistic, x_range
+    V's static range."""
+    if point.scale is stages.Scale.HEAD_MAX:
+        return fq_quantile(x, x.shape[-1] - 1, at.q_max, 0)
+    if point.scale is stages.Scale.CHANNEL_STATIC:
+        return fq_static(x, x_range, at.q_max)
+    if point.scale is stages.Scale.HEAD_MAX_UNSIGNED:
+        return fq_unsigned_max(x, at.q_max, at.theta)
+    return fq_quantile(x, k, at.q_max, at.theta)
+
+
 def fq_static(x, x_range, q_max: int):
     return _ste(x, torch.clamp(torch.round(x.detach() * q_max / x_range), -q_max, q_max) * x_range / q_max)
 
@@ -63,11 +75,25 @@ class FakeQuantSDLLM(torch.nn.Module):
             self.register_buffer(f"v_range{i}", v_range)
         self.k[stages.HEAD_IN.tap(None)] = fx.quantile_index(stages.HEAD_IN.width(c), model.gamma[stages.HEAD_IN.tap(None)])
 
+    def retarget(self, model: ModelFile, nodes=()) -> "FakeQuantSDLLM":
+        """Become the fake-quant form of `model` — the same float model, rotation and balancing,
+        other bits or γ (its spec and γ taken whole), other weights only at `nodes` — without
+        preparing the float model again (the budget search's trials)."""
+        self.spec = model.quant
+        for name in self.k:
+            point, layer = stages.parse_tap(name)
+            self.k[name] = fx.quantile_index(point.width(self.cfg), model.gamma[name])
+        self._load_weights(model, set(nodes))
+        return self
+
     @torch.no_grad()
-    def _load_weights(self, model: ModelFile):
+    def _load_weights(self, model: ModelFile, only=None):
         """Each static stage's integer weights times their scales, split back into the float
-        model's projections (undoing the 1/sqrt(head_dim) folded into the queries)."""
+        model's projections (undoing the 1/sqrt(head_dim) folded into the queries). only: these
+        stages' only."""
         for name, stage, i in stages.static_stages(self.cfg):
+            if only is not None and name not in only:
+                continue
             w = _dequantized(model.weight(name), model.scales_fx[name])
             for target, d in zip(projections(self.model, stage, i), part_divisors(self.cfg, stage)):
                 part, w = w[: target.shape[0]], w[target.shape[0]:]
@@ -76,15 +102,9 @@ class FakeQuantSDLLM(torch.nn.Module):
     def tap(self, name: str, x):
         if not self.quantize_activations:
             return x
-        point = stages.POINTS[name.rsplit(".", 1)[-1]]
-        q_max, theta = self.spec.q_max(point), self.spec.theta_of(point)
-        if point.scale is stages.Scale.HEAD_MAX:
-            return fq_quantile(x, x.shape[-1] - 1, q_max, 0)
-        if point.scale is stages.Scale.CHANNEL_STATIC:
-            return fq_static(x, getattr(self, f"v_range{name.split('.')[0][1:]}"), q_max)
-        if point.scale is stages.Scale.HEAD_MAX_UNSIGNED:
-            return fq_unsigned_max(x, q_max, theta)
-        return fq_quantile(x, self.k[name], q_max, theta)
+        point, layer = stages.parse_tap(name)
+        x_range = getattr(self, f"v_range{layer}") if point.scale is stages.Scale.CHANNEL_STATIC else None
+        return fq_point(x, point, self.spec.at(point, layer), self.k.get(name), x_range)
 
     def forward(self, tokens):
         return self.model(tokens, tap=self.tap)

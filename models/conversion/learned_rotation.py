@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from sdllm import stages
 from sdllm.models.conversion.calibration import CalibrationStats, kind
-from sdllm.models.conversion.fakequant import fq_quantile, fq_static, fq_unsigned_max
+from sdllm.models.conversion.fakequant import fq_point
 from sdllm.models.conversion.rotation import head_hadamards, prepare, randomized_hadamard
 from sdllm.models.integer import fixedpoint as fx
 from sdllm.models.source.llama import Llama
@@ -62,15 +62,10 @@ class RotatedFakeQuant:
         self.r1, self.r2 = r1, r2
 
     def _quantise(self, name, x):
-        point = stages.POINTS[kind(name)]
-        q_max, theta = self.spec.q_max(point), self.spec.theta_of(point)
-        if point.scale is stages.Scale.HEAD_MAX:
-            return fq_quantile(x, x.shape[-1] - 1, q_max, 0)
-        if point.scale is stages.Scale.CHANNEL_STATIC:  # this window's range stands in for calibration's
-            return fq_static(x, x.detach().abs().amax(dim=(0, 2), keepdim=True).clamp_min(1e-8), q_max)
-        if point.scale is stages.Scale.HEAD_MAX_UNSIGNED:
-            return fq_unsigned_max(x, q_max, theta)
-        return fq_quantile(x, self.k[name], q_max, theta)
+        point, layer = stages.parse_tap(name)
+        # V: this window's range stands in for calibration's
+        x_range = x.detach().abs().amax(dim=(0, 2), keepdim=True).clamp_min(1e-8) if point.scale is stages.Scale.CHANNEL_STATIC else None
+        return fq_point(x, point, self.spec.at(point, layer), self.k.get(name), x_range)
 
     def tap(self, name, x):
         k = kind(name)

@@ -112,7 +112,7 @@ def integer_scores(model: ModelFile, rows: np.ndarray, prepared=None, float_ops=
     ref = float_reference(model, float_ops) if float_ops else IntegerSDLLM(model)
     spec = ref.spec
     t = Tally({name: codes.steps(codes.reference(b), b) for name in stage_names(ref.cfg)
-               for b in [spec.bits(stages.stage_of(name).input)]})
+               for b in [spec.of_stage(name).bits]})
     for row in _progress(rows, "integer reference", progress):
         ref.reset()
         trace = {}
@@ -124,16 +124,16 @@ def integer_scores(model: ModelFile, rows: np.ndarray, prepared=None, float_ops=
         for stage, q in spikes.items():
             a = np.abs(q)
             point = stages.stage_of(stage).input
-            bits = spec.bits(point)
+            at = spec.of_stage(stage)
             live = np.broadcast_to(mask, a.shape) if not point.signed else np.ones(a.shape, bool)
-            t.add(t.histogram, stage, np.bincount(a[live], minlength=spec.q_max(point) + 1))
+            t.add(t.histogram, stage, np.bincount(a[live], minlength=at.q_max + 1))
             t.add(t.spikes, stage, int(ref.spike_events(stage, q).sum()))
             t.add(t.neurons, stage, int(live.sum()))
             fan = _fanouts(ref, stage, pos)
             flat = q.reshape(len(pos), -1)
             for name, code in codes.CODES.items():
                 # unsigned values (the probabilities) have no offset to pay: the unsigned code is the plain count
-                n = np.abs(flat) if not point.signed and name == "unsigned" else code.spikes(flat, bits)
+                n = np.abs(flat) if not point.signed and name == "unsigned" else code.spikes(flat, at.bits)
                 t.add_code(name, stage, int(n.sum()), int((n * fan).sum()))
         for stage, s in ref.stage_sops(spikes, pos).items():
             t.add(t.sops, stage, int(s.sum()))
@@ -254,7 +254,7 @@ def ablation(model: ModelFile, float_model, rows: np.ndarray, calib, progress: b
     converting `float_model` on `calib` (e.g. a cache)."""
     out = []
     for label, variant, measure, code in _progress(ablation_specs(model.quant), "ablation", progress):
-        if any(variant.theta_of(p) >= variant.q_max(p) for p in stages.POINTS.values() if p.spiked):
+        if any(variant.at(p, None).theta >= variant.at(p, None).q_max for p in stages.POINTS.values() if p.spiked):
             continue
         rotation = model.rotation if variant.rotate and variant.rotation == "learned" else None
         vmodel = (converter(variant, rotation) if converter
@@ -264,10 +264,10 @@ def ablation(model: ModelFile, float_model, rows: np.ndarray, calib, progress: b
             continue
         r = integer_scores(vmodel, rows, progress=progress)
         if code is None:
-            bits = variant.bits(stages.ATTN_IN)
+            bits = variant.at(stages.ATTN_IN, None).bits
             steps, sops = codes.steps(codes.reference(bits), bits), r["sops_per_token"]
         else:
-            steps = codes.CODES[code].timesteps(variant.bits(stages.ATTN_IN))
+            steps = codes.CODES[code].timesteps(variant.at(stages.ATTN_IN, None).bits)
             sops = sum(v if not linear_inputs(k) else r["codes"][code]["sops_per_stage"][k] for k, v in r["sops_per_stage"].items())
         out.append((label, steps, r["integer"], sops))
     return out

@@ -51,11 +51,12 @@ class IntegerSDLLM:
         self.cfg, self.spec = cfg, spec
         self.products, self.fanout = {}, {}
         for name, w in weights:
-            self.products[name] = ExactProduct(w, spec.q_max(stages.stage_of(name).input))
+            self.products[name] = ExactProduct(w, self._limits(name))
             self.fanout[name] = (w != 0).sum(0)
-        # a KV accumulator sums one head's inputs: head_dim for Q·Kᵀ, max_seq_len for P·V
-        self.kv_type = {s.kind: np.dtype(exact_type(spec.q_max(s.input) * spec.q_max(s.cache) * (s.n_in(cfg) // cfg.n_heads),
-                                                     0, 0, int8=False)).type for s in stages.LAYER if s.cache}
+        # a KV accumulator sums one head's inputs: head_dim for Q·Kᵀ, max_seq_len for P·V (the widest of any layer's)
+        self.kv_type = {s.kind: np.dtype(exact_type(max(spec.at(s.input, i).q_max * spec.at(s.cache, i).q_max
+                                                        for i in range(cfg.n_layers)) * (s.n_in(cfg) // cfg.n_heads),
+                                                    0, 0, int8=False)).type for s in stages.LAYER if s.cache}
         self.embed = np.asarray(embed, np.int64)
         self.head = head
         self.layer_params = layer_params
@@ -69,9 +70,13 @@ class IntegerSDLLM:
         self.caches = [{s.name: np.zeros(shape, self.kv_type[s.kind]) for s in stages.LAYER if s.cache}
                        for _ in range(c.n_layers)]
 
+    def _limits(self, name: str) -> int:
+        """The largest |q| on the inputs of a static stage (its layer's bits)."""
+        return self.spec.of_stage(name).q_max
+
     def _static(self, name, x):
         if self.stream:
-            return ExactProduct(self.model.weight(name), self.spec.q_max(stages.stage_of(name).input))(x)
+            return ExactProduct(self.model.weight(name), self._limits(name))(x)
         return self.products[name](x)
 
     def _kv(self, stage, cache, x, n, keys: int):
@@ -154,7 +159,7 @@ class IntegerSDLLM:
     def spike_events(self, name: str, q, code: str | None = None) -> np.ndarray:
         """Spikes each input of a stage carries in its window, in a code (by default the point's
         reference code, `codes.reference`: ternary |q|, bit planes popcount |q|)."""
-        bits = self.spec.bits(stages.stage_of(name).input)
+        bits = self.spec.of_stage(name).bits
         return codes.CODES[code or codes.reference(bits)].spikes(np.asarray(q), bits)
 
     def stage_sops(self, spikes: dict, pos, code_of=None) -> dict:

@@ -36,12 +36,13 @@ def theta_key(point: stages.Point) -> str:
     return f"theta_{point.name}"
 
 
-def point_params(spec, points) -> dict:
-    """Each point's integer range and dead zone, as unit and host parameters."""
+def point_params(spec, points, layer: int | None) -> dict:
+    """Each point's integer range and dead zone in a layer (None: the head's), as unit and host parameters."""
     out = {}
     for p in points:
-        out[qmax_key(p)] = spec.q_max(p)
-        out[theta_key(p)] = spec.theta_of(p)
+        at = spec.at(p, layer)
+        out[qmax_key(p)] = at.q_max
+        out[theta_key(p)] = at.theta
     return out
 
 
@@ -99,7 +100,7 @@ def unit_params(model: ModelFile, layer: int) -> dict:
         "head_dim": cfg.head_dim,
         "eps_fx": int(model.eps_fx),
         RESID_MAX_KEY: cfg.resid_max,
-        **point_params(spec, stages.LAYER_POINTS),
+        **point_params(spec, stages.LAYER_POINTS, layer),
         "down_block": cfg.down_hadamard,
         "down_shift": fx.hadamard_shift(cfg.down_hadamard) if cfg.down_hadamard else 0,
         "qk_shift": fx.hadamard_shift(cfg.head_dim) if cfg.qk_hadamard else -1,
@@ -119,7 +120,7 @@ def unit_params(model: ModelFile, layer: int) -> dict:
 def head_params(model: ModelFile) -> dict:
     """What the LM head's side needs: the last unit's final norm and quantisation, the host's scales."""
     return {
-        **point_params(model.quant, (stages.HEAD_IN,)),
+        **point_params(model.quant, (stages.HEAD_IN,), None),
         "eps_fx": int(model.eps_fx),
         order_key(stages.HEAD_IN): fx.quantile_index(stages.HEAD_IN.width(model.config), model.gamma[stages.HEAD_IN.tap(None)]),
         scale_key(stages.HEAD): model.scales_fx[stages.HEAD.name],

@@ -5,10 +5,14 @@
                   [--max-seq-len N] [--no-rotate] [--no-head-rotation]
                   [--rotation learned|hadamard] [--rotation-steps 100] [--rotation-from MODEL_PT]
                   [--balance 0.5] [--rtn] [--gamma-one] [--seed 0]
+                  [--budget R [--budget-windows 4] [--target HW]]
 
 SRC is a float checkpoint written by `sdllm.models.source.train_default` (default: the embedded default
 model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
-GGUF file. γ and GPTQ are calibrated on pydoc topics text before the held-out part
+GGUF file. --budget R chooses bits per point and per layer (the flags' bits upwards: 8 bits where
+it pays) for the least SOPs per token (with --target, the hw config's energy) at calibration
+perplexity <= R x float (`sdllm.models.conversion.budget`); a budget no allocation reaches is an
+error naming the best reachable ratio (exit code 2). γ and GPTQ are calibrated on pydoc topics text before the held-out part
 (`sdllm.models.source.corpus`), or on your own text with --calib-text.
 """
 
@@ -77,6 +81,10 @@ def _main(argv):
     ap.add_argument("--calib-windows", type=int, default=16, help="calibration windows of max_seq_len tokens")
     ap.add_argument("--calib-text", nargs="+", default=[], metavar="FILE",
                     help="calibrate on your own text (UTF-8 files, or JSON lines with a \"text\" field) instead of pydoc topics")
+    ap.add_argument("--budget", type=float, metavar="R",
+                    help="choose bits per point and per layer for the least energy at calibration perplexity <= R x float")
+    ap.add_argument("--budget-windows", type=int, default=4, help="calibration windows the budget search measures on")
+    ap.add_argument("--target", help="with --budget: price energy with this hw config (name or path) instead of SOPs")
     args = ap.parse_args(argv)
 
     import sdllm
@@ -90,9 +98,15 @@ def _main(argv):
                      rotation_steps=args.rotation_steps, balance=args.balance, gptq=not args.rtn,
                      calibrate_gamma=not args.gamma_one, seed=args.seed)
     model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
-                          calib_text=args.calib_text, progress=True, rotation_from=args.rotation_from)
+                          calib_text=args.calib_text, progress=True, rotation_from=args.rotation_from,
+                          budget=args.budget, budget_windows=args.budget_windows, target=args.target)
     model.save(args.output)
-    print(f"wrote {args.output}: {spec.describe()} ({spec.precision()}), context {model.config.max_seq_len} tokens")
+    print(f"wrote {args.output}: {model.quant.describe()} ({model.quant.precision()}), context {model.config.max_seq_len} tokens")
+    b = model.file.budget
+    if b:
+        print(f"budget {b['budget']:g}: calibration perplexity {b['measured_ratio']:.3f} x float (predicted "
+              f"{b['predicted_ratio']:.3f}); {b['energy']:,.0f} {b['objective']} per token = "
+              f"{b['energy'] / b['default_energy']:.3f} x the uniform {spec.describe()}'s ({b['default_ratio']:.3f} x float)")
 
 
 if __name__ == "__main__":

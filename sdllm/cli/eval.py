@@ -137,7 +137,7 @@ def code_lines(r: dict, spec) -> list:
     for name, code in codes.CODES.items():
         c = r["codes"][name]
         op = "add" if code.adds_only else "multiply-accumulate"
-        t = f"{code.timesteps(spec.bits(stages.ATTN_IN))}, {code.timesteps(spec.bits(stages.PROBS))}"
+        t = f"{code.timesteps(spec.at(stages.ATTN_IN, None).bits)}, {code.timesteps(spec.at(stages.PROBS, None).bits)}"
         lines.append(f"  {name:<10} {t:>30} {c['spikes_per_token']:>14,.0f} {c['sops_per_token']:>14,.0f}  {op}")
     return lines
 

@@ -282,6 +282,10 @@ class _Reader:
                              f"is not supported (this sdllm reads {FORMAT} version {FORMAT_VERSION})")
         model = d.doc("model")
         cfg, quant = read_config(model.doc("config")), read_quant(model.doc("quant"), MODEL_VERSION)
+        try:
+            quant.check_layers(cfg.n_layers)
+        except SdllmError as e:
+            raise SdllmError(f"{self.doc_path}: model.quant: {e}") from None
         model.bool("synthetic")
         read_tokenizer(d.doc("tokenizer"))
         hw = hwformat.from_raw(d.raw("hw"), f"{self.doc_path}: hw")
@@ -315,7 +319,7 @@ class _Reader:
         for stg, i in layer_stages + [(stages.HEAD, None)]:
             w = st.doc(stg.node(i))
             code = w.str("code", self.hw.core.spike_codes)
-            window = codes.steps(code, self.quant.bits(stg.input))
+            window = codes.steps(code, self.quant.of_stage(stg.node(i)).bits)
             first, last = phase(w, "first"), phase(w, "last")
             if last - first + 1 != window:
                 w.fail("last", f"first + {window - 1} (a {window}-step window for {stg.input.name}'s train)", w.value["last"])
@@ -478,7 +482,7 @@ class _Reader:
         elif ctype == T.NEURON_UNIT:
             for key, (shape, lo, hi) in unit_arrays(cfg).items():
                 check_array(p.get(key), where, f"{name}.{key}", shape, lo=lo, hi=hi)
-            for key, (lo, hi) in (unit_scalars(cfg, self.quant, last=layer == cfg.n_layers - 1) | self._resid()).items():
+            for key, (lo, hi) in (unit_scalars(cfg, self.quant, layer) | self._resid()).items():
                 v = p.get(key)
                 if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
                     c.fail(f"params.{key}", f"an integer in {lo}..{hi}", v)
@@ -486,7 +490,7 @@ class _Reader:
             check_array(p.get("embed"), where, f"{name}.embed", (cfg.vocab_size, cfg.dim), lo=-(1 << 40), hi=1 << 40)
             check_array(p.get(f"scale_{stages.HEAD.name}"), where, f"{name}.scale_{stages.HEAD.name}", (cfg.vocab_size,),
                         lo=0, hi=1 << 40)
-            wanted = {f"qmax_{stages.HEAD_IN.name}": self.quant.q_max(stages.HEAD_IN)} | {k: lo for k, (lo, _) in self._resid().items()}
+            wanted = {f"qmax_{stages.HEAD_IN.name}": self.quant.at(stages.HEAD_IN, None).q_max} | {k: lo for k, (lo, _) in self._resid().items()}
             for key, value in wanted.items():
                 if p.get(key) != value:
                     c.fail(f"params.{key}", str(value), p.get(key))
@@ -501,11 +505,11 @@ class _Reader:
         if ctype == T.SYNAPSE:
             w = CoreImage(0, "", ctype, "", layer, 0, n_axons, n_neurons, p, []).weights()
             stage = stages.stage_of(c.value["node"])
-            least = quant.q_max(stage.input) * int(np.abs(w).sum(1).max(initial=0))
+            least = quant.of_stage(c.value["node"]).q_max * int(np.abs(w).sum(1).max(initial=0))
         elif ctype in (T.KV_QK, T.KV_PV):
             stage = stages.stage_of(c.value["node"])
             per_head = cfg.head_dim if ctype == T.KV_QK else cfg.max_seq_len
-            least = quant.q_max(stage.input) * quant.q_max(stage.cache) * per_head
+            least = quant.of_stage(c.value["node"]).q_max * quant.at(stage.cache, layer).q_max * per_head
         elif ctype == T.NEURON_UNIT:
             residual = codes.piece_max(cfg.resid_max, *self._carry()) if layer < cfg.n_layers - 1 else 0
             least = max(qmax(quant.kv_bits), residual)
@@ -558,15 +562,15 @@ def unit_arrays(cfg: LlamaConfig) -> dict:
     return out
 
 
-def unit_scalars(cfg: LlamaConfig, quant: QuantSpec, last: bool) -> dict:
-    """A neuron unit's integer parameters: name -> (lo, hi)."""
+def unit_scalars(cfg: LlamaConfig, quant: QuantSpec, layer: int) -> dict:
+    """A layer's neuron unit's integer parameters: name -> (lo, hi) (the last's include the head's input)."""
     out = {"n_heads": (cfg.n_heads, cfg.n_heads), "n_kv_heads": (cfg.n_kv_heads, cfg.n_kv_heads),
            "head_dim": (cfg.head_dim, cfg.head_dim), "eps_fx": (0, 1 << 40), "down_block": (0, cfg.ffn_dim),
            "down_shift": (0, 32), "qk_shift": (-1, 32)}
-    points = list(stages.LAYER_POINTS) + ([stages.HEAD_IN] if last else [])
-    for p in points:
-        out[f"qmax_{p.name}"] = (quant.q_max(p),) * 2
-        out[f"theta_{p.name}"] = (quant.theta_of(p),) * 2
+    points = [(p, layer) for p in stages.LAYER_POINTS] + ([(stages.HEAD_IN, None)] if layer == cfg.n_layers - 1 else [])
+    for p, i in points:
+        out[f"qmax_{p.name}"] = (quant.at(p, i).q_max,) * 2
+        out[f"theta_{p.name}"] = (quant.at(p, i).theta,) * 2
         if p.gamma:
             out[f"k_{p.name}"] = (0, p.width(cfg) - 1)
     return out

@@ -4,11 +4,13 @@ read (with validation) here and nowhere else.
 On disk a plain dict of tensors and primitive values (`torch.save`, read back with
 `torch.load(weights_only=True)` only, so a model.pt can never run code):
 
-    format "sdllm", format_version 2 (1 is still read: one activation width, ternary trains)
+    format "sdllm", format_version 3 (1 is still read: one activation width, ternary trains; 2: no
+                  per-layer tables)
     config        LlamaConfig fields (the model's shape)
-    quant         QuantSpec fields: bits per group of quantisation points and per-point
-                  overrides, dead zones, conversion options (how the integers travel as spikes
-                  is the compiler's choice: older files' `code` is read and ignored)
+    quant         QuantSpec fields: bits per group of quantisation points, per-point and per-layer
+                  overrides (spike points by tap 'L3.down', weights by static stage node 'L3.o'), dead
+                  zones, conversion options (how the integers travel
+                  as spikes is the compiler's choice: older files' `code` is read and ignored)
     tokenizer     a tokenizer spec (`sdllm.tokenizer`)
     embed_fx      (vocab, dim) integers: the embedding, FRAC fixed point (the host's table)
     rope_cos_fx, rope_sin_fx   (max_seq_len, head_dim/2): RoPE tables, TRIG_FRAC
@@ -25,6 +27,9 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
                   (`sdllm.models.conversion.balance`): present exactly when quant.balance > 0
     synthetic     (optional) {'seed': s}: no weight matrices; each static stage's is drawn on
                   demand from a generator seeded by (s, the stage's index in forward order)
+    budget        (optional, a budgeted conversion: `sdllm.models.conversion.budget`) what the search
+                  found: the budget, its objective and target, the float, predicted and measured
+                  calibration perplexity ratios, the energy per token against the uniform default's
 
 In memory a `ModelFile`: the same contents, typed, weights and scales keyed by node name
 ('L3.o', 'head') and γ by point ('L3.q', 'head').
@@ -46,8 +51,8 @@ from sdllm.outputs import write_file
 from sdllm.resources import require_memory
 
 FORMAT = "sdllm"
-FORMAT_VERSION = 2
-READS = (1, 2)  # version 1: one activation width, ternary everywhere (read as such)
+FORMAT_VERSION = 3
+READS = (1, 2, 3)  # 1: one activation width, ternary everywhere (read as such); 2: no per-layer tables
 ROTATIONS = ("hadamard", "learned")
 BALANCE_LIMIT = 1024.0  # a channel scale lies within 1/BALANCE_LIMIT..BALANCE_LIMIT
 
@@ -60,6 +65,11 @@ SEED_RANGE = (0, (1 << 32) - 1)  # of a conversion's random rotation
 ROTATION_STEPS_MAX = 1 << 20
 RESID_SQUARES_BITS = 60  # a residual's squares summed over its channels stay below 2**60 (the integer RMS's range)
 FIXED_LIMIT = 1 << 40  # |stored fixed-point values|: keeps every intermediate of the integer programs below 2**62
+# what a budgeted conversion records (`sdllm.models.conversion.budget`): field -> (type, lo, hi)
+BUDGET_FIELDS = {"budget": (float, 1.0, 1e3), "objective": (str, None, None), "target": (str, None, None),
+                 "float_ppl": (float, 0.0, 1e12), "predicted_ratio": (float, 0.0, 1e12), "measured_ratio": (float, 0.0, 1e12),
+                 "default_ratio": (float, 0.0, 1e12), "energy": (float, 0.0, 1e18), "default_energy": (float, 0.0, 1e18),
+                 "windows": (int, 1, 1 << 20), "candidates": (int, 0, 1 << 20), "checks": (int, 0, 1 << 10)}
 
 
 @dataclass(frozen=True)
@@ -102,10 +112,24 @@ class LlamaConfig:
 
 
 @dataclass(frozen=True)
+class Precision:
+    """How one quantisation point of one layer carries its integers (`QuantSpec.at`)."""
+
+    bits: int  # its integers' range [-Q, Q], Q = 2**(bits-1) - 1; the per-token step is m/Q
+    theta: int = 0  # dead zone: |q| <= theta sends nothing
+
+    @property
+    def q_max(self) -> int:
+        return qmax(self.bits)
+
+
+@dataclass(frozen=True)
 class QuantSpec:
-    """Bits and dead zones of an SDLLM's quantisation points (`sdllm.stages.POINTS`), and how it
-    was converted. Checks itself where it is made: a field of the wrong type or out of range is one
-    `SdllmError` line naming it (as the commands' flag), whoever builds it."""
+    """Bits and dead zones of an SDLLM's quantisation points (`sdllm.stages.POINTS`), per point and
+    per layer, and how it was converted. Checks itself where it is made: a field of the wrong type
+    or out of range is one `SdllmError` line naming it (as the commands' flag), whoever builds it.
+    `at(point, layer)` is the one way to ask what a layer's point carries (`of_stage(node)` for a
+    stage's input); `weights_at(stage, layer)` a static stage's weight bits."""
 
     weight_bits: int = 4
     act_bits: int = 4  # the inputs of every linear layer: q/k/v, o, gate/up, down, the LM head
@@ -123,6 +147,8 @@ class QuantSpec:
     rotation_steps: int = 100  # Cayley SGD steps of a learned rotation (`sdllm.models.conversion.learned_rotation`)
     clip_budget: float = 0.0  # dead zones calibrated within this relative perplexity increase (0: none)
     balance: float = 0.5  # α of the channel balancing of down_proj's and o_proj's inputs (`sdllm.models.conversion.balance`; 0: none)
+    layer_bits: tuple = ()  # ((tap, bits), ...): one layer's spike point ('L3.down'; the head's 'head'), overriding point_bits
+    layer_weight_bits: tuple = ()  # ((node, bits), ...): one static stage's weights ('L3.o', 'head')
 
     def __post_init__(self):
         lo, hi = BIT_RANGE
@@ -136,45 +162,115 @@ class QuantSpec:
         arguments.integer("--theta", self.theta)  # its range depends on each point's bits: below
         for name in ("rotate", "head_rotation", "gptq", "calibrate_gamma"):
             arguments.boolean(name, getattr(self, name))
-        for field_name, flag in (("point_bits", "--point-bits"), ("thetas", "thetas")):
+        for field_name, flag, known, names, (v_lo, v_hi) in _tables():
             pairs = getattr(self, field_name)
             if not isinstance(pairs, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
-                arguments.fail(field_name, "a tuple of (point name, integer) pairs", pairs)
+                arguments.fail(field_name, f"a tuple of ({'point name' if field_name in ('point_bits', 'thetas') else 'name'}, integer) pairs", pairs)
             for name, value in pairs:
-                arguments.text(f"{flag} point", name, tuple(stages.POINTS))
-                arguments.integer(f"{flag} {name}", value, *((lo, hi) if field_name == "point_bits" else (0, None)),
-                                  f"must be within {lo}..{hi}" if field_name == "point_bits" else None)
-        for point in stages.POINTS.values():
-            if point.spiked and not 0 <= self.theta_of(point) < self.q_max(point):
-                raise SdllmError(f"--theta: must be within 0..{self.q_max(point) - 1} for the {self.bits(point)}-bit "
-                                 f"point {point.name}, got {self.theta_of(point)}")
+                if not isinstance(name, str) or not known(name):
+                    arguments.fail(f"{flag} name", f"one of {', '.join(names)}", name)
+                arguments.integer(f"{flag} {name}", value, v_lo, v_hi, f"must be within {v_lo}..{v_hi}" if v_hi else None)
+            if len({name for name, _ in pairs}) != len(pairs):
+                arguments.fail(field_name, "each name once", pairs)
+        for point, layer in self._taps():
+            at = self.at(point, layer)
+            if point.spiked and not 0 <= at.theta < at.q_max:
+                raise SdllmError(f"--theta: must be within 0..{at.q_max - 1} for the {at.bits}-bit point "
+                                 f"{point.tap(layer)}, got {at.theta}")
 
-    def bits(self, point: stages.Point) -> int:
-        return dict(self.point_bits).get(point.name, getattr(self, point.bits))
+    def _taps(self):
+        """(point, layer) of every point as the spec sets it: each point's own default (layer None),
+        and every layer the per-layer table names."""
+        yield from ((p, None) for p in stages.POINTS.values())
+        yield from sorted((t for t in map(stages.parse_tap, dict(self.layer_bits)) if t[1] is not None),
+                          key=lambda t: (t[1], t[0].name))
 
-    def q_max(self, point: stages.Point) -> int:
-        return qmax(self.bits(point))
+    def at(self, point: stages.Point, layer: int | None) -> Precision:
+        """What `point` of `layer` carries (layer None: every layer the per-layer table does not name,
+        and the head's own point)."""
+        bits = dict(self.layer_bits).get(point.tap(layer), dict(self.point_bits).get(point.name, getattr(self, point.bits)))
+        theta = dict(self.thetas).get(point.name, self.theta) if point.spiked else 0
+        return Precision(bits, theta)
 
-    def theta_of(self, point: stages.Point) -> int:
-        return dict(self.thetas).get(point.name, self.theta) if point.spiked else 0
+    def of_stage(self, node: str) -> Precision:
+        """`at` for the input of a stage node ('L3.o', 'L3.qk', 'head')."""
+        return self.at(stages.stage_of(node).input, stages.layer_of(node))
+
+    def weights_at(self, stage: stages.Stage, layer: int | None) -> int:
+        """Bits of a static stage's weights in `layer` (None: the LM head)."""
+        return dict(self.layer_weight_bits).get(stage.node(layer), self.weight_bits)
+
+    def widest_weights(self) -> int:
+        """Bits of the widest weights of any static stage."""
+        return max([self.weight_bits] + [b for _, b in self.layer_weight_bits])
+
+    def widest_values(self) -> int:
+        """Bits of the widest integer any point of any layer carries."""
+        return max(self.at(p, layer).bits for p, layer in self._taps())
+
+    def per_layer(self) -> bool:
+        return bool(self.layer_bits or self.layer_weight_bits)
+
+    def check_layers(self, n_layers: int) -> None:
+        """The per-layer tables name layers the model has."""
+        for field_name in ("layer_bits", "layer_weight_bits"):
+            for name, _ in getattr(self, field_name):
+                layer = stages.layer_of(name)
+                if layer is not None and layer >= n_layers:
+                    raise SdllmError(f"{field_name} {name}: layer {layer} beyond the model's {n_layers} layers "
+                                     f"(0..{n_layers - 1})")
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["point_bits"], d["thetas"] = dict(self.point_bits), dict(self.thetas)
+        for key in ("point_bits", "thetas", "layer_bits", "layer_weight_bits"):
+            d[key] = dict(getattr(self, key))
         return d
 
     def precision(self) -> str:
-        """Bits of every spike point, grouped (e.g. '... head 4-bit; q, p 8-bit')."""
+        """Bits of every spike point, grouped (e.g. '... head 4-bit; q, p 8-bit'), and what the
+        per-layer tables change."""
         groups = {}
         for p in stages.POINTS.values():
             if p.spiked:
-                groups.setdefault(f"{self.bits(p)}-bit", []).append(p.name)
-        return "; ".join(f"{', '.join(names)} {what}" for what, names in groups.items())
+                groups.setdefault(f"{self.at(p, None).bits}-bit", []).append(p.name)
+        out = "; ".join(f"{', '.join(names)} {what}" for what, names in groups.items())
+        if self.per_layer():
+            parts = [f"{', '.join(sorted((n for n, v in self.layer_bits if v == b), key=_by_layer))} {b}-bit"
+                     for b in sorted({v for _, v in self.layer_bits})]
+            parts += [f"weights of {', '.join(sorted((n for n, v in self.layer_weight_bits if v == b), key=_by_layer))} {b}-bit"
+                      for b in sorted({v for _, v in self.layer_weight_bits})]
+            out += "; per layer: " + "; ".join(parts)
+        return out
 
     def describe(self) -> str:
-        """W4A4 P8 KV8 (and any per-point bits), as the figures name a setting."""
+        """W4A4 P8 KV8 (and any per-point bits, the number of per-layer choices), as the figures name a setting."""
         extra = "".join(f" {p}{b}" for p, b in self.point_bits)
+        if self.layer_bits:
+            extra += f" +{len(self.layer_bits)}A"
+        if self.layer_weight_bits:
+            extra += f" +{len(self.layer_weight_bits)}W"
         return f"W{self.weight_bits}A{self.act_bits} P{self.attn_bits} KV{self.kv_bits}{extra}"
+
+
+def _by_layer(name: str):
+    layer = stages.layer_of(name)
+    return (1 << 30 if layer is None else layer, name)
+
+
+def _spike_tap(name) -> bool:
+    t = stages.parse_tap(name) if isinstance(name, str) else None
+    return t is not None and t[0].spiked
+
+
+def _tables():
+    """The QuantSpec's name -> integer tables: (field, flag, which names, their forms, (lo, hi) of values)."""
+    lo, hi = BIT_RANGE
+    spiked = tuple(p.name for p in stages.LAYER_POINTS if p.spiked)
+    return (("point_bits", "--point-bits", lambda n: n in stages.POINTS, tuple(stages.POINTS), (lo, hi)),
+            ("thetas", "thetas", lambda n: n in stages.POINTS, tuple(stages.POINTS), (0, None)),
+            ("layer_bits", "layer_bits", _spike_tap, (f"L{{layer}}.{{{'|'.join(spiked)}}}", stages.HEAD_IN.name), (lo, hi)),
+            ("layer_weight_bits", "layer_weight_bits", lambda n: isinstance(n, str) and stages.parse_node(n) is not None,
+             ("L{layer}.{" + "|".join(s.name for s in stages.LAYER_STATIC) + "}", stages.HEAD.name), (lo, hi)))
 
 
 def _flag(name: str) -> str:
@@ -214,33 +310,31 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
                  head_rotation=d.bool("head_rotation") if d.has("head_rotation") else False)  # older files had none
     if version == 1:  # one activation width and the paper's ternary trains everywhere
         act = bits("act_bits")
-        thetas = dict(theta=d.int("theta", 0, qmax(hi)))
         spec = dict(weight_bits=bits("weight_bits"), act_bits=act, attn_bits=act, kv_bits=bits("kv_bits"),
-                    rotation="hadamard", balance=0.0, **flags)
+                    rotation="hadamard", balance=0.0, theta=d.int("theta", 0, qmax(hi)), **flags)
     else:
+        tables = {field_name: (known, (v_lo, qmax(hi) if field_name == "thetas" else v_hi))
+                  for field_name, _, known, _, (v_lo, v_hi) in _tables()}
         per_point = {}
-        for key in ("point_bits", "thetas"):
+        for key, (known, (v_lo, v_hi)) in tables.items():
+            if version < 3 and key.startswith("layer_"):
+                continue  # version 2: no per-layer tables
             sub = d.doc(key)
             for name in sub.value:
-                if name not in stages.POINTS:
-                    sub.fail(name, f"a quantisation point ({', '.join(stages.POINTS)})", "an unknown name")
-            per_point[key] = tuple(sorted((name, sub.int(name, *((lo, hi) if key == "point_bits" else (0, qmax(hi)))))
-                                          for name in sub.value))
-        thetas = dict(theta=d.int("theta", 0, qmax(hi)), thetas=per_point.pop("thetas"))
+                if not known(name):
+                    sub.fail(name, "a quantisation point, per-layer tap or static stage name", "an unknown name")
+            per_point[key] = tuple(sorted((name, sub.int(name, v_lo, v_hi)) for name in sub.value))
         spec = dict(weight_bits=bits("weight_bits"), act_bits=bits("act_bits"), attn_bits=bits("attn_bits"),
-                    kv_bits=bits("kv_bits"),
+                    kv_bits=bits("kv_bits"), theta=d.int("theta", 0, qmax(hi)),
                     rotation=d.str("rotation", ROTATIONS) if d.has("rotation") else "hadamard",  # older files: Hadamards
                     rotation_steps=d.int("rotation_steps", 1, ROTATION_STEPS_MAX) if d.has("rotation_steps") else QuantSpec.rotation_steps,
                     clip_budget=d.float("clip_budget", 0.0, 10.0) if d.has("clip_budget") else 0.0,
                     balance=d.float("balance", 0.0, 1.0) if d.has("balance") else 0.0,  # older files had none
                     **per_point, **flags)
-    bits_only = QuantSpec(**spec)  # every point's bits, to check each dead zone against them
-    for point in stages.POINTS.values():
-        theta = dict(thetas.get("thetas", ())).get(point.name, thetas["theta"]) if point.spiked else 0
-        if theta >= bits_only.q_max(point):
-            d.fail("theta", f"a dead zone below {bits_only.q_max(point)} for the {bits_only.bits(point)}-bit point {point.name}",
-                   theta)
-    return QuantSpec(**spec, **thetas)
+    try:  # every check a QuantSpec makes of itself (a dead zone within each point's bits)
+        return QuantSpec(**spec)
+    except SdllmError as e:
+        raise SdllmError(f"{d.where}: {d.path}: {e}") from None
 
 
 def read_tokenizer(d: Doc) -> dict:
@@ -275,13 +369,17 @@ class ModelFile:
     synthetic_seed: int | None = None
     rotation: dict | None = None  # a learned rotation: 'residual' (dim, dim), 'heads' (layers, hd, hd), float64
     balance: dict | None = None  # channel scales: 'down' (layers, ffn_dim), 'values' (layers, kv heads · hd), float64
+    budget: dict | None = None  # a budgeted conversion's record (BUDGET_FIELDS)
+
+    def __post_init__(self):
+        self.quant.check_layers(self.config.n_layers)
 
     def weight(self, node: str) -> np.ndarray:
         """A static stage's integer weights (n_out, n_in), int8: stored, or drawn for a synthetic model."""
         if self.synthetic_seed is None:
             return np.asarray(self.weights[node])
         shapes = stages.static_shapes(self.config)
-        q = qmax(self.quant.weight_bits)
+        q = qmax(self.quant.weights_at(stages.stage_of(node), stages.layer_of(node)))
         rng = np.random.default_rng([self.synthetic_seed, list(shapes).index(node)])
         return rng.integers(-q, q + 1, size=shapes[node], dtype=np.int8)
 
@@ -321,6 +419,8 @@ class ModelFile:
             blob["rotation"] = {k: t(v) for k, v in self.rotation.items()}
         if self.balance is not None:
             blob["balance"] = {k: t(v) for k, v in self.balance.items()}
+        if self.budget is not None:
+            blob["budget"] = dict(self.budget)
         return blob
 
     @classmethod
@@ -334,13 +434,17 @@ class ModelFile:
                              f"{', '.join(map(str, READS))})")
         cfg = read_config(d.doc("config"))
         spec = read_quant(d.doc("quant"), version)
+        try:
+            spec.check_layers(cfg.n_layers)
+        except SdllmError as e:
+            raise SdllmError(f"{where}: quant: {e}") from None
         synthetic_seed = d.doc("synthetic").int("seed", -(1 << 63), (1 << 63) - 1) if d.has("synthetic") else None
         hd, lim = cfg.head_dim, FIXED_LIMIT
-        q_w = qmax(spec.weight_bits)
         weights, scales, gamma, bias, v_range = {}, {}, {}, [], []
 
         def static(doc: Doc, s: stages.Stage, node: str, prefix: str):
             if synthetic_seed is None:
+                q_w = qmax(spec.weights_at(s, stages.layer_of(node)))
                 weights[node] = doc.array(f"{prefix}weight", (s.n_out(cfg), s.n_in(cfg)), lo=-q_w, hi=q_w,
                                           dtypes=("int8",))
             scales[node] = doc.array(f"{prefix}scale_fx", (s.n_out(cfg),), lo=0, hi=lim)
@@ -386,12 +490,19 @@ class ModelFile:
         if (spec.balance > 0 and synthetic_seed is None) != (balance is not None):
             d.fail("balance", "channel scales exactly when quant.balance > 0 (not synthetic)",
                    "them" if balance is not None else "none")
+        budget = None
+        if d.has("budget"):
+            b = d.doc("budget")
+            budget = {}
+            for key, (kind, lo, hi) in BUDGET_FIELDS.items():
+                budget[key] = (b.str(key, max_length=200) if kind is str else b.int(key, lo, hi) if kind is int
+                               else b.float(key, lo, hi))
         return cls(config=cfg, quant=spec, tokenizer=read_tokenizer(d.doc("tokenizer")), embed_fx=as_np(embed),
                    rope_cos_fx=as_np(rope[0]), rope_sin_fx=as_np(rope[1]), eps_fx=d.int("eps_fx", 0, lim),
                    scales_fx={k: as_np(v) for k, v in scales.items()}, gamma=gamma,
                    bias_fx=[as_np(b) for b in bias], v_range_fx=[as_np(v) for v in v_range],
                    weights={k: as_np(v) for k, v in weights.items()}, synthetic_seed=synthetic_seed,
-                   rotation=rotation, balance=balance)
+                   rotation=rotation, balance=balance, budget=budget)
 
     def with_(self, **changes) -> "ModelFile":
         return ModelFile(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})

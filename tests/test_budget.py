@@ -1,0 +1,122 @@
+"""The perplexity budget (issue 23): bits per point and per layer chosen from measurements, the
+budget met on the calibration text as the integer reference measures it, recorded in model.pt,
+compiled and run equal to the reference; a budget nothing reaches is one line."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_lava import _same, check_equal
+
+import sdllm
+from sdllm.compiler.emit import emit
+from sdllm.compiler.pipeline import compile_model, passes
+from sdllm.errors import SdllmError
+from sdllm.formats import build as buildformat
+from sdllm.formats import model as modelformat
+from sdllm.models.integer.likelihood import nll
+from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.corpus import calibration_tokens
+from sdllm.models.source.importers import load_source
+from sdllm.runtime.fast import run_fast
+from sdllm.runtime.lava_backend import run_lava
+
+BUDGET = 1.1
+OPTIONS = dict(calib_windows=2, budget_windows=2, rotation="hadamard")
+
+
+@pytest.fixture(scope="module")
+def budgeted():
+    return sdllm.convert(budget=BUDGET, **OPTIONS).file
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """The windows the search measures on: the first budget_windows of the calibration text."""
+    float_model, tok = load_source(None, None)
+    return float_model, np.asarray(calibration_tokens(tok, float_model.cfg.max_seq_len, 2))[:2]
+
+
+def _integer_ratio(model, float_model, rows) -> float:
+    """Calibration perplexity of the integer reference over float's, computed here from scratch."""
+    ref = IntegerSDLLM(model)
+    total = flt = 0.0
+    for row in rows:
+        ref.reset()
+        logits, _ = ref.forward(row[:-1])
+        total += float(nll(logits, row[1:]).sum())
+        with torch.no_grad():
+            out = float_model(torch.from_numpy(row[None, :-1]))[0].double()
+        flt += torch.nn.functional.cross_entropy(out, torch.from_numpy(row[1:]), reduction="sum").item()
+    return math.exp((total - flt) / (rows.shape[0] * (rows.shape[1] - 1)))
+
+
+def test_the_budget_is_met_on_the_calibration_text_and_costs_less_than_every_point_at_8_bits(budgeted, rows):
+    float_model, calib = rows
+    b = budgeted.budget
+    ratio = _integer_ratio(budgeted, float_model, calib)
+    assert ratio <= BUDGET and ratio == pytest.approx(b["measured_ratio"], rel=1e-9)
+    assert b["default_ratio"] > BUDGET  # the uniform W4A4 start misses it: something was raised
+    assert budgeted.quant.layer_bits or budgeted.quant.layer_weight_bits
+    assert all(bits == 8 for _, bits in budgeted.quant.layer_bits + budgeted.quant.layer_weight_bits)
+    assert (budgeted.quant.weight_bits, budgeted.quant.act_bits) == (4, 4)  # the rest stays the default
+    n_points = 4 * budgeted.config.n_layers + 1
+    assert len(budgeted.quant.layer_bits) < n_points or len(budgeted.quant.layer_weight_bits) < n_points
+    assert b["default_energy"] < b["energy"] and b["objective"] == "SOPs"
+    # raised weights are the 8-bit ones: wider than 4 bits somewhere
+    for node, _ in budgeted.quant.layer_weight_bits:
+        assert np.abs(budgeted.weight(node)).max() > 7
+
+
+def test_the_search_is_deterministic_and_round_trips_model_pt(budgeted, tmp_path):
+    again = sdllm.convert(budget=BUDGET, **OPTIONS).file
+    assert again.quant == budgeted.quant and again.budget == budgeted.budget
+    assert all(np.array_equal(again.weight(k), budgeted.weight(k)) for k in budgeted.weights)
+    modelformat.save(budgeted, str(tmp_path / "m.pt"))
+    loaded = modelformat.load(str(tmp_path / "m.pt"))
+    assert loaded.quant == budgeted.quant and loaded.budget == budgeted.budget and loaded.gamma == budgeted.gamma
+
+
+def test_a_budgeted_model_compiles_and_runs_equal_to_the_reference_on_lava_and_fast(budgeted, tmp_path):
+    emit(compile_model(budgeted, "loihi2", passes()), str(tmp_path / "b"))
+    build = buildformat.read(str(tmp_path / "b"))
+    assert build.quant == budgeted.quant
+    prompt = list(b"def ")
+    lava = run_lava(build, prompt, 2)
+    check_equal(build, budgeted, prompt, 2, lava)
+    _same(lava, run_fast(build, prompt, 2))
+
+
+def test_a_budget_below_every_allocation_is_one_error_naming_the_best_ratio():
+    from sdllm.models.conversion.budget import BudgetUnreachable
+
+    with pytest.raises(BudgetUnreachable, match=r"^--budget 1: below what any allocation reaches on the calibration "
+                                                r"text \(the best, every candidate at 8 bits: 1\.\d{3} x float\)$") as e:
+        sdllm.convert(budget=1.0, **OPTIONS)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, SdllmError)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(budget=0.5), "--budget: must be within 1..1000 (a ratio to float perplexity), got 0.5"),
+    (dict(budget="1.3"), "--budget: must be within 1..1000 (a ratio to float perplexity), got '1.3'"),
+    (dict(budget=1.3, budget_windows=0), "--budget-windows: must be at least 1, got 0"),
+    (dict(target="loihi2"), "--target: prices a --budget search; give --budget too"),
+])
+def test_bad_budget_arguments_are_one_line(kwargs, message):
+    with pytest.raises(SdllmError) as e:
+        sdllm.convert(**kwargs)
+    assert str(e.value) == message
+
+
+def test_the_command_reports_an_unreachable_budget_in_one_line_with_exit_code_2(tmp_path):
+    out = tmp_path / "m.pt"
+    p = subprocess.run([sys.executable, "-m", "sdllm.cli.convert", "-o", str(out), "--budget", "1", "--rotation", "hadamard",
+                        "--calib-windows", "2", "--budget-windows", "2"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 2 and not out.exists()
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("sdllm-convert: error: --budget 1: below what any allocation reaches") and "Traceback" not in p.stderr
