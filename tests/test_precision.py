@@ -68,13 +68,7 @@ LAYERED = QuantSpec(weight_bits=4, act_bits=3, attn_bits=3, kv_bits=6,
 
 @pytest.fixture(scope="module")
 def layered_model():
-    torch.manual_seed(1)
-    model = Llama(TINY)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    calib = torch.randint(0, 256, (2, TINY.max_seq_len), generator=torch.Generator().manual_seed(2))
-    return convert(model, LAYERED, calib, BYTES)
+    return tiny_converted(LAYERED)
 
 
 def test_per_layer_bits_fix_the_integers_each_layer_carries(layered_model):
