@@ -165,8 +165,11 @@ def pareto_png(points: list, macs: float, float_ppl: float, path: str) -> None:
                label=f"{ENERGY_TARGET}x the dense FP16 energy (45 nm)")
     ax.axhline(float_ppl, color="red", ls="--", lw=1, label=f"float perplexity {float_ppl:.1f}")
     ax.set_xlabel("synaptic operations per token (millions)")
+    uj_per_msop = E_AC_45NM_PJ  # 1e6 SOPs x E_AC pJ = E_AC uJ: binary ops, the paper's 45 nm convention
+    energy = ax.secondary_xaxis("top", functions=(lambda m: m * uj_per_msop, lambda e: e / uj_per_msop))
+    energy.set_xlabel(f"45 nm energy per token (uJ; binary SOPs x E_AC = {E_AC_45NM_PJ} pJ, Horowitz 2014)")
     ax.set_ylabel("perplexity, held-out pydoc topics (integer reference)")
-    ax.set_title("SmolLM2-135M-Instruct as an SDLLM: perplexity against SOPs per token\n"
+    ax.set_title("SmolLM2-135M-Instruct as an SDLLM: perplexity against SOPs and energy per token\n"
                  "(labels: W4A4 variants unless named; W4A4 is the default, learned rotation)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
