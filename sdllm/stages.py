@@ -191,26 +191,25 @@ def layer_of(name: str) -> int | None:
     return int(name.split(".", 1)[0][1:]) if "." in name else None
 
 
-def parse_tap(name: str) -> tuple | None:
-    """(Point, layer or None) of a tap name ('L3.down', 'head'), or None if it names no point of a layer."""
-    layer, _, point = name.rpartition(".")
+def _parse(name: str, table: dict, head, of_layer) -> tuple | None:
+    """(entry, layer or None) of 'L{i}.{key}' (key in table, entry in of_layer) or of the head's name."""
+    layer, _, key = name.rpartition(".")
     if not layer:
-        return (HEAD_IN, None) if name == HEAD_IN.name else None
+        return (head, None) if name == head.name else None
     if not (layer[:1] == "L" and layer[1:].isdecimal() and layer[1:] == str(int(layer[1:]))):
         return None
-    p = POINTS.get(point)
-    return (p, int(layer[1:])) if p in LAYER_POINTS else None
+    entry = table.get(key)
+    return (entry, int(layer[1:])) if entry in of_layer else None
+
+
+def parse_tap(name: str) -> tuple | None:
+    """(Point, layer or None) of a tap name ('L3.down', 'head'), or None if it names no point of a layer."""
+    return _parse(name, POINTS, HEAD_IN, LAYER_POINTS)
 
 
 def parse_node(name: str) -> tuple | None:
     """(Stage, layer or None) of a static stage's node name ('L3.gate_up', 'head'), or None."""
-    layer, _, stage = name.rpartition(".")
-    if not layer:
-        return (HEAD, None) if name == HEAD.name else None
-    if not (layer[:1] == "L" and layer[1:].isdecimal() and layer[1:] == str(int(layer[1:]))):
-        return None
-    s = STAGES.get(stage)
-    return (s, int(layer[1:])) if s in LAYER_STATIC else None
+    return _parse(name, STAGES, HEAD, LAYER_STATIC)
 
 
 def static_stages(cfg):

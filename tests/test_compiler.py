@@ -245,7 +245,8 @@ def test_dense_4bit_blocks_are_stored_two_weights_per_byte():
 
 def test_a_synthetic_build_has_the_recorded_bytes(tmp_path):
     """The build of a fixed synthetic shape is byte for byte the recorded one (tests/data): the
-    compiler's output does not drift unnoticed. (report.html, a rendering, is compared by
+    compiler's output does not drift unnoticed; and it runs equal to the integer reference of the
+    same synthetic model, so a recorded digest of a wrong build cannot pass. (report.html, a rendering, is compared by
     test_compiling_twice_gives_identical_bytes instead.)"""
     import hashlib
 
@@ -259,3 +260,16 @@ def test_a_synthetic_build_has_the_recorded_bytes(tmp_path):
     found = {str(path.relative_to(out)): hashlib.sha256(path.read_bytes()).hexdigest()
              for path in sorted(out.rglob("*")) if path.is_file() and path.name != "report.html"}
     assert found == recorded
+    # and those bytes compute the right thing: the integer reference of the same synthetic model
+    from sdllm.formats.model import QuantSpec
+    from sdllm.models.integer.reference import IntegerSDLLM
+    from sdllm.models.source.synthetic import shape_of, synthetic_model
+    from sdllm.runtime.fast import run_fast
+    from sdllm.runtime.lockstep import run_lockstep
+
+    model = synthetic_model(shape_of(os.path.join(data, "small_shape.yaml")), QuantSpec(weight_bits=4, act_bits=4, rotate=False, gptq=False))
+    tokens, logits, _ = IntegerSDLLM(model).generate([5, 77, 260], 3)
+    build = load_build(str(out))
+    for run in (run_fast, run_lockstep):
+        result = run(build, [5, 77, 260], 3)
+        assert result.tokens == tokens and np.array_equal(result.logits, logits), run.__name__
