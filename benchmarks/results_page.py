@@ -30,6 +30,14 @@ def machine() -> str:
     return f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs"
 
 
+def _portable(arg: str) -> str:
+    """A command-line argument as the page shows it: a path outside the repository is the reader's
+    own (PATH), never this machine's."""
+    if os.path.isabs(arg) and not pathlib.Path(arg).resolve().is_relative_to(RESULTS.parent.parent):
+        return "PATH"
+    return arg
+
+
 def _sections(text: str) -> list:
     """[(heading name or None for the text before the first heading, the text up to the next heading)];
     a '## ' line inside a fenced block is not a heading."""
@@ -48,7 +56,8 @@ def write_section(name: str, body: str, path=RESULTS, when: datetime.date | None
     (markdown), stamped; returns the section as written."""
     when = when or datetime.date.today()
     script = f"benchmarks/{name}.py"
-    command = " ".join([script, *sys.argv[1:]]) if os.path.basename(sys.argv[0]) == f"{name}.py" else script
+    args = [_portable(a) for a in sys.argv[1:]]
+    command = " ".join([script, *args]) if os.path.basename(sys.argv[0]) == f"{name}.py" else script
     section = (f"## {name}\n\n_Written by `{command}` on {when.isoformat()}; {machine()}._\n\n"
                f"{body.strip()}\n\n")
     path = pathlib.Path(path)

@@ -190,8 +190,8 @@ def main():
     fig.tight_layout()
     plot = os.path.join(args.out, "smollm2_time_energy.png")
     fig.savefig(plot, dpi=120)
-    print(f"\nplot: {plot}")
     shutil.copyfile(plot, os.path.join(os.path.dirname(__file__), "..", "docs", "smollm2_time_energy.png"))
+    print("\nplot: docs/smollm2_time_energy.png")
     if not equal or (lava and not (same(*[r for r, _ in lava.values()]))):
         return 1
     return 0

@@ -39,6 +39,13 @@ def test_no_reference_leaves_the_repository():
     assert not outside
 
 
+def test_the_pages_name_no_path_of_the_machine_they_were_made_on():
+    """Results pages are written by benchmarks run with caches anywhere: no /work, /tmp or home path lands."""
+    pages = {name: text for name, text in tracked_text().items() if name.endswith(".md")}
+    leaked = [(name, m) for name, text in pages.items() for m in re.findall(r"(?<![\w.])/(?:work|tmp|root|home)/\S+", text)]
+    assert not leaked, leaked
+
+
 TOP = ("sdllm", "models", "cores", "compiler", "runtime", "benchmarks", "tests", "scripts", "docs", "hw_configs")
 
 
