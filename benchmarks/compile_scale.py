@@ -84,15 +84,21 @@ def main():
     work = tempfile.mkdtemp(prefix="sdllm-scale-")
     lines = ["| model | target | params | wall s | peak GB | cores | lower bound | cores / bound | spike-hops / token | vs greedy |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    said = []  # the target lines, for the results page too
+
+    def say(line: str) -> None:
+        print(line)
+        said.append(line.strip())
+
     try:
         model = smollm2_model(args.out)
         r = timed_compile([model, "--target", "kapoho_point"], os.path.join(work, "smollm2"))
         rep, pl = r["report"], r["report"]["placement"]
-        print(f"SmolLM2-135M on Kapoho Point: {r['s']:.1f} s (target <= {TARGETS['smollm2_s']} s: {ok(r['s'] <= TARGETS['smollm2_s'])}), "
+        say(f"SmolLM2-135M on Kapoho Point: {r['s']:.1f} s (target <= {TARGETS['smollm2_s']} s: {ok(r['s'] <= TARGETS['smollm2_s'])}), "
               f"peak {r['gb']:.2f} GB (<= {TARGETS['smollm2_gb']}: {ok(r['gb'] <= TARGETS['smollm2_gb'])})")
-        print(f"  cores {rep['cores_used']} on {rep['chips_used']} chips, lower bound {rep['cores_lower_bound']}: "
+        say(f"  cores {rep['cores_used']} on {rep['chips_used']} chips, lower bound {rep['cores_lower_bound']}: "
               f"{rep['cores_over_bound']:.3f} x (<= {TARGETS['bound']}: {ok(rep['cores_over_bound'] <= TARGETS['bound'])})")
-        print(f"  spike-hops per token {pl['spike_hops_per_token']:,.0f} vs greedy {pl['greedy_spike_hops_per_token']:,.0f}: "
+        say(f"  spike-hops per token {pl['spike_hops_per_token']:,.0f} vs greedy {pl['greedy_spike_hops_per_token']:,.0f}: "
               f"{pl['hops_vs_greedy']:.3f} x (<= {TARGETS['hops']}: {ok(pl['hops_vs_greedy'] <= TARGETS['hops'])}); "
               f"chip crossings {pl['chip_crossings_per_token']:,.0f} vs {pl['greedy_chip_crossings_per_token']:,.0f}; rates {pl['rates']}")
         lines.append(f"| SmolLM2-135M W4A4 | kapoho_point | {n_params('smollm2-135m') / 1e6:.0f} M | {r['s']:.1f} | {r['gb']:.2f} | "
@@ -114,13 +120,13 @@ def main():
                          f"{rep['cores_lower_bound']:,} | {rep['cores_over_bound']:.3f} | {pl['spike_hops_per_token']:,.0f} | "
                          f"{pl['hops_vs_greedy']:.3f} |")
             if name == "llama2-7b":
-                print(f"  LLaMA-2-7B: {ok(r['s'] <= TARGETS['7b_s'])} <= 15 min, {ok(r['gb'] <= TARGETS['7b_gb'])} <= 12 GB")
+                say(f"  LLaMA-2-7B: {ok(r['s'] <= TARGETS['7b_s'])} <= 15 min, {ok(r['gb'] <= TARGETS['7b_gb'])} <= 12 GB")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     table = "\n".join(lines) + "\n"
     print("\n" + table)
-    write_section("compile_scale", table)
+    write_section("compile_scale", table + "\n" + "\n".join(f"- {line}" for line in said))
     with open(os.path.join(args.out, "compile_scale.md"), "w") as f:
         f.write(table)
     if sizes:
