@@ -120,6 +120,11 @@ def _summary(r: dict) -> list[tuple[str, str | None]]:
         ("chip topology", _line("{} chips, {} cores per chip", dims, "topology", "mesh")),
         ("timesteps", _line("{} per spike train, {} per token", r, "timesteps_per_spike_train", "timesteps_per_token")),
         ("token latency", _line("~{:,.0f} us", r, "token_latency_us")),
+        ("layer-pipelined prompt", _line("a position every {} steps: {:,.0f} prompt tokens/s", r, "initiation_interval",
+                                         "prompt_tokens_per_s")),
+        ("time to first token", ", ".join(f"{us / 1e3:,.2f} ms after a {n}-token prompt" for n, us in
+                                          sorted(r.get("time_to_first_token_us", {}).items(), key=lambda e: int(e[0])))
+         or None),
         ("placement", _line("{} (spike rates: {})", p, "method", "rates")),
         ("spike-hops per token", _line("{:,.0f} vs greedy {:,.0f}: {:.3f} x the baseline", p, "spike_hops_per_token",
                                        "greedy_spike_hops_per_token", "hops_vs_greedy")),

@@ -170,7 +170,8 @@ def format_report(r: dict) -> str:
         f"(~{r['token_latency_us']:.0f} us at the config's step time)",
         f"layer-pipelined prompt: a position every {r['initiation_interval']} steps ({r['prompt_tokens_per_s']:,.0f} prompt tokens/s); "
         f"time to the first new token "
-        + ", ".join(f"{us / 1e3:,.2f} ms for {n} prompt tokens" for n, us in r["time_to_first_token_us"].items()),
+        + ", ".join(f"{us / 1e3:,.2f} ms after a {n}-token prompt"
+                    for n, us in sorted(r["time_to_first_token_us"].items(), key=lambda e: int(e[0]))),
         "",
     ]
     if len(r["cores"]) <= CORE_TABLE_MAX:
