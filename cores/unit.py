@@ -90,8 +90,9 @@ class NeuronUnitCore(CoreBehaviour):
         return set(range(*self.span))
 
     def _start(self, stage, q):
-        code = codes.CODES[self.windows[stage.node(None if stage is stages.HEAD else self.core.layer)].code]
-        self.train = (stage.name, iter(code.encode(np.asarray(q, np.int64).reshape(-1), self.quant.at(stage.input, None if stage is stages.HEAD else self.core.layer).bits)))
+        node = stage.node(None if stage is stages.HEAD else self.core.layer)
+        code = codes.CODES[self.windows[node].code]
+        self.train = (stage.name, iter(code.encode(np.asarray(q, np.int64).reshape(-1), self.quant.of_stage(node).bits)))
 
     def _put(self, y, seg, value):
         value = np.asarray(value, np.int64).reshape(-1)
