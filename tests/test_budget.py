@@ -2,6 +2,7 @@
 budget met on the calibration text as the integer reference measures it, recorded in model.pt,
 compiled and run equal to the reference; a budget nothing reaches is one line."""
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -70,6 +71,26 @@ def test_the_budget_is_met_on_the_calibration_text_and_costs_less_than_every_poi
     # raised weights are the 8-bit ones: wider than 4 bits somewhere
     for node, _ in budgeted.quant.layer_weight_bits:
         assert np.abs(budgeted.weight(node)).max() > 7
+
+
+def test_a_sensitivity_measured_from_its_layer_equals_the_whole_fake_quant_forward(budgeted, rows):
+    """The search measures a candidate from the start's residual stream entering its layer; the
+    oracle: a fresh fake-quant model of the changed SDLLM run from the tokens."""
+    from sdllm.models.conversion.budget import Sensitivity, fake_perplexity
+    from sdllm.models.conversion.fakequant import FakeQuantSDLLM
+
+    float_model, calib = rows
+    start = budgeted.with_(quant=dataclasses.replace(budgeted.quant, layer_bits=(), layer_weight_bits=()))
+    n = start.config.n_layers
+    fq = FakeQuantSDLLM(float_model, start)
+    sense = Sensitivity(fq, calib)
+    assert sense.perplexity(n) == sense.perplexity(0) == fake_perplexity(FakeQuantSDLLM(float_model, start), calib)
+    for tap, first in ((f"L{n - 1}.down", n - 1), ("head", n)):
+        raised = start.with_(quant=dataclasses.replace(start.quant, layer_bits=((tap, 8),)))
+        fq.retarget(raised)
+        assert sense.perplexity(first) == fake_perplexity(FakeQuantSDLLM(float_model, raised), calib)
+        assert sense.perplexity(first) != sense.perplexity(n) or tap == "head"
+        fq.retarget(start)
 
 
 def test_the_search_is_deterministic_and_round_trips_model_pt(budgeted, tmp_path):

@@ -108,3 +108,12 @@ class FakeQuantSDLLM(torch.nn.Module):
 
     def forward(self, tokens):
         return self.model(tokens, tap=self.tap)
+
+    def residuals(self, tokens) -> list:
+        """The residual stream entering each layer and the head (`Llama.residuals`), quantised as now."""
+        return self.model.residuals(tokens, tap=self.tap)
+
+    def forward_from(self, first: int, x):
+        """Logits from the residual stream `x` entering layer `first`: a change at layer `first`
+        or later measured without recomputing the layers before it."""
+        return self.model.forward_from(first, x, tap=self.tap)

@@ -167,15 +167,27 @@ class Llama(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, tokens, tap=None, cache: KVCache | None = None):
-        t = tokens.shape[1]
+        return self.forward_from(0, self.embed(tokens), tap, cache)
+
+    def forward_from(self, first: int, x, tap=None, cache: KVCache | None = None):
+        """Logits from the residual stream `x` entering layer `first` (n_layers: the head's input)."""
+        t = x.shape[1]
         start = cache.length if cache is not None else 0
         cos, sin = self.rope_cos[start : start + t], self.rope_sin[start : start + t]
-        x = self.embed(tokens)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, tap, f"L{i}", cache.layers[i] if cache is not None else None)
+        for i in range(first, self.cfg.n_layers):
+            x = self.layers[i](x, cos, sin, tap, f"L{i}", cache.layers[i] if cache is not None else None)
         if cache is not None:
             cache.length += t
         return self.lm_head(self.norm(x, tap, HEAD_IN.name))
+
+    @torch.no_grad()
+    def residuals(self, tokens, tap=None) -> list:
+        """The residual stream entering each layer and the head: n_layers + 1 tensors."""
+        cos, sin = self.rope_cos[: tokens.shape[1]], self.rope_sin[: tokens.shape[1]]
+        xs = [self.embed(tokens)]
+        for i, layer in enumerate(self.layers):
+            xs.append(layer(xs[-1], cos, sin, tap, f"L{i}"))
+        return xs
 
     @torch.no_grad()
     def generate(self, prompt: list, n_new: int) -> list:
