@@ -65,21 +65,40 @@ def _out_of_cores(net: Network, needed: int):
                       f"{hw.total_cores} ({hw.cores_per_chip} per chip x {hw.chips} chips)")
 
 
-def greedy(net: Network) -> dict:
-    """core id -> (chip, [positions]): fill chips in index order, each in row-major order."""
-    hw, out, slot = net.hw, {}, 0
-    for c in net.cores:
+def pack(cores, hw) -> list:
+    """(core, its first slot) of every on-chip core, filling chips in index order (chip = slot //
+    cores_per_chip), a core spanning several cores never across two chips: greedy's order, and the
+    fewest chips any placement needs (`chips_needed`). Chips are not bounded here."""
+    out, slot = [], 0
+    for c in cores:
         if not c.on_chip:
             continue
         if c.span > hw.cores_per_chip:
             raise SdllmError(f"stage {c.node}: core {c.name} spans {c.span} cores, a chip of {hw.name} holds {hw.cores_per_chip}")
         if slot % hw.cores_per_chip + c.span > hw.cores_per_chip:
             slot += hw.cores_per_chip - slot % hw.cores_per_chip
+        out.append((c, slot))
+        slot += c.span
+    return out
+
+
+def chips_needed(cores, hw) -> int:
+    """Chips the cores fill (`pack`): the placement fits the target exactly when this is at most hw.chips."""
+    packed = pack(cores, hw)
+    if not packed:
+        return 0
+    c, slot = packed[-1]
+    return (slot + c.span - 1) // hw.cores_per_chip + 1
+
+
+def greedy(net: Network) -> dict:
+    """core id -> (chip, [positions]): fill chips in index order, each in row-major order."""
+    hw, out = net.hw, {}
+    for c, slot in pack(net.cores, hw):
         chip, local = divmod(slot, hw.cores_per_chip)
         if chip >= hw.chips:
             raise _out_of_cores(net, sum(c.span for c in net.cores))
         out[c.id] = (chip, [mesh_position(local + k, hw.mesh) for k in range(c.span)])
-        slot += c.span
     return out
 
 

@@ -156,8 +156,10 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     budget: a calibration perplexity ratio to float (e.g. 1.3): bits per point and per layer are
     then chosen from `quant` upwards (`sdllm.models.conversion.budget`), measured on the first
     `budget_windows` calibration windows, for the least SOPs per token (with `target`, a hw config
-    name or path: its energy estimate). A budget no allocation reaches raises `BudgetUnreachable`
-    (an SdllmError and a ValueError) naming the best reachable ratio."""
+    name or path: its energy estimate, and the choice must fit its cores — counted by the compiler's
+    tiling, `sdllm.compiler.fit` — raised weights dropped where they do not). A budget no allocation
+    reaches raises `BudgetUnreachable` (an SdllmError and a ValueError) naming the best reachable
+    ratio; one whose allocations found do not fit the target, `TargetTooSmall` (the same kinds)."""
     from sdllm.models.conversion.convert import convert as convert_model
     from sdllm.models.source.corpus import calibration_tokens
     from sdllm.models.source.importers import load_source
@@ -196,7 +198,8 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
             raise SdllmError(f"--rotation-from: {rotation_from} holds no learned rotation (converted with rotation "
                              f"{donor.quant.rotation!r})")
         rotation = donor.file.rotation
-    energy = hwformat.load(target).energy if target is not None else None  # a bad target fails before any work
+    hw = hwformat.load(target) if target is not None else None  # a bad target fails before any work
+    energy = hw.energy if hw is not None else None
     float_model, tok = load_source(src, max_seq_len)
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, calib_text)
     if budget is None:
@@ -205,9 +208,17 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     from sdllm.models.conversion.convert import convert_with_alternatives
 
     base, alt = convert_with_alternatives(float_model, spec, calib, tok, progress, rotation, high_bits=HIGH_BITS)
-    rows = np.asarray(calib)[:budget_windows]
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
-    return Model(search(float_model, base, alt, rows, budget, energy, target or "", progress, log))
+    fit = None
+    if hw is not None:
+        from sdllm.compiler.fit import cores_needed
+        from sdllm.models.conversion.target_fit import TargetFit
+
+        fit = TargetFit(lambda model: cores_needed(model, hw), target)
+        fit.check_start(base, budget)  # before the search: if nothing raised does not fit, nothing does
+        log(f"cores on {fit.start.describe()} with nothing raised")
+    rows = np.asarray(calib)[:budget_windows]
+    return Model(search(float_model, base, alt, rows, budget, energy, target or "", progress, log, fit))
 
 
 def _rotation_donor(path) -> Model:

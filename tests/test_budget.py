@@ -68,6 +68,7 @@ def test_the_budget_is_met_on_the_calibration_text_and_costs_less_than_every_poi
     n_points = 4 * budgeted.config.n_layers + 1
     assert len(budgeted.quant.layer_bits) < n_points or len(budgeted.quant.layer_weight_bits) < n_points
     assert b["default_energy"] < b["energy"] and b["objective"] == "SOPs"
+    assert (b["fit"], b["cores_needed"], b["cores_available"]) == ("none", 0, 0)  # no target: no fit checked
     # raised weights are the 8-bit ones: wider than 4 bits somewhere
     for node, _ in budgeted.quant.layer_weight_bits:
         assert np.abs(budgeted.weight(node)).max() > 7

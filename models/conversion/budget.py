@@ -35,7 +35,7 @@ import torch
 
 from sdllm import stages
 from sdllm.errors import SdllmError
-from sdllm.formats.model import BUDGET_FIELDS, ModelFile
+from sdllm.formats.model import BUDGET_DEFAULTS, BUDGET_FIELDS, ModelFile
 from sdllm.models.integer.likelihood import nll
 from sdllm.models.integer.reference import IntegerSDLLM
 
@@ -190,9 +190,10 @@ class Cost:
 
 
 def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budget: float, energy: dict | None = None,
-           target: str = "", progress: bool = False, log=print) -> ModelFile:
+           target: str = "", progress: bool = False, log=print, fit=None) -> ModelFile:
     """The cheapest allocation found within `budget` x float perplexity on calib_rows: `base` with
-    candidates raised to alt['bits'], recorded in its `budget` field."""
+    candidates raised to alt['bits'], recorded in its `budget` field. fit: with a target, what fits
+    the choice to its cores (`target_fit.TargetFit`), called where the search returns."""
     from tqdm import tqdm
 
     from sdllm.models.conversion.fakequant import FakeQuantSDLLM
@@ -218,12 +219,13 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
     if budget < best_ratio:
         raise BudgetUnreachable(f"--budget {budget:g}: below what any allocation reaches on the calibration text "
                                 f"(the best, every candidate at {alt['bits']} bits: {best_ratio:.3f} x float)")
-    record = {"budget": float(budget), "objective": cost.unit, "target": target, "float_ppl": float_ppl,
+    record = {**BUDGET_DEFAULTS, "budget": float(budget), "objective": cost.unit, "target": target, "float_ppl": float_ppl,
               "default_ratio": base_ratio, "default_energy": base_cost, "windows": len(rows), "candidates": len(cands)}
     if base_ratio <= budget:
         log(f"  the start is within the budget: nothing raised ({time.time() - t0:.0f} s)")
-        return base.with_(budget={**record, "predicted_ratio": base_ratio, "measured_ratio": base_ratio,
-                                  "energy": base_cost, "checks": 1})
+        model = base.with_(budget={**record, "predicted_ratio": base_ratio, "measured_ratio": base_ratio,
+                                   "energy": base_cost, "checks": 1})
+        return model if fit is None else fit(model, base, alt, rows, [], [], cost, log)
 
     for c in cands:  # cost: the stage's own change (the rest of the network keeps its integers)
         sops, spikes = (act_sops, act_spikes) if c.kind == "act" else (w_sops, w_spikes)
@@ -276,4 +278,5 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
     log(f"  calibration perplexity {measured:.3f} x float (predicted {predicted_ratio:.3f}, budget {budget:g}); "
         f"{energy_now:,.0f} {cost.unit} per token = {energy_now / base_cost:.3f} x the start's "
         f"({base.quant.describe()}: {base_ratio:.3f} x float); {time.time() - t0:.0f} s")
-    return model.with_(budget=record)
+    model = model.with_(budget=record)
+    return model if fit is None else fit(model, base, alt, rows, chosen, order[hi:], cost, log)

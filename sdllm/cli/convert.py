@@ -11,8 +11,9 @@ SRC is a float checkpoint written by `sdllm.models.source.train_default` (defaul
 model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
 GGUF file. --budget R chooses bits per point and per layer (the flags' bits upwards: 8 bits where
 it pays) for the least SOPs per token (with --target, the hw config's energy) at calibration
-perplexity <= R x float (`sdllm.models.conversion.budget`); a budget no allocation reaches is an
-error naming the best reachable ratio (exit code 2). γ and GPTQ are calibrated on pydoc topics text before the held-out part
+perplexity <= R x float (`sdllm.models.conversion.budget`); with --target the choice must also fit
+the target's cores (raised weights dropped where they do not, `sdllm.models.conversion.target_fit`).
+A budget no allocation reaches, or none found that fits, is an error line (exit code 2). γ and GPTQ are calibrated on pydoc topics text before the held-out part
 (`sdllm.models.source.corpus`), or on your own text with --calib-text.
 """
 
@@ -84,7 +85,9 @@ def _main(argv):
     ap.add_argument("--budget", type=float, metavar="R",
                     help="choose bits per point and per layer for the least energy at calibration perplexity <= R x float")
     ap.add_argument("--budget-windows", type=int, default=4, help="calibration windows the budget search measures on")
-    ap.add_argument("--target", help="with --budget: price energy with this hw config (name or path) instead of SOPs")
+    ap.add_argument("--target", help="with --budget: price energy with this hw config (name or path) instead of SOPs, "
+                    "and fit the choice to its cores (8-bit weights take twice the synapse memory: raised weights are "
+                    "dropped where they do not fit; an error if nothing within the budget fits)")
     args = ap.parse_args(argv)
 
     import sdllm
@@ -107,6 +110,8 @@ def _main(argv):
         print(f"budget {b['budget']:g}: calibration perplexity {b['measured_ratio']:.3f} x float (predicted "
               f"{b['predicted_ratio']:.3f}); {b['energy']:,.0f} {b['objective']} per token = "
               f"{b['energy'] / b['default_energy']:.3f} x the uniform {spec.describe()}'s ({b['default_ratio']:.3f} x float)")
+        if b["cores_available"]:
+            print(f"cores needed on {b['target']}: {b['fit']}")
 
 
 if __name__ == "__main__":

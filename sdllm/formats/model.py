@@ -29,7 +29,8 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
                   demand from a generator seeded by (s, the stage's index in forward order)
     budget        (optional, a budgeted conversion: `sdllm.models.conversion.budget`) what the search
                   found: the budget, its objective and target, the float, predicted and measured
-                  calibration perplexity ratios, the energy per token against the uniform default's
+                  calibration perplexity ratios, the energy per token against the uniform default's, and
+                  the fit to the target's cores (`fit`, `cores_needed`, `cores_available`; older files: none)
 
 In memory a `ModelFile`: the same contents, typed, weights and scales keyed by node name
 ('L3.o', 'head') and γ by point ('L3.q', 'head').
@@ -69,7 +70,10 @@ FIXED_LIMIT = 1 << 40  # |stored fixed-point values|: keeps every intermediate o
 BUDGET_FIELDS = {"budget": (float, 1.0, 1e3), "objective": (str, None, None), "target": (str, None, None),
                  "float_ppl": (float, 0.0, 1e12), "predicted_ratio": (float, 0.0, 1e12), "measured_ratio": (float, 0.0, 1e12),
                  "default_ratio": (float, 0.0, 1e12), "energy": (float, 0.0, 1e18), "default_energy": (float, 0.0, 1e18),
-                 "windows": (int, 1, 1 << 20), "candidates": (int, 0, 1 << 20), "checks": (int, 0, 1 << 10)}
+                 "windows": (int, 1, 1 << 20), "candidates": (int, 0, 1 << 20), "checks": (int, 0, 1 << 10),
+                 "fit": (str, None, None), "cores_needed": (int, 0, 1 << 40), "cores_available": (int, 0, 1 << 40)}
+# the fit to the target's cores (`sdllm.models.conversion.target_fit`): none without a target, and in files written before it
+BUDGET_DEFAULTS = {"fit": "none", "cores_needed": 0, "cores_available": 0}
 
 
 @dataclass(frozen=True)
@@ -495,6 +499,9 @@ class ModelFile:
             b = d.doc("budget")
             budget = {}
             for key, (kind, lo, hi) in BUDGET_FIELDS.items():
+                if key in BUDGET_DEFAULTS and not b.has(key):
+                    budget[key] = BUDGET_DEFAULTS[key]
+                    continue
                 budget[key] = (b.str(key, max_length=200) if kind is str else b.int(key, lo, hi) if kind is int
                                else b.float(key, lo, hi))
         return cls(config=cfg, quant=spec, tokenizer=read_tokenizer(d.doc("tokenizer")), embed_fx=as_np(embed),
