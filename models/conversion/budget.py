@@ -12,7 +12,8 @@ layer, activations and weights, chosen from measurements.
 3. Sensitivities: the fake-quant model (the float model with the SDLLM's quantisers, prepared
    once) measures the calibration perplexity with one candidate raised at a time: a linear
    layer's input in one layer (q/k/v, o, gate/up, down, the LM head) or one static stage's weights,
-   each from the start's residual stream entering the candidate's layer (`Sensitivity`).
+   each from the start's residual stream entering the candidate's layer (`Sensitivity`), on the
+   first half of the windows (`sensitivity_windows`).
 4. Greedy: candidates in order of perplexity gained (log ratio) per unit of cost (SOPs per token,
    or with a target the hw config's energy: SOPs x sop_pj + spikes x spike_in_tile_pj), free ones
    first. The ratio of a prefix is predicted from the cumulative gain, interpolated between the
@@ -144,6 +145,12 @@ class Sensitivity:
         return math.exp(total / (self.rows.shape[0] * (self.rows.shape[1] - 1)))
 
 
+def sensitivity_windows(n: int) -> int:
+    """Windows the one-at-a-time sensitivities are measured on: the first half (they only rank the
+    candidates; the checks that decide measure on all n)."""
+    return max(1, n // 2)
+
+
 class Prediction:
     """The calibration ratio of the first k candidates raised, predicted from their one-at-a-time
     log gains. The gains overlap (two raised points do not gain the sum of their gains), so the
@@ -206,7 +213,8 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
     weight = [c for c in cands if c.kind == "weight"]
     float_ppl = float_perplexity(float_model, rows)
     log(f"budget {budget}: {len(cands)} candidates ({len(act)} linear-layer inputs, {len(weight)} stages' weights) at "
-        f"{alt['bits']} bits, measured on {len(rows)} calibration windows; float perplexity {float_ppl:.3f}")
+        f"{alt['bits']} bits, measured on {len(rows)} calibration windows (sensitivities on the first "
+        f"{sensitivity_windows(len(rows))}); float perplexity {float_ppl:.3f}")
 
     base_ppl, base_sops, base_spikes = integer_measure(base, rows)
     _, act_sops, act_spikes = integer_measure(assemble(base, alt, act), rows)
@@ -231,7 +239,7 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
         sops, spikes = (act_sops, act_spikes) if c.kind == "act" else (w_sops, w_spikes)
         c.cost = cost(sops, spikes, [c.node]) - cost(base_sops, base_spikes, [c.node])
     fq = FakeQuantSDLLM(float_model, base)
-    sense = Sensitivity(fq, rows)
+    sense = Sensitivity(fq, rows[: sensitivity_windows(len(rows))])
     fq_base = sense.perplexity(sense.n_layers)
     bar = tqdm(cands, desc="sensitivities", unit="candidate", disable=None if progress else True, leave=False)
     for c in bar:
