@@ -1,4 +1,4 @@
-"""Pass schedule: the timestep schedule (DESIGN §3: a value computed in step t is received in step t+1).
+"""Pass schedule: the timestep schedule (docs/DESIGN.md §3: a value computed in step t is received in step t+1).
 
 Per token position, in phases 0..period-1. A layer's unit receives its residual at phase r and emits the
 spike train of stage k during phases e_k .. e_k+T_k-1 (e_0 = r; T_k the window of the stage's

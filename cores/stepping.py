@@ -3,7 +3,7 @@
 `step(pos, phase, x)` takes the position the core works on, the phase of that position's period
 and the vector that arrived on the core's axons in this step, and returns the core's outputs
 computed in it (its node-space outputs, local order), which their destinations receive in the
-next step (DESIGN §3). A core acts only in some phases of a position (`phases`, all within one
+next step (docs/DESIGN.md §3). A core acts only in some phases of a position (`phases`, all within one
 `Schedule.interval`), and is stepped only then (`sdllm.schedule.Timeline.active`): positions
 may overlap in the network (layer pipelining), never in one core. Synaptic operations are
 counted per position inside the core.

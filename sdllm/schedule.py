@@ -1,4 +1,4 @@
-"""The timestep schedule (DESIGN §3), typed: what the compiler fixes and the runtime runs.
+"""The timestep schedule (docs/DESIGN.md §3), typed: what the compiler fixes and the runtime runs.
 
 Phases count the timesteps of one token position, 0 .. period − 1. A value computed in step t is
 received in step t + 1. A layer's unit receives its residual at phase `resid_in` and emits the

@@ -1,5 +1,5 @@
 """Lava Processes and ProcessModels, alone in their package: Lava discovers a Process's models by
-running every module in its directory (DESIGN §7).
+running every module in its directory (docs/DESIGN.md §7).
 
 Lava fixes multiprocessing's start method ('fork') when it is first imported, and fails if
 anything fixed it before (a first tqdm progress bar does, with its lock): clear it first.
