@@ -58,6 +58,9 @@ def test_convert_calibrates_on_your_text_and_refuses_a_bad_file(tmp_path):
     p = subprocess.run([os.path.join(BIN, "sdllm-convert"), "-o", str(out), "--calib-text", str(mine), "--calib-windows", "2"],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and out.is_file(), p.stderr
+    assert "calibration text: 2 windows of 128 tokens: your text (--calib-text): mine.txt" in p.stderr
+    from sdllm.formats import model as modelformat
+    assert modelformat.load(str(out)).calibration == "2 windows of 128 tokens: your text (--calib-text): mine.txt"
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xc3\x28")
     p = subprocess.run([os.path.join(BIN, "sdllm-convert"), "-o", str(tmp_path / "n.pt"), "--calib-text", str(bad)],
@@ -133,3 +136,10 @@ def test_your_text_replaces_the_mixture(tmp_path):
     assert all(bytes(r.astype(np.uint8)) in mine.read_bytes() for r in rows)
     assert corpus.calibration_name([str(mine)]) == "your text (--calib-text): mine.txt"
 
+
+def test_a_conversion_records_its_calibration_text():
+    import sdllm
+
+    model = sdllm.convert(calib_windows=2, rotation="hadamard")
+    assert model.file.calibration == "2 windows of 128 tokens: " + corpus.describe_mixture()
+    assert model.file.calibration.startswith("2 windows of 128 tokens: python-prose-1 mixture, windows round-robin from: ")
