@@ -42,7 +42,7 @@ from sdllm.cli.eval import ablation_lines, figure, layer_lines
 from sdllm.formats import model as modelformat
 from sdllm.models.evaluation.evaluate import ablation, evaluate, integer_scores, torch_perplexity
 from sdllm.models.integer.reference import IntegerSDLLM
-from sdllm.models.source.corpus import calibration_tokens, docstring_windows, held_out_windows
+from sdllm.models.source.corpus import calibration_tokens, docstring_windows, held_out_windows, mixture_id
 from sdllm.models.source.importers import load_source
 from sdllm.runtime.energy import E_AC_45NM_PJ, E_MAC_FP16_45NM_PJ, dense_macs
 from sdllm.tokenizer import decode, encode
@@ -102,7 +102,7 @@ def spec_converter(float_model, calib, tokenizer, cache: str):
     from sdllm.models.conversion.convert import convert
 
     def converter(spec, rotation):
-        key = hashlib.sha256(repr(spec).encode())
+        key = hashlib.sha256(repr(spec).encode() + mixture_id().encode())  # calibrated on the default mixture
         for name in sorted(rotation or {}):
             key.update(name.encode() + np.ascontiguousarray(rotation[name]).tobytes())
         path = os.path.join(cache, "spec-" + key.hexdigest()[:16] + ".pt")
@@ -254,7 +254,7 @@ def main():
     if not (args.quick or args.no_ablation):
         rows = domains["in-domain"]
         calib = calibration_tokens(tokenizer, SEQ, args.calib_windows)
-        key = hashlib.sha256(repr(models["W4A4"].quant).encode()).hexdigest()[:16]
+        key = hashlib.sha256(repr(models["W4A4"].quant).encode() + mixture_id().encode()).hexdigest()[:16]
         abl = [tuple(row) for row in cached_json(
             os.path.join(args.cache, f"ablation-{key}.{args.windows}.json"),
             lambda: ablation(models["W4A4"], float_model, rows, calib,
