@@ -3,8 +3,12 @@
 - pydoc topics (the stdlib's `pydoc_data.topics`): in-domain text. Held out: the last 10% for
   the embedded default model (a byte model trained on the first 90%), the last 40% for
   pretrained models; calibration windows come from the part before.
+- the calibration mixture (`calibration_windows`, the default calibration text): prose that ships
+  with Python, windows taken in turn from each kind — pydoc topics before the held-out part, IDLE's
+  user manual, its release notes, its readmes and Python's licence (MIXTURE_KINDS). The same bytes
+  for a Python version on any machine; a kind this Python lacks is left out and named.
 - stdlib docstrings: out-of-domain text of another kind that calibration never sees
-  (`docstring_text`).
+  (`docstring_text`; neither docstrings nor stdlib source are in the mixture).
 - your own files (`read_texts`): UTF-8 text, or JSON lines with a "text" field.
 
 Windows are non-overlapping, `seq_len` tokens each, spread evenly over their text.
