@@ -143,7 +143,7 @@ class Model:
 
 
 def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_len: int | None = None,
-            calib_windows: int = 16, calib_text=(), progress: bool = False, rotation_from=None,
+            calib_windows: int = 64, calib_text=(), progress: bool = False, rotation_from=None,
             budget: float | None = None, budget_windows: int = 4, target: str | None = None, **quant_fields) -> Model:
     """A float LLaMA-family checkpoint -> an SDLLM.
 

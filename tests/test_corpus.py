@@ -143,3 +143,14 @@ def test_a_conversion_records_its_calibration_text():
     model = sdllm.convert(calib_windows=2, rotation="hadamard")
     assert model.file.calibration == "2 windows of 128 tokens: " + corpus.describe_mixture()
     assert model.file.calibration.startswith("2 windows of 128 tokens: python-prose-1 mixture, windows round-robin from: ")
+
+
+def test_the_default_window_count_is_one_number():
+    import inspect
+
+    import sdllm
+    from sdllm.cli.convert import _main
+
+    assert inspect.signature(sdllm.convert).parameters["calib_windows"].default == corpus.CALIBRATION_WINDOWS
+    assert corpus.CALIBRATION_WINDOWS % len(corpus.MIXTURE_KINDS) == 0  # an equal share of each kind
+    assert "CALIBRATION_WINDOWS" in inspect.getsource(_main)

@@ -38,6 +38,9 @@ from sdllm.tokenizer import encode, kind
 
 HELD_OUT_FRACTION = 0.1
 PRETRAINED_HELD_OUT_FRACTION = 0.4
+# calibration windows by default: 16 of each of the mixture's four kinds (16 in all gave 4 of pydoc
+# topics and cost SmolLM2 in-domain; 64 keeps in-domain as with 16 of pydoc alone, better out of domain)
+CALIBRATION_WINDOWS = 64
 MAX_TEXT_BYTES = 1 << 30  # per file given with --calib-text / --text
 # bytes of memory per byte of the files while their text is read, joined and encoded, at the least
 # (the text, its joined copy, its UTF-8 bytes: the bytes tokenizer's tokens)

@@ -46,6 +46,7 @@ def main(argv=None):
 
 def _main(argv):
     from sdllm.formats.model import ROTATIONS, QuantSpec
+    from sdllm.models.source.corpus import CALIBRATION_WINDOWS
 
     ap = argparse.ArgumentParser(prog="sdllm-convert", description="Convert a float LLaMA-family checkpoint into an SDLLM model.pt.")
     ap.add_argument("src", nargs="?", help="our float .pt (default: the embedded default model), a Hugging Face directory or a .gguf")
@@ -81,7 +82,7 @@ def _main(argv):
     ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
     ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")
     ap.add_argument("--seed", type=int, default=0, help="of the random rotation")
-    ap.add_argument("--calib-windows", type=int, default=16,
+    ap.add_argument("--calib-windows", type=int, default=CALIBRATION_WINDOWS,
                     help="calibration windows of max_seq_len tokens (default text: taken in turn from each kind of "
                          "the python-prose mixture, pydoc topics, IDLE's manual, release notes, readmes and licence)")
     ap.add_argument("--calib-text", nargs="+", default=[], metavar="FILE",
