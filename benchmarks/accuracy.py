@@ -43,7 +43,13 @@ from shared_smollm2 import gguf as fetch_gguf
 from smollm2_sdllm import DEFAULT, SEQ, SETTINGS, convert_cached
 
 from sdllm.harness import QUIET_OPENMP, SdllmLM
-from sdllm.models.source.corpus import docstring_windows, held_out_windows, pydoc_text
+from sdllm.models.source.corpus import (
+    CALIBRATION_WINDOWS,
+    docstring_windows,
+    held_out_windows,
+    mixture_texts,
+    pydoc_text,
+)
 from sdllm.tokenizer import decode
 
 BIN = os.path.dirname(sys.executable)
@@ -188,10 +194,10 @@ def main():
     _, _, items = write_task(task_dir)
     gguf = fetch_gguf()
     flags = dict(SETTINGS)
-    paths = {"W4A4": convert_cached(gguf, flags["W4A4"], args.cache, 16)[0]}
+    paths = {"W4A4": convert_cached(gguf, flags["W4A4"], args.cache, CALIBRATION_WINDOWS)[0]}
     for name in args.only:
         if name not in paths:
-            paths[name] = convert_cached(gguf, [paths["W4A4"] if f == DEFAULT else f for f in flags[name]], args.cache, 16)[0]
+            paths[name] = convert_cached(gguf, [paths["W4A4"] if f == DEFAULT else f for f in flags[name]], args.cache, CALIBRATION_WINDOWS)[0]
 
     lms = {"float": SdllmLM(model=paths["W4A4"], float=gguf, backend="float", batch_size=args.batch_size)}
     tok = lms["float"].spec
@@ -200,10 +206,10 @@ def main():
           f"{torch.__version__} with {torch.get_num_threads()} threads, imported before sdllm; load average "
           f"{os.getloadavg()[0]:.1f} at the start")
     out_text = " ".join(decode(tok, domains["ppl_out"].reshape(-1)).split())  # sentences are whitespace-collapsed
-    pydoc = " ".join(pydoc_text().split())
+    calib_text = " ".join(" ".join([pydoc_text(), *(t for _, t, _ in mixture_texts() if t)]).split())
     print(f"overlap: {sum(i['sentence'] in out_text for i in items)} of {len(items)} task sentences lie in the "
-          f"out-of-domain perplexity windows; {sum(i['sentence'] in pydoc for i in items)} occur in pydoc topics "
-          f"(calibration reads their first 60%)")
+          f"out-of-domain perplexity windows; {sum(i['sentence'] in calib_text for i in items)} occur in the "
+          f"calibration mixture's texts (all of pydoc topics included)")
 
     results = {}
     for name in ["float", *args.only]:

@@ -10,6 +10,7 @@ import sys
 import time
 
 from sdllm.formats.model import QuantSpec
+from sdllm.models.source.corpus import mixture_id
 
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,8 +34,10 @@ def w4a4_model(out_dir: str, source: str | None = None) -> str:
 
 def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
     """(model.pt path, conversion seconds, peak GB): sdllm-convert in a child process, or the cached file."""
-    # the defaults' repr: a model converted before a default changed is not taken for one after
-    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows, repr(QuantSpec())]).encode()).hexdigest()[:16]
+    # the defaults' repr and the default calibration text's identity: a model converted before a
+    # default or the calibration mixture changed is not taken for one after
+    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows, repr(QuantSpec()),
+                                     mixture_id()]).encode()).hexdigest()[:16]
     path, meta = os.path.join(cache, f"{key}.pt"), os.path.join(cache, f"{key}.json")
     if os.path.exists(path) and os.path.exists(meta):
         with open(meta) as f:

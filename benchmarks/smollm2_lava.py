@@ -31,6 +31,7 @@ from sdllm.compiler.pipeline import compile_model
 from sdllm.formats import model as modelformat
 from sdllm.formats.build import read as load_build
 from sdllm.models.integer.reference import IntegerSDLLM
+from sdllm.models.source.corpus import CALIBRATION_WINDOWS
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 from sdllm.tokenizer import encode
@@ -50,7 +51,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--new-tokens", type=int, default=2)
-    ap.add_argument("--calib-windows", type=int, default=16)
+    ap.add_argument("--calib-windows", type=int, default=CALIBRATION_WINDOWS)
     ap.add_argument("--cache", default=os.path.join("out", "smollm2_models"))
     ap.add_argument("--out", default=os.path.join("out", "smollm2_lava"))
     args = ap.parse_args()

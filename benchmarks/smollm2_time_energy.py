@@ -42,7 +42,7 @@ from shared_smollm2 import convert_cached  # noqa: E402
 from shared_smollm2 import gguf as fetch_gguf  # noqa: E402
 
 from sdllm.formats.build import read as load_build  # noqa: E402
-from sdllm.models.source.corpus import held_out_windows  # noqa: E402
+from sdllm.models.source.corpus import CALIBRATION_WINDOWS, held_out_windows  # noqa: E402
 from sdllm.runtime import energy  # noqa: E402
 from sdllm.runtime.fast import run_fast  # noqa: E402
 from sdllm.runtime.lava_backend import run_lava  # noqa: E402
@@ -79,7 +79,7 @@ def same(a, b) -> bool:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calib-windows", type=int, default=16)
+    ap.add_argument("--calib-windows", type=int, default=CALIBRATION_WINDOWS)
     ap.add_argument("--cache", default=os.path.join("out", "smollm2_models"))
     ap.add_argument("--out", default=os.path.join("out", "smollm2_time_energy"))
     ap.add_argument("--skip-lava", action="store_true", help="only the compiled schedules and the fast executor")

@@ -143,14 +143,17 @@ class Model:
 
 
 def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_len: int | None = None,
-            calib_windows: int = 16, calib_text=(), progress: bool = False, rotation_from=None,
+            calib_windows: int = 64, calib_text=(), progress: bool = False, rotation_from=None,
             budget: float | None = None, budget_windows: int = 4, target: str | None = None, **quant_fields) -> Model:
     """A float LLaMA-family checkpoint -> an SDLLM.
 
     src: our float .pt (default: the embedded default model), a Hugging Face directory or a
     .gguf. quant: a `QuantSpec`, or its fields as keywords (weight_bits=4, act_bits=4, ...).
-    γ and GPTQ are calibrated on `calib_windows` windows of pydoc topics, or of `calib_text`
-    (paths of UTF-8 or JSON-lines files). rotation_from: a `Model` or model.pt path of the same
+    γ, GPTQ, the learned rotation and the channel balancing are calibrated on `calib_windows`
+    windows of the default mixture of prose that ships with Python (`corpus.calibration_windows`:
+    the language reference before the held-out part, IDLE's manual, release notes, readmes and
+    licence; never docstrings, the out-of-domain text), or of `calib_text` (paths of UTF-8 or
+    JSON-lines files) instead; model.pt records which (`calibration`). rotation_from: a `Model` or model.pt path of the same
     float model whose learned rotation is used as it is (no learning: e.g. other bits, same rotation).
 
     budget: a calibration perplexity ratio to float (e.g. 1.3): bits per point and per layer are
@@ -161,7 +164,7 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     reaches raises `BudgetUnreachable` (an SdllmError and a ValueError) naming the best reachable
     ratio; one whose allocations found do not fit the target, `TargetTooSmall` (the same kinds)."""
     from sdllm.models.conversion.convert import convert as convert_model
-    from sdllm.models.source.corpus import calibration_tokens
+    from sdllm.models.source.corpus import calibration_name, calibration_tokens
     from sdllm.models.source.importers import load_source
 
     if src is not None:
@@ -202,13 +205,16 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     energy = hw.energy if hw is not None else None
     float_model, tok = load_source(src, max_seq_len)
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, calib_text)
+    calibration = f"{len(calib)} windows of {calib.shape[1]} tokens: {calibration_name(calib_text)}"
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
+    log(f"calibration text: {calibration}")
     if budget is None:
-        return Model(convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation))
+        return Model(convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation)
+                     .with_(calibration=calibration))
     from sdllm.models.conversion.budget import HIGH_BITS, search
     from sdllm.models.conversion.convert import convert_with_alternatives
 
     base, alt = convert_with_alternatives(float_model, spec, calib, tok, progress, rotation, high_bits=HIGH_BITS)
-    log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
     fit = None
     if hw is not None:
         from sdllm.compiler.fit import cores_needed
@@ -218,7 +224,8 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
         fit.check_start(base, budget)  # before the search: if nothing raised does not fit, nothing does
         log(f"cores on {fit.start.describe()} with nothing raised")
     rows = np.asarray(calib)[:budget_windows]
-    return Model(search(float_model, base, alt, rows, budget, energy, target or "", progress, log, fit))
+    model = search(float_model, base, alt, rows, budget, energy, target or "", progress, log, fit)
+    return Model(model.with_(calibration=calibration))
 
 
 def _rotation_donor(path) -> Model:

@@ -138,6 +138,9 @@ MODEL_EDITS = {
     "channel scales of another shape": (_set("balance", "values", value=lambda t: t[:, :-1]),
                                         "balance.values: expected shape (2, 64), found [2, 63]"),
     "balance exponent past 1": (_set("quant", "balance", value=2.0), "quant.balance: expected a finite number in [0, 1]"),
+    "calibration not a string": (_set("calibration", value=3), "calibration: expected a string, found <int>"),
+    "calibration too long": (_set("calibration", value="x" * 1001),
+                             "calibration: expected a string of at most 1,000 characters, found 1,001"),
 }
 
 

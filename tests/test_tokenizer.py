@@ -50,7 +50,7 @@ def test_byte_windows_keep_the_default_models_split():
     step = (len(data) - cut) // 128 // 8
     assert rows.shape == (8, 128) and rows.dtype == np.int64
     assert all((rows[i] == data[cut + i * step * 128: cut + (i * step + 1) * 128]).all() for i in range(8))
-    calib = corpus.calibration_windows(BYTES, 128, 4)
+    calib = corpus.calibration_windows(BYTES, 128, 16)[::len(corpus.MIXTURE_KINDS)]  # the reference's share: 4
     step = cut // 128 // 4
     assert all((calib[i] == data[i * step * 128: (i * step + 1) * 128]).all() for i in range(4))
 
@@ -60,7 +60,8 @@ def test_bpe_windows_split_the_token_stream_60_40(bpe):
     assert corpus.token_ids(bpe) is ids  # cached
     assert decode(bpe, ids) == corpus.pydoc_text()
     cut = int(len(ids) * 0.6)
-    calib, held = corpus.calibration_windows(bpe, 64, 5), corpus.held_out_windows(bpe, 64, 3)
+    calib = corpus.calibration_windows(bpe, 64, 5 * len(corpus.MIXTURE_KINDS))[::len(corpus.MIXTURE_KINDS)]  # the reference's
+    held = corpus.held_out_windows(bpe, 64, 3)
     assert calib.shape == (5, 64) and held.shape == (3, 64)
     assert all((corpus.windows(ids[:cut], 64) == r).all(1).any() for r in calib)
     assert all((corpus.windows(ids[cut:], 64) == r).all(1).any() for r in held)

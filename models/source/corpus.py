@@ -3,21 +3,29 @@
 - pydoc topics (the stdlib's `pydoc_data.topics`): in-domain text. Held out: the last 10% for
   the embedded default model (a byte model trained on the first 90%), the last 40% for
   pretrained models; calibration windows come from the part before.
+- the calibration mixture (`calibration_windows`, the default calibration text): prose that ships
+  with Python, windows taken in turn from each kind — pydoc topics before the held-out part, IDLE's
+  user manual, its release notes, its readmes and Python's licence (MIXTURE_KINDS). The same bytes
+  for a Python version on any machine; a kind this Python lacks is left out and named.
 - stdlib docstrings: out-of-domain text of another kind that calibration never sees
-  (`docstring_text`).
+  (`docstring_text`; neither docstrings nor stdlib source are in the mixture).
 - your own files (`read_texts`): UTF-8 text, or JSON lines with a "text" field.
 
 Windows are non-overlapping, `seq_len` tokens each, spread evenly over their text.
 """
 
 import contextlib
+import hashlib
+import html.parser
 import importlib
 import inspect
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import sysconfig
 import warnings
 from functools import lru_cache
 
@@ -30,6 +38,9 @@ from sdllm.tokenizer import encode, kind
 
 HELD_OUT_FRACTION = 0.1
 PRETRAINED_HELD_OUT_FRACTION = 0.4
+# calibration windows by default: 16 of each of the mixture's four kinds (16 in all gave 4 of pydoc
+# topics and cost SmolLM2 in-domain; 64 keeps in-domain as with 16 of pydoc alone, better out of domain)
+CALIBRATION_WINDOWS = 64
 MAX_TEXT_BYTES = 1 << 30  # per file given with --calib-text / --text
 # bytes of memory per byte of the files while their text is read, joined and encoded, at the least
 # (the text, its joined copy, its UTF-8 bytes: the bytes tokenizer's tokens)
@@ -94,12 +105,6 @@ def spread(ids: np.ndarray, seq_len: int, n: int, what: str) -> np.ndarray:
     return rows[:: max(1, n_rows // n)][:n].astype(np.int64)
 
 
-def calibration_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
-    """n evenly spaced windows of seq_len tokens from the pydoc text before the held-out part."""
-    train, _ = split(token_ids(tokenizer), held_out_fraction(tokenizer))
-    return spread(train, seq_len, n, "pydoc topics: the calibration text")
-
-
 def held_out_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
     """n evenly spaced windows of seq_len tokens from the held-out pydoc text."""
     _, held_out = split(token_ids(tokenizer), held_out_fraction(tokenizer))
@@ -107,12 +112,179 @@ def held_out_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
 
 
 def calibration_tokens(tokenizer: dict, seq_len: int, n_windows: int, paths=()):
-    """Calibration windows as a torch tensor (n, seq_len): from the given files if any, else pydoc topics."""
+    """Calibration windows as a torch tensor (n, seq_len): from the given files if any, else the
+    default mixture (`calibration_windows`)."""
     import torch
 
     if paths:
         return torch.from_numpy(spread(text_tokens(tokenizer, paths), seq_len, n_windows, "--calib-text"))
     return torch.from_numpy(calibration_windows(tokenizer, seq_len, n_windows))
+
+
+# the calibration mixture ----------------------------------------------------------------------------
+
+# The default calibration text: kinds of prose that ship with Python itself (the same bytes for a
+# Python version on any machine), never docstrings nor stdlib source (the out-of-domain text).
+# Each kind is (name, what it is, files relative to the stdlib folder); pydoc topics are the first.
+MIXTURE_NAME = "python-prose-1"
+MIXTURE_KINDS = (
+    ("reference", "pydoc topics before the held-out part (the language reference)", ()),
+    ("manual", "IDLE's user manual (idlelib/help.html, its text)", ("idlelib/help.html",)),
+    ("release notes", "IDLE's release notes and change log",
+     ("idlelib/NEWS.txt", "idlelib/NEWS2x.txt", "idlelib/HISTORY.txt", "idlelib/ChangeLog")),
+    ("readmes", "IDLE's readmes, Python's licence and history, the email package's design notes",
+     ("idlelib/README.txt", "idlelib/TODO.txt", "idlelib/extend.txt", "idlelib/CREDITS.txt",
+      "email/architecture.rst", "LICENSE.txt")),
+)
+MIXTURE_FILE_BYTES = 1 << 22  # a shipped prose file is far smaller; a larger one is not read
+
+
+class _HtmlText(html.parser.HTMLParser):
+    """The text of an HTML page's main part (Sphinx's role="main" block when there is one),
+    a line break at each block element, scripts and styles dropped."""
+
+    BLOCKS = {"p", "div", "section", "br", "li", "dt", "dd", "pre", "tr", "table", "ul", "ol", "dl",
+              "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts, self.skip, self.depth, self.main_depth, self.main = [], 0, 0, None, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self.skip += 1
+        if tag == "div":
+            self.depth += 1
+            if self.main_depth is None and ("role", "main") in attrs:
+                self.main_depth, self.parts = self.depth, []
+        if tag in self.BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style") and self.skip:
+            self.skip -= 1
+        if tag in self.BLOCKS:
+            self.parts.append("\n")
+        if tag == "div":
+            if self.main_depth == self.depth:
+                self.main, self.parts, self.main_depth = self.parts, [], -1
+            self.depth -= 1
+
+    def handle_data(self, data):
+        if not self.skip and (self.main_depth is None or self.main_depth > 0):
+            self.parts.append(data)
+
+    def text(self) -> str:
+        raw = "".join(self.main or self.parts)
+        lines = [" ".join(line.split()) for line in raw.splitlines()]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def html_text(raw: str) -> str:
+    """The text of an HTML page (`_HtmlText`)."""
+    parser = _HtmlText()
+    parser.feed(raw)
+    parser.close()
+    return parser.text()
+
+
+def _shipped_text(root: str, relative: str) -> str | None:
+    """A prose file that ships with Python (HTML as its text), or None when this Python lacks it."""
+    path = os.path.join(root, *relative.split("/"))
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) > MIXTURE_FILE_BYTES:
+            return None
+        with open(path, "rb") as f:
+            raw = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    raw = raw.replace("\r\n", "\n")
+    return html_text(raw) if relative.endswith(".html") else raw
+
+
+def stdlib_folder() -> str:
+    return sysconfig.get_paths()["stdlib"]
+
+
+@lru_cache(maxsize=2)
+def mixture_texts(root: str | None = None) -> tuple:
+    """((kind name, its text or None when none of its files is in this Python, the files missing), ...)
+    for the kinds after the reference (whose text is `pydoc_text`), in MIXTURE_KINDS order."""
+    root = stdlib_folder() if root is None else root
+    out = []
+    for name, _, paths in MIXTURE_KINDS[1:]:
+        texts = {p: _shipped_text(root, p) for p in paths}
+        present = [t for t in texts.values() if t and t.strip()]
+        missing = tuple(p for p, t in texts.items() if not (t and t.strip()))
+        out.append((name, "\n\n".join(present) if present else None, missing))
+    return tuple(out)
+
+
+def describe_mixture(root: str | None = None) -> str:
+    """The default calibration text in one line: its name and kinds, and what this Python lacks."""
+    kinds, missing = [], []
+    texts = {name: (text, gone) for name, text, gone in mixture_texts(root)}
+    for name, what, _ in MIXTURE_KINDS:
+        text, gone = texts.get(name, ("", ()))
+        if text is None:
+            missing.append(f"{name} (none of its files in this Python: left out)")
+            continue
+        kinds.append(what + (f" [missing: {', '.join(gone)}]" if gone else ""))
+    line = f"{MIXTURE_NAME} mixture, windows round-robin from: " + "; ".join(kinds)
+    return line + (f"; {', '.join(missing)}" if missing else "")
+
+
+def _kind_ids(tokenizer: dict, root: str | None) -> list:
+    """[(kind name, token ids)] of the kinds present: the reference's train part first."""
+    train, _ = split(token_ids(tokenizer), held_out_fraction(tokenizer))
+    out = [(MIXTURE_KINDS[0][0], train)]
+    for name, text, _ in mixture_texts(root):
+        if text is not None:
+            out.append((name, tokens_of(tokenizer, text)))
+    return out
+
+
+def mixture_windows(tokenizer: dict, seq_len: int, n: int, root: str | None = None) -> np.ndarray:
+    """n windows of seq_len tokens drawn evenly from each kind of the mixture, interleaved: window
+    i comes from kind i mod K while every kind has windows left; a kind too short for its share gives
+    what it has and the others take the rest (fewer than n only if all run out). Within a kind its
+    windows are spread evenly over its text (`spread`). Deterministic for a Python version."""
+    kinds = [(name, ids) for name, ids in _kind_ids(tokenizer, root)]
+    room = [len(ids) // seq_len for _, ids in kinds]
+    if room[0] == 0:
+        raise SdllmError(f"pydoc topics: the calibration text: {len(kinds[0][1])} tokens, fewer than one window of {seq_len}")
+    counts, order = [0] * len(kinds), []
+    while len(order) < n and any(c < r for c, r in zip(counts, room)):
+        for k in range(len(kinds)):
+            if len(order) < n and counts[k] < room[k]:
+                order.append((k, counts[k]))
+                counts[k] += 1
+    drawn = [spread(ids, seq_len, c, name) if c else None for (name, ids), c in zip(kinds, counts)]
+    return np.stack([drawn[k][i] for k, i in order]).astype(np.int64)
+
+
+def calibration_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
+    """n windows of seq_len tokens of the default calibration text: the mixture (`mixture_windows`),
+    whose first window is the reference's first."""
+    return mixture_windows(tokenizer, seq_len, n)
+
+
+def mixture_id() -> str:
+    """The default calibration text's identity: the mixture's name and a digest of its texts (the
+    same for a Python version on any machine) — e.g. for a cache of conversions to key on."""
+    digest = hashlib.sha256(pydoc_text().encode("utf-8"))
+    for name, text, _ in mixture_texts():
+        digest.update(b"\0" + name.encode() + b"\0" + (text or "").encode("utf-8"))
+    return f"{MIXTURE_NAME}:{digest.hexdigest()[:16]}"
+
+
+def calibration_name(paths=()) -> str:
+    """What `calibration_tokens` calibrates on, in one line (for the log and model.pt's
+    `calibration`): the mixture's description, or the given files' names."""
+    from sdllm.formats.model import CALIBRATION_CHARS
+
+    line = ("your text (--calib-text): " + ", ".join(os.path.basename(str(p)) for p in paths)) if paths else describe_mixture()
+    return line if len(line) <= CALIBRATION_CHARS else line[: CALIBRATION_CHARS - 3] + "..."
 
 
 # the out-of-domain corpus -------------------------------------------------------------------------

@@ -13,8 +13,12 @@ GGUF file. --budget R chooses bits per point and per layer (the flags' bits upwa
 it pays) for the least SOPs per token (with --target, the hw config's energy) at calibration
 perplexity <= R x float (`sdllm.models.conversion.budget`); with --target the choice must also fit
 the target's cores (raised weights dropped where they do not, `sdllm.models.conversion.target_fit`).
-A budget no allocation reaches, or none found that fits, is an error line (exit code 2). γ and GPTQ are calibrated on pydoc topics text before the held-out part
-(`sdllm.models.source.corpus`), or on your own text with --calib-text.
+A budget no allocation reaches, or none found that fits, is an error line (exit code 2). γ, GPTQ,
+the learned rotation and the channel balancing are calibrated on a mixture of prose that ships with
+Python (windows taken in turn from pydoc topics before the held-out part, IDLE's user manual, its
+release notes, its readmes and Python's licence; never docstrings, the out-of-domain text:
+`sdllm.models.source.corpus`), or on your own text with --calib-text. The progress log and model.pt
+name the text used.
 """
 
 import argparse
@@ -44,6 +48,7 @@ def main(argv=None):
 
 def _main(argv):
     from sdllm.formats.model import ROTATIONS, QuantSpec
+    from sdllm.models.source.corpus import CALIBRATION_WINDOWS
 
     ap = argparse.ArgumentParser(prog="sdllm-convert", description="Convert a float LLaMA-family checkpoint into an SDLLM model.pt.")
     ap.add_argument("src", nargs="?", help="our float .pt (default: the embedded default model), a Hugging Face directory or a .gguf")
@@ -79,9 +84,12 @@ def _main(argv):
     ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
     ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")
     ap.add_argument("--seed", type=int, default=0, help="of the random rotation")
-    ap.add_argument("--calib-windows", type=int, default=16, help="calibration windows of max_seq_len tokens")
+    ap.add_argument("--calib-windows", type=int, default=CALIBRATION_WINDOWS,
+                    help="calibration windows of max_seq_len tokens (default text: taken in turn from each kind of "
+                         "the python-prose mixture, pydoc topics, IDLE's manual, release notes, readmes and licence)")
     ap.add_argument("--calib-text", nargs="+", default=[], metavar="FILE",
-                    help="calibrate on your own text (UTF-8 files, or JSON lines with a \"text\" field) instead of pydoc topics")
+                    help="calibrate on your own text (UTF-8 files, or JSON lines with a \"text\" field) instead of "
+                         "the default mixture of prose that ships with Python")
     ap.add_argument("--budget", type=float, metavar="R",
                     help="choose bits per point and per layer for the least energy at calibration perplexity <= R x float")
     ap.add_argument("--budget-windows", type=int, default=4, help="calibration windows the budget search measures on (its sensitivities on the first half)")

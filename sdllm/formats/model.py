@@ -31,6 +31,9 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
                   found: the budget, its objective and target, the float, predicted and measured
                   calibration perplexity ratios, the energy per token against the uniform default's, and
                   the fit to the target's cores (`fit`, `cores_needed`, `cores_available`; older files: none)
+    calibration   (optional) what γ, GPTQ, the rotation and the balancing were calibrated on, in one
+                  line: the default mixture's name and kinds, or the user's files
+                  (`sdllm.models.source.corpus.calibration_name`)
 
 In memory a `ModelFile`: the same contents, typed, weights and scales keyed by node name
 ('L3.o', 'head') and γ by point ('L3.q', 'head').
@@ -74,6 +77,7 @@ BUDGET_FIELDS = {"budget": (float, 1.0, 1e3), "objective": (str, None, None), "t
                  "fit": (str, None, None), "cores_needed": (int, 0, 1 << 40), "cores_available": (int, 0, 1 << 40)}
 # the fit to the target's cores (`sdllm.models.conversion.target_fit`): none without a target, and in files written before it
 BUDGET_DEFAULTS = {"fit": "none", "cores_needed": 0, "cores_available": 0}
+CALIBRATION_CHARS = 1000  # the calibration text's one-line description, at most
 
 
 @dataclass(frozen=True)
@@ -374,6 +378,7 @@ class ModelFile:
     rotation: dict | None = None  # a learned rotation: 'residual' (dim, dim), 'heads' (layers, hd, hd), float64
     balance: dict | None = None  # channel scales: 'down' (layers, ffn_dim), 'values' (layers, kv heads · hd), float64
     budget: dict | None = None  # a budgeted conversion's record (BUDGET_FIELDS)
+    calibration: str | None = None  # what it was calibrated on, one line (CALIBRATION_CHARS at most)
 
     def __post_init__(self):
         self.quant.check_layers(self.config.n_layers)
@@ -425,6 +430,8 @@ class ModelFile:
             blob["balance"] = {k: t(v) for k, v in self.balance.items()}
         if self.budget is not None:
             blob["budget"] = dict(self.budget)
+        if self.calibration is not None:
+            blob["calibration"] = self.calibration
         return blob
 
     @classmethod
@@ -509,7 +516,8 @@ class ModelFile:
                    scales_fx={k: as_np(v) for k, v in scales.items()}, gamma=gamma,
                    bias_fx=[as_np(b) for b in bias], v_range_fx=[as_np(v) for v in v_range],
                    weights={k: as_np(v) for k, v in weights.items()}, synthetic_seed=synthetic_seed,
-                   rotation=rotation, balance=balance, budget=budget)
+                   rotation=rotation, balance=balance, budget=budget,
+                   calibration=d.str("calibration", max_length=CALIBRATION_CHARS) if d.has("calibration") else None)
 
     def with_(self, **changes) -> "ModelFile":
         return ModelFile(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
