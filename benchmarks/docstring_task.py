@@ -52,16 +52,10 @@ def collect() -> dict:
     """module -> {public function name: its first sentence or None}, for every stdlib module the
     perplexity corpus reads that comes from this Python's stdlib directories or is built in
     (functions defined in the module itself, builtins included)."""
-    import sysconfig
-
     from sdllm.models.source.corpus import stdlib_modules
 
-    stdlib = tuple(os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib"))
     out = {}
     for name, module in stdlib_modules():
-        where = getattr(module, "__file__", None)
-        if where is not None and not os.path.realpath(where).startswith(stdlib):
-            continue  # a stand-in from site-packages (setuptools' distutils): not this Python's stdlib
         funcs = {}
         for attr in sorted(dir(module)):
             obj = getattr(module, attr, None)

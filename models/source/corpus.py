@@ -290,7 +290,8 @@ def calibration_name(paths=()) -> str:
 # the out-of-domain corpus -------------------------------------------------------------------------
 
 # modules whose import has side effects (a browser, a GUI, printing) or that are not library text
-DOCSTRING_EXCLUDED = ("antigravity", "idlelib", "pydoc_data", "this", "tkinter", "turtle", "turtledemo", "test")
+# (distutils: setuptools installs a stand-in for it where it is present, so its text depends on the venv)
+DOCSTRING_EXCLUDED = ("antigravity", "distutils", "idlelib", "pydoc_data", "this", "tkinter", "turtle", "turtledemo", "test")
 
 
 def _quiet_import(name: str):
@@ -307,12 +308,18 @@ def _quiet_import(name: str):
 
 def stdlib_modules():
     """(name, module) for each top-level stdlib module in sorted order (`sys.stdlib_module_names`,
-    no private `_names`, none of DOCSTRING_EXCLUDED, only those that import without error or output)."""
+    no private `_names`, none of DOCSTRING_EXCLUDED, only those that import without error or output
+    and come from this Python's stdlib directories or are built in: a stand-in from site-packages is
+    not this Python's stdlib, and would make the text depend on what else is installed)."""
+    import sysconfig
+
+    stdlib = tuple(os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib"))
     for name in sorted(sys.stdlib_module_names):
         if name.startswith("_") or name in DOCSTRING_EXCLUDED:
             continue
         module = _quiet_import(name)
-        if module is not None:
+        where = getattr(module, "__file__", None)
+        if module is not None and (where is None or os.path.realpath(where).startswith(stdlib)):
             yield name, module
 
 
