@@ -12,15 +12,15 @@ layer, activations and weights, chosen from measurements.
 3. Sensitivities: the fake-quant model (the float model with the SDLLM's quantisers, prepared
    once) measures the calibration perplexity with one candidate raised at a time: a linear
    layer's input in one layer (q/k/v, o, gate/up, down, the LM head) or one static stage's weights,
-   each from the start's residual stream entering the candidate's layer (`Sensitivity`), on the
-   first half of the windows (`sensitivity_windows`).
+   each from the start's residual stream entering the candidate's layer (`Sensitivity`).
 4. Greedy: candidates in order of perplexity gained (log ratio) per unit of cost (SOPs per token,
    or with a target the hw config's energy: SOPs x sop_pj + spikes x spike_in_tile_pj), free ones
    first. The ratio of a prefix is predicted from the cumulative gain, interpolated between the
    prefixes measured so far (`Prediction`: the gains overlap, so they do not simply add up).
 5. Measured checks of prefixes with the integer reference narrow down the shortest prefix within
    the budget (the shortest predicted within it next, or the middle when a check did not halve the
-   interval), to within STOP_SHARE of the helpful candidates or MAX_CHECKS checks.
+   interval; prefixes of the candidates that help before any longer one), to within STOP_SHARE of
+   the helpful candidates or MAX_CHECKS checks.
 
 Deterministic for a seed: the conversion is, and every measurement is a fixed computation on
 fixed windows. The result records what was chosen, the predicted and measured ratios, and the
@@ -41,7 +41,7 @@ from sdllm.models.integer.likelihood import nll
 from sdllm.models.integer.reference import IntegerSDLLM
 
 HIGH_BITS = 8
-MAX_CHECKS = 6
+MAX_CHECKS = 8
 STOP_SHARE = 0.05  # the search stops when the shortest prefix within the budget is known to within this share
 ACT_POINTS = (stages.ATTN_IN, stages.ATTN_OUT, stages.MLP_IN, stages.MLP_ACT)  # the linear layers' inputs
 
@@ -145,12 +145,6 @@ class Sensitivity:
         return math.exp(total / (self.rows.shape[0] * (self.rows.shape[1] - 1)))
 
 
-def sensitivity_windows(n: int) -> int:
-    """Windows the one-at-a-time sensitivities are measured on: the first half (they only rank the
-    candidates; the checks that decide measure on all n)."""
-    return max(1, n // 2)
-
-
 class Prediction:
     """The calibration ratio of the first k candidates raised, predicted from their one-at-a-time
     log gains. The gains overlap (two raised points do not gain the sum of their gains), so the
@@ -213,8 +207,7 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
     weight = [c for c in cands if c.kind == "weight"]
     float_ppl = float_perplexity(float_model, rows)
     log(f"budget {budget}: {len(cands)} candidates ({len(act)} linear-layer inputs, {len(weight)} stages' weights) at "
-        f"{alt['bits']} bits, measured on {len(rows)} calibration windows (sensitivities on the first "
-        f"{sensitivity_windows(len(rows))}); float perplexity {float_ppl:.3f}")
+        f"{alt['bits']} bits, measured on {len(rows)} calibration windows; float perplexity {float_ppl:.3f}")
 
     base_ppl, base_sops, base_spikes = integer_measure(base, rows)
     _, act_sops, act_spikes = integer_measure(assemble(base, alt, act), rows)
@@ -239,7 +232,7 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
         sops, spikes = (act_sops, act_spikes) if c.kind == "act" else (w_sops, w_spikes)
         c.cost = cost(sops, spikes, [c.node]) - cost(base_sops, base_spikes, [c.node])
     fq = FakeQuantSDLLM(float_model, base)
-    sense = Sensitivity(fq, rows[: sensitivity_windows(len(rows))])
+    sense = Sensitivity(fq, rows)
     fq_base = sense.perplexity(sense.n_layers)
     bar = tqdm(cands, desc="sensitivities", unit="candidate", disable=None if progress else True, leave=False)
     for c in bar:
@@ -256,7 +249,8 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
 
     # the shortest prefix of `order` within the budget: measured prefixes narrow (lo, hi], the next
     # one the shortest predicted within the budget, or the middle when the last check did not halve
-    # the interval; stops within STOP_SHARE of the helpful candidates or after MAX_CHECKS
+    # the interval (neither past the candidates that help while a prefix of them may do); stops within
+    # STOP_SHARE of the helpful candidates or after MAX_CHECKS
     predicted = Prediction([c.log_gain for c in order], base_ratio, best_ratio)
     lo, hi = 0, len(order)  # lo: the longest prefix measured over the budget; hi: the shortest measured within
     found = {len(order): (best_ratio, best_sops, best_spikes, best_ratio)}
@@ -264,7 +258,8 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
     check, halved = 0, True
     while hi - lo > tolerance and check < MAX_CHECKS:
         check += 1
-        k = predicted.shortest(lo, min(hi, predicted.helpful + 1), budget) if halved and lo < predicted.helpful else (lo + hi) // 2
+        top = min(hi, predicted.helpful + 1) if lo < predicted.helpful else hi  # prefixes of helpful ones first
+        k = predicted.shortest(lo, top, budget) if halved and lo < predicted.helpful else (lo + top) // 2
         guess = predicted(k)
         ppl, sops, spikes = integer_measure(assemble(base, alt, order[:k]), rows)
         ratio = ppl / float_ppl
