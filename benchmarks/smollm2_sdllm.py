@@ -14,7 +14,7 @@ and measures, with the integer reference (what the compiled network equals bit f
 Then: the per-layer fidelity and the ablation table of the W4A4 default, a plot of perplexity
 against SOPs per token (every setting and code; the dense model's MACs marked), greedy
 continuations of a few prompts from float and from the SDLLM, and the targets (issue 11's and
-issue 23's), met or missed by how much and why. Writes out/smollm2_sdllm.md (the README's tables) and out/smollm2_pareto.png.
+issue 23's), met or missed by how much and why. Writes out/smollm2_sdllm.md (the README's tables) and out/smollm2_pareto.png (copied to docs/).
 
     .venv/bin/python benchmarks/smollm2_sdllm.py [--windows 8] [--quick] [--no-ablation]
 
@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -255,7 +256,8 @@ def main():
               for name, r in results.items() for code in CODES]
     plot = os.path.join(out_dir, "smollm2_pareto.png")
     pareto_png(points, macs, base["in-domain"]["float"], plot)
-    print(f"plot: {plot}")
+    shutil.copyfile(plot, os.path.join(os.path.dirname(__file__), "..", "docs", "smollm2_pareto.png"))
+    print(f"plot: {plot} (and docs/smollm2_pareto.png)")
 
     abl = None
     if not (args.quick or args.no_ablation):
@@ -372,6 +374,7 @@ def write_markdown(path, results, abl, conts, macs, target) -> None:
                      f"{i['integer'] / i['float']:.3f} | {o['integer'] / o['float']:.3f} | {t / 1e6:.1f} / {b / 1e6:.1f} | "
                      f"{energy_ratio(t, macs):.2f} / {energy_ratio(b, macs):.2f} | {r['convert_s'] / 60:.1f} min, "
                      f"{r['peak_gb']:.1f} GB |")
+    lines += ["", "![perplexity against SOPs and energy per token, every setting of this run](smollm2_pareto.png)"]
     if abl:
         base = results["W4A4"]["in-domain"]
         lines += ["", "| W4A4 ablation (in-domain) | T | perplexity | x float | M SOPs / token |", "|---|---|---|---|---|"]
