@@ -204,6 +204,10 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     hw = hwformat.load(target) if target is not None else None  # a bad target fails before any work
     energy = hw.energy if hw is not None else None
     float_model, tok = load_source(src, max_seq_len)
+    if rotation is not None:
+        from sdllm.models.conversion.convert import given_rotation
+
+        given_rotation(float_model.cfg, spec, rotation)  # a donor for another model: one line, before any output
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, calib_text)
     calibration = f"{len(calib)} windows of {calib.shape[1]} tokens: {calibration_name(calib_text)}"
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
