@@ -211,10 +211,11 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, calib_text)
     calibration = f"{len(calib)} windows of {calib.shape[1]} tokens: {calibration_name(calib_text)}"
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
-    log(f"calibration text: {calibration}")
     if budget is None:
-        return Model(convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation)
-                     .with_(calibration=calibration))
+        model = convert_model(float_model, spec, calib, tok, progress=progress, rotation=rotation)
+        log(f"calibration text: {calibration}")  # once done: a run cut short prints one line, its reason
+        return Model(model.with_(calibration=calibration))
+    log(f"calibration text: {calibration}")
     from sdllm.models.conversion.budget import HIGH_BITS, search
     from sdllm.models.conversion.convert import convert_with_alternatives
 
