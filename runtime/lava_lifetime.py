@@ -34,6 +34,7 @@ from sdllm.errors import SdllmError
 from sdllm.runtime.lava_procs.cores import GroupProcess, WorkerError
 
 STOP_GRACE_S = 10.0  # how long Lava may take to stop before its processes are ended
+ORPHAN_EXIT_S = 5  # how long an orphaned process's exit may take before SIGALRM ends it
 _PR_SET_PDEATHSIG = 1
 _LEAVE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -73,6 +74,10 @@ def _forked_for_sdllm() -> bool:
 
 def _leave_if_orphaned(signum, _frame) -> None:
     if os.getppid() != _forking_pid:
+        # should the exit be caught on its way out (a worker's loop that catches everything), the
+        # alarm's default action still ends the process: an orphan never outlives its parent long
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(ORPHAN_EXIT_S)
         raise SystemExit(128 + signum)
 
 
