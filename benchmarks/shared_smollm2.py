@@ -32,12 +32,24 @@ def w4a4_model(out_dir: str, source: str | None = None) -> str:
     return path
 
 
+def _search_code() -> str:
+    """A digest of the budget search's modules (what a budgeted conversion also depends on)."""
+    from sdllm.models.conversion import budget, target_fit
+
+    digest = hashlib.sha256()
+    for module in (budget, target_fit):
+        with open(module.__file__, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
     """(model.pt path, conversion seconds, peak GB): sdllm-convert in a child process, or the cached file."""
     # the defaults' repr and the default calibration text's identity: a model converted before a
-    # default or the calibration mixture changed is not taken for one after
-    key = hashlib.sha256(json.dumps([os.path.basename(gguf), flags, windows, repr(QuantSpec()),
-                                     mixture_id()]).encode()).hexdigest()[:16]
+    # default or the calibration mixture changed is not taken for one after; a budgeted one, the
+    # search's own code too
+    parts = [os.path.basename(gguf), flags, windows, repr(QuantSpec()), mixture_id()]
+    key = hashlib.sha256(json.dumps(parts + ([_search_code()] if "--budget" in flags else [])).encode()).hexdigest()[:16]
     path, meta = os.path.join(cache, f"{key}.pt"), os.path.join(cache, f"{key}.json")
     if os.path.exists(path) and os.path.exists(meta):
         with open(meta) as f:

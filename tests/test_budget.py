@@ -1,5 +1,5 @@
 """The perplexity budget (issue 23): bits per point and per layer chosen from measurements, the
-budget met on the calibration text as the integer reference measures it, recorded in model.pt,
+budget met on calibration text the conversion did not fit to, as the integer reference measures it, recorded in model.pt,
 compiled and run equal to the reference; a budget nothing reaches is one line."""
 
 import dataclasses
@@ -37,9 +37,14 @@ def budgeted():
 
 @pytest.fixture(scope="module")
 def rows():
-    """The windows the search measures on: the first budget_windows of the calibration text."""
+    """The windows the search measures on: budget_windows of the calibration text beside the
+    calib_windows the conversion fits to."""
     float_model, tok = load_source(None, None)
-    return float_model, np.asarray(calibration_tokens(tok, float_model.cfg.max_seq_len, 2))[:2]
+    seq = float_model.cfg.max_seq_len
+    rows = np.asarray(calibration_tokens(tok, seq, 2, skip=2))
+    fitted = {r.tobytes() for r in np.asarray(calibration_tokens(tok, seq, 2))}
+    assert len(rows) == 2 and not any(r.tobytes() in fitted for r in rows)
+    return float_model, rows
 
 
 def _integer_ratio(model, float_model, rows) -> float:
@@ -117,8 +122,8 @@ def test_a_budget_below_every_allocation_is_one_error_naming_the_best_ratio():
     from sdllm.models.conversion.budget import BudgetUnreachable
 
     with pytest.raises(BudgetUnreachable, match=r"^--budget 1: below what any allocation reaches on the calibration "
-                                                r"text \(the best, every candidate at 8 bits: 1\.\d{3} x float\)$") as e:
-        sdllm.convert(budget=1.0, **OPTIONS)
+                                                r"text \(the best, every candidate at 8 bits: \d+\.\d{3} x float\)$") as e:
+        sdllm.convert(budget=1.0, kv_bits=2, **OPTIONS)  # keys and values are no candidate: 2 bits stay 2 bits
     assert isinstance(e.value, ValueError) and isinstance(e.value, SdllmError)
 
 
@@ -134,10 +139,19 @@ def test_bad_budget_arguments_are_one_line(kwargs, message):
     assert str(e.value) == message
 
 
+def test_calibration_text_with_no_window_left_beside_the_fitted_ones_is_one_line_before_any_work(tmp_path):
+    mine = tmp_path / "mine.txt"
+    mine.write_text("x" * 300)  # two windows of 128 bytes: both fitted
+    with pytest.raises(SdllmError) as e:
+        sdllm.convert(calib_text=[str(mine)], budget=1.3, calib_windows=2, budget_windows=2)
+    assert str(e.value) == ("--budget-windows: the calibration text has no window of 128 tokens left beside the 2 "
+                            "the conversion fits to; give more text or fewer --calib-windows")
+
+
 def test_the_command_reports_an_unreachable_budget_in_one_line_with_exit_code_2(tmp_path):
     out = tmp_path / "m.pt"
-    p = subprocess.run([sys.executable, "-m", "sdllm.cli.convert", "-o", str(out), "--budget", "1", "--rotation", "hadamard",
-                        "--calib-windows", "2", "--budget-windows", "2"], capture_output=True, text=True, timeout=300,
+    p = subprocess.run([sys.executable, "-m", "sdllm.cli.convert", "-o", str(out), "--budget", "1", "--kv-bits", "2",
+                        "--rotation", "hadamard", "--calib-windows", "2", "--budget-windows", "2"], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert p.returncode == 2 and not out.exists()
     last = p.stderr.strip().splitlines()[-1]

@@ -19,7 +19,7 @@ from sdllm.compiler.pipeline import compile_model, passes
 from sdllm.errors import SdllmError
 from sdllm.formats import model as modelformat
 from sdllm.formats.model import BUDGET_DEFAULTS, BUDGET_FIELDS, QuantSpec
-from sdllm.models.conversion.budget import Cost, assemble, candidates, float_perplexity, integer_measure
+from sdllm.models.conversion.budget import Cost, Prediction, assemble, candidates, float_perplexity, integer_measure
 from sdllm.models.conversion.convert import convert_with_alternatives
 from sdllm.models.conversion.target_fit import TargetFit, TargetTooSmall
 from sdllm.models.source.corpus import calibration_tokens
@@ -66,6 +66,11 @@ def _choice(setting, chosen: list, budget: float):
     return model.with_(budget=record), cost
 
 
+def _prediction(model, cands) -> Prediction:
+    """What the search would hand over: ratios predicted between the start's and the choice's."""
+    return Prediction([c.log_gain for c in cands], model.budget["default_ratio"], model.budget["measured_ratio"])
+
+
 def _weights(base, gains: bool = True) -> list:
     """The start's weight candidates, each given a made-up sensitivity (distinct, deterministic)."""
     out = [c for c in candidates(base) if c.kind == "weight"]
@@ -109,7 +114,9 @@ def test_a_choice_too_big_drops_the_raised_weights_worth_least_per_core_and_comp
     target = _target(tmp_path, "between", room, (room, 1))
     model, cost = _choice(setting, chosen, 1000.0)
     lines = []
-    out = TargetFit(lambda m: cores_needed(m, target), "between")(model, base, alt, rows, chosen, [], cost, lines.append)
+    predicted = Prediction([c.log_gain for c in chosen], model.budget["default_ratio"], model.budget["measured_ratio"])
+    out = TargetFit(lambda m: cores_needed(m, target), "between")(model, base, alt, rows, chosen, [], cost, predicted,
+                                                                   lines.append)
     b = out.budget
     kept = dict(out.quant.layer_weight_bits)
     dropped = [c for c in chosen if c.name not in kept]
@@ -121,7 +128,10 @@ def test_a_choice_too_big_drops_the_raised_weights_worth_least_per_core_and_comp
     assert b["cores_needed"] <= room == b["cores_available"] and _compiled_cores(out, target) == (b["cores_needed"], 1)
     assert b["measured_ratio"] == pytest.approx(integer_measure(out, rows)[0] / float_ppl, rel=1e-12)
     assert b["checks"] == 2 and b["fit"].endswith(f"raised weights dropped to fit (the choice needed {full.cores_needed})")
-    assert b["predicted_ratio"] == pytest.approx(b["default_ratio"] * math.exp(-sum(c.log_gain for c in chosen if c.name in kept)))
+    # predicted from the kept gains' share of all, log-linearly between the start and every chosen raised
+    share = sum(c.log_gain for c in chosen if c.name in kept) / sum(c.log_gain for c in chosen)
+    start_ratio, chosen_ratio = b["default_ratio"], model.budget["measured_ratio"]
+    assert b["predicted_ratio"] == pytest.approx(start_ratio * (chosen_ratio / start_ratio) ** share, rel=1e-12)
     assert any("raised weights dropped to fit" in line for line in lines)
 
 
@@ -138,7 +148,8 @@ def test_inputs_left_out_are_added_when_dropping_weights_misses_the_budget(setti
     assert with_all < without
     budget = (with_all + without) / 2
     model, cost = _choice(setting, chosen, budget)
-    out = TargetFit(lambda m: cores_needed(m, target), "start")(model, base, alt, rows, chosen, rest, cost, lambda _: None)
+    fit = TargetFit(lambda m: cores_needed(m, target), "start")
+    out = fit(model, base, alt, rows, chosen, rest, cost, _prediction(model, chosen + rest), lambda _: None)
     b = out.budget
     full = cores_needed(assemble(base, alt, chosen), "loihi2_tiny")
     kept = dict(out.quant.layer_weight_bits)  # only raised weights that cost no core stay; some inputs at 8 bits
@@ -156,7 +167,8 @@ def test_no_allocation_found_within_the_budget_that_fits_is_one_line(setting, tm
     target = _target(tmp_path, "small", start.cores_needed, (start.cores_needed, 1))
     model, cost = _choice(setting, chosen, 1.0)
     with pytest.raises(TargetTooSmall) as e:
-        TargetFit(lambda m: cores_needed(m, target), "small")(model, base, alt, rows, chosen, [], cost, lambda _: None)
+        TargetFit(lambda m: cores_needed(m, target), "small")(model, base, alt, rows, chosen, [], cost,
+                                                              _prediction(model, chosen), lambda _: None)
     costly = sum(full.node_cores[c.name] > start.node_cores[c.name] for c in chosen)  # the raised weights that cost cores
     assert isinstance(e.value, SdllmError) and re.fullmatch(
         f"--target small: {start.cores_needed} cores; the cheapest allocation within --budget 1 needs {full.cores_needed}, "

@@ -1,6 +1,7 @@
 """Text in: the out-of-domain corpus, and the user's own files for calibration and evaluation."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -127,6 +128,37 @@ def test_a_kind_missing_from_this_python_is_left_out_and_a_short_one_gives_what_
     empty.mkdir()
     assert len(corpus.mixture_windows(BYTES, 128, 3, str(empty))) == 3  # no kind but the reference: still windows
     assert "left out" in corpus.describe_mixture(str(empty))
+
+
+def test_windows_the_conversion_did_not_fit_to_share_no_byte_offset_with_those_it_did(tmp_path):
+    """The budget search measures on windows of the calibration text beside the fitted ones: the
+    oracle is the text's own byte offsets (every window is a whole 128-byte row of its kind)."""
+    fitted = [r.astype(np.uint8).tobytes() for r in corpus.calibration_windows(BYTES, 128, 16)]
+    rows = [r.astype(np.uint8).tobytes() for r in np.asarray(corpus.calibration_tokens(BYTES, 128, 8, skip=16))]
+    assert len(rows) == 8 and not set(rows) & set(fitted) and len(set(rows)) == 8
+    texts = _kind_texts()
+    train, _ = corpus.split(corpus.pydoc_bytes())
+    kinds = [train.tobytes()] + [texts[name].encode() for name, _, _ in corpus.MIXTURE_KINDS[1:]]
+    for i, row in enumerate(rows):  # round-robin over the kinds as the fitted ones, at a row boundary
+        text = kinds[i % len(kinds)]
+        offsets = [m.start() for m in re.finditer(re.escape(row), text)]
+        assert any(o % 128 == 0 for o in offsets), i
+        assert all(text[o:o + 128] != f for o in offsets if o % 128 == 0 for f in fitted)
+    # a short kind: 4 rows, 2 of them fitted (of 8 windows); 2 left, then it is passed over
+    root = tmp_path / "lib"
+    (root / "idlelib").mkdir(parents=True)
+    (root / "idlelib" / "NEWS.txt").write_text("".join(f"note {i:03d} " * 14 + "x\n" for i in range(4)))  # 4 x 128 bytes
+    fit = [r.astype(np.uint8).tobytes() for r in corpus.mixture_windows(BYTES, 128, 4, str(root))]
+    left = [r.astype(np.uint8).tobytes() for r in corpus.mixture_windows(BYTES, 128, 8, str(root), skip=4)]
+    news = (root / "idlelib" / "NEWS.txt").read_bytes()
+    assert sum(r in news for r in fit) == 2 and sum(r in news for r in left) == 2 and not set(fit) & set(left)
+    # your text: the same rule; too short for any window left is an empty set (the API says so in one line)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("".join(f"line {i:04d} " * 12 + "abcdefgh" for i in range(6)))  # 6 x 128 bytes
+    fit = {bytes(r.astype(np.uint8)) for r in np.asarray(corpus.calibration_tokens(BYTES, 128, 3, [str(mine)]))}
+    left = [bytes(r.astype(np.uint8)) for r in np.asarray(corpus.calibration_tokens(BYTES, 128, 3, [str(mine)], skip=3))]
+    assert len(left) == 3 and not fit & set(left) and all(r in mine.read_bytes() for r in left)
+    assert len(corpus.calibration_tokens(BYTES, 128, 3, [str(mine)], skip=6)) == 0
 
 
 def test_your_text_replaces_the_mixture(tmp_path):

@@ -4,13 +4,15 @@ layer, activations and weights, chosen from measurements.
 1. One calibration pass converts the spec (the uniform W4A4 default, say) and, from the same
    statistics, every alternative a candidate needs at HIGH_BITS: each static stage's GPTQ weights
    and each γ point's γ (`convert.convert_with_alternatives`).
-2. The integer reference (what the chip equals bit for bit) measures on the calibration windows
-   the perplexity of the spec, and the synaptic operations per token of every stage with its
-   inputs and, separately, its weights at HIGH_BITS — each candidate's cost — and the perplexity
-   of every candidate at HIGH_BITS at once: the best any allocation reaches. A budget below that
-   is one error line, never a silent best effort.
+2. The integer reference (what the chip equals bit for bit) measures on the budget's windows —
+   windows of the calibration text that the conversion did not fit to: GPTQ and γ flatter the
+   windows they were fitted on, so a budget met there is missed on held-out text — the perplexity
+   of the spec, the synaptic operations per token of every stage with its inputs and, separately,
+   its weights at HIGH_BITS (each candidate's cost), and the perplexity of every candidate at
+   HIGH_BITS at once: the best any allocation reaches. A budget below that is one error line,
+   never a silent best effort.
 3. Sensitivities: the fake-quant model (the float model with the SDLLM's quantisers, prepared
-   once) measures the calibration perplexity with one candidate raised at a time: a linear
+   once) measures the perplexity on the same windows with one candidate raised at a time: a linear
    layer's input in one layer (q/k/v, o, gate/up, down, the LM head) or one static stage's weights,
    each from the start's residual stream entering the candidate's layer (`Sensitivity`).
 4. Greedy: candidates in order of perplexity gained (log ratio) per unit of cost (SOPs per token,
@@ -162,9 +164,12 @@ class Prediction:
             self.measured[k] = math.log(ratio)
 
     def __call__(self, k: int) -> float:
+        return self.at_gain(self.cumulative[min(k, self.helpful)])
+
+    def at_gain(self, gain: float) -> float:
+        """The ratio predicted for candidates whose gains sum to `gain` (a prefix, or any set of them)."""
         ks = sorted(self.measured)
-        return math.exp(float(np.interp(self.cumulative[min(k, self.helpful)], self.cumulative[ks],
-                                        [self.measured[j] for j in ks])))
+        return math.exp(float(np.interp(gain, self.cumulative[ks], [self.measured[j] for j in ks])))
 
     def shortest(self, lo: int, hi: int, budget: float) -> int:
         """The shortest prefix strictly between lo and hi predicted within the budget (hi - 1 if none)."""
@@ -226,7 +231,7 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
         log(f"  the start is within the budget: nothing raised ({time.time() - t0:.0f} s)")
         model = base.with_(budget={**record, "predicted_ratio": base_ratio, "measured_ratio": base_ratio,
                                    "energy": base_cost, "checks": 1})
-        return model if fit is None else fit(model, base, alt, rows, [], [], cost, log)
+        return model if fit is None else fit(model, base, alt, rows, [], [], cost, None, log)
 
     for c in cands:  # cost: the stage's own change (the rest of the network keeps its integers)
         sops, spikes = (act_sops, act_spikes) if c.kind == "act" else (w_sops, w_spikes)
@@ -282,4 +287,4 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
         f"{energy_now:,.0f} {cost.unit} per token = {energy_now / base_cost:.3f} x the start's "
         f"({base.quant.describe()}: {base_ratio:.3f} x float); {time.time() - t0:.0f} s")
     model = model.with_(budget=record)
-    return model if fit is None else fit(model, base, alt, rows, chosen, order[hi:], cost, log)
+    return model if fit is None else fit(model, base, alt, rows, chosen, order[hi:], cost, predicted, log)

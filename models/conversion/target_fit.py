@@ -22,8 +22,6 @@ with `cores_needed`, `cores_available`, `fits`, `node_cores` (per stage node) an
 What was checked is recorded in the budget record: `fit` (a line), `cores_needed`, `cores_available`.
 """
 
-import math
-
 from sdllm.errors import SdllmError
 from sdllm.models.conversion.budget import MAX_CHECKS, assemble, integer_measure
 
@@ -46,9 +44,10 @@ class TargetFit:
                                  f"{self.start.cores_needed:,} with nothing raised ({base.quant.describe()}), so no "
                                  f"allocation within --budget {budget:g} fits")
 
-    def __call__(self, model, base, alt, rows, chosen, rest, cost, log=print):
+    def __call__(self, model, base, alt, rows, chosen, rest, cost, predicted=None, log=print):
         """`model` (base with `chosen` raised, its budget record filled) fitted to the target; rest:
-        the candidates the search did not take, in its order."""
+        the candidates the search did not take, in its order; predicted: the search's `Prediction`
+        (None when nothing was raised), which predicts the fitted choice's ratio from its gains."""
         b = dict(model.budget)
         budget, float_ppl = b["budget"], b["float_ppl"]
         if self.start is None:
@@ -110,7 +109,7 @@ class TargetFit:
         final = kept + extra[:k]
         fitted = assemble(base, alt, final)
         b.update(measured_ratio=ratio, energy=cost(sops, spikes), checks=b["checks"] + len(found),
-                 predicted_ratio=b["default_ratio"] * math.exp(-sum(c.log_gain for c in final)))
+                 predicted_ratio=predicted.at_gain(sum(max(c.log_gain, 0.0) for c in final)))
         log(f"  fitted: {fitted.quant.precision()}; calibration perplexity {ratio:.3f} x float (budget {budget:g}), "
             f"{b['energy']:,.0f} {cost.unit} per token")
         return self._record(fitted, b, now, len(dropped), first.cores_needed)

@@ -96,13 +96,26 @@ def token_ids(tokenizer: dict) -> np.ndarray:
     return _token_ids(None if kind(tokenizer) == "bytes" else tokenizer["json"])
 
 
-def spread(ids: np.ndarray, seq_len: int, n: int, what: str) -> np.ndarray:
-    """n evenly spaced non-overlapping windows (fewer if the text is short), as int64."""
+def spread_index(n_rows: int, n: int) -> list:
+    """Which of n_rows rows n evenly spaced windows take (all of them if n >= n_rows)."""
+    return list(range(n_rows))[:: max(1, n_rows // n)][:n] if n else []
+
+
+def unfitted_index(n_rows: int, fitted: int, n: int) -> list:
+    """n rows evenly spread over those the first `fitted` evenly spaced windows do not take."""
+    taken = set(spread_index(n_rows, fitted))
+    free = [i for i in range(n_rows) if i not in taken]
+    return [free[i] for i in spread_index(len(free), n)]
+
+
+def spread(ids: np.ndarray, seq_len: int, n: int, what: str, skip: int = 0) -> np.ndarray:
+    """n evenly spaced non-overlapping windows (fewer if the text is short), as int64. skip: spread
+    them over the rows the first `skip` such windows leave (windows the conversion did not fit on)."""
     n_rows = len(ids) // seq_len
     if n_rows == 0:
         raise SdllmError(f"{what}: {len(ids)} tokens, fewer than one window of {seq_len}")
     rows = ids[: n_rows * seq_len].reshape(n_rows, seq_len)
-    return rows[:: max(1, n_rows // n)][:n].astype(np.int64)
+    return rows[unfitted_index(n_rows, skip, n) if skip else spread_index(n_rows, n)].astype(np.int64)
 
 
 def held_out_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
@@ -111,14 +124,16 @@ def held_out_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:
     return spread(held_out, seq_len, n, "pydoc topics: the held-out text")
 
 
-def calibration_tokens(tokenizer: dict, seq_len: int, n_windows: int, paths=()):
+def calibration_tokens(tokenizer: dict, seq_len: int, n_windows: int, paths=(), skip: int = 0):
     """Calibration windows as a torch tensor (n, seq_len): from the given files if any, else the
-    default mixture (`calibration_windows`)."""
+    default mixture (`calibration_windows`). skip: windows of the same text that the first `skip`
+    leave out — text the conversion calibrated on `skip` windows did not fit to (fewer, or none,
+    when the text is short)."""
     import torch
 
     if paths:
-        return torch.from_numpy(spread(text_tokens(tokenizer, paths), seq_len, n_windows, "--calib-text"))
-    return torch.from_numpy(calibration_windows(tokenizer, seq_len, n_windows))
+        return torch.from_numpy(spread(text_tokens(tokenizer, paths), seq_len, n_windows, "--calib-text", skip))
+    return torch.from_numpy(mixture_windows(tokenizer, seq_len, n_windows, skip=skip))
 
 
 # the calibration mixture ----------------------------------------------------------------------------
@@ -244,23 +259,37 @@ def _kind_ids(tokenizer: dict, root: str | None) -> list:
     return out
 
 
-def mixture_windows(tokenizer: dict, seq_len: int, n: int, root: str | None = None) -> np.ndarray:
-    """n windows of seq_len tokens drawn evenly from each kind of the mixture, interleaved: window
-    i comes from kind i mod K while every kind has windows left; a kind too short for its share gives
-    what it has and the others take the rest (fewer than n only if all run out). Within a kind its
-    windows are spread evenly over its text (`spread`). Deterministic for a Python version."""
-    kinds = [(name, ids) for name, ids in _kind_ids(tokenizer, root)]
-    room = [len(ids) // seq_len for _, ids in kinds]
-    if room[0] == 0:
-        raise SdllmError(f"pydoc topics: the calibration text: {len(kinds[0][1])} tokens, fewer than one window of {seq_len}")
-    counts, order = [0] * len(kinds), []
+def _round_robin(room: list, n: int) -> tuple:
+    """(windows per kind, [(kind, its i-th window)] in order): window i from kind i mod K while
+    every kind has room left; a kind without room is passed over."""
+    counts, order = [0] * len(room), []
     while len(order) < n and any(c < r for c, r in zip(counts, room)):
-        for k in range(len(kinds)):
+        for k in range(len(room)):
             if len(order) < n and counts[k] < room[k]:
                 order.append((k, counts[k]))
                 counts[k] += 1
-    drawn = [spread(ids, seq_len, c, name) if c else None for (name, ids), c in zip(kinds, counts)]
-    return np.stack([drawn[k][i] for k, i in order]).astype(np.int64)
+    return counts, order
+
+
+def mixture_windows(tokenizer: dict, seq_len: int, n: int, root: str | None = None, skip: int = 0) -> np.ndarray:
+    """n windows of seq_len tokens drawn evenly from each kind of the mixture, interleaved: window
+    i comes from kind i mod K while every kind has windows left; a kind too short for its share gives
+    what it has and the others take the rest (fewer than n only if all run out). Within a kind its
+    windows are spread evenly over its text (`spread`). skip: the same drawn from the rows that the
+    first `skip` windows leave (text a conversion calibrated on `skip` windows did not fit to).
+    Deterministic for a Python version."""
+    kinds = [(name, ids) for name, ids in _kind_ids(tokenizer, root)]
+    n_rows = [len(ids) // seq_len for _, ids in kinds]
+    if n_rows[0] == 0:
+        raise SdllmError(f"pydoc topics: the calibration text: {len(kinds[0][1])} tokens, fewer than one window of {seq_len}")
+    fitted, _ = _round_robin(n_rows, skip)
+    free = [len(unfitted_index(r, f, r)) if skip else r for r, f in zip(n_rows, fitted)]
+    counts, order = _round_robin(free, n)
+    picked = [unfitted_index(r, f, c) if skip else spread_index(r, c) for r, f, c in zip(n_rows, fitted, counts)]
+    windows = [np.asarray(ids[: r * seq_len]).reshape(r, seq_len) for (_, ids), r in zip(kinds, n_rows)]
+    if not order:
+        return np.zeros((0, seq_len), np.int64)
+    return np.stack([windows[k][picked[k][i]] for k, i in order]).astype(np.int64)
 
 
 def calibration_windows(tokenizer: dict, seq_len: int, n: int) -> np.ndarray:

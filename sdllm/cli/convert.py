@@ -10,8 +10,8 @@
 SRC is a float checkpoint written by `sdllm.models.source.train_default` (default: the embedded default
 model), a Hugging Face LLaMA-family directory (config.json + safetensors + tokenizer.json) or a
 GGUF file. --budget R chooses bits per point and per layer (the flags' bits upwards: 8 bits where
-it pays) for the least SOPs per token (with --target, the hw config's energy) at calibration
-perplexity <= R x float (`sdllm.models.conversion.budget`); with --target the choice must also fit
+it pays) for the least SOPs per token (with --target, the hw config's energy) at perplexity <= R x float
+on windows of the calibration text the conversion did not fit to (`sdllm.models.conversion.budget`); with --target the choice must also fit
 the target's cores (raised weights dropped where they do not, `sdllm.models.conversion.target_fit`).
 A budget no allocation reaches, or none found that fits, is an error line (exit code 2). γ, GPTQ,
 the learned rotation and the channel balancing are calibrated on a mixture of prose that ships with
@@ -92,7 +92,7 @@ def _main(argv):
                          "the default mixture of prose that ships with Python")
     ap.add_argument("--budget", type=float, metavar="R",
                     help="choose bits per point and per layer for the least energy at calibration perplexity <= R x float")
-    ap.add_argument("--budget-windows", type=int, default=4, help="calibration windows the budget search measures on")
+    ap.add_argument("--budget-windows", type=int, default=4, help="windows of the calibration text, beside those the conversion fits to, that the budget search measures on")
     ap.add_argument("--target", help="with --budget: price energy with this hw config (name or path) instead of SOPs, "
                     "and fit the choice to its cores (8-bit weights take twice the synapse memory: raised weights are "
                     "dropped where they do not fit; an error if nothing within the budget fits)")
