@@ -217,8 +217,9 @@ def _shipped_text(root: str, relative: str) -> str | None:
     return html_text(raw) if relative.endswith(".html") else raw
 
 
-def stdlib_folder() -> str:
-    return sysconfig.get_paths()["stdlib"]
+def stdlib_folder(kind: str = "stdlib") -> str:
+    """This Python's standard-library folder ("platstdlib": its platform-specific one)."""
+    return sysconfig.get_paths()[kind]
 
 
 @lru_cache(maxsize=2)
@@ -340,9 +341,7 @@ def stdlib_modules():
     no private `_names`, none of DOCSTRING_EXCLUDED, only those that import without error or output
     and come from this Python's stdlib directories or are built in: a stand-in from site-packages is
     not this Python's stdlib, and would make the text depend on what else is installed)."""
-    import sysconfig
-
-    stdlib = tuple(os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib"))
+    stdlib = tuple(os.path.realpath(stdlib_folder(kind)) + os.sep for kind in ("stdlib", "platstdlib"))
     for name in sorted(sys.stdlib_module_names):
         if name.startswith("_") or name in DOCSTRING_EXCLUDED:
             continue
