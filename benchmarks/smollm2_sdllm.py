@@ -236,7 +236,8 @@ def main():
         print(f"\n== {name} ({r['spec']}, {model.quant.precision()}): conversion {seconds:.0f} s, peak {peak:.2f} GB")
         if model.budget:
             b = model.budget
-            print(f"  budget {b['budget']}: calibration {b['measured_ratio']:.3f} x float (predicted {b['predicted_ratio']:.3f}), "
+            print(f"  budget {b['budget']}: {b['measured_ratio']:.3f} x float on {b['windows']} calibration windows not fitted to "
+                  f"(predicted {b['predicted_ratio']:.3f}), "
                   f"{b['energy'] / b['default_energy']:.3f} x the W4A4 default's {b['objective']} per token")
         for domain in domains:
             d = r[domain]
@@ -347,8 +348,8 @@ def budget_lines(results: dict) -> list:
         b = r.get("budget") or {}
         why = ""
         if i > lim_in and b:
-            why = (f"; why: the search meets {b['budget']} on {b['windows']} calibration windows "
-                   f"({b['measured_ratio']:.3f} x float there), held-out text is not the calibration text")
+            why = (f"; why: the search meets {b['budget']} on {b['windows']} windows of the calibration mixture "
+                   f"({b['measured_ratio']:.3f} x float there), of which pydoc topics are one kind of four")
         elif sops > lim_sops:
             why = "; why: the budget is met only by raising points whose spikes cost more than the target allows"
         lines.append(f"  {name} ({r['spec']}): {verdicts}{why}")

@@ -157,8 +157,9 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     float model whose learned rotation is used as it is (no learning: e.g. other bits, same rotation).
 
     budget: a calibration perplexity ratio to float (e.g. 1.3): bits per point and per layer are
-    then chosen from `quant` upwards (`sdllm.models.conversion.budget`), measured on `budget_windows`
-    windows of the calibration text that the conversion did not fit to, for the least SOPs per token (with `target`, a hw config
+    then chosen from `quant` upwards (`sdllm.models.conversion.budget`): candidates ranked on
+    `budget_windows` windows of the calibration text that the conversion did not fit to and the
+    choice measured on as many others, for the least SOPs per token (with `target`, a hw config
     name or path: its energy estimate, and the choice must fit its cores — counted by the compiler's
     tiling, `sdllm.compiler.fit` — raised weights dropped where they do not). A budget no allocation
     reaches raises `BudgetUnreachable` (an SdllmError and a ValueError) naming the best reachable
@@ -210,10 +211,12 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
         given_rotation(float_model.cfg, spec, rotation)  # a donor for another model: one line, before any output
     calib = calibration_tokens(tok, float_model.cfg.max_seq_len, calib_windows, calib_text)
     if budget is not None:  # windows of the same text the conversion does not fit to: known before any work
-        rows = np.asarray(calibration_tokens(tok, float_model.cfg.max_seq_len, budget_windows, calib_text, skip=calib_windows))
-        if not len(rows):
-            raise SdllmError(f"--budget-windows: the calibration text has no window of {calib.shape[1]} tokens left "
-                             f"beside the {len(calib)} the conversion fits to; give more text or fewer --calib-windows")
+        rows = np.asarray(calibration_tokens(tok, float_model.cfg.max_seq_len, 2 * budget_windows, calib_text,
+                                             skip=calib_windows))
+        if len(rows) < 2:
+            raise SdllmError(f"--budget-windows: the budget search needs 2 windows of {calib.shape[1]} tokens beside the "
+                             f"{len(calib)} the conversion fits to; the calibration text has {len(rows)} left (give "
+                             f"more text or fewer --calib-windows)")
     calibration = f"{len(calib)} windows of {calib.shape[1]} tokens: {calibration_name(calib_text)}"
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else (lambda line: None)
     if budget is None:

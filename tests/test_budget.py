@@ -26,7 +26,7 @@ from sdllm.models.source.importers import load_source
 from sdllm.runtime.fast import run_fast
 from sdllm.runtime.lava_backend import run_lava
 
-BUDGET = 1.1
+BUDGET = 1.05
 OPTIONS = dict(calib_windows=2, budget_windows=2, rotation="hadamard")
 
 
@@ -37,14 +37,14 @@ def budgeted():
 
 @pytest.fixture(scope="module")
 def rows():
-    """The windows the search measures on: budget_windows of the calibration text beside the
-    calib_windows the conversion fits to."""
+    """The windows the search measures on: the second budget_windows of 2 x budget_windows of the
+    calibration text beside the calib_windows the conversion fits to (the first rank candidates)."""
     float_model, tok = load_source(None, None)
     seq = float_model.cfg.max_seq_len
-    rows = np.asarray(calibration_tokens(tok, seq, 2, skip=2))
+    rows = np.asarray(calibration_tokens(tok, seq, 4, skip=2))
     fitted = {r.tobytes() for r in np.asarray(calibration_tokens(tok, seq, 2))}
-    assert len(rows) == 2 and not any(r.tobytes() in fitted for r in rows)
-    return float_model, rows
+    assert len(rows) == 4 and not any(r.tobytes() in fitted for r in rows)
+    return float_model, rows[2:]
 
 
 def _integer_ratio(model, float_model, rows) -> float:
@@ -144,8 +144,8 @@ def test_calibration_text_with_no_window_left_beside_the_fitted_ones_is_one_line
     mine.write_text("x" * 300)  # two windows of 128 bytes: both fitted
     with pytest.raises(SdllmError) as e:
         sdllm.convert(calib_text=[str(mine)], budget=1.3, calib_windows=2, budget_windows=2)
-    assert str(e.value) == ("--budget-windows: the calibration text has no window of 128 tokens left beside the 2 "
-                            "the conversion fits to; give more text or fewer --calib-windows")
+    assert str(e.value) == ("--budget-windows: the budget search needs 2 windows of 128 tokens beside the 2 the "
+                            "conversion fits to; the calibration text has 0 left (give more text or fewer --calib-windows)")
 
 
 def test_the_command_reports_an_unreachable_budget_in_one_line_with_exit_code_2(tmp_path):

@@ -4,21 +4,26 @@ layer, activations and weights, chosen from measurements.
 1. One calibration pass converts the spec (the uniform W4A4 default, say) and, from the same
    statistics, every alternative a candidate needs at HIGH_BITS: each static stage's GPTQ weights
    and each γ point's γ (`convert.convert_with_alternatives`).
-2. The integer reference (what the chip equals bit for bit) measures on the budget's windows —
-   windows of the calibration text that the conversion did not fit to: GPTQ and γ flatter the
-   windows they were fitted on, so a budget met there is missed on held-out text — the perplexity
-   of the spec, the synaptic operations per token of every stage with its inputs and, separately,
-   its weights at HIGH_BITS (each candidate's cost), and the perplexity of every candidate at
-   HIGH_BITS at once: the best any allocation reaches. A budget below that is one error line,
-   never a silent best effort.
-3. Sensitivities: the fake-quant model (the float model with the SDLLM's quantisers, prepared
-   once) measures the perplexity on the same windows with one candidate raised at a time: a linear
-   layer's input in one layer (q/k/v, o, gate/up, down, the LM head) or one static stage's weights,
-   each from the start's residual stream entering the candidate's layer (`Sensitivity`).
-4. Greedy: candidates in order of perplexity gained (log ratio) per unit of cost (SOPs per token,
+2. The budget's windows are windows of the calibration text that the conversion did not fit to
+   (GPTQ and γ flatter the windows they were fitted on, so a budget met there is missed on held-out
+   text), split in two (`split_rows`): the first half ranks the candidates, the second measures
+   (a choice measured on the windows it was ranked on flatters itself too). On the second, the
+   integer reference (what the chip equals bit for bit) measures the perplexity of the spec, the
+   synaptic operations per token of every stage with its inputs and, separately, its weights at
+   HIGH_BITS (each candidate's cost), and the perplexity of every candidate at HIGH_BITS at once:
+   the best any allocation reaches. A budget below that is one error line, never a silent best
+   effort.
+3. Sensitivities, on the first half: the fake-quant model (the float model with the SDLLM's
+   quantisers, prepared once) with every candidate raised measures the perplexity with one
+   candidate lowered back at a time — a linear layer's input in one layer (q/k/v, o, gate/up,
+   down, the LM head) or one static stage's weights — from the residual stream entering the
+   candidate's layer (`Sensitivity`). Lowered alone among 8-bit neighbours, a point's own damage
+   stands out; raised alone among 4-bit ones it drowns in theirs (on SmolLM2 the raise-one order
+   needed 1.15x the SOPs for the held-out ratio this order reaches at 1.10x).
+4. Greedy: candidates in order of sensitivity (log ratio) per unit of cost (SOPs per token,
    or with a target the hw config's energy: SOPs x sop_pj + spikes x spike_in_tile_pj), free ones
-   first. The ratio of a prefix is predicted from the cumulative gain, interpolated between the
-   prefixes measured so far (`Prediction`: the gains overlap, so they do not simply add up).
+   first. The ratio of a prefix is predicted from the cumulative sensitivity, interpolated between
+   the prefixes measured so far (`Prediction`: the gains overlap, so they do not simply add up).
 5. Measured checks of prefixes with the integer reference narrow down the shortest prefix within
    the budget (the shortest predicted within it next, or the middle when a check did not halve the
    interval; prefixes of the candidates that help before any longer one), to within STOP_SHARE of
@@ -56,7 +61,7 @@ class BudgetUnreachable(SdllmError, ValueError):
 class Candidate:
     kind: str  # "act": a linear layer's input in one layer; "weight": one static stage's weights
     name: str  # its tap ('L3.down', 'head') or node ('L3.o', 'head')
-    log_gain: float = 0.0  # log(perplexity at the start / perplexity with it raised), fake-quant
+    log_gain: float = 0.0  # log(perplexity with it alone lowered / with every candidate raised), fake-quant
     cost: float = 0.0  # SOPs (or pJ) per token it adds
 
     def first_layer(self, n_layers: int) -> int:
@@ -127,9 +132,9 @@ def fake_perplexity(fq, rows: np.ndarray) -> float:
 
 
 class Sensitivity:
-    """Fake-quant perplexity on fixed rows of the start with one candidate changed, from the
-    start's residual stream entering the candidate's first layer (the layers before it are the
-    start's: recomputing them would give the same numbers; on SmolLM2 this halves the work)."""
+    """Fake-quant perplexity on fixed rows of a model with one candidate changed, from the model's
+    residual stream entering the candidate's first layer (the layers before it are the model's:
+    recomputing them would give the same numbers; on SmolLM2 this halves the work)."""
 
     def __init__(self, fq, rows: np.ndarray):
         self.fq, self.n_layers = fq, fq.cfg.n_layers
@@ -195,24 +200,37 @@ class Cost:
         return float(sum(sops[k] * self.energy["sop_pj"] + spikes[k] * self.energy["spike_in_tile_pj"] for k in nodes))
 
 
-def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budget: float, energy: dict | None = None,
+def split_rows(rows: np.ndarray) -> tuple:
+    """(sensitivity rows, check rows): the first half of the budget's windows ranks the candidates,
+    the second half measures; a choice measured on the windows it was ranked on flatters itself."""
+    rows = np.asarray(rows)
+    if len(rows) < 2:
+        raise SdllmError(f"the budget search: needs at least 2 windows (one to rank candidates on, one to "
+                         f"measure on), got {len(rows)}")
+    half = len(rows) // 2
+    return rows[:half], rows[half:]
+
+
+def search(float_model, base: ModelFile, alt: dict, budget_rows: np.ndarray, budget: float, energy: dict | None = None,
            target: str = "", progress: bool = False, log=print, fit=None) -> ModelFile:
-    """The cheapest allocation found within `budget` x float perplexity on calib_rows: `base` with
-    candidates raised to alt['bits'], recorded in its `budget` field. fit: with a target, what fits
-    the choice to its cores (`target_fit.TargetFit`), called where the search returns."""
+    """The cheapest allocation found within `budget` x float perplexity: `base` with candidates
+    raised to alt['bits'], recorded in its `budget` field. budget_rows: windows the conversion did
+    not fit to, split by `split_rows`. fit: with a target, what fits the choice to its cores
+    (`target_fit.TargetFit`), called where the search returns."""
     from tqdm import tqdm
 
     from sdllm.models.conversion.fakequant import FakeQuantSDLLM
 
     t0 = time.time()
-    rows = np.asarray(calib_rows)
+    sense_rows, rows = split_rows(budget_rows)
     cost = Cost(energy)
     cands = candidates(base, alt["bits"])
     act = [c for c in cands if c.kind == "act"]
     weight = [c for c in cands if c.kind == "weight"]
     float_ppl = float_perplexity(float_model, rows)
     log(f"budget {budget}: {len(cands)} candidates ({len(act)} linear-layer inputs, {len(weight)} stages' weights) at "
-        f"{alt['bits']} bits, measured on {len(rows)} calibration windows; float perplexity {float_ppl:.3f}")
+        f"{alt['bits']} bits, ranked on {len(sense_rows)} and measured on {len(rows)} other windows of the calibration "
+        f"text, none fitted to; float perplexity {float_ppl:.3f}")
 
     base_ppl, base_sops, base_spikes = integer_measure(base, rows)
     _, act_sops, act_spikes = integer_measure(assemble(base, alt, act), rows)
@@ -236,19 +254,20 @@ def search(float_model, base: ModelFile, alt: dict, calib_rows: np.ndarray, budg
     for c in cands:  # cost: the stage's own change (the rest of the network keeps its integers)
         sops, spikes = (act_sops, act_spikes) if c.kind == "act" else (w_sops, w_spikes)
         c.cost = cost(sops, spikes, [c.node]) - cost(base_sops, base_spikes, [c.node])
-    fq = FakeQuantSDLLM(float_model, base)
-    sense = Sensitivity(fq, rows)
-    fq_base = sense.perplexity(sense.n_layers)
+    top = assemble(base, alt, cands)
+    fq = FakeQuantSDLLM(float_model, top)
+    sense = Sensitivity(fq, sense_rows)
+    fq_top = sense.perplexity(sense.n_layers)
     bar = tqdm(cands, desc="sensitivities", unit="candidate", disable=None if progress else True, leave=False)
     for c in bar:
-        fq.retarget(assemble(base, alt, [c]), [c.name] if c.kind == "weight" else ())
-        c.log_gain = math.log(fq_base / sense.perplexity(c.first_layer(sense.n_layers)))
-        fq.retarget(base, [c.name] if c.kind == "weight" else ())
+        fq.retarget(assemble(base, alt, [d for d in cands if d is not c]), [c.name] if c.kind == "weight" else ())
+        c.log_gain = math.log(sense.perplexity(c.first_layer(sense.n_layers)) / fq_top)
+        fq.retarget(top, [c.name] if c.kind == "weight" else ())
     helpful = sorted((c for c in cands if c.log_gain > 0),
                      key=lambda c: (c.cost > 0, -c.log_gain / max(c.cost, 1e-9) if c.cost > 0 else -c.log_gain, c.name))
     order = helpful + sorted((c for c in cands if c.log_gain <= 0), key=lambda c: (-c.log_gain, c.name))
-    log(f"  sensitivities: {len(helpful)} of {len(cands)} candidates lower the fake-quant perplexity "
-        f"({fq_base / float_ppl:.3f} x float at the start); most per cost: "
+    log(f"  sensitivities: {len(helpful)} of {len(cands)} candidates raise the fake-quant perplexity when lowered alone "
+        f"from every candidate raised; most per cost: "
         + ", ".join(f"{c.name}{' weights' if c.kind == 'weight' else ''} {math.exp(c.log_gain):.3f}x for {c.cost:+,.0f}"
                     for c in helpful[:4]))
 

@@ -92,7 +92,8 @@ def _main(argv):
                          "the default mixture of prose that ships with Python")
     ap.add_argument("--budget", type=float, metavar="R",
                     help="choose bits per point and per layer for the least energy at calibration perplexity <= R x float")
-    ap.add_argument("--budget-windows", type=int, default=4, help="windows of the calibration text, beside those the conversion fits to, that the budget search measures on")
+    ap.add_argument("--budget-windows", type=int, default=4, help="windows of the calibration text, beside those the conversion fits to, that the budget search ranks its "
+                    "candidates on; as many others measure its choice")
     ap.add_argument("--target", help="with --budget: price energy with this hw config (name or path) instead of SOPs, "
                     "and fit the choice to its cores (8-bit weights take twice the synapse memory: raised weights are "
                     "dropped where they do not fit; an error if nothing within the budget fits)")
