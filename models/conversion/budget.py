@@ -26,8 +26,9 @@ layer, activations and weights, chosen from measurements.
    the prefixes measured so far (`Prediction`: the gains overlap, so they do not simply add up).
 5. Measured checks of prefixes with the integer reference narrow down the shortest prefix within
    the budget (the shortest predicted within it next, or the middle when a check did not halve the
-   interval; prefixes of the candidates that help before any longer one), to within STOP_SHARE of
-   the helpful candidates or MAX_CHECKS checks.
+   interval; prefixes of the candidates that help before any longer one), until the candidates
+   between the longest prefix over the budget and the shortest within it cost at most STOP_SHARE
+   of the start's cost, or MAX_CHECKS checks.
 
 Deterministic for a seed: the conversion is, and every measurement is a fixed computation on
 fixed windows. The result records what was chosen, the predicted and measured ratios, and the
@@ -48,8 +49,8 @@ from sdllm.models.integer.likelihood import nll
 from sdllm.models.integer.reference import IntegerSDLLM
 
 HIGH_BITS = 8
-MAX_CHECKS = 8
-STOP_SHARE = 0.05  # the search stops when the shortest prefix within the budget is known to within this share
+MAX_CHECKS = 12
+STOP_SHARE = 0.01  # the search stops when the cheapest prefix within the budget is known to within this share of the start's cost
 ACT_POINTS = (stages.ATTN_IN, stages.ATTN_OUT, stages.MLP_IN, stages.MLP_ACT)  # the linear layers' inputs
 
 
@@ -273,14 +274,14 @@ def search(float_model, base: ModelFile, alt: dict, budget_rows: np.ndarray, bud
 
     # the shortest prefix of `order` within the budget: measured prefixes narrow (lo, hi], the next
     # one the shortest predicted within the budget, or the middle when the last check did not halve
-    # the interval (neither past the candidates that help while a prefix of them may do); stops within
-    # STOP_SHARE of the helpful candidates or after MAX_CHECKS
+    # the interval (neither past the candidates that help while a prefix of them may do); stops when
+    # the candidates between lo and hi cost at most STOP_SHARE of the start's cost, or after MAX_CHECKS
     predicted = Prediction([c.log_gain for c in order], base_ratio, best_ratio)
     lo, hi = 0, len(order)  # lo: the longest prefix measured over the budget; hi: the shortest measured within
     found = {len(order): (best_ratio, best_sops, best_spikes, best_ratio)}
-    tolerance = max(1, int(STOP_SHARE * predicted.helpful))
+    spent = np.concatenate([[0.0], np.cumsum([max(c.cost, 0.0) for c in order])])  # each prefix's own costs
     check, halved = 0, True
-    while hi - lo > tolerance and check < MAX_CHECKS:
+    while hi - lo > 1 and spent[hi] - spent[lo] > STOP_SHARE * base_cost and check < MAX_CHECKS:
         check += 1
         top = min(hi, predicted.helpful + 1) if lo < predicted.helpful else hi  # prefixes of helpful ones first
         k = predicted.shortest(lo, top, budget) if halved and lo < predicted.helpful else (lo + top) // 2
