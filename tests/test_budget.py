@@ -156,3 +156,29 @@ def test_the_command_reports_an_unreachable_budget_in_one_line_with_exit_code_2(
     assert p.returncode == 2 and not out.exists()
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("sdllm-convert: error: --budget 1: below what any allocation reaches") and "Traceback" not in p.stderr
+
+
+def test_a_lumpy_last_candidate_takes_the_shortest_prefix_before_it_that_with_it_is_within_the_budget():
+    """A made-up additive world (the oracle: log ratio = start's minus the chosen gains): ten cheap
+    candidates and a costly one whose gain alone nearly meets the budget; with it, 3 of the cheap ones do."""
+    from sdllm.models.conversion.budget import Candidate, Cost, Prediction, with_shorter_prefix
+
+    order = [Candidate("act", f"L{i}.down", log_gain=0.02, cost=1.0) for i in range(10)]
+    order.append(Candidate("act", "head", log_gain=0.25, cost=30.0))
+    start = 1.4
+
+    def measure(chosen):
+        ratio = start * math.exp(-sum(c.log_gain for c in chosen))
+        return ratio * 10.0, {"x": sum(c.cost for c in chosen)}, {"x": 0}  # perplexity at float 10
+
+    budget = start * math.exp(-0.25 - 3 * 0.02) * 1.0001
+    spent = np.concatenate([[0.0], np.cumsum([c.cost for c in order])])
+    predicted = Prediction([c.log_gain for c in order], start, start * math.exp(-sum(c.log_gain for c in order)))
+    at_hi = measure(order)
+    made = []
+    chosen, rest, (ratio, sops, _, _), checks = with_shorter_prefix(
+        order, len(order), (at_hi[0] / 10.0, *at_hi[1:], 0.0), spent, 100.0, predicted, budget, measure, 10.0,
+        Cost(None), made.append)
+    assert [c.name for c in chosen] == ["L0.down", "L1.down", "L2.down", "head"]
+    assert [c.name for c in rest] == [f"L{i}.down" for i in range(3, 10)]
+    assert ratio <= budget and sops["x"] == 33.0 and checks == len(made) <= 4

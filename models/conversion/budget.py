@@ -28,7 +28,9 @@ layer, activations and weights, chosen from measurements.
    the budget (the shortest predicted within it next, or the middle when a check did not halve the
    interval; prefixes of the candidates that help before any longer one), until the candidates
    between the longest prefix over the budget and the shortest within it cost at most STOP_SHARE
-   of the start's cost, or MAX_CHECKS checks.
+   of the start's cost, or MAX_CHECKS checks. Where the boundary is one costly candidate that lands
+   well under the budget, a shorter prefix before it is narrowed down the same way
+   (`with_shorter_prefix`).
 
 Deterministic for a seed: the conversion is, and every measurement is a fixed computation on
 fixed windows. The result records what was chosen, the predicted and measured ratios, and the
@@ -296,9 +298,14 @@ def search(float_model, base: ModelFile, alt: dict, budget_rows: np.ndarray, bud
         lo, hi = (lo, k) if ratio <= budget else (k, hi)
         halved = hi - lo <= width // 2
     measured, sops, spikes, predicted_ratio = found[hi]
-    chosen = order[:hi]
+    chosen, rest = order[:hi], order[hi:]
+    if hi - lo == 1 and hi > 1 and measured < budget:
+        chosen, rest, (measured, sops, spikes, predicted_ratio), more = with_shorter_prefix(
+            order, hi, (measured, sops, spikes, predicted_ratio), spent, base_cost, predicted, budget,
+            lambda chosen: integer_measure(assemble(base, alt, chosen), rows), float_ppl, cost, log)
+        check += more
     model = assemble(base, alt, chosen)
-    log(f"  taken: the first {hi} of {len(order)} candidates")
+    log(f"  taken: {len(chosen)} of {len(order)} candidates")
     energy_now = cost(sops, spikes)
     record.update(predicted_ratio=predicted_ratio, measured_ratio=measured, energy=energy_now, checks=check)
     assert set(record) == set(BUDGET_FIELDS), record
@@ -307,4 +314,32 @@ def search(float_model, base: ModelFile, alt: dict, budget_rows: np.ndarray, bud
         f"{energy_now:,.0f} {cost.unit} per token = {energy_now / base_cost:.3f} x the start's "
         f"({base.quant.describe()}: {base_ratio:.3f} x float); {time.time() - t0:.0f} s")
     model = model.with_(budget=record)
-    return model if fit is None else fit(model, base, alt, rows, chosen, order[hi:], cost, predicted, log)
+    return model if fit is None else fit(model, base, alt, rows, chosen, rest, cost, predicted, log)
+
+
+def with_shorter_prefix(order, hi, at_hi, spent, base_cost, predicted, budget, measure, float_ppl, cost, log):
+    """The boundary found is one candidate, and with it the ratio is under the budget: a lumpy
+    candidate (the LM head's input costs as much as a dozen layers' points) whose gain makes those
+    before it partly unneeded. The shortest prefix of order[:hi - 1] that, with order[hi - 1],
+    is within the budget, narrowed as the prefixes were. Returns (chosen, the rest in order,
+    (ratio, SOPs, spikes, predicted ratio), checks made)."""
+    last = order[hi - 1]
+    lump = max(last.log_gain, 0.0)
+    lo, top, best, checks, halved = 0, hi - 1, at_hi, 0, True
+    while top - lo > 1 and spent[top] - spent[lo] > STOP_SHARE * base_cost and checks < MAX_CHECKS:
+        checks += 1
+        ahead = [j for j in range(lo + 1, top) if predicted.at_gain(predicted.cumulative[min(j, predicted.helpful)] + lump) <= budget]
+        j = ahead[0] if halved and ahead else (lo + top) // 2
+        guess = predicted.at_gain(predicted.cumulative[min(j, predicted.helpful)] + lump)
+        ppl, sops, spikes = measure(order[:j] + [last])
+        ratio = ppl / float_ppl
+        log(f"  check with {last.name}{' weights' if last.kind == 'weight' else ''} and the first {j} before it: "
+            f"predicted {guess:.3f} x float, measured {ratio:.3f} ({cost(sops, spikes):,.0f} {cost.unit} per token)")
+        width = top - lo
+        if ratio <= budget:
+            top, best = j, (ratio, sops, spikes, guess)
+        else:
+            lo = j
+        halved = top - lo <= width // 2
+    return order[:top] + [last], order[top:hi - 1] + order[hi:], best, checks
+
