@@ -284,7 +284,7 @@ def mixture_windows(tokenizer: dict, seq_len: int, n: int, root: str | None = No
     if n_rows[0] == 0:
         raise SdllmError(f"pydoc topics: the calibration text: {len(kinds[0][1])} tokens, fewer than one window of {seq_len}")
     fitted, _ = _round_robin(n_rows, skip)
-    free = [len(unfitted_index(r, f, r)) if skip else r for r, f in zip(n_rows, fitted)]
+    free = [r - len(spread_index(r, f)) for r, f in zip(n_rows, fitted)]
     counts, order = _round_robin(free, n)
     picked = [unfitted_index(r, f, c) if skip else spread_index(r, c) for r, f, c in zip(n_rows, fitted, counts)]
     windows = [np.asarray(ids[: r * seq_len]).reshape(r, seq_len) for (_, ids), r in zip(kinds, n_rows)]
