@@ -171,8 +171,9 @@ class Prediction:
         if k <= self.helpful:
             self.measured[k] = math.log(ratio)
 
-    def __call__(self, k: int) -> float:
-        return self.at_gain(self.cumulative[min(k, self.helpful)])
+    def __call__(self, k: int, extra: float = 0.0) -> float:
+        """The ratio predicted for the first k candidates (and candidates outside them gaining `extra`)."""
+        return self.at_gain(self.cumulative[min(k, self.helpful)] + extra)
 
     def at_gain(self, gain: float) -> float:
         """The ratio predicted for candidates whose gains sum to `gain` (a prefix, or any set of them)."""
@@ -181,7 +182,12 @@ class Prediction:
 
     def shortest(self, lo: int, hi: int, budget: float) -> int:
         """The shortest prefix strictly between lo and hi predicted within the budget (hi - 1 if none)."""
-        return next((k for k in range(lo + 1, hi) if self(k) <= budget), hi - 1)
+        k = self.first_within(lo, hi, budget)
+        return hi - 1 if k is None else k
+
+    def first_within(self, lo: int, hi: int, budget: float, extra: float = 0.0) -> int | None:
+        """The shortest prefix strictly between lo and hi predicted within the budget, with `extra` gain beside it."""
+        return next((k for k in range(lo + 1, hi) if self(k, extra) <= budget), None)
 
 
 def float_perplexity(float_model, rows: np.ndarray) -> float:
@@ -328,9 +334,9 @@ def with_shorter_prefix(order, hi, at_hi, spent, base_cost, predicted, budget, m
     lo, top, best, checks, halved = 0, hi - 1, at_hi, 0, True
     while top - lo > 1 and spent[top] - spent[lo] > STOP_SHARE * base_cost and checks < MAX_CHECKS:
         checks += 1
-        ahead = [j for j in range(lo + 1, top) if predicted.at_gain(predicted.cumulative[min(j, predicted.helpful)] + lump) <= budget]
-        j = ahead[0] if halved and ahead else (lo + top) // 2
-        guess = predicted.at_gain(predicted.cumulative[min(j, predicted.helpful)] + lump)
+        j = predicted.first_within(lo, top, budget, lump) if halved else None
+        j = (lo + top) // 2 if j is None else j
+        guess = predicted(j, lump)
         ppl, sops, spikes = measure(order[:j] + [last])
         ratio = ppl / float_ppl
         log(f"  check with {last.name}{' weights' if last.kind == 'weight' else ''} and the first {j} before it: "
