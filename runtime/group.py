@@ -3,10 +3,12 @@ and, with every core in one group, the single-process lockstep simulator.
 
 Inside a group, the routing tables deliver outputs computed in step t to the member cores'
 axons in step t+1 directly; outputs bound for cores of other groups are gathered per
-destination group, to be sent over Lava ports in step t+1. Either way docs/DESIGN.md §3 holds.
+destination group — only the axons their routes reach — to be sent over Lava ports in step t+1. Either way docs/DESIGN.md §3 holds.
 A step runs only the members that act in its phase (`CoreBehaviour.phases`); routes touch only
 outputs that are non-zero.
 """
+
+import mmap
 
 import numpy as np
 
@@ -47,6 +49,20 @@ def _csr(rows: list, values: list, n_rows: int):
     return np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n_rows))]), v[order]
 
 
+def shared_zeros(shape, dtype=np.int64) -> np.ndarray:
+    """Zeros in anonymous shared memory: a process forked after this writes into the same array
+    its parent reads. No file and no named segment: the memory goes with the last process that
+    maps it, whatever ends them."""
+    n = int(np.prod(shape))
+    return np.frombuffer(mmap.mmap(-1, max(n * np.dtype(dtype).itemsize, 1)), dtype, count=n).reshape(shape)
+
+
+def _shared_copy(a: np.ndarray) -> np.ndarray:
+    s = shared_zeros(a.shape, a.dtype)
+    s[...] = a
+    return s
+
+
 class CoreGroup:
     def __init__(self, build, core_ids, group_of: dict, timeline: Timeline, prompt, sampler=GREEDY):
         n_positions = timeline.positions
@@ -74,6 +90,7 @@ class CoreGroup:
         # by output position: a step touches only the non-zero ones
         self.internal_ptr, self.internal_dst = _csr(internal_src, internal_dst, self.n_outputs)
         self.external = external
+        self.inputs = []  # [(source group, axons its port reaches)], set with the other groups (`make_groups`)
         # NoC traffic per position: [packets, packet-hops, chip crossings]; a packet is one
         # non-zero value (a spike or a graded payload) sent on one route.
         self.period = build.schedule.period
@@ -132,40 +149,57 @@ class CoreGroup:
         self.plan = (np.concatenate(members)[order], np.concatenate(positions)[order], np.concatenate(phases)[order])
         self.position_of = np.zeros(len(self.cores), np.int64)  # each member's position in its last step
 
-    def resolve_external(self, axon_offset: dict) -> None:
-        """Fix the destination axon indices once every group's layout is known: self.ports lists
-        (destination group, routes) in port order, the routes a CSR by output position (pointers,
-        group-axon index of the destination).
+    def share(self) -> None:
+        """Move what a run measures and produces (each member's SOPs, spikes, traffic, chip
+        packets; the host's logits and tokens) into shared memory (`shared_zeros`), for a Lava
+        worker forked later to write where the process that started it reads."""
+        for b in self.behaviours:
+            b.sops = _shared_copy(b.sops)
+        self.spikes, self.traffic, self.chip_packets = (_shared_copy(a) for a in (self.spikes, self.traffic, self.chip_packets))
+        host = self.host()
+        if host is not None:
+            host.tokens = _shared_copy(host.tokens)
+            host.logits = shared_zeros(host.logits.shape)  # none yet; not copied, so untouched pages stay unallocated
 
-        axon_offset: core id -> offset of that core's axons in its group's InPort.
+    def resolve_external(self, axon_offset: dict) -> None:
+        """Fix the destination axons once every group's layout is known: self.ports lists
+        (destination group, its axons these routes reach — sorted group-axon indices, the port's
+        slots —, routes) in port order, the routes a CSR by output position of slot indices. A
+        port carries only the axons its routes reach, not the whole destination group's.
+
+        axon_offset: core id -> offset of that core's axons in its group's axons.
         """
         self.ports = []
         for group in sorted(self.external):
             routes = self.external[group]
-            src = [self.out_slices[k].start + s for k, s, _, _ in routes]
-            dst = [axon_offset[dest] + d for _, _, d, dest in routes]
-            self.ports.append((group, _csr(src, dst, self.n_outputs)))
+            src = np.concatenate([self.out_slices[k].start + np.asarray(s, np.int64) for k, s, _, _ in routes])
+            dst = np.concatenate([axon_offset[dest] + np.asarray(d, np.int64) for _, _, d, dest in routes])
+            axons, slot = np.unique(dst, return_inverse=True)
+            self.ports.append((group, axons, _csr([src], [slot], self.n_outputs)))
 
     @staticmethod
     def _deliver(ptr, dst, nz, values, into) -> None:
         """Add each non-zero output's value to every axon its routes reach."""
         np.add.at(into, dst[_entries(ptr, nz)], np.repeat(values, ptr[nz + 1] - ptr[nz]))
 
-    def outgoing(self, sizes: list) -> list:
-        """This step's outputs bound for other groups, one vector per port."""
+    def outgoing(self) -> list:
+        """This step's outputs bound for other groups, one vector per port (its slots)."""
         nz, values = self.sent
         out = []
-        for (_, (ptr, dst)), n in zip(self.ports, sizes):
-            v = np.zeros(n, np.int64)
+        for _, axons, (ptr, dst) in self.ports:
+            v = np.zeros(len(axons), np.int64)
             if len(nz):
                 self._deliver(ptr, dst, nz, values, v)
             out.append(v)
         return out
 
-    def step(self, t: int, x) -> None:
-        """Receive x (this group's axons, from other groups) and what members sent each other;
-        step the members that act in step t (each on its own position)."""
-        inbox = np.array(x, dtype=np.int64)
+    def step(self, t: int, received=()) -> None:
+        """Receive what other groups sent (one vector per `inputs` entry, in its order; their sums
+        meet here) and what members sent each other; step the members that act in step t (each
+        on its own position)."""
+        inbox = np.zeros(self.n_axons, np.int64)
+        for (_, axons), v in zip(self.inputs, received):
+            inbox[axons] += v
         nz, values = self.sent
         if len(nz):
             self._deliver(self.internal_ptr, self.internal_dst, nz, values, inbox)
@@ -246,4 +280,6 @@ def make_groups(build, granularity: str, timeline: Timeline, prompt, sampler=GRE
     axon_offset = {c.id: s.start for group in groups for c, s in zip(group.cores, group.axon_slices)}
     for group in groups:
         group.resolve_external(axon_offset)
+    for g, group in enumerate(groups):
+        group.inputs = [(src, axons) for src, other in enumerate(groups) for dest, axons, _ in other.ports if dest == g]
     return groups

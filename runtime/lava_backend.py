@@ -4,19 +4,17 @@ it ends, whatever ends it: `lava_lifetime`)."""
 import contextlib
 import multiprocessing
 
-import numpy as np
 from tqdm import tqdm
 
 from sdllm import interrupts, resources
 from sdllm.runtime.generation import Generation
-from sdllm.runtime.group import chip_pairs, make_groups, packets_by_pair
+from sdllm.runtime.group import make_groups, packets_by_pair
 from sdllm.runtime.lava_lifetime import failures, start_resource_tracker, stop
 from sdllm.runtime.lava_procs.cores import group_classes
 from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.result import RunResult
 from sdllm.runtime.sampling import GREEDY
 from sdllm.schedule import Timeline
-from sdllm.stages import CoreType
 
 AUTO_PER_CORE_MAX = 32  # builds with more cores than this run one Lava process per chip
 
@@ -29,26 +27,27 @@ def choose_granularity(build, granularity: str) -> str:
 
 
 def build_processes(build, prompt, timeline: Timeline, granularity: str, sampler=GREEDY, host_io: bool = False):
-    """One Lava Process per core group, connected as the routing tables say. host_io: the host's
-    group has token ports (`sdllm.runtime.lava_procs.network`) instead of logits and tokens Vars."""
-    n_positions = timeline.positions
+    """One Lava Process per core group, connected as the routing tables say; what each group
+    measures and produces in shared memory (`CoreGroup.share`). host_io: the host's group has token
+    ports (`sdllm.runtime.lava_procs.network`)."""
     groups = make_groups(build, granularity, timeline, prompt, sampler)
     procs, models = [], {}
-    n_pairs = len(chip_pairs(build))
     for group in groups:
-        dest_axons = [groups[g].n_axons for g, _ in group.ports]
-        host = group.host() is not None
-        proc_cls, model_cls = group_classes(len(dest_axons), host="io" if host and host_io else host)
-        kwargs = dict(n_axons=max(group.n_axons, 1), dest_axons=dest_axons, n_cores=len(group.cores),
-                      n_positions=n_positions, n_chip_pairs=max(n_pairs, 1), group=group,
+        group.share()
+        src_axons = [len(axons) for _, axons in group.inputs]
+        dest_axons = [len(axons) for _, axons, _ in group.ports]
+        io = host_io and group.host() is not None
+        proc_cls, model_cls = group_classes(len(src_axons), len(dest_axons), host_io=io)
+        kwargs = dict(src_axons=src_axons, dest_axons=dest_axons, n_positions=timeline.positions, group=group,
                       name="+".join(c.name for c in group.cores)[:200])
-        if host:
+        if io:
             kwargs["vocab_size"] = build.config.vocab_size
         procs.append(proc_cls(**kwargs))
         models[procs[-1]] = model_cls  # keyed by the Process itself: Lava then needs no model discovery
-    for group, proc in zip(groups, procs):
-        for k, (dest, _) in enumerate(group.ports):
-            getattr(proc, f"out_{k}").connect(procs[dest].a_in)
+    for g, (group, proc) in enumerate(zip(groups, procs)):
+        for k, (dest, _, _) in enumerate(group.ports):
+            slot = [src for src, _ in groups[dest].inputs].index(g)
+            getattr(proc, f"out_{k}").connect(getattr(procs[dest], f"in_{slot}"))
     return groups, procs, models
 
 
@@ -73,6 +72,7 @@ def _run(build, prompt, timeline: Timeline, granularity: str, progress: bool, sa
     n_positions = timeline.positions
     groups, procs, models = build_processes(build, prompt, timeline, granularity, sampler)
     anchor = next(p for g, p in zip(groups, procs) if g.host() is not None)
+    host = next(g.host() for g in groups if g.host() is not None)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     children = multiprocessing.active_children()
     done = n_positions
@@ -91,19 +91,17 @@ def _run(build, prompt, timeline: Timeline, granularity: str, progress: bool, sa
                     anchor.wait()
                 position = len(prompt) - 1 + i  # whose logits the call ended with
                 bar.update(len(prompt) if i == 0 else 1)
-                if generation.needs_tokens() and generation.produced(position, int(anchor.tokens.get()[position + 1])):
+                if generation.needs_tokens() and generation.produced(position, int(host.tokens[position + 1])):
                     done = position + 1
                     break
-        logits = anchor.logits.get().astype(np.int64)[:done]
-        tokens = anchor.tokens.get().astype(np.int64)
+        # the workers wrote these in shared memory (`CoreGroup.share`); copies outlive it
+        logits, tokens = host.logits[:done].copy(), host.tokens.copy()
         sops, spikes, traffic, packets = {}, {}, 0, 0
-        for group, proc in zip(groups, procs):
-            traffic = traffic + proc.traffic.get().astype(np.int64)[:done]
-            packets = packets + proc.chip_packets.get().astype(np.int64)
-            counts, fired = proc.sops.get().astype(np.int64), proc.spikes.get().astype(np.int64)
-            for k, c in enumerate(group.cores):
-                if c.type != CoreType.HOST:
-                    sops[c.name], spikes[c.name] = counts[k, :done], fired[k, :done]
+        for group in groups:
+            traffic = traffic + group.traffic[:done]
+            packets = packets + group.chip_packets
+            sops.update({k: v[:done].copy() for k, v in group.sops().items()})
+            spikes.update({k: v[:done].copy() for k, v in group.core_spikes().items()})
     finally:
         stop(anchor, children)
     return RunResult(tokens=[int(t) for t in tokens[: done + 1]], logits=logits, core_sops=sops, timesteps=timeline.done(done - 1),

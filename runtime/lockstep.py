@@ -3,7 +3,6 @@ the same behaviours and routing tables as the Lava graph, without Lava's per-pro
 The prompt's positions enter every `Schedule.interval` steps (layer pipelining), generated tokens
 a period apart. (The fast backend, `runtime.fast`, runs the same build without stepping it.)"""
 
-import numpy as np
 
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.group import make_groups, packets_by_pair
@@ -18,10 +17,9 @@ def run_lockstep(build, prompt, n_new: int, sampler=GREEDY, eos_id=None, on_toke
     (group,) = make_groups(build, "all", timeline, prompt, sampler)
     generation = Generation(len(prompt), eos_id, on_token)
     host = group.host()
-    nothing = np.zeros(group.n_axons, np.int64)
     done = n_positions
     for t in range(timeline.total):
-        group.step(t, nothing)
+        group.step(t)
         position = host.done(t)
         if position is not None and generation.produced(position, host.tokens[position + 1]):
             done = position + 1

@@ -41,12 +41,11 @@ def trace_token(build, tokens, position: int, unit_layer: int = 0, progress: boo
     is_spike = np.zeros(unit_out.stop - unit_out.start, bool)
     for seg, (a, b) in segments.items():
         is_spike[a:b] = seg in trains
-    nothing = np.zeros(group.n_axons, np.int64)
     sent = np.zeros((len(group.cores), period), np.int64)
     events = []
     for t in tqdm(range((position + 1) * period), desc="raster replay", unit="step", disable=None if progress else True,
                   leave=False):
-        group.step(t, nothing)
+        group.step(t)
         if t >= position * period:
             phase = t - position * period
             nz, values = group.sent

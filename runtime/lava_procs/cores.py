@@ -1,15 +1,17 @@
 """Lava Processes (what) and ProcessModels (how) for sdllm's core groups.
 
 One Process simulates one group of cores (`sdllm.runtime.group.CoreGroup`): a single core, or
-all cores of a chip. It has one InPort `a_in` (its cores' axons, concatenated; Lava adds up
-what several groups send to it, which is how partial sums of fan-in tiles meet) and one
-OutPort per destination group, `out_0 .. out_{k-1}`, each shaped like that group's axons.
+all cores of a chip. It has one InPort per source group, `in_0 .. in_{m-1}`, and one OutPort per
+destination group, `out_0 .. out_{k-1}`; a port carries the destination's axons that the
+source's routes reach (`CoreGroup.ports`), so what crosses between processes each step is the
+traffic between them, not every axon of the destination. The group adds up what its sources
+send (which is how partial sums of fan-in tiles meet).
 
-The classes are declared below; only the OutPorts are added per build. Lava's builder requires a
+The classes are declared below; only the ports are added per build. Lava's builder requires a
 ProcessModel to declare exactly the ports its Process has (a `LavaPyType` each;
 `PyProcessBuilder.check_all_vars_and_ports_set`), and how many destination groups a group has
-depends on the build — so `group_classes` derives one subclass pair per number of destinations
-(cached). The run config maps each Process instance to its model, so Lava's model discovery
+depends on the build — so `group_classes` derives one subclass pair per number of sources and
+destinations (cached). The run config maps each Process instance to its model, so Lava's model discovery
 (which would need such classes in a module's namespace) is never consulted.
 
 Every model sends first and receives second in each step (as Lava's own Dense does), so a
@@ -26,7 +28,6 @@ from lava.magma.core.model.py.ports import PyInPort, PyOutPort
 from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
-from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
@@ -42,46 +43,34 @@ class WorkerError(SdllmError):
 
 
 class GroupProcess(AbstractProcess):
-    """proc_params: group (a CoreGroup), dest_axons (axon count of each destination group)."""
+    """proc_params: group (a CoreGroup), src_axons and dest_axons (the slots of each in and out port)."""
 
-    def __init__(self, *, n_axons: int, dest_axons: list, n_cores: int, n_positions: int, n_chip_pairs: int = 1, **kwargs):
-        super().__init__(n_axons=n_axons, dest_axons=dest_axons, n_positions=n_positions, **kwargs)
-        self.a_in = InPort(shape=(n_axons,))
+    def __init__(self, *, src_axons: list, dest_axons: list, n_positions: int, **kwargs):
+        super().__init__(src_axons=src_axons, dest_axons=dest_axons, n_positions=n_positions, **kwargs)
+        for k, n in enumerate(src_axons):
+            setattr(self, f"in_{k}", InPort(shape=(n,)))
         for k, n in enumerate(dest_axons):
             setattr(self, f"out_{k}", OutPort(shape=(n,)))
-        self.sops = Var(shape=(n_cores, n_positions), init=0)
-        self.spikes = Var(shape=(n_cores, n_positions), init=0)
-        self.traffic = Var(shape=(n_positions, 3), init=0)
-        self.chip_packets = Var(shape=(n_chip_pairs,), init=0)
 
 
-class GroupModelBase(PyLoihiProcessModel):
-    sops: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
-    spikes: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
-    traffic: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
-    chip_packets: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
+class GroupModel(PyLoihiProcessModel):
+    """Steps its group. What the group measures and produces (SOPs, spikes, traffic, logits,
+    tokens) lives in memory shared with the process that started the run (`CoreGroup.share`),
+    which reads it there: Lava's Var.get moves an array one element per message."""
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self.group = proc_params["group"]
         self.n_positions = proc_params["n_positions"]
-        self.dest_axons = proc_params["dest_axons"]
-        self.ports = None  # Lava sets the port objects after __init__
-        self.pending = self.group.outgoing(self.dest_axons)
+        self.n_sources = len(proc_params["src_axons"])
+        self.ports = None  # Lava sets the port objects after __init__: [in ports], [out ports]
+        self.pending = self.group.outgoing()
         self.used = []  # the ports this step has sent on or received from
 
     def _bind(self):
-        """First step: find the ports Lava set, and let the cores count straight into the Vars."""
-        self.ports = [getattr(self, f"out_{k}") for k in range(len(self.dest_axons))]
-        for k, b in enumerate(self.group.behaviours):
-            self.sops[k] = b.sops
-            b.sops = self.sops[k]
-        self.traffic[:] = self.group.traffic
-        self.group.traffic = self.traffic
-        self.spikes[:] = self.group.spikes
-        self.group.spikes = self.spikes
-        self.chip_packets[:] = self.group.chip_packets
-        self.group.chip_packets = self.chip_packets
+        """First step: find the ports Lava set."""
+        self.ports = ([getattr(self, f"in_{k}") for k in range(self.n_sources)],
+                      [getattr(self, f"out_{k}") for k in range(len(self.pending))])
 
     def run_spk(self):
         self.used = []
@@ -122,44 +111,21 @@ class GroupModelBase(PyLoihiProcessModel):
         if idle:
             self.pending = [np.zeros_like(v) for v in self.pending]
         self._before_send(t)
-        for port, v in zip(self.ports, self.pending):
+        ins, outs = self.ports
+        for port, v in zip(outs, self.pending):
             self.send(port, v.astype(PORT_TYPE))
-        x = self.recv(self.a_in)
+        received = [self.recv(port) for port in ins]
         if idle:
             return
-        self.group.step(t, x)
+        self.group.step(t, received)
         self._after_step(t)
-        self.pending = self.group.outgoing(self.dest_axons)
+        self.pending = self.group.outgoing()
 
     def _before_send(self, t: int) -> None:
         """Step t, before this group sends what it computed in step t-1."""
 
     def _after_step(self, t: int) -> None:
         """Step t, after the group has stepped."""
-
-
-class GroupModel(GroupModelBase):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, PORT_TYPE, precision=24)
-
-
-class HostGroupProcess(GroupProcess):
-    """A group that also simulates the off-chip host: the logits and tokens it produces."""
-
-    def __init__(self, *, n_positions: int, vocab_size: int, **kwargs):
-        super().__init__(n_positions=n_positions, **kwargs)
-        self.logits = Var(shape=(n_positions, vocab_size), init=0)
-        self.tokens = Var(shape=(n_positions + 1,), init=0)
-
-
-class HostGroupModel(GroupModel):
-    logits: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
-    tokens: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=64)
-
-    def _bind(self):
-        super()._bind()
-        host = self.group.host()
-        self.logits[:], self.tokens[:] = host.logits, host.tokens
-        host.logits, host.tokens = self.logits, self.tokens
 
 
 class HostIOGroupProcess(GroupProcess):
@@ -198,7 +164,7 @@ class HostIOGroupModel(GroupModel):
             token = self._token(position, value.item())
             if token >= 0:
                 self.group.feed(position, token)
-                self.pending = self.group.outgoing(self.dest_axons)
+                self.pending = self.group.outgoing()
 
     def _token(self, position: int, value) -> int:
         """token_in's value at a position's first step, as it came (never cast to a narrower type
@@ -224,22 +190,22 @@ class HostIOGroupModel(GroupModel):
 
 
 _CLASSES = {}
-_PAIRS = {False: (GroupProcess, GroupModel), True: (HostGroupProcess, HostGroupModel),
-          "io": (HostIOGroupProcess, HostIOGroupModel)}
+_PAIRS = {False: (GroupProcess, GroupModel), True: (HostIOGroupProcess, HostIOGroupModel)}
 
 
-def group_classes(n_dest: int, host=False):
-    """(Process class, ProcessModel class) for a group with n_dest destination groups: the
-    declared pair (host: False, True — logits and tokens as Vars — or "io" — token ports), with the
-    model's OutPorts out_0 .. out_{n_dest-1} added. Both become names of this module, so that
-    Lava's model discovery finds the model of a Process built inside a SubProcessModel (where the
+def group_classes(n_src: int, n_dest: int, host_io: bool = False):
+    """(Process class, ProcessModel class) for a group with n_src source and n_dest destination
+    groups: the declared pair (host_io: the host's group with token ports), with the model's
+    InPorts in_0 .. in_{n_src-1} and OutPorts out_0 .. out_{n_dest-1} added. Both become names of
+    this module, so that Lava's model discovery finds the model of a Process built inside a SubProcessModel (where the
     user's run config, not ours, picks the models)."""
-    key = (n_dest, host)
+    key = (n_src, n_dest, host_io)
     if key not in _CLASSES:
-        proc_base, model_base = _PAIRS[host]
-        proc = type(f"{proc_base.__name__}{n_dest}", (proc_base,), {"__module__": __name__})
-        ports = {f"out_{k}": LavaPyType(PyOutPort.VEC_DENSE, PORT_TYPE, precision=24) for k in range(n_dest)}
-        model = type(f"{model_base.__name__}{n_dest}", (model_base,), {"__module__": __name__, **ports})
+        proc_base, model_base = _PAIRS[host_io]
+        proc = type(f"{proc_base.__name__}{n_src}x{n_dest}", (proc_base,), {"__module__": __name__})
+        ports = {f"in_{k}": LavaPyType(PyInPort.VEC_DENSE, PORT_TYPE, precision=24) for k in range(n_src)}
+        ports.update({f"out_{k}": LavaPyType(PyOutPort.VEC_DENSE, PORT_TYPE, precision=24) for k in range(n_dest)})
+        model = type(f"{model_base.__name__}{n_src}x{n_dest}", (model_base,), {"__module__": __name__, **ports})
         model = tag("fixed_pt", "floating_pt")(requires(CPU)(implements(proc=proc, protocol=LoihiProtocol)(model)))
         globals()[proc.__name__], globals()[model.__name__] = proc, model
         _CLASSES[key] = (proc, model)

@@ -40,7 +40,6 @@ one `SdllmError` line and nothing left running (`sdllm.runtime.lava_lifetime`).
 import contextlib
 import multiprocessing
 
-import numpy as np
 from lava.magma.core.decorator import implements
 from lava.magma.core.model.sub.model import AbstractSubProcessModel
 from lava.magma.core.process.ports.ports import InPort, OutPort
@@ -56,7 +55,6 @@ from sdllm.runtime.lava_backend import build_processes, choose_granularity
 from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.sampling import Sampler
 from sdllm.schedule import Timeline
-from sdllm.stages import CoreType
 
 
 class SDLLM(AbstractProcess):
@@ -124,15 +122,12 @@ class SDLLM(AbstractProcess):
             raise SdllmError(f"Lava run failed: {failed}")
 
     def core_sops(self) -> dict:
-        """Core name -> synaptic operations per position so far (read from the group Processes'
-        Vars; the Process must have run, and be paused or stopped after RunSteps)."""
+        """Core name -> synaptic operations per position so far (what the group Processes counted in
+        shared memory, `CoreGroup.share`; the Process must have run, and be paused or stopped
+        after RunSteps)."""
         if self.graph is None:
             raise SdllmError("SDLLM.core_sops: the Process has not run yet")
-        out = {}
-        for group, proc in zip(*self.graph):
-            counts = proc.sops.get().astype(np.int64)
-            out.update({c.name: counts[k] for k, c in enumerate(group.cores) if c.type != CoreType.HOST})
-        return out
+        return {name: counts.copy() for group, _ in zip(*self.graph) for name, counts in group.sops().items()}
 
 
 @implements(proc=SDLLM, protocol=LoihiProtocol)
