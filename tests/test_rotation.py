@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from sdllm.formats.model import LlamaConfig
+from sdllm.models.conversion.fakequant import kth_smallest
 from sdllm.models.conversion.rotation import (
     add_down_hadamard,
     add_qk_hadamard,
@@ -225,3 +226,13 @@ def test_a_balanced_conversion_stores_its_scales_and_evaluation_prepares_with_th
     assert plain.balance is None
     assert not np.array_equal(plain.weight("L0.down"), converted.weight("L0.down"))
     assert tiny_model.balance is not None  # the default spec balances
+
+
+@pytest.mark.parametrize("n,k", [(576, 570), (576, 575), (1536, 1459), (64, 0), (64, 40)])
+def test_the_fake_quant_order_statistic_is_the_sorted_value(n, k):
+    """kth_smallest finds the (k+1)-th smallest by topk near the top, kthvalue elsewhere: the
+    sorted array's value either way, ties included."""
+    g = torch.Generator().manual_seed(n + k)
+    a = torch.randint(0, 50, (3, 7, n), generator=g).float()  # many ties
+    expected = torch.from_numpy(np.sort(a.numpy(), axis=-1)[..., k])
+    assert torch.equal(kth_smallest(a, k), expected)

@@ -21,8 +21,17 @@ def _ste(x, x_hat):
     return x + (x_hat - x).detach()
 
 
+def kth_smallest(a, k: int):
+    """The (k+1)-th smallest value along the last axis (torch.kthvalue's). Near the top — γ close
+    to 1 — the same value as the (n-k)-th largest, which topk finds 3-4x faster on a CPU."""
+    n = a.shape[-1]
+    if n - k <= n // 8:
+        return torch.topk(a, n - k, dim=-1).values[..., -1]
+    return torch.kthvalue(a, k + 1, dim=-1).values
+
+
 def fq_quantile(x, k: int, q_max: int, theta: int):
-    m = torch.kthvalue(x.detach().abs(), k + 1, dim=-1).values.clamp_min(1e-12).unsqueeze(-1)
+    m = kth_smallest(x.detach().abs(), k).clamp_min(1e-12).unsqueeze(-1)
     q = torch.clamp(torch.round(x.detach() * q_max / m), -q_max, q_max)
     q = torch.where(q.abs() <= theta, torch.zeros_like(q), q)
     return _ste(x, q * m / q_max)
