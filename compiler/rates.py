@@ -41,7 +41,7 @@ def output_rates(net: Network, node) -> np.ndarray:
         return out
     for seg in node.outputs.sizes:
         stage = stages.STAGES.get(seg)
-        key = stage.node(None if stage is stages.HEAD else node.layer) if stage else None
+        key = stage.node(node.layer) if stage else None
         if key in net.rates.events:
             a, b = node.outputs.range(seg)
             out[a:b] = net.rates.events[key][net.codes.codes[key]]

@@ -90,7 +90,7 @@ class NeuronUnitCore(CoreBehaviour):
         return set(range(*self.span))
 
     def _start(self, stage, q):
-        node = stage.node(None if stage is stages.HEAD else self.core.layer)
+        node = stage.node(self.core.layer)
         code = codes.CODES[self.windows[node].code]
         self.train = (stage.name, iter(code.encode(np.asarray(q, np.int64).reshape(-1), self.quant.of_stage(node).bits)))
 

@@ -122,14 +122,16 @@ class Stage:
     program: str  # the DecoderLayerUnit method that takes its accumulators (the host's, for the head)
     produces: tuple = ()  # the points that program returns, in order; () for the residual stream
     cache: Point | None = None  # KV stages: the point the unit writes into their synapses
+    layered: bool = True  # one per layer (the head: one, after the last layer)
 
     @property
     def static(self) -> bool:
         return self.kind is NodeKind.STATIC
 
     def node(self, layer: int | None) -> str:
-        """Its name in model.pt, calibration taps, builds: 'L{layer}.{name}', or the head's own name."""
-        return self.name if layer is None else f"L{layer}.{self.name}"
+        """Its name in model.pt, calibration taps, builds: 'L{layer}.{name}', or for a stage of no
+        layer (the head) its own name, whatever layer is asked (the last layer's unit feeds it)."""
+        return self.name if layer is None or not self.layered else f"L{layer}.{self.name}"
 
     def fanout(self, cfg, weight_fanout=None, pos=None):
         """The SOP rule: synapses one spike on an input axon reads. Static stages: the axon's
@@ -160,7 +162,7 @@ LAYER = (
     Stage("gate_up", NodeKind.STATIC, MLP_IN, lambda c: c.dim, lambda c: 2 * c.ffn_dim, "swiglu", (MLP_ACT,)),
     Stage("down", NodeKind.STATIC, MLP_ACT, lambda c: c.ffn_dim, lambda c: c.dim, "add_mlp"),
 )
-HEAD = Stage("head", NodeKind.STATIC, HEAD_IN, lambda c: c.dim, lambda c: c.vocab_size, "logits")
+HEAD = Stage("head", NodeKind.STATIC, HEAD_IN, lambda c: c.dim, lambda c: c.vocab_size, "logits", layered=False)
 STAGES = {s.name: s for s in (*LAYER, HEAD)}
 LAYER_STATIC = tuple(s for s in LAYER if s.static)
 ENTRY_STAGE = LAYER[0]  # where a layer's residual enters: its bias (Qwen2's q/k/v biases) is added after it
