@@ -9,7 +9,7 @@ from tqdm import tqdm
 from sdllm import interrupts, resources
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.group import make_groups, packets_by_pair
-from sdllm.runtime.lava_lifetime import failures, start_resource_tracker, stop
+from sdllm.runtime.lava_lifetime import failures, start_resource_tracker, stop, watch
 from sdllm.runtime.lava_procs.cores import group_classes
 from sdllm.runtime.requests import check_granularity
 from sdllm.runtime.result import RunResult
@@ -88,6 +88,7 @@ def _run(build, prompt, timeline: Timeline, granularity: str, progress: bool, sa
                 with failures(anchor):
                     with interrupts.deferred() if i == 0 else contextlib.nullcontext():
                         anchor.run(condition=RunSteps(num_steps=end - (ends[i - 1] if i else 0), blocking=False), run_cfg=cfg)
+                    watch(anchor)
                     anchor.wait()
                 position = len(prompt) - 1 + i  # whose logits the call ended with
                 bar.update(len(prompt) if i == 0 else 1)

@@ -8,6 +8,9 @@ and the `SDLLM` Process alike.
   runtime ends the run with a RuntimeError; `failures` turns that into `SdllmError("Lava run
   failed: <the worker's line>")` and ends what is left. Anything else (the user's own exception
   in a callback) passes through as itself.
+- A process lost mid-run (killed by a signal, the OOM killer's SIGKILL say) reports nothing, and
+  the others would wait for it at the step's barrier for ever: `watch`, before each wait for a
+  run, raises it as one SdllmError line, and `stop` ends the rest without asking Lava.
 - `stop`: Lava's stop gets STOP_GRACE_S; then its workers are ended, its shared-memory manager is
   shut down (which unlinks the segments) and the runtime is marked stopped, so a later `stop`
   (Lava's own, from a finalizer) does not wait for replies from processes that have ended.
@@ -34,6 +37,7 @@ from sdllm.errors import SdllmError
 from sdllm.runtime.lava_procs.cores import GroupProcess, WorkerError
 
 STOP_GRACE_S = 10.0  # how long Lava may take to stop before its processes are ended
+WATCH_MAX_S = 0.05  # the longest pause between two looks at a waiting run's processes
 ORPHAN_EXIT_S = 5  # how long an orphaned process's exit may take before SIGALRM ends it
 _PR_SET_PDEATHSIG = 1
 _LEAVE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -128,6 +132,36 @@ def failures(process):
         raise SdllmError(f"Lava run failed: {line}") from None
 
 
+def _lost(process) -> str | None:
+    """How the first of the run's processes that ended without reporting an error (killed by a
+    signal — the OOM killer's SIGKILL, say — or exited with a code) ended, if one has."""
+    for actor in getattr(_infrastructure(process), "actors", ()):
+        try:
+            code = actor.exitcode
+        except ValueError:  # closed: Lava has joined it
+            continue
+        if code:
+            how = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
+            return f"a Lava process (pid {actor.pid}) ended by {how} mid-run"
+    return None
+
+
+def watch(process) -> None:
+    """Return once the run under way has replied (Lava's wait then takes the reply at once), with
+    its processes watched meanwhile: one that ends without reporting an error would leave the
+    others waiting at the step's barrier for ever (Lava waits for its reply); it is raised as one
+    SdllmError line instead (the caller then `stop`s, which ends the rest). The reply is polled for,
+    backing off to WATCH_MAX_S, in this thread: a signal interrupts the wait as it did Lava's."""
+    replies = getattr(getattr(process, "runtime", None), "service_to_runtime", ())
+    pause = 0.001
+    while not all(port.probe() for port in replies):
+        line = _lost(process)
+        if line is not None:
+            raise SdllmError(f"Lava run failed: {line}")
+        time.sleep(pause)
+        pause = min(2 * pause, WATCH_MAX_S)
+
+
 def _ended_by_failure(process) -> bool:
     actors = list(getattr(_infrastructure(process), "actors", ()))
     return bool(actors) and not any(_alive(a) for a in actors) and worker_failure(process) is not None
@@ -147,7 +181,9 @@ def stop(process, children_before=()) -> None:
         return
     infra = _infrastructure(process)
     actors = list(getattr(infra, "actors", ()))
-    if not actors or any(_alive(a) for a in actors):
+    if _lost(process) is not None:  # Lava's stop would wait for the lost process's reply
+        _end([a for a in actors if _alive(a)])
+    elif not actors or any(_alive(a) for a in actors):
         stopper = threading.Thread(target=_quiet_stop, args=(process,), daemon=True)
         stopper.start()
         deadline = time.monotonic() + STOP_GRACE_S

@@ -4,19 +4,21 @@ run as a user's script runs them — with Python's default signal handling, in a
 A worker that fails ends the run with its error as one `SdllmError` line (it used to leave the
 run waiting for ever); a token id on token_in the network cannot take is refused where it enters;
 a script killed by SIGTERM or SIGHUP leaves no Lava process, no shared-memory segment and no
-temporary folder (its workers used to live on under init, holding their segments); the user's own
+temporary folder (its workers used to live on under init, holding their segments); a Lava process
+killed mid-run ends the run with one line (the others used to wait for it); the user's own
 exception in a callback comes back as itself on every backend."""
 
 import multiprocessing
 import os
 import shutil
 import signal
+import threading
 import time
 
 import numpy as np
 import pytest
 from helpers import leaves_nothing, marked_processes, shared_memory, snapshot, start_script, wait_for
-from lava.magma.core.run_conditions import RunContinuous
+from lava.magma.core.run_conditions import RunContinuous, RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.io import source
 
@@ -204,6 +206,48 @@ def test_a_worker_failing_after_a_continuous_run_began_is_raised_by_pause_and_st
         net.pause()
     net.stop()
     assert multiprocessing.active_children() == []
+
+
+def test_a_lava_process_killed_mid_run_ends_the_run_with_one_line(default_build):
+    """A worker killed from outside (the OOM killer's SIGKILL) reports nothing; the others would
+    wait for it at the step's barrier for ever. The run ends with one line and nothing left."""
+    lava_processes = []
+
+    def kill_a_worker(_):
+        if not lava_processes:
+            lava_processes.extend(p for p in multiprocessing.active_children() if type(p).__name__ == "SystemProcess")
+            os.kill(lava_processes[0].pid, signal.SIGKILL)
+
+    build = sdllm.load_build(default_build)
+    t0 = time.monotonic()
+    with pytest.raises(SdllmError, match=r"^Lava run failed: a Lava process \(pid \d+\) ended by SIGKILL mid-run$"):
+        build.run("The if", 8, backend="lava", on_token=kill_a_worker)
+    assert lava_processes and time.monotonic() - t0 < 120
+    assert multiprocessing.active_children() == []
+
+
+def test_the_lava_process_s_blocking_run_ends_with_one_line_when_a_worker_is_killed(default_build):
+    net = sdllm.SDLLM(build=default_build, n_positions=4)
+    ids = np.full((1, 4 * net.period), -1)
+    ids[0, 0] = 65
+    source.RingBuffer(data=ids).s_out.connect(net.token_in)
+    killed = []
+
+    def kill_a_worker():
+        workers = [p for p in multiprocessing.active_children() if type(p).__name__ == "SystemProcess"]
+        if workers:
+            os.kill(workers[0].pid, signal.SIGKILL)
+            killed.append(workers[0].pid)
+
+    timer = threading.Timer(5.0, kill_a_worker)
+    timer.start()
+    try:
+        with pytest.raises(SdllmError, match=r"^Lava run failed: a Lava process \(pid \d+\) ended by SIGKILL mid-run$"):
+            net.run(condition=RunSteps(num_steps=10**6), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    finally:
+        timer.cancel()
+        net.stop()
+    assert killed and multiprocessing.active_children() == []
 
 
 COMPILE_SCRIPT = """

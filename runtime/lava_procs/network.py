@@ -44,6 +44,7 @@ from lava.magma.core.decorator import implements
 from lava.magma.core.model.sub.model import AbstractSubProcessModel
 from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from sdllm import arguments
@@ -91,11 +92,21 @@ class SDLLM(AbstractProcess):
             super().__del__()
 
     def run(self, condition, run_cfg=None, compile_config=None):
-        with self._failures():
-            super().run(condition, run_cfg, compile_config)
+        if not (isinstance(condition, RunSteps) and condition.blocking):
+            with self._failures():
+                super().run(condition, run_cfg, compile_config)
+            return
+        condition.blocking = False  # Lava's own blocking wait would not notice a process lost mid-run
+        try:
+            with self._failures():
+                super().run(condition, run_cfg, compile_config)
+        finally:
+            condition.blocking = True
+        self.wait()
 
     def wait(self):
         with self._failures():
+            lava_lifetime.watch(self)
             super().wait()
 
     def pause(self):
