@@ -3,9 +3,9 @@ and, with every core in one group, the single-process lockstep simulator.
 
 Inside a group, the routing tables deliver outputs computed in step t to the member cores'
 axons in step t+1 directly; outputs bound for cores of other groups are gathered per
-destination group — only the axons their routes reach — to be sent over Lava ports in step t+1. Either way docs/DESIGN.md §3 holds.
-A step runs only the members that act in its phase (`CoreBehaviour.phases`); routes touch only
-outputs that are non-zero.
+destination group (only the axons their routes reach), to be sent over Lava ports in step t+1.
+Either way docs/DESIGN.md §3 holds. A step runs only the members that act in its phase
+(`CoreBehaviour.phases`); routes touch only outputs that are non-zero.
 """
 
 import mmap

@@ -71,8 +71,7 @@ def _run(build, prompt, timeline: Timeline, granularity: str, progress: bool, sa
 
     n_positions = timeline.positions
     groups, procs, models = build_processes(build, prompt, timeline, granularity, sampler)
-    anchor = next(p for g, p in zip(groups, procs) if g.host() is not None)
-    host = next(g.host() for g in groups if g.host() is not None)
+    anchor, host = next((p, g.host()) for g, p in zip(groups, procs) if g.host() is not None)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
     children = multiprocessing.active_children()
     done = n_positions

@@ -9,9 +9,9 @@ send (which is how partial sums of fan-in tiles meet).
 
 The classes are declared below; only the ports are added per build. Lava's builder requires a
 ProcessModel to declare exactly the ports its Process has (a `LavaPyType` each;
-`PyProcessBuilder.check_all_vars_and_ports_set`), and how many destination groups a group has
-depends on the build — so `group_classes` derives one subclass pair per number of sources and
-destinations (cached). The run config maps each Process instance to its model, so Lava's model discovery
+`PyProcessBuilder.check_all_vars_and_ports_set`), and how many source and destination groups a
+group has depends on the build — so `group_classes` derives one subclass pair per number of
+each (cached). The run config maps each Process instance to its model, so Lava's model discovery
 (which would need such classes in a module's namespace) is never consulted.
 
 Every model sends first and receives second in each step (as Lava's own Dense does), so a
@@ -197,8 +197,8 @@ def group_classes(n_src: int, n_dest: int, host_io: bool = False):
     """(Process class, ProcessModel class) for a group with n_src source and n_dest destination
     groups: the declared pair (host_io: the host's group with token ports), with the model's
     InPorts in_0 .. in_{n_src-1} and OutPorts out_0 .. out_{n_dest-1} added. Both become names of
-    this module, so that Lava's model discovery finds the model of a Process built inside a SubProcessModel (where the
-    user's run config, not ours, picks the models)."""
+    this module, so that Lava's model discovery finds the model of a Process built inside a
+    SubProcessModel (where the user's run config, not ours, picks the models)."""
     key = (n_src, n_dest, host_io)
     if key not in _CLASSES:
         proc_base, model_base = _PAIRS[host_io]
