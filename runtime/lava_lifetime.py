@@ -10,7 +10,8 @@ and the `SDLLM` Process alike.
   in a callback) passes through as itself.
 - A process lost mid-run (killed by a signal, the OOM killer's SIGKILL say) reports nothing, and
   the others would wait for it at the step's barrier for ever: `watch`, before each wait for a
-  run, raises it as one SdllmError line, and `stop` ends the rest without asking Lava.
+  run, raises it as one SdllmError line (`check_lost`, before a pause), and `stop` ends the rest
+  without asking Lava.
 - `stop`: Lava's stop gets STOP_GRACE_S; then its workers are ended, its shared-memory manager is
   shut down (which unlinks the segments) and the runtime is marked stopped, so a later `stop`
   (Lava's own, from a finalizer) does not wait for replies from processes that have ended.
@@ -146,6 +147,13 @@ def _lost(process) -> str | None:
     return None
 
 
+def check_lost(process) -> None:
+    """Raise a process of the run lost mid-run as one SdllmError line (see `watch`)."""
+    line = _lost(process)
+    if line is not None:
+        raise SdllmError(f"Lava run failed: {line}")
+
+
 def watch(process) -> None:
     """Return once the run under way has replied (Lava's wait then takes the reply at once), with
     its processes watched meanwhile: one that ends without reporting an error would leave the
@@ -155,9 +163,7 @@ def watch(process) -> None:
     replies = getattr(getattr(process, "runtime", None), "service_to_runtime", ())
     pause = 0.001
     while not all(port.probe() for port in replies):
-        line = _lost(process)
-        if line is not None:
-            raise SdllmError(f"Lava run failed: {line}")
+        check_lost(process)
         time.sleep(pause)
         pause = min(2 * pause, WATCH_MAX_S)
 

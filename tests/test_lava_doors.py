@@ -250,6 +250,24 @@ def test_the_lava_process_s_blocking_run_ends_with_one_line_when_a_worker_is_kil
     assert killed and multiprocessing.active_children() == []
 
 
+def test_a_pause_after_a_worker_was_killed_is_one_line(default_build):
+    net = sdllm.SDLLM(build=default_build, n_positions=4)
+    ids = np.full((1, 4 * net.period), -1)
+    ids[0, 0] = 65
+    source.RingBuffer(data=ids).s_out.connect(net.token_in)
+    net.run(condition=RunContinuous(), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    try:
+        time.sleep(3)
+        worker = next(p for p in multiprocessing.active_children() if type(p).__name__ == "SystemProcess")
+        os.kill(worker.pid, signal.SIGKILL)
+        assert wait_for(lambda: not worker.is_alive(), 10)
+        with pytest.raises(SdllmError, match=rf"^Lava run failed: a Lava process \(pid {worker.pid}\) ended by SIGKILL mid-run$"):
+            net.pause()
+    finally:
+        net.stop()
+    assert multiprocessing.active_children() == []
+
+
 COMPILE_SCRIPT = """
 import sys, sdllm
 from sdllm.formats.model import QuantSpec
