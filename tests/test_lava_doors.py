@@ -208,6 +208,11 @@ def test_a_worker_failing_after_a_continuous_run_began_is_raised_by_pause_and_st
     assert multiprocessing.active_children() == []
 
 
+def lava_workers() -> list:
+    """The Lava processes (workers and runtime services) this test's runs forked."""
+    return [p for p in multiprocessing.active_children() if type(p).__name__ == "SystemProcess"]
+
+
 def test_a_lava_process_killed_mid_run_ends_the_run_with_one_line(default_build):
     """A worker killed from outside (the OOM killer's SIGKILL) reports nothing; the others would
     wait for it at the step's barrier for ever. The run ends with one line and nothing left."""
@@ -215,7 +220,7 @@ def test_a_lava_process_killed_mid_run_ends_the_run_with_one_line(default_build)
 
     def kill_a_worker(_):
         if not lava_processes:
-            lava_processes.extend(p for p in multiprocessing.active_children() if type(p).__name__ == "SystemProcess")
+            lava_processes.extend(lava_workers())
             os.kill(lava_processes[0].pid, signal.SIGKILL)
 
     build = sdllm.load_build(default_build)
@@ -234,7 +239,7 @@ def test_the_lava_process_s_blocking_run_ends_with_one_line_when_a_worker_is_kil
     killed = []
 
     def kill_a_worker():
-        workers = [p for p in multiprocessing.active_children() if type(p).__name__ == "SystemProcess"]
+        workers = lava_workers()
         if workers:
             os.kill(workers[0].pid, signal.SIGKILL)
             killed.append(workers[0].pid)
@@ -258,7 +263,7 @@ def test_a_pause_after_a_worker_was_killed_is_one_line(default_build):
     net.run(condition=RunContinuous(), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
     try:
         time.sleep(3)
-        worker = next(p for p in multiprocessing.active_children() if type(p).__name__ == "SystemProcess")
+        worker = lava_workers()[0]
         os.kill(worker.pid, signal.SIGKILL)
         assert wait_for(lambda: not worker.is_alive(), 10)
         with pytest.raises(SdllmError, match=rf"^Lava run failed: a Lava process \(pid {worker.pid}\) ended by SIGKILL mid-run$"):
