@@ -13,6 +13,9 @@ paper's setting), compiled for Kapoho Point once in every spike code — the pap
 3. Lava: a 32-token prompt and 8 new tokens, in one run of this script, with the paper's code and
    schedule (a period per position) against the compiler's code and the pipelined schedule;
    tokens and logits checked equal to each other and to the fast executor.
+4. Batches: several prompts side by side in the pipeline (`sdllm-run --batch`, `Build.run_batch`):
+   new tokens per second against the batch's size from the compiled schedule, a batch of 8 on
+   the fast executor and one of 4 on Lava, each prompt checked equal to its run alone.
 Targets (issue 21) printed met or missed; plot out/smollm2_time_energy.png.
 
     .venv/bin/python benchmarks/smollm2_time_energy.py [--skip-lava]
@@ -44,8 +47,8 @@ from shared_smollm2 import gguf as fetch_gguf  # noqa: E402
 from sdllm.formats.build import read as load_build  # noqa: E402
 from sdllm.models.source.corpus import CALIBRATION_WINDOWS, held_out_windows  # noqa: E402
 from sdllm.runtime import energy  # noqa: E402
-from sdllm.runtime.fast import run_fast  # noqa: E402
-from sdllm.runtime.lava_backend import run_lava  # noqa: E402
+from sdllm.runtime.fast import run_fast, run_fast_batch  # noqa: E402
+from sdllm.runtime.lava_backend import run_lava, run_lava_batch  # noqa: E402
 from sdllm.schedule import Timeline  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
@@ -53,6 +56,8 @@ TARGET = "kapoho_point"
 CODES = ("paper", "bitplane", "naf", "graded", "auto")
 PROMPT, NEW = 64, 8  # the fast executor's run per code
 LAVA_PROMPT, LAVA_NEW = 32, 8
+BATCH_PROMPT, BATCH_NEW, BATCH_SIZES = 16, 16, (1, 2, 4, 8)  # 8 x 31 positions fit the 256 of the context
+LAVA_BATCH = 4
 # the issue's baseline, measured before it on this model and target with the paper's code
 BASE_PERIOD, BASE_SOPS = 1478, 283.7e6
 
@@ -71,6 +76,17 @@ def compile_code(model: str, code: str, out: str) -> tuple:
 def ttft(build, n_prompt: int, pipelined: bool) -> int:
     """Steps until the first new token after an n_prompt-token prompt."""
     return Timeline.of(build.schedule, n_prompt, n_prompt, pipelined).done(n_prompt - 1)
+
+
+def batch_rate(build, size: int, pipelined_batch: bool = True) -> tuple:
+    """(timesteps, new tokens per second at the config's step time) of `size` prompts of
+    BATCH_PROMPT tokens and BATCH_NEW new tokens each: side by side, or one after another."""
+    s = build.schedule
+    if pipelined_batch:
+        steps = Timeline.batch(s, [BATCH_PROMPT] * size, BATCH_NEW).total
+    else:
+        steps = size * Timeline.of(s, BATCH_PROMPT, BATCH_PROMPT + BATCH_NEW - 1).total
+    return steps, size * BATCH_NEW / (steps * build.hw.timestep_us * 1e-6)
 
 
 def same(a, b) -> bool:
@@ -173,7 +189,35 @@ def main():
         print("  Lava wall time: " + verdict(t_slow / t_quick >= 5, f"{t_slow / t_quick:.1f}x faster "
               f"({t_slow:.0f} s -> {t_quick:.0f} s; {slow.timesteps / quick.timesteps:.1f}x fewer timesteps)", ">= 5x"))
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    print(f"\nbatches: prompts of {BATCH_PROMPT} tokens + {BATCH_NEW} new tokens each, side by side in the compiled "
+          f"schedule (the compiler's codes) against one prompt after another:")
+    print(f"{'prompts':>8}{'timesteps':>11}{'one by one':>12}{'new tokens/s':>14}{'x':>7}")
+    for size in BATCH_SIZES:
+        (steps, rate), (serial, serial_rate) = batch_rate(a, size), batch_rate(a, size, False)
+        print(f"{size:>8}{steps:>11,}{serial:>12,}{rate:>14,.0f}{rate / serial_rate:>7.2f}")
+    rows = held_out_windows(a.tokenizer, BATCH_PROMPT + 1, max(BATCH_SIZES))
+    prompts = [[int(t) for t in row[:BATCH_PROMPT]] for row in rows]
+    t0 = time.time()
+    batch = run_fast_batch(a, prompts, BATCH_NEW)
+    alone = [run_fast(a, q, BATCH_NEW) for q in prompts]
+    batch_equal = all(same(r, s) and np.array_equal(r.sops_per_token(), s.sops_per_token()) for r, s in zip(batch, alone))
+    print(f"  fast executor, a batch of {len(prompts)}: each prompt's tokens, logits and SOPs equal to its run alone: "
+          f"{batch_equal} ({time.time() - t0:.0f} s)")
+    if not args.skip_lava:
+        few = [q[: LAVA_PROMPT // 4] for q in prompts[:LAVA_BATCH]]
+        t0 = time.time()
+        on_lava = run_lava_batch(a, few, LAVA_NEW, "chip", progress=True)
+        wall = time.time() - t0
+        alone = [run_fast(a, q, LAVA_NEW) for q in few]
+        lava_equal = all(same(r, s) and np.array_equal(r.sops_per_token(), s.sops_per_token()) for r, s in zip(on_lava, alone))
+        steps = max(r.timesteps for r in on_lava)
+        serial = sum(Timeline.of(a.schedule, len(q), len(q) + LAVA_NEW - 1).total for q in few)
+        print(f"  Lava, a batch of {LAVA_BATCH} prompts of {LAVA_PROMPT // 4} tokens + {LAVA_NEW} new: {steps:,} timesteps "
+              f"(one after another {serial:,}: x{serial / steps:.2f}), {wall:.0f} s wall; each prompt equal to its fast "
+              f"run alone (tokens, logits, SOPs): {lava_equal}")
+        batch_equal = batch_equal and lava_equal
+
+    fig, (left, right, third) = plt.subplots(1, 3, figsize=(15, 4))
     names = list(account)
     left.barh(names[::-1], [account[n] for n in names][::-1], color=["C0", "C0", "C0", "C1", "C1", "C1", "C1", "C2", "C2"][::-1])
     left.set_xscale("log")
@@ -191,12 +235,20 @@ def main():
     right.set_ylabel(f"ms to the first new token ({a.hw.timestep_us:g} us steps)")
     right.set_title(f"time to first token on {TARGET}")
     right.legend(fontsize=8)
+    sizes = np.array(BATCH_SIZES)
+    for label, batched in (("side by side (a batch)", True), ("one after another", False)):
+        third.plot(sizes, [batch_rate(a, int(n), batched)[1] for n in sizes], marker="o", label=label)
+    third.set_xscale("log", base=2)
+    third.set_xlabel(f"prompts ({BATCH_PROMPT} tokens + {BATCH_NEW} new each)")
+    third.set_ylabel(f"new tokens per second ({a.hw.timestep_us:g} us steps)")
+    third.set_title("generation throughput, compiler's codes")
+    third.legend(fontsize=8)
     fig.tight_layout()
     plot = os.path.join(args.out, "smollm2_time_energy.png")
     fig.savefig(plot, dpi=120)
     shutil.copyfile(plot, os.path.join(os.path.dirname(__file__), "..", "docs", "smollm2_time_energy.png"))
     print("\nplot: docs/smollm2_time_energy.png")
-    if not equal or (lava and not (same(*[r for r, _ in lava.values()]))):
+    if not equal or not batch_equal or (lava and not (same(*[r for r, _ in lava.values()]))):
         return 1
     return 0
 

@@ -33,4 +33,4 @@ def behaviour(core, build, timeline, prompt, sampler):
     """What a core of the build does in each step (`cores.stepping.CoreBehaviour`)."""
     if core.type == CoreType.HOST:
         return host.HostCore(core, build, timeline, prompt, sampler)
-    return BEHAVIOURS[CoreType(core.type)](core, build, timeline.positions)
+    return BEHAVIOURS[CoreType(core.type)](core, build, timeline)

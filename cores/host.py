@@ -7,7 +7,9 @@ s_p + ratio_arrives it keeps the last unit's ratio; at s_p + period − 1 (the l
 turns the LM head's sums into logits (`units.logits_out`) and, after the prompt, picks the next
 token with the sampler (greedy by default, `sdllm.runtime.sampling`), whose embedding it sends in
 that same step. With the prompt pipelined several positions are in flight: the host keeps each
-one's ratio. A token fed from outside (`feed`, the Lava Process's token_in) replaces the next one.
+one's ratio. In a batch each sequence's tokens are chosen from its own positions' logits, the
+sampler told the position within the sequence (so each sequence gets the tokens it would alone).
+A token fed from outside (`feed`, the Lava Process's token_in) replaces the next one.
 """
 
 import numpy as np
@@ -30,8 +32,10 @@ def tile(node, model, first_id: int):
 
 class HostCore(CoreBehaviour):
     def __init__(self, core, build, timeline, prompt, sampler):
+        """prompt: the known tokens (`Timeline.known`), in position order: a batch's prompts one after another."""
         n_positions = timeline.positions
-        super().__init__(core, build, n_positions)
+        super().__init__(core, build, timeline)
+        self.timeline = timeline
         self.params = core.params
         self.vocab = len(core.params["embed"])
         h = build.schedule.host
@@ -41,9 +45,9 @@ class HostCore(CoreBehaviour):
         self.ratios = {s + self.ratio_at: p for p, s in enumerate(starts)}
         self.outs = {s + self.logits_at: p for p, s in enumerate(starts)}
         self.ins = build.segments(core.node, "inputs")
-        self.tokens = np.zeros(n_positions + 1, np.int64)
-        self.tokens[: len(prompt)] = prompt
-        self.n_prompt = len(prompt)
+        self.tokens = np.zeros(n_positions + 1, np.int64)  # at each position; the last: the one chosen after it
+        self.tokens[np.flatnonzero(timeline.known)] = prompt
+        self.chosen = np.full(n_positions, -1, np.int64)  # the token each position's logits chose (-1: none)
         self.logits = np.zeros((n_positions, build.config.vocab_size), np.int64)
         self.ratio = np.zeros(n_positions, np.int64)
         self.sampler = sampler
@@ -80,8 +84,11 @@ class HostCore(CoreBehaviour):
         if t in self.outs:
             p = self.outs[t]
             self.logits[p] = logits_out(x[slice(*self.ins["logits"])], self.ratio[p], self.params)
-            if p + 1 >= self.n_prompt:
-                self.tokens[p + 1] = self.sampler(self.logits[p], p)
+            tl = self.timeline
+            if tl.samples(p):
+                self.chosen[p] = token = self.sampler(self.logits[p], p - int(tl.first[p]))
+                if p + 1 == tl.positions or tl.first[p + 1] == tl.first[p]:
+                    self.tokens[p + 1] = token
         if t in self.sends:
             return self.embedding(self.tokens[self.sends[t]])
         return self.zeros

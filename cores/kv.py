@@ -10,9 +10,10 @@ In each step t of its stage's window it receives spikes s_t and updates
     Q·Kᵀ:  a[h, p'] ← r · a[h, p'] + Σ_d s_t[h, d] · K[g(h), p', d]      (heads × positions)
     P·V:   a[h, d]  ← r · a[h, d]  + Σ_p' s_t[h, p'] · V[g(h), p', d]    (heads × head_dim)
 
-(g(h): the kv head of query head h; r: the code's radix); at the window's last phase it sends a
-and resets it. SOPs per spike (the stage table's rule, `stages.Stage.fanout`): p + 1 cached keys
-for Q·Kᵀ, head_dim values for P·V. Its output is bounded by Q_in · Q_kv · (head_dim or the context).
+(g(h): the kv head of query head h; r: the code's radix; p' over the cached positions of p's own
+sequence, f ≤ p' ≤ p — a batch holds several sequences side by side, `sdllm.schedule.Timeline`);
+at the window's last phase it sends a and resets it. SOPs per spike (the stage table's rule,
+`stages.Stage.fanout`): p − f + 1 cached keys for Q·Kᵀ, head_dim values for P·V. Its output is bounded by Q_in · Q_kv · (head_dim or the context).
 """
 
 import numpy as np
@@ -77,8 +78,8 @@ def tile(node, lim, q_max: int, first_id: int):
 
 
 class KvCore(StageWindow, CoreBehaviour):
-    def __init__(self, core, build, n_positions):
-        CoreBehaviour.__init__(self, core, build, n_positions)
+    def __init__(self, core, build, timeline):
+        CoreBehaviour.__init__(self, core, build, timeline)
         StageWindow.__init__(self, core, build)
         p = core.params
         self.h, self.hd, self.S, self.n_spike = p["n_heads"], p["head_dim"], p["max_seq_len"], p["n_spike_axons"]
@@ -101,14 +102,15 @@ class KvCore(StageWindow, CoreBehaviour):
         if self.first <= phase <= self.last:
             s = x[: self.n_spike]
             check_events(self.core, s, self.event_max)
-            mem = self.cache[self.kv_of_head]  # (heads, S, hd)
+            seq = slice(int(self.seq_first[token]), token + 1)  # the cached positions of its own sequence so far
+            mem = self.cache[self.kv_of_head, seq]  # (heads, positions, hd)
             if self.radix != 1:
                 self.acc *= self.radix
             if self.qk:
-                self.acc += np.einsum("hd,htd->ht", s.reshape(self.h, self.hd), mem).reshape(-1)
+                self.acc.reshape(self.h, self.S)[:, seq] += np.einsum("hd,htd->ht", s.reshape(self.h, self.hd), mem)
             else:
-                self.acc += np.einsum("ht,htd->hd", s.reshape(self.h, self.S), mem).reshape(-1)
-            self.sops[token] += int(np.count_nonzero(s)) * self.stage.fanout(self.cfg, pos=token)
+                self.acc += np.einsum("ht,htd->hd", s.reshape(self.h, self.S)[:, seq], mem).reshape(-1)
+            self.sops[token] += int(np.count_nonzero(s)) * self.stage.fanout(self.cfg, pos=token - seq.start)
             if phase == self.last:
                 out, self.acc = self.acc, np.zeros_like(self.acc)
                 return out

@@ -49,8 +49,8 @@ def tile(node, parts: int, row_sums, lim, q_max: int, first_id: int) -> list:
 
 
 class ReduceCore(CoreBehaviour):
-    def __init__(self, core, build, n_positions):
-        super().__init__(core, build, n_positions)
+    def __init__(self, core, build, timeline):
+        super().__init__(core, build, timeline)
         self.at = build.schedule.stages[core.node].last + 1
         self.parts = core.params["fan_in_parts"]
 

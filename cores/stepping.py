@@ -16,10 +16,11 @@ from sdllm.errors import SdllmError
 
 
 class CoreBehaviour:
-    def __init__(self, core, build, n_positions: int):
+    def __init__(self, core, build, timeline):
         self.core = core
         self.period = build.schedule.period
-        self.sops = np.zeros(n_positions, np.int64)
+        self.seq_first = timeline.first  # each position's sequence's first (`sdllm.schedule.Timeline`)
+        self.sops = np.zeros(timeline.positions, np.int64)
         self.zeros = np.zeros(core.n_neurons, np.int64)
 
     def phases(self) -> set:

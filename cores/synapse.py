@@ -150,8 +150,8 @@ def tile(node, lim, q_max: int, first_id: int):
 
 
 class SynapseCore(StageWindow, CoreBehaviour):
-    def __init__(self, core, build, n_positions):
-        CoreBehaviour.__init__(self, core, build, n_positions)
+    def __init__(self, core, build, timeline):
+        CoreBehaviour.__init__(self, core, build, timeline)
         StageWindow.__init__(self, core, build)
         self.w = core.weights()
         self.fanout = np.count_nonzero(self.w, axis=0)  # SOPs count non-zero synapses in either encoding

@@ -70,8 +70,8 @@ class NeuronUnitCore(CoreBehaviour):
     (`sdllm.models.integer.units`), run as the schedule's phases come, plus the encoders that send each
     integer activation as a train in the code the compiler chose for its stage."""
 
-    def __init__(self, core, build, n_positions):
-        super().__init__(core, build, n_positions)
+    def __init__(self, core, build, timeline):
+        super().__init__(core, build, timeline)
         self.unit = DecoderLayerUnit(core.params, build.config.max_seq_len)
         self.params = core.params
         self.ins = build.segments(core.node, "inputs")
@@ -122,7 +122,7 @@ class NeuronUnitCore(CoreBehaviour):
             acc = seg(stage.name)
             if stage.kind is NodeKind.KV_QK:
                 acc = acc.reshape(int(self.params["n_heads"]), -1)
-            out = u.run(stage, acc, token)
+            out = u.run(stage, acc, token, int(self.seq_first[token]))
             for point, value in zip(stage.produces, out if stage.produces else ()):
                 self._send(y, point, value)
             if not stage.produces:

@@ -172,6 +172,21 @@ def run_fast(build, prompt, n_new: int, folded: FoldedBuild | None = None, sampl
                      stepped=False)
 
 
+def run_fast_batch(build, prompts: list, n_new: int, sampler=GREEDY, generations: list | None = None,
+                   pipelined: bool = True) -> list:
+    """Each prompt's `RunResult`: every sequence computed alone (the same integers as beside the
+    others: each attends only to its own positions), its timesteps those of the batch's pipeline."""
+    folded = FoldedBuild(build)
+    timeline = Timeline.batch(build.schedule, [len(p) for p in prompts], n_new, pipelined)
+    generations = generations or [Generation(len(p)) for p in prompts]
+    out = []
+    for (first, _), prompt, generation in zip(timeline.sequences, prompts, generations):
+        r = run_fast(build, prompt, n_new, folded, sampler, generation.eos_id, generation.on_token)
+        r.timesteps = timeline.done(first + len(r.logits) - 1)
+        out.append(r)
+    return out
+
+
 def build_perplexity(build, rows: np.ndarray, progress: bool = True) -> float:
     """Perplexity of the compiled network (teacher-forced on each window of `rows`)."""
     from tqdm import tqdm

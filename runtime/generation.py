@@ -19,6 +19,22 @@ class Generation:
             self.on_token(int(token))
         return self.eos_id is not None and int(token) == self.eos_id
 
-    def needs_tokens(self) -> bool:
-        """Whether a backend must look at each token as it comes (else it may read them at the end)."""
-        return self.eos_id is not None or self.on_token is not None
+
+class Generations:
+    """A run's sequences (one, or a batch's, side by side: `sdllm.schedule.Timeline`), each with
+    its own `Generation`; how many positions each keeps (up to its end-of-sequence token)."""
+
+    def __init__(self, timeline, generations: list):
+        self.timeline, self.generations = timeline, list(generations)
+        self.ranges = timeline.sequences
+        self.kept = [stop - first for first, stop in self.ranges]
+        self.stopped = [False] * len(self.ranges)
+        self._index = {first: s for s, (first, _) in enumerate(self.ranges)}
+
+    def produced(self, position: int, token: int) -> bool:
+        """position's logits chose `token`. True: every sequence has stopped (the run may end)."""
+        first = int(self.timeline.first[position])
+        s = self._index[first]
+        if not self.stopped[s] and self.generations[s].produced(position - first, int(token)):
+            self.stopped[s], self.kept[s] = True, position - first + 1
+        return all(self.stopped)

@@ -158,7 +158,7 @@ class CoreGroup:
         self.spikes, self.traffic, self.chip_packets = (_shared_copy(a) for a in (self.spikes, self.traffic, self.chip_packets))
         host = self.host()
         if host is not None:
-            host.tokens = _shared_copy(host.tokens)
+            host.tokens, host.chosen = _shared_copy(host.tokens), _shared_copy(host.chosen)
             host.logits = shared_zeros(host.logits.shape)  # none yet; not copied, so untouched pages stay unallocated
 
     def resolve_external(self, axon_offset: dict) -> None:

@@ -28,3 +28,19 @@ def check_request(build: Build, prompt_tokens, n_new: int, backend: str = "lava"
     if len(prompt_tokens) + n_new - 1 > ctx:
         raise SdllmError(f"--prompt + --max-new-tokens: {len(prompt_tokens)} + {n_new} tokens need "
                          f"{len(prompt_tokens) + n_new - 1} positions, the context holds {ctx}")
+
+
+def check_batch(build: Build, prompts, n_new: int, backend: str = "lava", granularity: str = "auto") -> None:
+    """A batch: each prompt as `check_request` asks, and their sequences together within the context."""
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        arguments.fail("prompts", "a non-empty list of prompts", prompts)
+    for i, p in enumerate(prompts):
+        try:
+            check_request(build, p, n_new, backend, granularity)
+        except SdllmError as e:
+            raise SdllmError(f"prompt {i + 1} of {len(prompts)}: {e}") from None
+    ctx = build.config.max_seq_len
+    need = sum(len(p) + n_new - 1 for p in prompts)
+    if need > ctx:
+        raise SdllmError(f"batch: {len(prompts)} prompts ({sum(len(p) for p in prompts)} tokens in all) + {n_new} new tokens "
+                         f"each need {need} positions side by side, the context holds {ctx}")

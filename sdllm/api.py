@@ -370,16 +370,7 @@ class Build:
             arguments.boolean(name, value)
         arguments.callback("on_token", on_token)
         arguments.callback("on_text", on_text)
-        is_chat = chat or (isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict))
-        if is_chat:
-            ids = self.chat_prompt(prompt)
-        elif isinstance(prompt, str):
-            ids = self.encode(prompt)
-        else:
-            try:
-                ids = [operator.index(t) for t in prompt]
-            except TypeError:
-                raise SdllmError(f"prompt: text, token ids (integers) or chat messages, got {shown(repr(prompt))}") from None
+        ids = self._prompt_ids(prompt, chat)
         sampler = Sampler(temperature, top_k, top_p, seed)
         eos = tokenizer.eos_id(self.tokenizer) if stop_at_eos else None
         stream = tokenizer.TextStream(self.tokenizer) if on_text is not None else None
@@ -398,6 +389,41 @@ class Build:
         if stream is not None and (rest := stream.flush()):
             on_text(rest)
         return Run(self, result, ids, backend, sampler, eos, time.time() - t0)
+
+    def run_batch(self, prompts, max_new_tokens: int = 16, *, backend: str = "lava", granularity: str = "auto",
+                  chat: bool = False, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                  stop_at_eos: bool = True, progress: bool = False) -> list:
+        """Generate from several prompts in one run: their sequences side by side in the network's
+        KV caches, sharing its layer pipeline, so a batch takes fewer timesteps than its prompts one
+        after another. A `Run` per prompt, each with the tokens, logits and per-core SOPs it gets
+        alone (`run`) and its timesteps from the batch's first step to its own last logits.
+        prompts: a list of what `run` takes as a prompt; together they must fit the context."""
+        from sdllm.runtime.backends import run_batch as run_backend_batch
+        from sdllm.runtime.sampling import Sampler
+
+        for name, value in (("chat", chat), ("stop_at_eos", stop_at_eos), ("progress", progress)):
+            arguments.boolean(name, value)
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            arguments.fail("prompts", "a non-empty list of prompts", prompts)
+        ids = [self._prompt_ids(p, chat) for p in prompts]
+        sampler = Sampler(temperature, top_k, top_p, seed)
+        eos = tokenizer.eos_id(self.tokenizer) if stop_at_eos else None
+        t0 = time.time()
+        results = run_backend_batch(self.network, ids, max_new_tokens, backend, granularity, progress=progress,
+                                    sampler=sampler, eos_id=eos)
+        wall = time.time() - t0
+        return [Run(self, r, p, backend, sampler, eos, wall) for r, p in zip(results, ids)]
+
+    def _prompt_ids(self, prompt, chat: bool) -> list:
+        """Token ids of a prompt: text, token ids, or chat messages (the model's template)."""
+        if chat or (isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], dict)):
+            return self.chat_prompt(prompt)
+        if isinstance(prompt, str):
+            return self.encode(prompt)
+        try:
+            return [operator.index(t) for t in prompt]
+        except TypeError:
+            raise SdllmError(f"prompt: text, token ids (integers) or chat messages, got {shown(repr(prompt))}") from None
 
     def process(self, **options):
         """The network as a Lava Process (`sdllm.runtime.lava_procs.network.SDLLM`): token ids in,

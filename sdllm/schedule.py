@@ -78,22 +78,68 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Timeline:
-    """When each position of a run enters the network: the prompt's every `interval` steps (every
-    `period` unpipelined), each generated token a period after the one before it."""
+    """When each position of a run enters the network. A run holds one sequence, or several
+    (a batch) side by side: sequence s owns the positions first_s .. first_s + n_s + n_new − 2 of the
+    KV caches, where its prompt's tokens are known and the rest are chosen from the logits of the
+    position before. Known tokens — every prompt, one after another — enter every `interval` steps
+    (every `period` unpipelined); then the sequences' generated tokens take turns, each entering an
+    interval after the one before it and no sooner than a period after its own sequence's last
+    (it needs those logits). Every two positions enter at least an interval apart."""
 
     starts: np.ndarray  # (positions,) the step in which each position's embedding arrives
     period: int
+    first: np.ndarray  # (positions,) the first position of its sequence (its position in the sequence: p − first[p])
+    known: np.ndarray  # (positions,) bool: its token is given (a prompt's), not chosen from the position before
 
     @classmethod
     def of(cls, schedule: Schedule, n_prompt: int, n_positions: int, pipelined: bool = True) -> "Timeline":
-        gaps = np.full(max(n_positions - 1, 0), schedule.period, np.int64)
-        if pipelined:
-            gaps[: max(n_prompt - 1, 0)] = schedule.interval
-        return cls(np.concatenate([[0], np.cumsum(gaps)]).astype(np.int64), schedule.period)
+        """One sequence: an n_prompt-token prompt, n_positions positions in all."""
+        return cls._laid_out(schedule, [n_prompt], [n_positions], pipelined)
+
+    @classmethod
+    def batch(cls, schedule: Schedule, prompt_lengths, n_new: int, pipelined: bool = True) -> "Timeline":
+        """Several sequences, each its prompt and n_new tokens to generate (its last one is chosen
+        from its last position's logits, so n_prompt + n_new − 1 positions each)."""
+        return cls._laid_out(schedule, list(prompt_lengths), [n + n_new - 1 for n in prompt_lengths], pipelined)
+
+    @classmethod
+    def _laid_out(cls, schedule: Schedule, n_prompts: list, lengths: list, pipelined: bool) -> "Timeline":
+        lengths = np.asarray(lengths, np.int64)
+        firsts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        first = np.repeat(firsts, lengths)
+        offset = np.arange(len(first)) - first
+        known = offset < np.repeat(np.asarray(n_prompts, np.int64), lengths)
+        gap = schedule.interval if pipelined else schedule.period
+        starts = np.zeros(len(first), np.int64)
+        last = -gap
+        for p in np.flatnonzero(known):  # the prompts, one after another
+            starts[p] = last = last + gap
+        # then the generated tokens, the earliest ready first (a sequence's next is ready a period
+        # after its last; ties: the earlier sequence)
+        nxt = {int(f): int(f + n) for f, n, m in zip(firsts, n_prompts, lengths) if n < m}
+        while nxt:
+            ready = {f: (int(starts[p - 1]) + schedule.period if p > f else 0) for f, p in nxt.items()}
+            f = min(nxt, key=lambda f: (ready[f], f))
+            p = nxt.pop(f)
+            starts[p] = last = max(last + gap, ready[f])
+            if p + 1 < f + lengths[np.searchsorted(firsts, f)]:
+                nxt[f] = p + 1
+        return cls(starts, schedule.period, first, known)
 
     @property
     def positions(self) -> int:
         return len(self.starts)
+
+    @property
+    def sequences(self) -> list:
+        """(first, stop) position range of each sequence, in order."""
+        firsts = np.unique(self.first)
+        return [(int(a), int(b)) for a, b in zip(firsts, [*firsts[1:], self.positions])]
+
+    def samples(self, position: int) -> bool:
+        """Whether position's logits choose a token: its sequence's next one, or the one after its last."""
+        nxt = position + 1
+        return nxt >= self.positions or self.first[nxt] != self.first[position] or not self.known[nxt]
 
     def done(self, position: int) -> int:
         """Steps until position's logits are out (and its next token chosen)."""
@@ -101,11 +147,11 @@ class Timeline:
 
     @property
     def total(self) -> int:
-        return self.done(self.positions - 1)
+        return int(self.starts.max(initial=-self.period)) + self.period
 
     def active(self, phases) -> tuple:
-        """(steps, positions, phases) at which a core acting in `phases` of every position acts,
-        ordered by step; a core's phases lie within one interval, so positions never overlap."""
+        """(steps, positions, phases) at which a core acting in `phases` of every position acts;
+        a core's phases lie within one interval, so positions never overlap."""
         phases = np.asarray(sorted(phases), np.int64)
         steps = (self.starts[:, None] + phases[None, :]).reshape(-1)
         pos = np.repeat(np.arange(self.positions), len(phases))

@@ -108,7 +108,7 @@ def test_interactive_mode_answers_each_line(default_build):
     (["--chat", "--prompt", "x"], "--chat: this model has no chat template"),
     (["--chat", "--interactive"], "--chat: this model has no chat template"),
     (["--prompt", "x", "--top-p", "0"], "--top-p: a number in (0, 1], got 0.0"),
-    (["--prompt", "x", "--interactive"], "give --prompt TEXT or --interactive (one of them)"),
+    (["--prompt", "x", "--interactive"], "give --prompt TEXT, --batch FILE or --interactive (one of them)"),
 ])
 def test_bad_generation_requests_are_one_line_and_print_nothing_else(default_build, args, needle):
     p = subprocess.run([os.path.join(BIN, "sdllm-run"), default_build, *args], capture_output=True, text=True,

@@ -136,10 +136,14 @@ class DecoderLayerUnit:
         n_kv = int(params["n_kv_heads"])
         self.k_scale = np.zeros((n_kv, max_seq_len), np.int64)
         self.group = int(params["n_heads"]) // n_kv
+        self.first = 0  # where the sequence being run begins in the caches (`run`)
 
-    def run(self, stage: stages.Stage, acc, pos):
+    def run(self, stage: stages.Stage, acc, pos, first: int = 0):
         """The program that takes `stage`'s accumulators: a tuple of its produced points' integers,
-        or the residual stream after the layer's last stage."""
+        or the residual stream after the layer's last stage. pos: the position in the caches;
+        first: where its sequence begins there (a batch holds several side by side), so it is at
+        position pos − first of its sequence (RoPE) and attends to first .. pos."""
+        self.first = first
         return getattr(self, stage.program)(stage, acc, pos)
 
     def Q(self, point: stages.Point) -> int:
@@ -174,7 +178,8 @@ class DecoderLayerUnit:
         q = y[..., : nh * hd].reshape(*lead, nh, hd)
         k = y[..., nh * hd : (nh + nkv) * hd].reshape(*lead, nkv, hd)
         v = y[..., (nh + nkv) * hd :].reshape(*lead, nkv, hd)
-        cos, sin = p["rope_cos"][pos][..., None, :], p["rope_sin"][pos][..., None, :]
+        at = np.asarray(pos) - self.first
+        cos, sin = p["rope_cos"][at][..., None, :], p["rope_sin"][at][..., None, :]
         q, k = self.ops.rope(q, cos, sin), self.ops.rope(k, cos, sin)
         if p["qk_shift"] >= 0:
             q, k = self.ops.hadamard(q, hd, int(p["qk_shift"])), self.ops.hadamard(k, hd, int(p["qk_shift"]))
@@ -187,10 +192,14 @@ class DecoderLayerUnit:
     def softmax(self, stage, acc, pos):
         """Q·Kᵀ accumulators (heads, max_seq_len) -> P·V spike counts (heads, max_seq_len), zero past pos."""
         acc = np.asarray(acc, np.int64)  # (..., heads, keys): keys may stop after the last position attended
-        k_scale = np.repeat(self.k_scale[:, : acc.shape[-1]], self.group, axis=0)
-        scores = self.ops.score_values(acc, self.q_scale, k_scale, self.Q(stage.input), self.Q(stage.cache))
+        n_keys, f = acc.shape[-1], self.first  # the sequence's own keys: from first on
+        k_scale = np.repeat(self.k_scale[:, f:n_keys], self.group, axis=0)
+        scores = self.ops.score_values(acc[..., f:], self.q_scale, k_scale, self.Q(stage.input), self.Q(stage.cache))
         (out,) = stage.produces
-        probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, self.Q(out), self.theta(out), causal(acc.shape[-1], pos))
+        probs, self.p_top, self.p_total = self.ops.softmax_quantize(scores, self.Q(out), self.theta(out),
+                                                                    causal(n_keys - f, np.asarray(pos) - f))
+        if f:
+            probs = np.concatenate([np.zeros((*probs.shape[:-1], f), probs.dtype), probs], axis=-1)
         return (probs,)
 
     def attention_output(self, stage, acc, pos):

@@ -1,8 +1,11 @@
 """sdllm-run build/ --prompt "..." [--chat] [--temperature T --top-k K --top-p P --seed S] [--report DIR]
 sdllm-run build/ --interactive [--chat]
+sdllm-run build/ --batch prompts.txt [--chat]
 
 Generates on a backend, printing the tokens as they are produced, then the run's figures
 (timesteps, SOPs, NoC traffic, energy); --report DIR writes the run report (run.html, run.json).
+--batch runs a file's prompts (one per line) side by side in one pipeline and prints each one's
+text, then the batch's timesteps against running them one after another.
 """
 
 import argparse
@@ -63,6 +66,8 @@ def _main(argv):
     ap.add_argument("build", help="build directory written by sdllm-compile")
     ap.add_argument("--prompt", help="the prompt text (with --chat: the user's message)")
     ap.add_argument("--chat", action="store_true", help="put the prompt through the model's own chat template")
+    ap.add_argument("--batch", metavar="FILE",
+                    help="a UTF-8 text file of prompts, one per line (blank lines skipped), run side by side in one pipeline")
     ap.add_argument("--interactive", action="store_true",
                     help="a prompt loop on standard input (with --chat: one conversation); an empty line or EOF ends it")
     ap.add_argument("--max-new-tokens", type=int, default=16)
@@ -81,11 +86,11 @@ def _main(argv):
 
     import sdllm
 
-    if (args.prompt is None) == (not args.interactive):
-        raise SdllmError("sdllm-run: give --prompt TEXT or --interactive (one of them)")
+    if sum((args.prompt is not None, args.interactive, args.batch is not None)) != 1:
+        raise SdllmError("sdllm-run: give --prompt TEXT, --batch FILE or --interactive (one of them)")
     if args.report is not None:
-        if args.interactive:
-            raise SdllmError("--report: writes the report of one --prompt run, not of --interactive")
+        if args.prompt is None:
+            raise SdllmError(f"--report: writes the report of one --prompt run, not of {'--batch' if args.batch else '--interactive'}")
         outputs.check_report_directory(args.report, "--report")  # before the run, not after
     build = sdllm.load_build(args.build)
     if args.chat:
@@ -96,6 +101,8 @@ def _main(argv):
                    top_p=args.top_p, seed=args.seed, stop_at_eos=not args.ignore_eos)
     if args.interactive:
         return interactive(build, args, options)
+    if args.batch is not None:
+        return batch(build, read_prompts(args.batch), args.chat, args.max_new_tokens, options)
     run = generate(build, args.prompt, args.chat, args.max_new_tokens, options)
     print_result(build.network, run.prompt_tokens, run.result, run.wall_s, generated=False)
     if args.report is not None:
@@ -123,6 +130,38 @@ def generate(build, prompt, chat: bool, max_new_tokens: int, options: dict, show
     start()
     print("  [end of sequence]" if run.stopped_at_eos else "", flush=True)
     return run
+
+
+def read_prompts(path: str) -> list:
+    """A --batch file's prompts: its non-blank lines."""
+    from sdllm.formats.files import read_text
+
+    prompts = [line for line in read_text(path).splitlines() if line.strip()]
+    if not prompts:
+        raise SdllmError(f"--batch: {path} holds no prompt (one per line), got an empty file")
+    return prompts
+
+
+def batch(build, prompts: list, chat: bool, max_new_tokens: int, options: dict, out=sys.stdout) -> None:
+    """Run the prompts side by side; print each one's text, then the batch's steps against one
+    prompt after another (the same schedule, unbatched)."""
+    from sdllm.schedule import Timeline
+
+    runs = build.run_batch(prompts, max_new_tokens, chat=chat, **options)
+    for i, (prompt, run) in enumerate(zip(prompts, runs)):
+        end = "  [end of sequence]" if run.stopped_at_eos else ""
+        print(f"prompt {i + 1}:  {prompt!r}" + (" (the model's chat template applied)" if chat else ""), file=out)
+        print(f"generated: {run.text!r}{end}", file=out)
+    s = build.network.schedule
+    steps = max(r.timesteps for r in runs)
+    alone = sum(Timeline.of(s, len(r.prompt_tokens), len(r.logits)).total for r in runs)
+    new = sum(len(r.generated) for r in runs)
+    step_s = build.network.hw.timestep_us * 1e-6
+    print(f"batch: {len(runs)} prompts, {new} new tokens in {steps:,} timesteps; one after another {alone:,} "
+          f"(x{alone / max(steps, 1):.2f}); {new / (steps * step_s):,.0f} new tokens/s at the config's step time; "
+          f"wall {runs[0].wall_s:.1f} s", file=out)
+    sops = sum(float(r.result.sops_per_token().sum()) for r in runs) / sum(len(r.logits) for r in runs)
+    print(f"SOPs per token: mean {sops:,.0f} (each prompt's tokens, logits and SOPs are what it gets alone)", file=out)
 
 
 def interactive(build, args, options: dict) -> None:
