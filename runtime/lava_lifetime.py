@@ -10,7 +10,7 @@ and the `SDLLM` Process alike.
   in a callback) passes through as itself.
 - A process lost mid-run (killed by a signal, the OOM killer's SIGKILL say) reports nothing, and
   the others would wait for it at the step's barrier for ever: `watch`, before each wait for a
-  run, raises it as one SdllmError line (`check_lost`, before a pause), and `stop` ends the rest
+  run and while a run pauses (`pause`), raises it as one SdllmError line, and `stop` ends the rest
   without asking Lava.
 - `stop`: Lava's stop gets STOP_GRACE_S; then its workers are ended, its shared-memory manager is
   shut down (which unlinks the segments) and the runtime is marked stopped, so a later `stop`
@@ -161,11 +161,40 @@ def watch(process) -> None:
     SdllmError line instead (the caller then `stop`s, which ends the rest). The reply is polled for,
     backing off to WATCH_MAX_S, in this thread: a signal interrupts the wait as it did Lava's."""
     replies = getattr(getattr(process, "runtime", None), "service_to_runtime", ())
+    _watched(process, lambda: all(port.probe() for port in replies))
+
+
+def _watched(process, ready) -> None:
     pause = 0.001
-    while not all(port.probe() for port in replies):
+    while not ready():
         check_lost(process)
         time.sleep(pause)
         pause = min(2 * pause, WATCH_MAX_S)
+
+
+def pause(process) -> None:
+    """Lava's pause (`Runtime.pause`: a PAUSE command to each runtime service, then their replies),
+    its waits watched as `watch` watches a run's: a process lost before or while the run pauses is
+    one SdllmError line, never a wait for ever."""
+    from lava.magma.runtime.mgmt_token_enums import MGMT_COMMAND, MGMT_RESPONSE, enum_equal
+
+    runtime = getattr(process, "runtime", None)
+    if runtime is None or not runtime._is_running:
+        return
+    check_lost(process)
+    for port in runtime.runtime_to_service:
+        port.send(MGMT_COMMAND.PAUSE)
+    for port in runtime.service_to_runtime:
+        _watched(process, port.probe)
+        reply = port.recv()
+        if enum_equal(reply, MGMT_RESPONSE.ERROR):
+            raise RuntimeError("Lava's pause: a process reported an error")  # `failures` reads the worker's line
+        if not enum_equal(reply, MGMT_RESPONSE.PAUSED):  # a run that ended as it paused replies DONE first
+            _watched(process, port.probe)
+            reply = port.recv()
+            if not enum_equal(reply, MGMT_RESPONSE.PAUSED):
+                raise RuntimeError(f"Lava's pause: {reply} is not the reply to a pause")
+    runtime._is_running = False
 
 
 def _ended_by_failure(process) -> bool:

@@ -302,3 +302,23 @@ def test_a_script_killed_while_a_build_is_written_leaves_the_old_build_and_no_te
         assert wait_for(lambda: snapshot(world) == before, 30), sorted(os.listdir(world))
     finally:
         leaves_nothing(tmp)
+
+
+def test_a_worker_killed_while_the_process_pauses_is_one_line(default_build):
+    """The window after pause's first look: a worker stopped (SIGSTOP) cannot answer the pause, and
+    is killed while pause waits for it; the pause ends with one line, not a wait for ever."""
+    net = sdllm.SDLLM(build=default_build, n_positions=4)
+    ids = np.full((1, 4 * net.period), -1)
+    ids[0, 0] = 65
+    source.RingBuffer(data=ids).s_out.connect(net.token_in)
+    net.run(condition=RunContinuous(), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    try:
+        time.sleep(3)
+        worker = lava_workers()[0]
+        os.kill(worker.pid, signal.SIGSTOP)
+        threading.Timer(2.0, os.kill, (worker.pid, signal.SIGKILL)).start()
+        with pytest.raises(SdllmError, match=rf"^Lava run failed: a Lava process \(pid {worker.pid}\) ended by SIGKILL mid-run$"):
+            net.pause()
+    finally:
+        net.stop()
+    assert multiprocessing.active_children() == []

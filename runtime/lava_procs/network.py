@@ -111,8 +111,7 @@ class SDLLM(AbstractProcess):
 
     def pause(self):
         with self._failures():
-            lava_lifetime.check_lost(self)  # Lava's pause would wait for a lost process's reply
-            super().pause()
+            lava_lifetime.pause(self)  # Lava's own pause would wait for a lost process's reply for ever
 
     @contextlib.contextmanager
     def _failures(self):
