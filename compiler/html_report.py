@@ -53,7 +53,7 @@ def _util_figure(r: dict) -> Figure | None:
         titles, label = [f"chips at z = {z}" for z in planes], "cores used per chip"
     rows, cols = _grid(len(grids), 8 if len(grids) > 8 else 4)
     h, w = grids.shape[1:]
-    fig = Figure(figsize=(cols * 2.2, rows * 2.2 * max(min(h / w, 2), 0.4) + 0.8), layout="constrained")
+    fig = Figure(figsize=(max(cols * 2.2, 3.6), rows * 2.2 * max(min(h / w, 2), 0.4) + 0.8), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
     for ax, grid, title in zip(axes, grids, titles):
@@ -65,7 +65,7 @@ def _util_figure(r: dict) -> Figure | None:
         ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
     for ax in axes[len(grids):]:
         ax.set_visible(False)
-    fig.colorbar(im, ax=axes.tolist(), label=f"{label} (grey: unused)", orientation="horizontal", aspect=40)
+    fig.colorbar(im, ax=axes.tolist(), label=f"{label}\n(grey: unused)", orientation="horizontal", aspect=40)
     return fig
 
 
@@ -125,6 +125,8 @@ def _summary(r: dict) -> list[tuple[str, str | None]]:
         ("time to first token", ", ".join(f"{us / 1e3:,.2f} ms after a {n}-token prompt" for n, us in
                                           sorted(r.get("time_to_first_token_us", {}).items(), key=lambda e: int(e[0])))
          or None),
+        ("generation", _line("{:,.0f} new tokens/s per sequence; a batch of up to {} sequences at that rate each",
+                             r, "generated_tokens_per_s", "batch_at_full_rate")),
         ("placement", _line("{} (spike rates: {})", p, "method", "rates")),
         ("spike-hops per token", _line("{:,.0f} vs greedy {:,.0f}: {:.3f} x the baseline", p, "spike_hops_per_token",
                                        "greedy_spike_hops_per_token", "hops_vs_greedy")),

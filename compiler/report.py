@@ -77,6 +77,9 @@ def build_report(net: Network) -> dict:
         "initiation_interval": s["interval"],
         "prompt_tokens_per_s": 1e6 / (s["interval"] * hw.timestep_us),
         "time_to_first_token_us": {str(n): ((n - 1) * s["interval"] + s["period"]) * hw.timestep_us for n in TTFT_PROMPTS},
+        # sequences whose generated tokens take turns in the pipeline without slowing any (a batch)
+        "batch_at_full_rate": s["period"] // s["interval"],
+        "generated_tokens_per_s": 1e6 / (s["period"] * hw.timestep_us),
         "placement": {k: v for k, v in placement.items() if k not in ("chip_traffic", "link_loads")},
         "chip_traffic": placement.get("chip_traffic", []),
         "link_loads": placement.get("link_loads", []),
@@ -172,6 +175,10 @@ def format_report(r: dict) -> str:
         f"time to the first new token "
         + ", ".join(f"{us / 1e3:,.2f} ms after a {n}-token prompt"
                     for n, us in sorted(r["time_to_first_token_us"].items(), key=lambda e: int(e[0]))),
+        *([f"generation: {r['generated_tokens_per_s']:,.0f} new tokens/s for one sequence; a batch of up to "
+           f"{r['batch_at_full_rate']} sequences takes turns in the pipeline at that rate each "
+           f"({r['batch_at_full_rate'] * r['generated_tokens_per_s']:,.0f} new tokens/s in all; each its own positions of the context)"]
+          if "batch_at_full_rate" in r else []),
         "",
     ]
     if len(r["cores"]) <= CORE_TABLE_MAX:

@@ -175,3 +175,20 @@ def test_a_batch_timeline_keeps_the_pipeline_safe(lengths, n_new, period, interv
         assert (t.starts[gen] - t.starts[gen - 1] >= period).all()
     one = Timeline.batch(s, lengths[:1], n_new)
     assert np.array_equal(one.starts, Timeline.of(s, lengths[0], lengths[0] + n_new - 1).starts)
+
+
+def test_the_mapping_report_s_full_rate_batch_is_what_the_timeline_keeps_at_a_period(default_build):
+    """The report's `batch_at_full_rate` sequences generate a token a period each, side by side;
+    one more and some wait longer."""
+    import json
+
+    with open(os.path.join(default_build, "report.json"), encoding="utf-8") as f:
+        n = json.load(f)["batch_at_full_rate"]
+    s = load_build(default_build).schedule
+    assert n == s.period // s.interval >= 2
+
+    def widest_gap(size: int) -> int:
+        t = Timeline.batch(s, [1] * size, 4)
+        return max(int(np.diff(t.starts[a:b]).max()) for a, b in t.sequences)
+
+    assert widest_gap(n) == s.period and widest_gap(n + 1) > s.period
