@@ -405,6 +405,9 @@ class Build:
             arguments.boolean(name, value)
         if not isinstance(prompts, (list, tuple)) or not prompts:
             arguments.fail("prompts", "a non-empty list of prompts", prompts)
+        ctx = self.config.max_seq_len
+        if len(prompts) > ctx:  # before encoding them: each needs a position at least
+            raise SdllmError(f"batch: {len(prompts):,} prompts need {len(prompts):,} positions at least, the context holds {ctx}")
         ids = [self._prompt_ids(p, chat) for p in prompts]
         sampler = Sampler(temperature, top_k, top_p, seed)
         eos = tokenizer.eos_id(self.tokenizer) if stop_at_eos else None

@@ -125,8 +125,9 @@ def test_sdllm_run_batch_prints_each_prompt_as_it_runs_alone(default_build, tmp_
     ("", [], "--batch: {path} holds no prompt (one per line), got an empty file"),
     ("x\n", ["--report", "{dir}"], "--report: writes the report of one --prompt run, not of --batch"),
     ("x\n", ["--prompt", "y"], "give --prompt TEXT, --batch FILE or --interactive (one of them)"),
-    ("x\n" * 200, [], "batch: 200 prompts (200 tokens in all) + 16 new tokens each need 3200 positions side by side, "
+    ("x\n" * 100, [], "batch: 100 prompts (100 tokens in all) + 16 new tokens each need 1600 positions side by side, "
                       "the context holds 128"),
+    ("x\n" * 200, [], "batch: 200 prompts need 200 positions at least, the context holds 128"),
     (b"\xff\n", [], "{path}: not UTF-8 text"),
 ])
 def test_bad_batches_are_one_line(default_build, tmp_path, content, args, needle):
