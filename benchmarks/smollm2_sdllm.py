@@ -71,8 +71,6 @@ SETTINGS = [
     ("W8A8", ["--weight-bits", "8", "--act-bits", "8", "--rotation-from", DEFAULT]),
     ("W4A4, random Hadamard, clip budget 5%", ["--clip-budget", "0.05", "--rotation", "hadamard"]),
     ("W4A4, random Hadamard, clip budget 20%", ["--clip-budget", "0.2", "--rotation", "hadamard"]),
-    ("W4A4, random Hadamard, bit-plane code, clip budget 5%",
-     ["--code", "bitplane", "--clip-budget", "0.05", "--rotation", "hadamard"]),
     # issue 23: bits per point and per layer chosen for a calibration perplexity budget, from the W4A4 default up
     ("budget 1.3", ["--budget", "1.3", "--rotation-from", DEFAULT]),
     ("budget 1.5", ["--budget", "1.5", "--rotation-from", DEFAULT]),
@@ -156,7 +154,7 @@ def pareto_png(points: list, macs: float, float_ppl: float, path: str) -> None:
         ax.scatter([p[2] / 1e6 for p in sel], [p[3] for p in sel], marker=marker, label=CODE_LABELS[code], zorder=3)
         for name, _, sops, ppl in sel:
             short = name.replace("W4A4, ", "").replace(" inputs 8-bit", " 8-bit").replace(" input 8-bit", " 8-bit")
-            short = short.replace("random Hadamard", "Hadamard").replace("bit-plane code", "bit planes")
+            short = short.replace("random Hadamard", "Hadamard")
             names = labels.setdefault((round(sops / 1e6), round(ppl, 1)), (sops, ppl, []))[2]
             if short not in names:
                 names.append(short)
