@@ -132,8 +132,8 @@ def code_report(net: Network) -> dict:
     return {
         "rule": choice.rule,
         "events_from": f"{net.rates.tokens} tokens of calibration text" if net.rates else "inputs spread evenly over their range",
-        "chosen": {"energy_nj": chosen[0] / 1e3, "steps": chosen[1]},
-        "uniform": {c: {"energy_nj": e / 1e3, "steps": s} for c, (e, s) in uniform.items()},
+        "chosen": {"energy_nj": round(chosen[0] / 1e3, 3), "steps": chosen[1]},
+        "uniform": {c: {"energy_nj": round(e / 1e3, 3), "steps": s} for c, (e, s) in uniform.items()},
         "stages": {n: {"code": c, "steps": choice.costs[n][c].steps, "sops": round(choice.costs[n][c].sops),
                        "energy_nj": round(choice.costs[n][c].energy_pj / 1e3, 3),
                        "candidates": {k: {"energy_nj": round(v.energy_pj / 1e3, 3), "steps": v.steps}

@@ -79,6 +79,9 @@ def _forked_for_sdllm() -> bool:
 
 def _leave_if_orphaned(signum, _frame) -> None:
     if os.getppid() != _forking_pid:
+        # the user's script has ended: what its orphan prints on the way out (the exit met inside a
+        # JIT compiler's callback is reported as "Exception ignored", with a traceback) is not theirs
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
         # should the exit be caught on its way out (a worker's loop that catches everything), the
         # alarm's default action still ends the process: an orphan never outlives its parent long
         signal.signal(signal.SIGALRM, signal.SIG_DFL)

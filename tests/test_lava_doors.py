@@ -135,16 +135,15 @@ from lava.proc.io import sink, source
 import sdllm
 
 net = sdllm.SDLLM(build=sys.argv[1], granularity=sys.argv[2])
-steps = 12000  # long enough to be killed mid-run, whatever the period (it idles after its positions)
-ids = np.full((1, steps), -1)
+ids = np.full((1, 1000), -1)
 ids[0, 0] = 84
 src = source.RingBuffer(data=ids)
-out = sink.RingBuffer(shape=(1,), buffer=steps)
+out = sink.RingBuffer(shape=(1,), buffer=1000)
 src.s_out.connect(net.token_in)
 net.token_out.connect(out.a_in)
 print("started", flush=True)
-net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-net.stop()
+net.run(condition=RunContinuous(), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))  # runs until it is killed
+net.wait()
 """
 
 
@@ -166,8 +165,9 @@ def test_a_script_killed_mid_run_leaves_no_process_segment_or_temporary_folder(d
     else:
         p = start_script(PROCESS_SCRIPT, tmp, default_build, door.split("-")[1])
     try:
-        assert wait_for(lambda: len(marked_processes(tmp)) >= 4, 180), p.communicate(timeout=5)
-        time.sleep(3)  # Lava has started: its workers are at work
+        # Lava has started: its workers are at work on their shared-memory channels
+        assert wait_for(lambda: len(marked_processes(tmp)) >= 4 and shared_memory(marked_processes(tmp)), 180), \
+            p.communicate(timeout=5)
         segments = shared_memory(marked_processes(tmp))
         assert segments and p.poll() is None, p.communicate(timeout=5)
         (os.killpg if to_group else os.kill)(p.pid, sig)
