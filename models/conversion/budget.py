@@ -285,24 +285,24 @@ def search(float_model, base: ModelFile, alt: dict, budget_rows: np.ndarray, bud
     # the interval (neither past the candidates that help while a prefix of them may do); stops when
     # the candidates between lo and hi cost at most STOP_SHARE of the start's cost, or after MAX_CHECKS
     predicted = Prediction([c.log_gain for c in order], base_ratio, best_ratio)
-    lo, hi = 0, len(order)  # lo: the longest prefix measured over the budget; hi: the shortest measured within
     found = {len(order): (best_ratio, best_sops, best_spikes, best_ratio)}
     spent = np.concatenate([[0.0], np.cumsum([max(c.cost, 0.0) for c in order])])  # each prefix's own costs
-    check, halved = 0, True
-    while hi - lo > 1 and spent[hi] - spent[lo] > STOP_SHARE * base_cost and check < MAX_CHECKS:
-        check += 1
+
+    def pick(lo, hi, halved):
         top = min(hi, predicted.helpful + 1) if lo < predicted.helpful else hi  # prefixes of helpful ones first
-        k = predicted.shortest(lo, top, budget) if halved and lo < predicted.helpful else (lo + top) // 2
+        return predicted.shortest(lo, top, budget) if halved and lo < predicted.helpful else (lo + top) // 2
+
+    def within(k):
         guess = predicted(k)
         ppl, sops, spikes = integer_measure(assemble(base, alt, order[:k]), rows)
         ratio = ppl / float_ppl
         found[k] = (ratio, sops, spikes, guess)
         predicted.measure(k, ratio)
-        log(f"  check {check}: {k} raised, predicted {guess:.3f} x float, measured {ratio:.3f} "
+        log(f"  check {len(found) - 1}: {k} raised, predicted {guess:.3f} x float, measured {ratio:.3f} "
             f"({cost(sops, spikes):,.0f} {cost.unit} per token)")
-        width = hi - lo
-        lo, hi = (lo, k) if ratio <= budget else (k, hi)
-        halved = hi - lo <= width // 2
+        return ratio <= budget
+
+    lo, hi, check = narrow(0, len(order), pick, within, lambda lo, hi: spent[hi] - spent[lo] <= STOP_SHARE * base_cost)
     measured, sops, spikes, predicted_ratio = found[hi]
     chosen, rest = order[:hi], order[hi:]
     if hi - lo == 1 and hi > 1 and measured < budget:
@@ -331,21 +331,36 @@ def with_shorter_prefix(order, hi, at_hi, spent, base_cost, predicted, budget, m
     (ratio, SOPs, spikes, predicted ratio), checks made)."""
     last = order[hi - 1]
     lump = max(last.log_gain, 0.0)
-    lo, top, best, checks, halved = 0, hi - 1, at_hi, 0, True
-    while top - lo > 1 and spent[top] - spent[lo] > STOP_SHARE * base_cost and checks < MAX_CHECKS:
-        checks += 1
+    found = {hi - 1: at_hi}
+
+    def pick(lo, top, halved):
         j = predicted.first_within(lo, top, budget, lump) if halved else None
-        j = (lo + top) // 2 if j is None else j
+        return (lo + top) // 2 if j is None else j
+
+    def within(j):
         guess = predicted(j, lump)
         ppl, sops, spikes = measure(order[:j] + [last])
         ratio = ppl / float_ppl
+        found[j] = (ratio, sops, spikes, guess)
         log(f"  check with {last.name}{' weights' if last.kind == 'weight' else ''} and the first {j} before it: "
             f"predicted {guess:.3f} x float, measured {ratio:.3f} ({cost(sops, spikes):,.0f} {cost.unit} per token)")
-        width = top - lo
-        if ratio <= budget:
-            top, best = j, (ratio, sops, spikes, guess)
-        else:
-            lo = j
-        halved = top - lo <= width // 2
-    return order[:top] + [last], order[top:hi - 1] + order[hi:], best, checks
+        return ratio <= budget
+
+    _, top, checks = narrow(0, hi - 1, pick, within, lambda lo, top: spent[top] - spent[lo] <= STOP_SHARE * base_cost)
+    return order[:top] + [last], order[top:hi - 1] + order[hi:], found[top], checks
+
+
+def narrow(lo: int, hi: int, pick, within, close_enough=lambda lo, hi: False) -> tuple:
+    """Bisection of prefixes: lo is known over the budget (or the start), hi within it. pick(lo, hi,
+    halved) -> the next prefix strictly between them (halved: whether the last check halved the
+    interval), within(k) -> whether prefix k, measured, is within the budget. Stops when hi follows
+    lo, when close_enough(lo, hi), or after MAX_CHECKS checks. Returns (lo, hi, checks made)."""
+    checks, halved = 0, True
+    while hi - lo > 1 and not close_enough(lo, hi) and checks < MAX_CHECKS:
+        checks += 1
+        k = pick(lo, hi, halved)
+        width = hi - lo
+        lo, hi = (lo, k) if within(k) else (k, hi)
+        halved = hi - lo <= width // 2
+    return lo, hi, checks
 

@@ -23,7 +23,7 @@ What was checked is recorded in the budget record: `fit` (a line), `cores_needed
 """
 
 from sdllm.errors import SdllmError
-from sdllm.models.conversion.budget import MAX_CHECKS, assemble, integer_measure
+from sdllm.models.conversion.budget import assemble, integer_measure, narrow
 
 
 class TargetTooSmall(SdllmError, ValueError):
@@ -97,14 +97,7 @@ class TargetFit:
                     f"--target {self.target}: {first.cores_available:,} cores; the cheapest allocation within --budget "
                     f"{budget:g} needs {first.cores_needed:,}, and the best found that fits ({len(dropped)} raised weights "
                     f"dropped, {now.cores_needed:,} cores) reaches {best:.3f} x float")
-            for _ in range(MAX_CHECKS):  # the shortest prefix of `extra` within the budget
-                if k - lo <= 1:
-                    break
-                mid = (lo + k) // 2
-                if measure(mid) <= budget:
-                    k = mid
-                else:
-                    lo = mid
+            _, k, _ = narrow(lo, k, lambda lo, hi, _: (lo + hi) // 2, lambda mid: measure(mid) <= budget)  # the shortest prefix of `extra` within the budget
         ratio, sops, spikes = found[k]
         final = kept + extra[:k]
         fitted = assemble(base, alt, final)
