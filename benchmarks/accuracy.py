@@ -19,7 +19,7 @@ and its SDLLMs, through lm-evaluation-harness with sdllm as its model (`sdllm.ha
 
 Conversions are shared with benchmarks/smollm2_sdllm.py (cached in out/smollm2_models); from an
 empty cache ~30 min to convert, then ~20 min on 2 cores. Writes out/accuracy.md and
-out/accuracy.png.
+out/accuracy.png, the accuracy section of docs/RESULTS.md and docs/accuracy.png.
 """
 
 # isort: off
@@ -30,6 +30,7 @@ import argparse
 import logging
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -259,8 +260,11 @@ def main():
     with open(os.path.join(args.out, "accuracy.md"), "w") as fh:
         fh.write("\n".join(lines).lstrip("\n") + "\n")
     print(f"plot: {png}; markdown: {os.path.join(args.out, 'accuracy.md')}")
+    shutil.copyfile(png, os.path.join(os.path.dirname(__file__), "..", "docs", "accuracy.png"))
     rest = "\n".join(lines[len(table) + 2:]).strip("\n")
-    write_section("accuracy", "\n".join(table) + f"\n\n```text\n{rest}\n```")
+    write_section("accuracy", "\n".join(table) + f"\n\n```text\n{rest}\n```\n\n"
+                  "![accuracy and perplexity, float against the SDLLMs](accuracy.png)\n\n"
+                  "How to score an SDLLM with the harness: [lm_eval.md](lm_eval.md).")
 
 
 if __name__ == "__main__":
