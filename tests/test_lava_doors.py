@@ -255,12 +255,18 @@ def test_the_lava_process_s_blocking_run_ends_with_one_line_when_a_worker_is_kil
     assert killed and multiprocessing.active_children() == []
 
 
-def test_a_pause_after_a_worker_was_killed_is_one_line(default_build):
-    net = sdllm.SDLLM(build=default_build, n_positions=4)
+def running_continuously(build):
+    """The Process on 4 positions, a prompt of one token, run with RunContinuous."""
+    net = sdllm.SDLLM(build=build, n_positions=4)
     ids = np.full((1, 4 * net.period), -1)
     ids[0, 0] = 65
     source.RingBuffer(data=ids).s_out.connect(net.token_in)
     net.run(condition=RunContinuous(), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    return net
+
+
+def test_a_pause_after_a_worker_was_killed_is_one_line(default_build):
+    net = running_continuously(default_build)
     try:
         time.sleep(3)
         worker = lava_workers()[0]
@@ -307,11 +313,7 @@ def test_a_script_killed_while_a_build_is_written_leaves_the_old_build_and_no_te
 def test_a_worker_killed_while_the_process_pauses_is_one_line(default_build):
     """The window after pause's first look: a worker stopped (SIGSTOP) cannot answer the pause, and
     is killed while pause waits for it; the pause ends with one line, not a wait for ever."""
-    net = sdllm.SDLLM(build=default_build, n_positions=4)
-    ids = np.full((1, 4 * net.period), -1)
-    ids[0, 0] = 65
-    source.RingBuffer(data=ids).s_out.connect(net.token_in)
-    net.run(condition=RunContinuous(), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    net = running_continuously(default_build)
     try:
         time.sleep(3)
         worker = lava_workers()[0]
