@@ -30,10 +30,15 @@ def check_request(build: Build, prompt_tokens, n_new: int, backend: str = "lava"
                          f"{len(prompt_tokens) + n_new - 1} positions, the context holds {ctx}")
 
 
-def check_batch(build: Build, prompts, n_new: int, backend: str = "lava", granularity: str = "auto") -> None:
-    """A batch: each prompt as `check_request` asks, and their sequences together within the context."""
+def check_prompt_list(prompts) -> None:
+    """A batch's prompts are a non-empty list (or tuple), whatever each prompt is."""
     if not isinstance(prompts, (list, tuple)) or not prompts:
         arguments.fail("prompts", "a non-empty list of prompts", prompts)
+
+
+def check_batch(build: Build, prompts, n_new: int, backend: str = "lava", granularity: str = "auto") -> None:
+    """A batch: each prompt as `check_request` asks, and their sequences together within the context."""
+    check_prompt_list(prompts)
     for i, p in enumerate(prompts):
         try:
             check_request(build, p, n_new, backend, granularity)

@@ -399,12 +399,12 @@ class Build:
         alone (`run`) and its timesteps from the batch's first step to its own last logits.
         prompts: a list of what `run` takes as a prompt; together they must fit the context."""
         from sdllm.runtime.backends import run_batch as run_backend_batch
+        from sdllm.runtime.requests import check_prompt_list
         from sdllm.runtime.sampling import Sampler
 
         for name, value in (("chat", chat), ("stop_at_eos", stop_at_eos), ("progress", progress)):
             arguments.boolean(name, value)
-        if not isinstance(prompts, (list, tuple)) or not prompts:
-            arguments.fail("prompts", "a non-empty list of prompts", prompts)
+        check_prompt_list(prompts)  # before encoding them
         ctx = self.config.max_seq_len
         if len(prompts) > ctx:  # before encoding them: each needs a position at least
             raise SdllmError(f"batch: {len(prompts):,} prompts need {len(prompts):,} positions at least, the context holds {ctx}")
