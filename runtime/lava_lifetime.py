@@ -18,7 +18,8 @@ and the `SDLLM` Process alike.
 - The death of the process that runs it, even by a signal whose default action ends it at once
   (a user's script has Python's default SIGTERM and SIGHUP): every process Lava forks while it
   starts a runtime holding sdllm's Processes gets a parent-death signal (prctl
-  PR_SET_PDEATHSIG) and leaves, through Python's exit (multiprocessing's finalizers remove the
+  PR_SET_PDEATHSIG, and a watcher thread that sends it to the main thread, where Python handles
+  signals) and leaves, through Python's exit (multiprocessing's finalizers remove the
   shared-memory manager's socket folder), once its parent has gone; before that, SIGINT, SIGTERM
   and SIGHUP do nothing to it (its parent ends it, in order). multiprocessing's resource tracker,
   started first and with SIGHUP blocked, outlives them all and unlinks the segments they held.
@@ -40,6 +41,7 @@ from sdllm.runtime.lava_procs.cores import GroupProcess, WorkerError
 STOP_GRACE_S = 10.0  # how long Lava may take to stop before its processes are ended
 WATCH_MAX_S = 0.05  # the longest pause between two looks at a waiting run's processes
 ORPHAN_EXIT_S = 5  # how long an orphaned process's exit may take before SIGALRM ends it
+ORPHAN_POLL_S = 0.1  # how often a forked process's watcher looks for its parent
 _PR_SET_PDEATHSIG = 1
 _LEAVE_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -89,6 +91,15 @@ def _leave_if_orphaned(signum, _frame) -> None:
         raise SystemExit(128 + signum)
 
 
+def _signal_main_thread_once_orphaned(main_thread: int) -> None:
+    """The parent-death signal goes to whichever thread does not have a signal pending; Python runs
+    handlers in the main thread only, so one that lands on a port's thread while the main thread
+    waits on a lock would never be handled. This sends it to the main thread itself."""
+    while os.getppid() == _forking_pid:
+        time.sleep(ORPHAN_POLL_S)
+    signal.pthread_kill(main_thread, signal.SIGTERM)
+
+
 def _die_with_parent() -> None:
     if not _forked_for_sdllm():
         return
@@ -97,6 +108,8 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != _forking_pid:  # the parent died before the death signal was asked for
         os._exit(128 + signal.SIGTERM)
+    threading.Thread(target=_signal_main_thread_once_orphaned, args=(threading.get_ident(),), daemon=True,
+                     name="sdllm-orphan-watch").start()
 
 
 os.register_at_fork(before=_note_forking_pid, after_in_child=_die_with_parent)
