@@ -45,10 +45,10 @@ def _search_code() -> str:
 
 def convert_cached(gguf: str, flags: list, cache: str, windows: int) -> tuple:
     """(model.pt path, conversion seconds, peak GB): sdllm-convert in a child process, or the cached file."""
-    # the defaults' repr and the default calibration text's identity: a model converted before a
+    # the defaults (as model.pt records them) and the default calibration text's identity: a model converted before a
     # default or the calibration mixture changed is not taken for one after; a budgeted one, the
     # search's own code too
-    parts = [os.path.basename(gguf), flags, windows, repr(QuantSpec()), mixture_id()]
+    parts = [os.path.basename(gguf), flags, windows, json.dumps(QuantSpec().to_dict(), sort_keys=True), mixture_id()]
     key = hashlib.sha256(json.dumps(parts + ([_search_code()] if "--budget" in flags else [])).encode()).hexdigest()[:16]
     path, meta = os.path.join(cache, f"{key}.pt"), os.path.join(cache, f"{key}.json")
     if os.path.exists(path) and os.path.exists(meta):

@@ -9,10 +9,9 @@ from sdllm.models.integer.units import (
     RESID_MAX_KEY,
     carry_params,
     head_params,
-    order_key,
+    point_keys,
     qmax_key,
     scale_key,
-    theta_key,
     unit_params,
 )
 from sdllm.stages import NodeKind
@@ -62,8 +61,8 @@ def lower(net: Network) -> Network:
         ins, outs = stages.unit_segments(cfg, last, carry["resid_pieces"])
         params = unit_params(model, i) | carry
         if last:
-            for key in (order_key, qmax_key, theta_key):
-                params[key(stages.HEAD_IN)] = head[key(stages.HEAD_IN)]
+            for key in point_keys(stages.HEAD_IN, head):
+                params[key] = head[key]
         unit = g.add(Node(stages.unit_node(i), NodeKind.UNIT, i, Segments.of(ins), Segments.of(outs), attrs={"params": params}))
         g.connect(*prev, unit.name, "resid_in")
         for s in stages.LAYER_STATIC:

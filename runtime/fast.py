@@ -22,7 +22,7 @@ from sdllm.cores import reduce, synapse
 from sdllm.errors import SdllmError
 from sdllm.models.integer.likelihood import nll
 from sdllm.models.integer.reference import IntegerSDLLM
-from sdllm.models.integer.units import order_key, qmax_key, scale_key, theta_key
+from sdllm.models.integer.units import point_keys, scale_key
 from sdllm.resources import require_memory
 from sdllm.runtime.generation import Generation
 from sdllm.runtime.result import RunResult
@@ -100,7 +100,7 @@ class FoldedBuild:
         b = self.build
         units = sorted((c for c in b.cores if c.type == CoreType.NEURON_UNIT), key=lambda c: c.layer)
         last = units[-1].params  # the last unit holds the final norm and quantisation, the host the head's scales
-        head = {key: int(last[key]) for key in ("eps_fx", *(f(stages.HEAD_IN) for f in (order_key, qmax_key, theta_key)))}
+        head = {key: last[key] for key in ("eps_fx", *point_keys(stages.HEAD_IN, last))}
         head[scale_key(stages.HEAD)] = b.host.params[scale_key(stages.HEAD)]
         layer_params = [{k: v for k, v in u.params.items() if k not in ("axons", "neurons")} for u in units]
         return IntegerSDLLM.from_parts(b.config, b.quant, self.weights, b.host.params["embed"], head, layer_params)

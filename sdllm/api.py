@@ -205,6 +205,7 @@ def convert(src: str | None = None, quant: QuantSpec | None = None, *, max_seq_l
     hw = hwformat.load(target) if target is not None else None  # a bad target fails before any work
     energy = hw.energy if hw is not None else None
     float_model, tok = load_source(src, max_seq_len)
+    spec.check_model(float_model.cfg)  # a wide group as wide as the model: one line, before any work
     if rotation is not None:
         from sdllm.models.conversion.convert import given_rotation
 

@@ -107,6 +107,9 @@ MLP_ACT = Point("down", "SiLU(gate)·up (online Hadamard'd), input of down", Sca
                 lambda c: c.ffn_dim)
 HEAD_IN = Point("head", "final RMSNorm'd residual, input of the LM head", Scale.TOKEN_QUANTILE, "act_bits", lambda c: c.dim)
 LAYER_POINTS = (ATTN_IN, QUERY, KEY, VALUE, PROBS, ATTN_OUT, MLP_IN, MLP_ACT)
+# the points that read the (rotated) residual stream through an RMSNorm: the ones a high-precision
+# channel group of the residual rotation widens (`sdllm.formats.model.QuantSpec.wide_channels`)
+RESIDUAL_READERS = (ATTN_IN, MLP_IN, HEAD_IN)
 POINTS = {p.name: p for p in (*LAYER_POINTS, HEAD_IN)}
 
 

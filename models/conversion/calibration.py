@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from sdllm import stages
+from sdllm.models.conversion.fakequant import channel_limits
 from sdllm.models.integer import fixedpoint as fx
 from sdllm.models.source.llama import Llama
 
@@ -31,13 +32,14 @@ def gamma_errors(x, at, weight=None, ordered=None) -> np.ndarray:
     """Squared error of γ-quantile quantisation as `at` (a `Precision`) says — clipping range = the
     γ order statistic of |x| per row — for every γ in GAMMA_GRID, channel-weighted if `weight` is
     given. ordered: |x| sorted per row, if at hand."""
-    n, q_max = x.shape[-1], at.q_max
-    if ordered is None:
-        ordered = x.abs().sort(dim=-1).values
+    n, q_max = x.shape[-1] - at.wide, at.step_max
+    if ordered is None or at.wide:  # a wide group's order statistic is over the other channels
+        ordered = x[:, at.wide:].abs().sort(dim=-1).values
+    limit = channel_limits(x.shape[-1], q_max, at.wide, at.q_max, x)
     out = []
     for g in GAMMA_GRID:
         m = ordered[:, fx.quantile_index(n, g)].clamp_min(1e-12).unsqueeze(-1)
-        q = torch.clamp(torch.round(x * q_max / m), -q_max, q_max)
+        q = torch.minimum(torch.maximum(torch.round(x * q_max / m), -limit), limit)
         q = torch.where(q.abs() <= at.theta, torch.zeros_like(q), q)
         err = (x - q * m / q_max) ** 2
         out.append((err * weight if weight is not None else err).sum().item())

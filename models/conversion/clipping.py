@@ -59,7 +59,7 @@ def calibrate_dead_zones(model: ModelFile, rows: np.ndarray, budget: float, prog
     while True:
         best = None
         for name, theta in thetas.items():
-            if theta + 1 >= min(spec.at(stages.POINTS[name], i).q_max for i in (None, *range(model.config.n_layers))):
+            if theta + 1 >= min(spec.at(stages.POINTS[name], i).step_max for i in (None, *range(model.config.n_layers))):
                 continue
             trial = {**thetas, name: theta + 1}
             ppl, sops = _score(with_thetas(model, trial), rows)

@@ -14,6 +14,7 @@ from sdllm.formats.model import ModelFile
 from sdllm.models.conversion.matrices import part_divisors, projections
 from sdllm.models.conversion.rotation import prepare_as
 from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.units import order_statistic
 from sdllm.models.source.llama import Llama
 
 
@@ -30,9 +31,21 @@ def kth_smallest(a, k: int):
     return torch.kthvalue(a, k + 1, dim=-1).values
 
 
-def fq_quantile(x, k: int, q_max: int, theta: int):
-    m = kth_smallest(x.detach().abs(), k).clamp_min(1e-12).unsqueeze(-1)
-    q = torch.clamp(torch.round(x.detach() * q_max / m), -q_max, q_max)
+def channel_limits(n: int, q_max: int, wide: int, wide_max: int, like):
+    """Each channel's clip: ±wide_max for a wide group's leading channels, ±q_max for the others."""
+    limit = torch.full((n,), float(q_max), dtype=like.dtype, device=like.device)
+    limit[:wide] = wide_max
+    return limit
+
+
+def fq_quantile(x, k: int, q_max: int, theta: int, wide: int = 0, wide_max: int = 0):
+    m = kth_smallest(x.detach()[..., wide:].abs(), k).clamp_min(1e-12).unsqueeze(-1)
+    q = torch.round(x.detach() * q_max / m)
+    if wide:
+        limit = channel_limits(x.shape[-1], q_max, wide, wide_max, q)
+        q = torch.minimum(torch.maximum(q, -limit), limit)
+    else:
+        q = torch.clamp(q, -q_max, q_max)
     q = torch.where(q.abs() <= theta, torch.zeros_like(q), q)
     return _ste(x, q * m / q_max)
 
@@ -46,7 +59,7 @@ def fq_point(x, point: stages.Point, at, k: int | None, x_range=None):
         return fq_static(x, x_range, at.q_max)
     if point.scale is stages.Scale.HEAD_MAX_UNSIGNED:
         return fq_unsigned_max(x, at.q_max, at.theta)
-    return fq_quantile(x, k, at.q_max, at.theta)
+    return fq_quantile(x, k, at.step_max, at.theta, at.wide, at.q_max)
 
 
 def fq_static(x, x_range, q_max: int):
@@ -79,10 +92,11 @@ class FakeQuantSDLLM(torch.nn.Module):
         for i in range(c.n_layers):
             for p in stages.LAYER_POINTS:
                 if p.gamma:
-                    self.k[p.tap(i)] = fx.quantile_index(p.width(c), model.gamma[p.tap(i)])
+                    self.k[p.tap(i)] = order_statistic(p, c, self.spec.at(p, i), model.gamma[p.tap(i)])
             v_range = torch.from_numpy(model.v_range_fx[i]).float()[None, :, None, :] / (1 << fx.FRAC)
             self.register_buffer(f"v_range{i}", v_range)
-        self.k[stages.HEAD_IN.tap(None)] = fx.quantile_index(stages.HEAD_IN.width(c), model.gamma[stages.HEAD_IN.tap(None)])
+        self.k[stages.HEAD_IN.tap(None)] = order_statistic(stages.HEAD_IN, c, self.spec.at(stages.HEAD_IN, None),
+                                                           model.gamma[stages.HEAD_IN.tap(None)])
 
     def retarget(self, model: ModelFile, nodes=()) -> "FakeQuantSDLLM":
         """Become the fake-quant form of `model` — the same float model, rotation and balancing,
@@ -91,7 +105,7 @@ class FakeQuantSDLLM(torch.nn.Module):
         self.spec = model.quant
         for name in self.k:
             point, layer = stages.parse_tap(name)
-            self.k[name] = fx.quantile_index(point.width(self.cfg), model.gamma[name])
+            self.k[name] = order_statistic(point, self.cfg, self.spec.at(point, layer), model.gamma[name])
         self._load_weights(model, set(nodes))
         return self
 

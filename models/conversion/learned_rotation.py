@@ -3,6 +3,13 @@ rotations"): the residual rotation R1 and the per-layer value rotation R2, optim
 calibration text by Cayley SGD on the orthogonal group, starting from the spec's randomised
 Hadamards (`rotation.randomized_hadamard`, `rotation.head_hadamards`).
 
+With a wide channel group (`QuantSpec.wide_channels` = g; ResQ, Saxena et al. 2025, "ResQ:
+mixed-precision quantization of large language models with low-rank residuals"), R1 starts from
+the principal axes of the residual readers' inputs: R1 = P·diag(H_g, H_{d−g}), P their
+eigenvectors by decreasing variance, H the seeded randomised Hadamards. Its first g channels
+span the highest-variance subspace, and the training, which sees those channels at 8 bits, keeps
+it there.
+
 What is trained is the float model with its weights in float (GPTQ comes after, on the rotated
 model, as for the random Hadamard) and every activation fake-quantised at the SDLLM's
 quantisation points with the spec's bits, γ and dead zones; the loss is KL(float model ‖ that
@@ -27,13 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from sdllm import stages
-from sdllm.models.conversion.calibration import CalibrationStats, kind
+from sdllm.models.conversion.calibration import CalibrationStats, kind, rows_of
 from sdllm.models.conversion.fakequant import fq_point
 from sdllm.models.conversion.rotation import head_hadamards, prepare, randomized_hadamard
-from sdllm.models.integer import fixedpoint as fx
+from sdllm.models.integer.units import order_statistic
 from sdllm.models.source.llama import Llama
 
-RESIDUAL_READERS = (stages.ATTN_IN.name, stages.MLP_IN.name, stages.HEAD_IN.name)
+RESIDUAL_READERS = tuple(p.name for p in stages.RESIDUAL_READERS)
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,37 @@ class RotatedFakeQuant:
         return self._quantise(name, x)
 
 
+PCA_WINDOWS = 8  # calibration windows whose residual readers' covariance gives a wide group's axes
+
+
+@torch.no_grad()
+def principal_rotation(base: Llama, spec, windows):
+    """R1 whose first spec.wide_channels columns span the residual readers' highest-variance
+    subspace (of `base`, the model prepared without R1), each subspace spread by a seeded
+    randomised Hadamard."""
+    dim, g = base.cfg.dim, spec.wide_channels
+    cov = torch.zeros(dim, dim, dtype=torch.float64)
+
+    def tap(name, x):
+        if kind(name) in RESIDUAL_READERS:
+            r = rows_of(x).double()
+            cov.add_(r.T @ r)
+        return x
+
+    for window in windows:
+        base(torch.as_tensor(window)[None], tap=tap)
+    variance, axes = torch.linalg.eigh(cov)
+    axes = axes[:, torch.argsort(variance, descending=True)]
+    return axes @ torch.block_diag(randomized_hadamard(g, spec.seed), randomized_hadamard(dim - g, spec.seed + 1))
+
+
 def gamma_indices(model: Llama, spec, r1, r2, windows) -> dict:
     """Quantile index per γ point, calibrated (uniform channel weights) on the model rotated by r1, r2."""
     rotated = prepare(model, True, spec.seed, r2 is not None, r1, r2)
     stats = CalibrationStats(spec, {}, gammas=True, hessians=False).run(rotated, windows)
     c = rotated.cfg
-    return {name: fx.quantile_index(stages.POINTS[kind(name)].width(c), stats.gamma(name)) for name in stats.errors}
+    taps = {name: stages.parse_tap(name) for name in stats.errors}
+    return {name: order_statistic(point, c, spec.at(point, layer), stats.gamma(name)) for name, (point, layer) in taps.items()}
 
 
 class Trainer:
@@ -129,7 +161,10 @@ def learn_rotations(model: Llama, spec, calib_tokens, training: RotationTraining
     calib_tokens = torch.as_tensor(calib_tokens)
     cfg = model.cfg
     trainer = trainer or Trainer(model, spec)
-    r1 = randomized_hadamard(cfg.dim, spec.seed)
+    if spec.wide_channels:
+        r1 = principal_rotation(trainer.base, spec, calib_tokens[:PCA_WINDOWS])
+    else:
+        r1 = randomized_hadamard(cfg.dim, spec.seed)
     r2 = torch.stack(head_hadamards(cfg, spec.seed)) if training.heads else None
     k = gamma_indices(model.eval(), spec, r1, r2, calib_tokens[: training.gamma_windows])
 

@@ -213,10 +213,13 @@ def ablation_specs(spec: QuantSpec) -> list:
     """(label, spec, what is measured, code of the linear layers' inputs or None for the spec's own)
     rows: each part of γ-SQP taken away, one at a time."""
     rows = [
-        ("no rotation", dataclasses.replace(spec, rotate=False), "integer", None),
+        ("no rotation", dataclasses.replace(spec, rotate=False, wide_channels=0), "integer", None),
     ]
+    if spec.wide_channels:  # the group lives in the learned rotation: the rows without one drop it too
+        rows.append(("no wide channel group", dataclasses.replace(spec, wide_channels=0), "integer", None))
     if spec.rotate and spec.rotation == "learned":
-        rows.append(("random Hadamard rotations (not learned)", dataclasses.replace(spec, rotation="hadamard"), "integer", None))
+        rows.append(("random Hadamard rotations (not learned)", dataclasses.replace(spec, rotation="hadamard", wide_channels=0),
+                     "integer", None))
     if spec.rotate and spec.head_rotation:
         rows.append(("no per-head value rotation (residual and online Hadamards only)",
                      dataclasses.replace(spec, head_rotation=False), "integer", None))
@@ -236,7 +239,7 @@ def ablation_specs(spec: QuantSpec) -> list:
                      dataclasses.replace(spec, act_bits=spec.act_bits - 1), "integer", "unsigned"))
     rows.append(("no dead zone (θ = 0)", dataclasses.replace(spec, theta=0, thetas=()), "integer", None)
                 if spec.theta or spec.thetas else ("dead zone θ = 1", dataclasses.replace(spec, theta=1), "integer", None))
-    ann = dataclasses.replace(spec, rotate=False, gptq=False, calibrate_gamma=False, theta=0, thetas=())
+    ann = dataclasses.replace(spec, rotate=False, gptq=False, calibrate_gamma=False, theta=0, thetas=(), wide_channels=0)
     rows.append((f"{spec.describe()} round-to-nearest ANN (no rotation, max scaling)", ann, "fake_quant", None))
     return rows
 
@@ -254,7 +257,7 @@ def ablation(model: ModelFile, float_model, rows: np.ndarray, calib, progress: b
     converting `float_model` on `calib` (e.g. a cache)."""
     out = []
     for label, variant, measure, code in _progress(ablation_specs(model.quant), "ablation", progress):
-        if any(variant.at(p, None).theta >= variant.at(p, None).q_max for p in stages.POINTS.values() if p.spiked):
+        if any(variant.at(p, None).theta >= variant.at(p, None).step_max for p in stages.POINTS.values() if p.spiked):
             continue
         rotation = model.rotation if variant.rotate and variant.rotation == "learned" else None
         vmodel = (converter(variant, rotation) if converter

@@ -22,8 +22,8 @@ def _round(x):
     return np.round(x).astype(np.int64)
 
 
-def norm_quantize(x, k: int, q_max: int, theta: int, eps_fx: int):
-    q, m = fx.quantize(x, k, q_max, theta)
+def norm_quantize(x, k: int, q_max: int, theta: int, eps_fx: int, wide: int = 0, wide_max: int = 0):
+    q, m = fx.quantize(x, k, q_max, theta, wide, wide_max)
     xf = np.asarray(x, np.float64)
     rms = np.sqrt((xf * xf).mean(-1) + eps_fx)
     return q, _round(m * float(1 << fx.RATIO_FRAC) / rms)

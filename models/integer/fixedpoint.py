@@ -82,15 +82,19 @@ def isqrt(n):
     return r
 
 
-def quantize(x, k: int, q_max: int, theta: int):
+def quantize(x, k: int, q_max: int, theta: int, wide: int = 0, wide_max: int = 0):
     """Per-row γ-quantile quantisation: step 1 of γ-SQP, float-free.
 
     m = k-th order statistic of |x| (the clipping range, in x's units), q = clip(round(x·Q/m)),
     dead zone: |q| <= theta sends nothing. Returns (q, m); x ≈ q·m/Q.
+    With a wide group, the first `wide` channels are clipped at ±wide_max instead, and m is the
+    k-th order statistic of the other channels' |x|: the same step m/Q for all.
     """
     x = np.asarray(x, dtype=np.int64)
-    m = np.maximum(np.partition(np.abs(x), k, axis=-1)[..., k], 1)
-    q = np.clip(round_div(x * q_max, m[..., None]), -q_max, q_max)
+    m = np.maximum(np.partition(np.abs(x[..., wide:]), k, axis=-1)[..., k], 1)
+    limit = np.full(x.shape[-1], q_max, np.int64)
+    limit[:wide] = wide_max
+    q = np.clip(round_div(x * q_max, m[..., None]), -limit, limit)
     q[np.abs(q) <= theta] = 0
     return q, m
 
@@ -101,13 +105,14 @@ def rms(x, eps_fx: int):
     return np.maximum(isqrt(round_div((x * x).sum(-1), x.shape[-1]) + eps_fx), 1)
 
 
-def norm_quantize(x, k: int, q_max: int, theta: int, eps_fx: int):
+def norm_quantize(x, k: int, q_max: int, theta: int, eps_fx: int, wide: int = 0, wide_max: int = 0):
     """RMSNorm fused with γ-quantile quantisation (the gain is folded into the next weights).
 
     The per-token RMS cancels in q; it survives only in ratio = m / rms, applied after the
     spike-driven stage. Returns (q, ratio) with x/rms(x) ≈ q·ratio/(Q·2**RATIO_FRAC).
+    A wide group as in `quantize`.
     """
-    q, m = quantize(x, k, q_max, theta)
+    q, m = quantize(x, k, q_max, theta, wide, wide_max)
     return q, round_div(m << RATIO_FRAC, rms(x, eps_fx))
 
 

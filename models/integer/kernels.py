@@ -148,13 +148,13 @@ def _quantize(x, k, q_max, theta):
     return q, m, bad
 
 
-def _norm_quantize(x, k, q_max, theta, eps):
+def _norm_quantize(x, k, q_max, theta, eps, wide, wide_max):
     rows, n = x.shape
     q = np.empty((rows, n), np.int64)
     ratio = np.empty(rows, np.int64)
     bad = np.zeros(rows, np.bool_)
     for r in prange(rows):
-        mr = max(kth_abs(x[r], k), np.int64(1))
+        mr = max(kth_abs(x[r, wide:], k), np.int64(1))
         inv = 1.0 / np.float64(2 * mr)
         ss = np.int64(0)
         top = np.int64(0)
@@ -163,7 +163,8 @@ def _norm_quantize(x, k, q_max, theta, eps):
             ss += v * v
             w = v * q_max
             top = max(top, abs(w))
-            t = min(max(rdiv_inv(w, mr, inv), -q_max), q_max)
+            c = wide_max if j < wide else q_max
+            t = min(max(rdiv_inv(w, mr, inv), -c), c)
             q[r, j] = t if abs(t) > theta else 0
         bad[r] = over(top) | over(ss)
         mean = rdiv(ss, np.int64(n)) + eps
@@ -421,9 +422,10 @@ def quantize(x, k: int, q_max: int, theta: int):
     return q.reshape(*lead, -1), m.reshape(lead)
 
 
-def norm_quantize(x, k: int, q_max: int, theta: int, eps_fx: int):
+def norm_quantize(x, k: int, q_max: int, theta: int, eps_fx: int, wide: int = 0, wide_max: int = 0):
     x2, lead = _rows(x)
-    q, ratio = _call(_NORM_QUANTIZE, len(x2), x2, np.int64(k), np.int64(q_max), np.int64(theta), np.int64(eps_fx))
+    q, ratio = _call(_NORM_QUANTIZE, len(x2), x2, np.int64(k), np.int64(q_max), np.int64(theta), np.int64(eps_fx),
+                     np.int64(wide), np.int64(wide_max))
     return q.reshape(*lead, -1), ratio.reshape(lead)
 
 

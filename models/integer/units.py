@@ -16,6 +16,7 @@ arithmetic comes from an ops module: `kernels` by default, or `fixedpoint`, its 
 import numpy as np
 
 from sdllm import codes, stages
+from sdllm.formats.build import wide_keys
 from sdllm.formats.model import ModelFile
 from sdllm.models.integer import fixedpoint as fx
 from sdllm.models.integer import kernels
@@ -36,14 +37,33 @@ def theta_key(point: stages.Point) -> str:
     return f"theta_{point.name}"
 
 
+def point_keys(point: stages.Point, params: dict) -> list:
+    """The parameters of a point that `params` holds: its order statistic, Q, dead zone and wide group."""
+    return [key for key in (order_key(point), qmax_key(point), theta_key(point), *wide_keys(point)) if key in params]
+
+
 def point_params(spec, points, layer: int | None) -> dict:
-    """Each point's integer range and dead zone in a layer (None: the head's), as unit and host parameters."""
+    """Each point's step's Q, dead zone and wide group in a layer (None: the head's), as unit and
+    host parameters."""
     out = {}
     for p in points:
         at = spec.at(p, layer)
-        out[qmax_key(p)] = at.q_max
+        out[qmax_key(p)] = at.step_max
         out[theta_key(p)] = at.theta
+        if at.wide:
+            out.update(zip(wide_keys(p), (at.wide, at.q_max)))
     return out
+
+
+def order_statistic(point: stages.Point, cfg, at, gamma: float) -> int:
+    """The index of a γ point's clipping value among the values it is taken over (a wide group's are not)."""
+    return fx.quantile_index(point.width(cfg) - at.wide, gamma)
+
+
+def wide_group(params: dict, point: stages.Point) -> tuple:
+    """(channels, Q) of a point's wide group, (0, 0) without one."""
+    channels, q = wide_keys(point)
+    return (int(params[channels]), int(params[q])) if channels in params else (0, 0)
 
 
 def scale_key(stage: stages.Stage) -> str:
@@ -111,7 +131,7 @@ def unit_params(model: ModelFile, layer: int) -> dict:
     }
     for p in stages.LAYER_POINTS:
         if p.gamma:
-            params[order_key(p)] = fx.quantile_index(p.width(cfg), model.gamma[p.tap(layer)])
+            params[order_key(p)] = order_statistic(p, cfg, spec.at(p, layer), model.gamma[p.tap(layer)])
     for s in stages.LAYER_STATIC:
         params[scale_key(s)] = model.scales_fx[s.node(layer)]
     return params
@@ -122,7 +142,8 @@ def head_params(model: ModelFile) -> dict:
     return {
         **point_params(model.quant, (stages.HEAD_IN,), None),
         "eps_fx": int(model.eps_fx),
-        order_key(stages.HEAD_IN): fx.quantile_index(stages.HEAD_IN.width(model.config), model.gamma[stages.HEAD_IN.tap(None)]),
+        order_key(stages.HEAD_IN): order_statistic(stages.HEAD_IN, model.config, model.quant.at(stages.HEAD_IN, None),
+                                                   model.gamma[stages.HEAD_IN.tap(None)]),
         scale_key(stages.HEAD): model.scales_fx[stages.HEAD.name],
     }
 
@@ -157,7 +178,8 @@ class DecoderLayerUnit:
 
     def _norm_quantize(self, point: stages.Point):
         p = self.p
-        q, self.ratio = self.ops.norm_quantize(self.h, p[order_key(point)], self.Q(point), self.theta(point), p["eps_fx"])
+        q, self.ratio = self.ops.norm_quantize(self.h, p[order_key(point)], self.Q(point), self.theta(point), p["eps_fx"],
+                                               *wide_group(p, point))
         return q
 
     # the programs, in the order a layer runs them -----------------------------------------------
@@ -241,7 +263,8 @@ def head_in(h, params: dict, ops=None):
     """Final RMSNorm + quantisation: returns (spike counts for the LM head, ratio)."""
     ops = ops or kernels
     point = stages.HEAD_IN
-    return ops.norm_quantize(h, params[order_key(point)], params[qmax_key(point)], params[theta_key(point)], params["eps_fx"])
+    return ops.norm_quantize(h, params[order_key(point)], params[qmax_key(point)], params[theta_key(point)], params["eps_fx"],
+                             *wide_group(params, point))
 
 
 def logits_out(acc, ratio, params: dict, ops=None):

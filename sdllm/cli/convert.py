@@ -4,7 +4,7 @@
                   [--point-bits POINT=BITS ...] [--theta 0]
                   [--max-seq-len N] [--no-rotate] [--no-head-rotation]
                   [--rotation learned|hadamard] [--rotation-steps 100] [--rotation-from MODEL_PT]
-                  [--balance 0.5] [--rtn] [--gamma-one] [--seed 0]
+                  [--balance 0.5] [--rtn] [--gamma-one] [--seed 0] [--wide-channels 0]
                   [--budget R [--budget-windows 4] [--target HW]]
 
 SRC is a float checkpoint written by `sdllm.models.source.train_default` (default: the embedded default
@@ -81,6 +81,10 @@ def _main(argv):
     ap.add_argument("--balance", type=float, default=QuantSpec.balance, metavar="ALPHA",
                     help="channel balancing of down_proj's and o_proj's inputs: scales (|w_j| / rms(x_j))**ALPHA "
                          "folded into up/down and v/o (0: none)")
+    ap.add_argument("--wide-channels", type=int, default=0, metavar="G",
+                    help="a high-precision channel group: the learned rotation puts the residual's G highest-variance "
+                         "directions first, and the points reading it carry those G channels at 8 bits with the same "
+                         "per-token step as the rest (e.g. dim/8; 0: none)")
     ap.add_argument("--rtn", action="store_true", help="round-to-nearest weights instead of GPTQ (ablation)")
     ap.add_argument("--gamma-one", action="store_true", help="γ = 1: per-token max scaling (ablation)")
     ap.add_argument("--seed", type=int, default=0, help="of the random rotation")
@@ -108,7 +112,7 @@ def _main(argv):
                      clip_budget=args.clip_budget,
                      rotate=not args.no_rotate, head_rotation=not args.no_head_rotation, rotation=args.rotation,
                      rotation_steps=args.rotation_steps, balance=args.balance, gptq=not args.rtn,
-                     calibrate_gamma=not args.gamma_one, seed=args.seed)
+                     calibrate_gamma=not args.gamma_one, seed=args.seed, wide_channels=args.wide_channels)
     model = sdllm.convert(args.src, spec, max_seq_len=args.max_seq_len, calib_windows=args.calib_windows,
                           calib_text=args.calib_text, progress=True, rotation_from=args.rotation_from,
                           budget=args.budget, budget_windows=args.budget_windows, target=args.target)

@@ -283,7 +283,7 @@ class _Reader:
         model = d.doc("model")
         cfg, quant = read_config(model.doc("config")), read_quant(model.doc("quant"), MODEL_VERSION)
         try:
-            quant.check_layers(cfg.n_layers)
+            quant.check_model(cfg)
         except SdllmError as e:
             raise SdllmError(f"{self.doc_path}: model.quant: {e}") from None
         model.bool("synthetic")
@@ -486,11 +486,13 @@ class _Reader:
                 v = p.get(key)
                 if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
                     c.fail(f"params.{key}", f"an integer in {lo}..{hi}", v)
+            for key in unit_wide_keys(cfg, self.quant, layer) & set(p):
+                c.fail(f"params.{key}", "nothing (the model's quant has no wide group there)", p[key])
         elif ctype == T.HOST:
             check_array(p.get("embed"), where, f"{name}.embed", (cfg.vocab_size, cfg.dim), lo=-(1 << 40), hi=1 << 40)
             check_array(p.get(f"scale_{stages.HEAD.name}"), where, f"{name}.scale_{stages.HEAD.name}", (cfg.vocab_size,),
                         lo=0, hi=1 << 40)
-            wanted = {f"qmax_{stages.HEAD_IN.name}": self.quant.at(stages.HEAD_IN, None).q_max} | {k: lo for k, (lo, _) in self._resid().items()}
+            wanted = {f"qmax_{stages.HEAD_IN.name}": self.quant.at(stages.HEAD_IN, None).step_max} | {k: lo for k, (lo, _) in self._resid().items()}
             for key, value in wanted.items():
                 if p.get(key) != value:
                     c.fail(f"params.{key}", str(value), p.get(key))
@@ -562,6 +564,12 @@ def unit_arrays(cfg: LlamaConfig) -> dict:
     return out
 
 
+def wide_keys(point: stages.Point) -> tuple:
+    """The unit parameters holding a residual reader's wide group: its leading channels and their Q;
+    absent without one (`sdllm.formats.model.Precision`)."""
+    return f"wide_{point.name}", f"wide_qmax_{point.name}"
+
+
 def unit_scalars(cfg: LlamaConfig, quant: QuantSpec, layer: int) -> dict:
     """A layer's neuron unit's integer parameters: name -> (lo, hi) (the last's include the head's input)."""
     out = {"n_heads": (cfg.n_heads, cfg.n_heads), "n_kv_heads": (cfg.n_kv_heads, cfg.n_kv_heads),
@@ -569,8 +577,18 @@ def unit_scalars(cfg: LlamaConfig, quant: QuantSpec, layer: int) -> dict:
            "down_shift": (0, 32), "qk_shift": (-1, 32)}
     points = [(p, layer) for p in stages.LAYER_POINTS] + ([(stages.HEAD_IN, None)] if layer == cfg.n_layers - 1 else [])
     for p, i in points:
-        out[f"qmax_{p.name}"] = (quant.at(p, i).q_max,) * 2
-        out[f"theta_{p.name}"] = (quant.at(p, i).theta,) * 2
+        at = quant.at(p, i)
+        out[f"qmax_{p.name}"] = (at.step_max,) * 2
+        out[f"theta_{p.name}"] = (at.theta,) * 2
         if p.gamma:
-            out[f"k_{p.name}"] = (0, p.width(cfg) - 1)
+            out[f"k_{p.name}"] = (0, p.width(cfg) - at.wide - 1)
+        if at.wide:
+            out.update({key: (v, v) for key, v in zip(wide_keys(p), (at.wide, at.q_max))})
     return out
+
+
+def unit_wide_keys(cfg: LlamaConfig, quant: QuantSpec, layer: int) -> set:
+    """The wide-group parameters a layer's unit may not hold: those of points without a group."""
+    points = [(p, layer) for p in stages.RESIDUAL_READERS if p is not stages.HEAD_IN]
+    points += [(stages.HEAD_IN, None)] if layer == cfg.n_layers - 1 else []
+    return {key for p, i in points if not quant.at(p, i).wide for key in wide_keys(p)}

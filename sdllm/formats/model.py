@@ -9,7 +9,8 @@ On disk a plain dict of tensors and primitive values (`torch.save`, read back wi
     config        LlamaConfig fields (the model's shape)
     quant         QuantSpec fields: bits per group of quantisation points, per-point and per-layer
                   overrides (spike points by tap 'L3.down', weights by static stage node 'L3.o'), dead
-                  zones, conversion options (how the integers travel
+                  zones, conversion options, `wide_channels` where the residual's readers carry a
+                  high-precision channel group (absent: none) (how the integers travel
                   as spikes is the compiler's choice: older files' `code` is read and ignored)
     tokenizer     a tokenizer spec (`sdllm.tokenizer`)
     embed_fx      (vocab, dim) integers: the embedding, FRAC fixed point (the host's table)
@@ -65,6 +66,7 @@ BALANCE_LIMIT = 1024.0  # a channel scale lies within 1/BALANCE_LIMIT..BALANCE_L
 LIMITS = {"vocab_size": 1 << 20, "dim": 1 << 16, "n_layers": 1 << 10, "n_heads": 1 << 10, "n_kv_heads": 1 << 10,
           "ffn_dim": 1 << 18, "max_seq_len": 1 << 15}
 BIT_RANGE = (2, 8)
+WIDE_BITS = 8  # a wide channel group's bits (`QuantSpec.wide_channels`): the widest Loihi 2 synapses read
 SEED_RANGE = (0, (1 << 32) - 1)  # of a conversion's random rotation
 ROTATION_STEPS_MAX = 1 << 20
 RESID_SQUARES_BITS = 60  # a residual's squares summed over its channels stay below 2**60 (the integer RMS's range)
@@ -121,14 +123,27 @@ class LlamaConfig:
 
 @dataclass(frozen=True)
 class Precision:
-    """How one quantisation point of one layer carries its integers (`QuantSpec.at`)."""
+    """How one quantisation point of one layer carries its integers (`QuantSpec.at`).
 
-    bits: int  # its integers' range [-Q, Q], Q = 2**(bits-1) - 1; the per-token step is m/Q
+    Without a wide group, q = clip(round(x·Q/m), ±Q) with Q = q_max and m the γ order statistic
+    of |x| over the row. With one, the first `wide` channels (the residual rotation's
+    highest-variance directions) are clipped at ±q_max and the others at ±step_max, with the
+    same step m/step_max and m taken over the others only: the weights, the scales and the
+    partial sums are those of the step_bits-bit point; only the group's codes are longer."""
+
+    bits: int  # its widest integers' range [-Q, Q], Q = 2**(bits-1) - 1: the code's width
     theta: int = 0  # dead zone: |q| <= theta sends nothing
+    wide: int = 0  # leading channels carried at `bits`, the rest at `step_bits`
+    step_bits: int = 0  # with a wide group: the rest's bits, whose Q sets the step
 
     @property
     def q_max(self) -> int:
         return qmax(self.bits)
+
+    @property
+    def step_max(self) -> int:
+        """The Q of the per-token step m/Q (and the clip of every channel outside a wide group)."""
+        return qmax(self.step_bits) if self.wide else self.q_max
 
 
 @dataclass(frozen=True)
@@ -157,6 +172,7 @@ class QuantSpec:
     balance: float = 0.5  # α of the channel balancing of down_proj's and o_proj's inputs (`sdllm.models.conversion.balance`; 0: none)
     layer_bits: tuple = ()  # ((tap, bits), ...): one layer's spike point ('L3.down'; the head's 'head'), overriding point_bits
     layer_weight_bits: tuple = ()  # ((node, bits), ...): one static stage's weights ('L3.o', 'head')
+    wide_channels: int = 0  # the residual rotation's leading channels carried at WIDE_BITS by its readers (0: none)
 
     def __post_init__(self):
         lo, hi = BIT_RANGE
@@ -167,6 +183,10 @@ class QuantSpec:
         arguments.text("--rotation", self.rotation, ROTATIONS)
         arguments.integer("--rotation-steps", self.rotation_steps, 1, ROTATION_STEPS_MAX, f"must be within 1..{ROTATION_STEPS_MAX}")
         arguments.integer("--seed", self.seed, *SEED_RANGE)
+        arguments.integer("--wide-channels", self.wide_channels, 0, LIMITS["dim"], f"must be within 0..{LIMITS['dim']}")
+        if self.wide_channels and not (self.rotate and self.rotation == "learned"):
+            raise SdllmError(f"--wide-channels: needs the learned rotation (--rotation learned), got "
+                             f"{self.rotation if self.rotate else 'no rotation'}")
         arguments.integer("--theta", self.theta)  # its range depends on each point's bits: below
         for name in ("rotate", "head_rotation", "gptq", "calibrate_gamma"):
             arguments.boolean(name, getattr(self, name))
@@ -182,8 +202,8 @@ class QuantSpec:
                 arguments.fail(field_name, "each name once", pairs)
         for point, layer in self._taps():
             at = self.at(point, layer)
-            if point.spiked and not 0 <= at.theta < at.q_max:
-                raise SdllmError(f"--theta: must be within 0..{at.q_max - 1} for the {at.bits}-bit point "
+            if point.spiked and not 0 <= at.theta < at.step_max:
+                raise SdllmError(f"--theta: must be within 0..{at.step_max - 1} for the {at.bits}-bit point "
                                  f"{point.tap(layer)}, got {at.theta}")
 
     def _taps(self):
@@ -198,6 +218,8 @@ class QuantSpec:
         and the head's own point)."""
         bits = dict(self.layer_bits).get(point.tap(layer), dict(self.point_bits).get(point.name, getattr(self, point.bits)))
         theta = dict(self.thetas).get(point.name, self.theta) if point.spiked else 0
+        if self.wide_channels and point in stages.RESIDUAL_READERS and bits < WIDE_BITS:
+            return Precision(WIDE_BITS, theta, self.wide_channels, bits)
         return Precision(bits, theta)
 
     def of_stage(self, node: str) -> Precision:
@@ -219,8 +241,11 @@ class QuantSpec:
     def per_layer(self) -> bool:
         return bool(self.layer_bits or self.layer_weight_bits)
 
-    def check_layers(self, n_layers: int) -> None:
-        """The per-layer tables name layers the model has."""
+    def check_model(self, cfg: "LlamaConfig") -> None:
+        """The per-layer tables name layers the model has; a wide group leaves channels at the step's bits."""
+        n_layers = cfg.n_layers
+        if self.wide_channels >= cfg.dim:
+            raise SdllmError(f"--wide-channels: must be below the model's dim {cfg.dim}, got {self.wide_channels}")
         for field_name in ("layer_bits", "layer_weight_bits"):
             for name, _ in getattr(self, field_name):
                 layer = stages.layer_of(name)
@@ -232,6 +257,8 @@ class QuantSpec:
         d = asdict(self)
         for key in ("point_bits", "thetas", "layer_bits", "layer_weight_bits"):
             d[key] = dict(getattr(self, key))
+        if not self.wide_channels:  # files without a group read as before
+            del d["wide_channels"]
         return d
 
     def precision(self) -> str:
@@ -240,7 +267,9 @@ class QuantSpec:
         groups = {}
         for p in stages.POINTS.values():
             if p.spiked:
-                groups.setdefault(f"{self.at(p, None).bits}-bit", []).append(p.name)
+                at = self.at(p, None)
+                what = f"{at.step_bits}-bit with {at.wide} channels {at.bits}-bit" if at.wide else f"{at.bits}-bit"
+                groups.setdefault(what, []).append(p.name)
         out = "; ".join(f"{', '.join(names)} {what}" for what, names in groups.items())
         if self.per_layer():
             parts = [f"{', '.join(sorted((n for n, v in self.layer_bits if v == b), key=_by_layer))} {b}-bit"
@@ -257,6 +286,8 @@ class QuantSpec:
             extra += f" +{len(self.layer_bits)}A"
         if self.layer_weight_bits:
             extra += f" +{len(self.layer_weight_bits)}W"
+        if self.wide_channels:
+            extra += f" wide{self.wide_channels}"
         return f"W{self.weight_bits}A{self.act_bits} P{self.attn_bits} KV{self.kv_bits}{extra}"
 
 
@@ -338,6 +369,7 @@ def read_quant(d: Doc, version: int = FORMAT_VERSION) -> QuantSpec:
                     rotation_steps=d.int("rotation_steps", 1, ROTATION_STEPS_MAX) if d.has("rotation_steps") else QuantSpec.rotation_steps,
                     clip_budget=d.float("clip_budget", 0.0, 10.0) if d.has("clip_budget") else 0.0,
                     balance=d.float("balance", 0.0, 1.0) if d.has("balance") else 0.0,  # older files had none
+                    wide_channels=d.int("wide_channels", 0, LIMITS["dim"]) if d.has("wide_channels") else 0,
                     **per_point, **flags)
     try:  # every check a QuantSpec makes of itself (a dead zone within each point's bits)
         return QuantSpec(**spec)
@@ -381,7 +413,7 @@ class ModelFile:
     calibration: str | None = None  # what it was calibrated on, one line (CALIBRATION_CHARS at most)
 
     def __post_init__(self):
-        self.quant.check_layers(self.config.n_layers)
+        self.quant.check_model(self.config)
 
     def weight(self, node: str) -> np.ndarray:
         """A static stage's integer weights (n_out, n_in), int8: stored, or drawn for a synthetic model."""
@@ -446,7 +478,7 @@ class ModelFile:
         cfg = read_config(d.doc("config"))
         spec = read_quant(d.doc("quant"), version)
         try:
-            spec.check_layers(cfg.n_layers)
+            spec.check_model(cfg)
         except SdllmError as e:
             raise SdllmError(f"{where}: quant: {e}") from None
         synthetic_seed = d.doc("synthetic").int("seed", -(1 << 63), (1 << 63) - 1) if d.has("synthetic") else None
