@@ -179,3 +179,14 @@ def test_a_budget_searched_from_a_wide_group_keeps_it_and_runs_equal_to_the_refe
     lava = run_lava(build, prompt, 2)
     check_equal(build, model, prompt, 2, lava)
     _same(lava, run_fast(build, prompt, 2))
+
+
+def test_the_ablation_of_a_wide_model_drops_the_group_with_the_learned_rotation():
+    """Each ablation row is a spec a conversion takes (a group without the learned rotation is
+    refused), and one row takes the group away alone."""
+    from sdllm.models.evaluation.evaluate import ablation_specs
+
+    rows = {label: spec for label, spec, _, _ in ablation_specs(WIDE)}
+    assert rows["no wide channel group"] == dataclasses.replace(WIDE, wide_channels=0)
+    assert all(spec.wide_channels == (G if spec.rotate and spec.rotation == "learned" else 0)
+               for label, spec in rows.items() if label != "no wide channel group")
