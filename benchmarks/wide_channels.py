@@ -83,11 +83,15 @@ def plot(rows: list, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    labels = {}  # settings that land on the same point share one label
     for name, r in rows:
         x, y = r["sops"]["bitplane"] / 1e6, r["ratio"]["in-domain"]
         ax.scatter([x], [y], marker="s" if "wide" in name else "o", zorder=3)
-        ax.annotate(name.replace("W4A4, ", ""), (x, y), fontsize=7, xytext=(5, 3), textcoords="offset points")
+        labels.setdefault((round(x, 1), round(y, 3)), []).append(name.replace("W4A4, ", ""))
+    for (x, y), names in labels.items():
+        ax.annotate(" = ".join(names), (x, y), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    ax.set_xlim(right=ax.get_xlim()[1] * 1.25)  # room for the rightmost label
     ax.set_xlabel("synaptic operations per token in signed bit planes (millions)")
     ax.set_ylabel("perplexity / float, held-out pydoc topics")
     ax.set_title("SmolLM2-135M-Instruct: a wide channel group against 8-bit points (integer reference)", fontsize=10)
@@ -154,7 +158,8 @@ def main():
         verdicts.append((per, name, gained, added))
     verdicts.sort(reverse=True)
     summary = ["Perplexity ratio gained in-domain per added SOP (bit planes), best first:"]
-    summary += [f"  {name}: -{gained:.3f} x float for +{100 * added:.1f}% SOPs ({per:.2f} per unit of SOPs)"
+    summary += [f"  {name}: {-gained:+.3f} x float for {100 * added:+.1f}% SOPs ("
+                + (f"{per:.2f} per unit of SOPs)" if added > 0 else "fewer SOPs and lower perplexity: it pays outright)")
                 for per, name, gained, added in verdicts]
     best = verdicts[0][1]
     summary.append(f"  pays best: {best}" + (" — the group is the budget's better candidate" if "wide" in best
@@ -164,6 +169,8 @@ def main():
     png = os.path.join(args.out, "wide_channels.png")
     plot(rows, png)
     shutil.copyfile(png, os.path.join(os.path.dirname(__file__), "..", "docs", "wide_channels.png"))
+    lines += ["", "The budgets reuse the group's learned rotation (`--rotation-from`): their conversion times leave out "
+              "the rotation's learning, which the group's own conversion includes."]
     write_section("wide_channels", "\n".join(lines + ["", "![perplexity against SOPs: the wide group and 8-bit points]"
                                                       "(wide_channels.png)", "", "```", *summary, "```"]) + "\n")
     print(f"plot: {png} (and docs/wide_channels.png)")
