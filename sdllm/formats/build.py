@@ -575,8 +575,7 @@ def unit_scalars(cfg: LlamaConfig, quant: QuantSpec, layer: int) -> dict:
     out = {"n_heads": (cfg.n_heads, cfg.n_heads), "n_kv_heads": (cfg.n_kv_heads, cfg.n_kv_heads),
            "head_dim": (cfg.head_dim, cfg.head_dim), "eps_fx": (0, 1 << 40), "down_block": (0, cfg.ffn_dim),
            "down_shift": (0, 32), "qk_shift": (-1, 32)}
-    points = [(p, layer) for p in stages.LAYER_POINTS] + ([(stages.HEAD_IN, None)] if layer == cfg.n_layers - 1 else [])
-    for p, i in points:
+    for p, i in _unit_points(cfg, layer):
         at = quant.at(p, i)
         out[f"qmax_{p.name}"] = (at.step_max,) * 2
         out[f"theta_{p.name}"] = (at.theta,) * 2
@@ -589,6 +588,9 @@ def unit_scalars(cfg: LlamaConfig, quant: QuantSpec, layer: int) -> dict:
 
 def unit_wide_keys(cfg: LlamaConfig, quant: QuantSpec, layer: int) -> set:
     """The wide-group parameters a layer's unit may not hold: those of points without a group."""
-    points = [(p, layer) for p in stages.RESIDUAL_READERS if p is not stages.HEAD_IN]
-    points += [(stages.HEAD_IN, None)] if layer == cfg.n_layers - 1 else []
-    return {key for p, i in points if not quant.at(p, i).wide for key in wide_keys(p)}
+    return {key for p, i in _unit_points(cfg, layer) if not quant.at(p, i).wide for key in wide_keys(p)}
+
+
+def _unit_points(cfg: LlamaConfig, layer: int) -> list:
+    """(point, layer or None) of the points a layer's unit quantises (the last's include the head's input)."""
+    return [(p, layer) for p in stages.LAYER_POINTS] + ([(stages.HEAD_IN, None)] if layer == cfg.n_layers - 1 else [])
