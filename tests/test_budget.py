@@ -11,20 +11,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_lava import _same, check_equal
+from test_lava import compiled_runs_equal
 
 import sdllm
-from sdllm.compiler.emit import emit
-from sdllm.compiler.pipeline import compile_model, passes
 from sdllm.errors import SdllmError
-from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
 from sdllm.models.integer.likelihood import nll
 from sdllm.models.integer.reference import IntegerSDLLM
 from sdllm.models.source.corpus import calibration_tokens
 from sdllm.models.source.importers import load_source
-from sdllm.runtime.fast import run_fast
-from sdllm.runtime.lava_backend import run_lava
 
 BUDGET = 1.05
 OPTIONS = dict(calib_windows=2, budget_windows=2, rotation="hadamard")
@@ -109,13 +104,8 @@ def test_the_search_is_deterministic_and_round_trips_model_pt(budgeted, tmp_path
 
 
 def test_a_budgeted_model_compiles_and_runs_equal_to_the_reference_on_lava_and_fast(budgeted, tmp_path):
-    emit(compile_model(budgeted, "loihi2", passes()), str(tmp_path / "b"))
-    build = buildformat.read(str(tmp_path / "b"))
+    build = compiled_runs_equal(budgeted, tmp_path / "b", b"def ", 2)
     assert build.quant == budgeted.quant
-    prompt = list(b"def ")
-    lava = run_lava(build, prompt, 2)
-    check_equal(build, budgeted, prompt, 2, lava)
-    _same(lava, run_fast(build, prompt, 2))
 
 
 def test_a_budget_below_every_allocation_is_one_error_naming_the_best_ratio():

@@ -122,6 +122,21 @@ def _same(a, b):
     assert {k: v.tolist() for k, v in a.core_sops.items()} == {k: v.tolist() for k, v in b.core_sops.items()}
 
 
+def compiled_runs_equal(model, out, prompt: bytes, n_new: int, code: str = "auto", lockstep: bool = False):
+    """`model` compiled for loihi2 (its inputs in `code`) into `out`: its Lava run equals the integer
+    reference (`check_equal`), and the fast executor's (and the lockstep's) equal Lava's. Returns the build."""
+    from sdllm.compiler.pipeline import compile_model, passes
+
+    emit(compile_model(model, "loihi2", passes(code=code)), str(out))
+    build = load_build(str(out))
+    ids = list(prompt)
+    lava = run_lava(build, ids, n_new)
+    check_equal(build, model, ids, n_new, lava)
+    for run in (run_lockstep, run_fast) if lockstep else (run_fast,):
+        _same(lava, run(build, ids, n_new))
+    return build
+
+
 def test_per_core_and_per_chip_lava_graphs_are_bit_identical(default_build):
     build = load_build(default_build)
     p = list(b"while ")

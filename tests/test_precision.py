@@ -4,7 +4,7 @@ backend bit for bit."""
 import numpy as np
 import pytest
 from conftest import tiny_converted
-from test_lava import _same, check_equal
+from test_lava import compiled_runs_equal
 
 from sdllm import codes
 from sdllm.compiler.emit import emit
@@ -12,9 +12,6 @@ from sdllm.compiler.pipeline import compile_model, passes
 from sdllm.formats import build as buildformat
 from sdllm.formats import model as modelformat
 from sdllm.formats.model import QuantSpec
-from sdllm.runtime.fast import run_fast
-from sdllm.runtime.lava_backend import run_lava
-from sdllm.runtime.lockstep import run_lockstep
 from sdllm.stages import POINTS
 
 MIXED = QuantSpec(weight_bits=4, act_bits=3, attn_bits=3, kv_bits=6, point_bits=(("down", 6), ("q", 5)), thetas=(("o", 1),))
@@ -48,15 +45,9 @@ def test_per_point_bits_round_trip_through_model_pt_and_the_build(mixed_model, t
 def test_every_backend_equals_the_reference_in_every_code(mixed_model, tmp_path, code):
     """The same integers whatever carries them: tokens, logits and per-core SOPs (counted in the
     build's own codes) equal on Lava, lockstep, fast and the integer reference."""
-    emit(compile_model(mixed_model, "loihi2", passes(code=code)), str(tmp_path / "b"))
-    build = buildformat.read(str(tmp_path / "b"))
+    build = compiled_runs_equal(mixed_model, tmp_path / "b", b"mix", 4, code, lockstep=True)
     if code not in ("auto", "paper"):
         assert {w.code for w in build.schedule.stages.values()} == {code}
-    prompt = list(b"mix")
-    lava = run_lava(build, prompt, 4)
-    check_equal(build, mixed_model, prompt, 4, lava)
-    _same(lava, run_lockstep(build, prompt, 4))
-    _same(lava, run_fast(build, prompt, 4))
 
 
 # bits per layer: layer 0's down_proj input at 6 bits, layer 1's q/k/v input and queries at 5, the
@@ -107,12 +98,7 @@ def test_per_layer_bits_round_trip_through_model_pt_and_the_build(layered_model,
 
 @pytest.mark.parametrize("code", ["auto", "paper"])
 def test_per_layer_bits_run_equal_to_the_reference_on_lava_and_fast(layered_model, tmp_path, code):
-    emit(compile_model(layered_model, "loihi2", passes(code=code)), str(tmp_path / "b"))
-    build = buildformat.read(str(tmp_path / "b"))
-    prompt = list(b"lay")
-    lava = run_lava(build, prompt, 3)
-    check_equal(build, layered_model, prompt, 3, lava)
-    _same(lava, run_fast(build, prompt, 3))
+    compiled_runs_equal(layered_model, tmp_path / "b", b"lay", 3, code)
 
 
 def test_per_layer_tables_name_layers_the_model_has(layered_model, tmp_path):

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 from conftest import TINY, tiny_converted
-from test_lava import _same, check_equal
+from test_lava import compiled_runs_equal
 
 from sdllm.compiler.emit import emit
 from sdllm.compiler.pipeline import compile_model, passes
@@ -19,9 +19,6 @@ from sdllm.formats.model import QuantSpec
 from sdllm.models.integer import fixedpoint as fx
 from sdllm.models.integer import kernels
 from sdllm.models.integer.reference import IntegerSDLLM
-from sdllm.runtime.fast import run_fast
-from sdllm.runtime.lava_backend import run_lava
-from sdllm.runtime.lockstep import run_lockstep
 from sdllm.stages import ATTN_IN, MLP_IN
 
 G = 4
@@ -100,13 +97,7 @@ def test_a_wide_group_round_trips_through_model_pt_and_the_build(wide_model, tmp
 
 @pytest.mark.parametrize("code", ["auto", "paper", "naf", "graded"])
 def test_a_wide_group_runs_equal_to_the_reference_on_lava_lockstep_and_fast(wide_model, tmp_path, code):
-    emit(compile_model(wide_model, "loihi2", passes(code=code)), str(tmp_path / "b"))
-    build = buildformat.read(str(tmp_path / "b"))
-    prompt = list(b"wide")
-    lava = run_lava(build, prompt, 4)
-    check_equal(build, wide_model, prompt, 4, lava)
-    _same(lava, run_lockstep(build, prompt, 4))
-    _same(lava, run_fast(build, prompt, 4))
+    compiled_runs_equal(wide_model, tmp_path / "b", b"wide", 4, code, lockstep=True)
 
 
 def test_a_build_whose_unit_holds_a_group_the_quant_lacks_is_refused(wide_model, tmp_path):
@@ -173,12 +164,7 @@ def test_a_budget_searched_from_a_wide_group_keeps_it_and_runs_equal_to_the_refe
     model = sdllm.convert(budget=1.2, calib_windows=2, budget_windows=2, wide_channels=8, rotation_steps=10).file
     assert model.quant.wide_channels == 8 and model.budget["measured_ratio"] <= 1.2
     assert not any(stages.parse_tap(tap)[0] in stages.RESIDUAL_READERS for tap, _ in model.quant.layer_bits)
-    emit(compile_model(model, "loihi2", passes()), str(tmp_path / "b"))
-    build = buildformat.read(str(tmp_path / "b"))
-    prompt = list(b"def ")
-    lava = run_lava(build, prompt, 2)
-    check_equal(build, model, prompt, 2, lava)
-    _same(lava, run_fast(build, prompt, 2))
+    compiled_runs_equal(model, tmp_path / "b", b"def ", 2)
 
 
 def test_the_ablation_of_a_wide_model_drops_the_group_with_the_learned_rotation():
