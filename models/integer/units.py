@@ -28,7 +28,8 @@ def order_key(point: stages.Point) -> str:
 
 
 def qmax_key(point: stages.Point) -> str:
-    """The parameter holding a point's integer range Q (its integers are in [-Q, Q])."""
+    """The parameter holding the Q of a point's per-token step m/Q: its integers are in [-Q, Q],
+    but for a wide group's channels (`wide_keys`), which are clipped at their own Q."""
     return f"qmax_{point.name}"
 
 
